@@ -1,0 +1,326 @@
+//! The GPU runtime: adapter discovery ([`select`]), the device context ([`Gpu`]), the
+//! pipeline cache ([`pipeline`]), the buffer pool ([`pool`]) and the command recorder.
+//!
+//! Getting a device ([`select::open`]) is kept apart from running on one ([`Gpu`]), so tests,
+//! benches and the CLI all share one way to pick an adapter and every op only ever sees a `&Gpu`.
+
+pub mod pipeline;
+pub mod pool;
+pub mod select;
+
+use std::sync::Mutex;
+
+use thiserror::Error;
+
+pub use pipeline::{Access, Kernel, ShaderId};
+pub use pool::PoolStats;
+pub use select::{AdapterRequest, AdapterSummary, BackendChoice};
+
+/// Errors of the GPU runtime layer: finding an adapter, opening a device, moving data.
+#[derive(Debug, Error)]
+pub enum GpuError {
+    #[error("no GPU adapter found on backends {backends}; on a machine without a GPU install lavapipe (Debian/Ubuntu: `apt-get install -y mesa-vulkan-drivers libvulkan1`)")]
+    NoAdapter { backends: String },
+    #[error("no adapter name contains {wanted:?}; available: {available}")]
+    AdapterNotFound { wanted: String, available: String },
+    #[error("unknown backend {0:?}: expected one of vulkan, metal, dx12, gl")]
+    UnknownBackend(String),
+    #[error("adapter {adapter:?} refused to open a device: {source}")]
+    RequestDevice {
+        adapter: String,
+        #[source]
+        source: wgpu::RequestDeviceError,
+    },
+    #[error("{op}: tensor {tensor} needs a {needed}-byte binding per batch item, over this adapter's max_storage_buffer_binding_size of {limit} bytes")]
+    BindingTooLarge {
+        op: &'static str,
+        tensor: &'static str,
+        needed: u64,
+        limit: u64,
+    },
+    #[error("{op}: {what} needs {needed} bytes, over the adapter's max_buffer_size of {limit} bytes")]
+    BufferTooLarge {
+        op: &'static str,
+        what: String,
+        needed: u64,
+        limit: u64,
+    },
+    #[error("reading back {bytes} bytes from the GPU failed: {reason}")]
+    Readback { bytes: u64, reason: String },
+}
+
+/// One argument of a dispatch, in binding order (binding 0 first).
+pub enum Arg<'a> {
+    /// A small uniform block (binding-local copy, created per dispatch).
+    Uniform(&'a [u8]),
+    /// A byte range of a storage buffer, read-only in the shader.
+    Read(BufferRange<'a>),
+    /// A byte range of a storage buffer, read-write in the shader.
+    Write(BufferRange<'a>),
+    /// A binding the entry point never touches: left out of the layout and the bind group.
+    Unused,
+}
+
+/// A byte range of a buffer; `offset` must be a multiple of the storage offset alignment.
+#[derive(Clone, Copy)]
+pub struct BufferRange<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// The device context every op runs on.
+///
+/// Work is recorded into one pending command encoder; nothing reaches the GPU queue until
+/// [`Gpu::flush`] or a readback, so the ops of one training step become one submission with no
+/// host round trip between them.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    features: wgpu::Features,
+    binding_limit: u64,
+    pipelines: pipeline::PipelineCache,
+    pool: pool::BufferPool,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    encoder: Option<wgpu::CommandEncoder>,
+    dispatches: u64,
+}
+
+impl Gpu {
+    /// Wraps an opened device. `binding_limit` lowers the per-binding byte limit below the
+    /// adapter's (tests use it to exercise the splitting paths on any adapter).
+    pub fn from_parts(
+        adapter: &wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        binding_limit: Option<u64>,
+    ) -> Self {
+        let limits = device.limits();
+        let adapter_limit = u64::from(limits.max_storage_buffer_binding_size);
+        let binding_limit = binding_limit.map_or(adapter_limit, |b| b.min(adapter_limit));
+        let pool = pool::BufferPool::new(device.clone());
+        Self {
+            info: adapter.get_info(),
+            features: device.features(),
+            pipelines: pipeline::PipelineCache::new(device.clone()),
+            limits,
+            binding_limit,
+            pool,
+            pending: Mutex::new(Pending::default()),
+            device,
+            queue,
+        }
+    }
+
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    pub fn features(&self) -> wgpu::Features {
+        self.features
+    }
+
+    pub fn adapter_name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// The largest byte range one storage binding may cover on this device.
+    pub fn binding_limit(&self) -> u64 {
+        self.binding_limit
+    }
+
+    /// Storage-binding offsets must be multiples of this.
+    pub fn offset_alignment(&self) -> u64 {
+        u64::from(self.limits.min_storage_buffer_offset_alignment)
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Frees the buffers the pool keeps for reuse.
+    pub fn trim_pool(&self) {
+        self.pool.trim();
+    }
+
+    pub fn reset_peak(&self) {
+        self.pool.reset_peak();
+    }
+
+    pub(crate) fn pool(&self) -> &pool::BufferPool {
+        &self.pool
+    }
+
+    /// Number of distinct pipelines built so far (each (shader, entry, constants) once).
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.len()
+    }
+
+    /// Number of compute dispatches recorded since the device was opened.
+    pub fn dispatch_count(&self) -> u64 {
+        self.pending.lock().expect("pending lock").dispatches
+    }
+
+    /// Records `f` into the pending command encoder.
+    pub fn record<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+        let mut pending = self.pending.lock().expect("pending lock");
+        let encoder = pending.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") })
+        });
+        f(encoder)
+    }
+
+    /// Records one compute dispatch of `kernel` with `args` bound in order.
+    pub fn dispatch(&self, kernel: &Kernel<'_>, args: &[Arg<'_>], groups: [u32; 3]) {
+        let access: Vec<Access> = args
+            .iter()
+            .map(|a| match a {
+                Arg::Uniform(_) => Access::Uniform,
+                Arg::Read(_) => Access::Read,
+                Arg::Write(_) => Access::Write,
+                Arg::Unused => Access::Unused,
+            })
+            .collect();
+        let pipe = self.pipelines.get(kernel, &access);
+        let uniforms: Vec<Option<wgpu::Buffer>> = args
+            .iter()
+            .map(|a| match a {
+                Arg::Uniform(bytes) => Some(self.uniform_buffer(bytes)),
+                _ => None,
+            })
+            .collect();
+        let entries: Vec<wgpu::BindGroupEntry> = args
+            .iter()
+            .zip(&uniforms)
+            .enumerate()
+            .filter(|(_, (a, _))| !matches!(a, Arg::Unused))
+            .map(|(i, (a, u))| {
+                let resource = match a {
+                    Arg::Uniform(_) | Arg::Unused => u.as_ref().expect("uniform buffer").as_entire_binding(),
+                    Arg::Read(r) | Arg::Write(r) => {
+                        debug_assert!(r.size <= self.binding_limit, "binding over the limit");
+                        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: r.buffer,
+                            offset: r.offset,
+                            size: wgpu::BufferSize::new(r.size),
+                        })
+                    }
+                };
+                wgpu::BindGroupEntry { binding: i as u32, resource }
+            })
+            .collect();
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.entry),
+            layout: &pipe.layout,
+            entries: &entries,
+        });
+        let mut pending = self.pending.lock().expect("pending lock");
+        pending.dispatches += 1;
+        let encoder = pending.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") })
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(kernel.entry),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&pipe.pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+    }
+
+    fn uniform_buffer(&self, bytes: &[u8]) -> wgpu::Buffer {
+        // Uniform blocks are padded to 16 bytes so any std140-style struct fits.
+        let size = (bytes.len() as u64).div_ceil(16).max(1) * 16;
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size,
+            usage: wgpu::BufferUsages::UNIFORM,
+            mapped_at_creation: true,
+        });
+        buf.get_mapped_range_mut(..)
+            .expect("freshly mapped uniform")
+            .slice(..bytes.len())
+            .copy_from_slice(bytes);
+        buf.unmap();
+        buf
+    }
+
+    /// Submits everything recorded so far.
+    pub fn flush(&self) -> wgpu::SubmissionIndex {
+        // Submit while holding the lock: a second thread must not record and submit a newer
+        // encoder before this one reaches the queue, or its work would run first.
+        let mut pending = self.pending.lock().expect("pending lock");
+        let buffers = pending.encoder.take().map(|e| e.finish());
+        self.queue.submit(buffers)
+    }
+
+    /// Submits pending work and blocks until the GPU has finished it.
+    pub fn sync(&self) -> Result<(), GpuError> {
+        let index = self.flush();
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| GpuError::Readback {
+                bytes: 0,
+                reason: e.to_string(),
+            })?;
+        Ok(())
+    }
+
+    /// Copies `size` bytes at `offset` of `buffer` back to the host, after all pending work.
+    pub fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>, GpuError> {
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.record(|enc| enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size));
+        self.flush();
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback {
+                bytes: size,
+                reason: e.to_string(),
+            })?;
+        rx.recv()
+            .map_err(|e| GpuError::Readback {
+                bytes: size,
+                reason: e.to_string(),
+            })?
+            .map_err(|e| GpuError::Readback {
+                bytes: size,
+                reason: e.to_string(),
+            })?;
+        let out = staging
+            .get_mapped_range(..)
+            .map_err(|e| GpuError::Readback {
+                bytes: size,
+                reason: e.to_string(),
+            })?
+            .to_vec();
+        staging.unmap();
+        Ok(out)
+    }
+}

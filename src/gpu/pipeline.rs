@@ -1,0 +1,216 @@
+//! Shader sources and the one pipeline cache, keyed by (shader, entry point, override constants,
+//! binding access).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Every shader module the engine has. A closed enum: sources are compiled in with
+/// `include_str!`, so a missing or misnamed file is a build error, not a runtime one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ShaderId {
+    Conv2d,
+    Matmul,
+    Pool,
+    Activation,
+    Dropout,
+    Loss,
+    Reduce,
+    Optim,
+    Peak,
+}
+
+const GEMM_CORE: &str = include_str!("../../shaders/gemm_core.wgsl");
+
+impl ShaderId {
+    pub const ALL: [ShaderId; 9] = [
+        ShaderId::Conv2d,
+        ShaderId::Matmul,
+        ShaderId::Pool,
+        ShaderId::Activation,
+        ShaderId::Dropout,
+        ShaderId::Loss,
+        ShaderId::Reduce,
+        ShaderId::Optim,
+        ShaderId::Peak,
+    ];
+
+    /// The files under `shaders/` this module is assembled from, in order.
+    pub fn files(self) -> &'static [&'static str] {
+        match self {
+            ShaderId::Conv2d => &["conv2d.wgsl", "gemm_core.wgsl"],
+            ShaderId::Matmul => &["matmul.wgsl", "gemm_core.wgsl"],
+            ShaderId::Pool => &["pool.wgsl"],
+            ShaderId::Activation => &["activation.wgsl"],
+            ShaderId::Dropout => &["dropout.wgsl"],
+            ShaderId::Loss => &["loss.wgsl"],
+            ShaderId::Reduce => &["reduce.wgsl"],
+            ShaderId::Optim => &["optim.wgsl"],
+            ShaderId::Peak => &["peak.wgsl"],
+        }
+    }
+
+    /// The full WGSL source. The GEMM-shaped ops share one tiled core (`gemm_core.wgsl`) that
+    /// calls the op's own `load_a`/`load_b`/`store_c`; composing modules this way keeps shapes
+    /// out of the source text (they arrive as uniforms and override constants).
+    pub fn source(self) -> String {
+        let own = match self {
+            ShaderId::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
+            ShaderId::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            ShaderId::Pool => include_str!("../../shaders/pool.wgsl"),
+            ShaderId::Activation => include_str!("../../shaders/activation.wgsl"),
+            ShaderId::Dropout => include_str!("../../shaders/dropout.wgsl"),
+            ShaderId::Loss => include_str!("../../shaders/loss.wgsl"),
+            ShaderId::Reduce => include_str!("../../shaders/reduce.wgsl"),
+            ShaderId::Optim => include_str!("../../shaders/optim.wgsl"),
+            ShaderId::Peak => include_str!("../../shaders/peak.wgsl"),
+        };
+        match self {
+            ShaderId::Conv2d | ShaderId::Matmul => format!("{own}\n{GEMM_CORE}"),
+            _ => own.to_string(),
+        }
+    }
+}
+
+/// How a shader uses one binding; part of the pipeline layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    Uniform,
+    Read,
+    Write,
+    /// Not used by the entry point; no layout entry.
+    Unused,
+}
+
+/// A specialised entry point: the unit the pipeline cache stores.
+#[derive(Clone, Debug)]
+pub struct Kernel<'a> {
+    pub shader: ShaderId,
+    pub entry: &'static str,
+    /// WGSL `override` constants by name.
+    pub constants: &'a [(&'static str, f64)],
+}
+
+impl<'a> Kernel<'a> {
+    pub fn new(shader: ShaderId, entry: &'static str, constants: &'a [(&'static str, f64)]) -> Self {
+        Self { shader, entry, constants }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    shader: ShaderId,
+    entry: &'static str,
+    constants: Vec<(&'static str, u64)>,
+    access: Vec<Access>,
+}
+
+pub(crate) struct CachedPipeline {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+pub(crate) struct PipelineCache {
+    device: wgpu::Device,
+    modules: Mutex<HashMap<ShaderId, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<Key, Arc<CachedPipeline>>>,
+}
+
+impl PipelineCache {
+    pub fn new(device: wgpu::Device) -> Self {
+        Self {
+            device,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.pipelines.lock().expect("pipeline lock").len()
+    }
+
+    pub fn get(&self, kernel: &Kernel<'_>, access: &[Access]) -> Arc<CachedPipeline> {
+        let mut constants: Vec<(&'static str, u64)> =
+            kernel.constants.iter().map(|(k, v)| (*k, v.to_bits())).collect();
+        constants.sort_unstable();
+        let key = Key {
+            shader: kernel.shader,
+            entry: kernel.entry,
+            constants,
+            access: access.to_vec(),
+        };
+        if let Some(p) = self.pipelines.lock().expect("pipeline lock").get(&key) {
+            return p.clone();
+        }
+        let module = {
+            let mut modules = self.modules.lock().expect("module lock");
+            modules
+                .entry(kernel.shader)
+                .or_insert_with(|| {
+                    tracing::debug!(shader = ?kernel.shader, "compiling shader module");
+                    self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(kernel.shader.files()[0]),
+                        source: wgpu::ShaderSource::Wgsl(kernel.shader.source().into()),
+                    })
+                })
+                .clone()
+        };
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = access
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| **a != Access::Unused)
+            .map(|(i, a)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: match a {
+                    Access::Uniform => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    Access::Read | Access::Write | Access::Unused => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage {
+                            read_only: *a == Access::Read,
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                },
+                count: None,
+            })
+            .collect();
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(kernel.entry),
+                entries: &entries,
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(kernel.entry),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        tracing::debug!(shader = ?kernel.shader, entry = kernel.entry, constants = ?kernel.constants, "building pipeline");
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.entry),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(kernel.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: kernel.constants,
+                    // Every kernel writes workgroup memory before reading it.
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        let cached = Arc::new(CachedPipeline { pipeline, layout });
+        self.pipelines
+            .lock()
+            .expect("pipeline lock")
+            .insert(key, cached.clone());
+        cached
+    }
+}

@@ -1,0 +1,212 @@
+//! Finding adapters and opening a device on one: the "get a device" half of the runtime.
+
+use std::str::FromStr;
+
+use super::{Gpu, GpuError};
+
+/// A backend restriction given by the user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+}
+
+impl BackendChoice {
+    pub fn backends(self) -> wgpu::Backends {
+        match self {
+            BackendChoice::Vulkan => wgpu::Backends::VULKAN,
+            BackendChoice::Metal => wgpu::Backends::METAL,
+            BackendChoice::Dx12 => wgpu::Backends::DX12,
+            BackendChoice::Gl => wgpu::Backends::GL,
+        }
+    }
+}
+
+impl FromStr for BackendChoice {
+    type Err = GpuError;
+    fn from_str(s: &str) -> Result<Self, GpuError> {
+        match s.to_ascii_lowercase().as_str() {
+            "vulkan" | "vk" => Ok(Self::Vulkan),
+            "metal" | "mtl" => Ok(Self::Metal),
+            "dx12" | "d3d12" => Ok(Self::Dx12),
+            "gl" | "gles" | "opengl" => Ok(Self::Gl),
+            _ => Err(GpuError::UnknownBackend(s.to_string())),
+        }
+    }
+}
+
+/// Which adapter to open. `Default` reads `CNN_WGPU_ADAPTER` and `CNN_WGPU_BACKEND`.
+#[derive(Clone, Debug, Default)]
+pub struct AdapterRequest {
+    /// Case-insensitive substring of the adapter name.
+    pub name: Option<String>,
+    pub backend: Option<BackendChoice>,
+    /// Lowers the per-binding byte limit below the adapter's (for testing the splitting paths).
+    pub binding_limit: Option<u64>,
+}
+
+impl AdapterRequest {
+    /// The request the environment asks for: `CNN_WGPU_ADAPTER`, `CNN_WGPU_BACKEND`.
+    pub fn from_env() -> Result<Self, GpuError> {
+        let name = std::env::var("CNN_WGPU_ADAPTER").ok().filter(|s| !s.is_empty());
+        let backend = match std::env::var("CNN_WGPU_BACKEND") {
+            Ok(s) if !s.is_empty() => Some(s.parse()?),
+            _ => None,
+        };
+        Ok(Self {
+            name,
+            backend,
+            binding_limit: None,
+        })
+    }
+
+    fn backends(&self) -> wgpu::Backends {
+        // GL is opt-in: its compute support is the weakest and it would shadow Vulkan's
+        // software adapter in the default choice.
+        self.backend.map_or(wgpu::Backends::PRIMARY, BackendChoice::backends)
+    }
+}
+
+/// What `cnn-wgpu devices` prints for one adapter.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroups_per_dimension: u32,
+    pub timestamp_query: bool,
+    pub shader_f16: bool,
+}
+
+impl AdapterSummary {
+    fn of(adapter: &wgpu::Adapter) -> Self {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features();
+        Self {
+            name: info.name,
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver,
+            driver_info: info.driver_info,
+            max_storage_buffer_binding_size: u64::from(limits.max_storage_buffer_binding_size),
+            max_buffer_size: limits.max_buffer_size,
+            max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+            timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+        }
+    }
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+fn compute_capable(adapter: &wgpu::Adapter) -> bool {
+    adapter
+        .get_downlevel_capabilities()
+        .flags
+        .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+}
+
+/// Every adapter on the requested backends.
+pub fn list(request: &AdapterRequest) -> Vec<AdapterSummary> {
+    let instance = instance(request.backends());
+    pollster::block_on(instance.enumerate_adapters(request.backends()))
+        .iter()
+        .map(AdapterSummary::of)
+        .collect()
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+/// Picks an adapter: the named one, else the best hardware GPU, else a software adapter.
+pub fn choose(request: &AdapterRequest) -> Result<wgpu::Adapter, GpuError> {
+    let instance = instance(request.backends());
+    let mut adapters: Vec<wgpu::Adapter> =
+        pollster::block_on(instance.enumerate_adapters(request.backends()))
+            .into_iter()
+            .filter(compute_capable)
+            .collect();
+    if adapters.is_empty() {
+        return Err(GpuError::NoAdapter {
+            backends: format!("{:?}", request.backends()),
+        });
+    }
+    if let Some(wanted) = &request.name {
+        let lower = wanted.to_lowercase();
+        let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+        return adapters
+            .into_iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&lower))
+            .ok_or_else(|| GpuError::AdapterNotFound {
+                wanted: wanted.clone(),
+                available: names.join(", "),
+            });
+    }
+    adapters.sort_by_key(|a| rank(a.get_info().device_type));
+    let best = adapters.swap_remove(0);
+    let info = best.get_info();
+    if info.device_type == wgpu::DeviceType::Cpu {
+        tracing::warn!(
+            "no hardware GPU found; using the software adapter {:?} ({:?}), expect it to be slow",
+            info.name,
+            info.backend
+        );
+    }
+    Ok(best)
+}
+
+/// Opens a device on `adapter` with its real limits and the optional features that help.
+pub fn open_adapter(adapter: &wgpu::Adapter, binding_limit: Option<u64>) -> Result<Gpu, GpuError> {
+    let wanted = wgpu::Features::TIMESTAMP_QUERY
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+        | wgpu::Features::SHADER_F16;
+    let features = adapter.features() & wanted;
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("cnn-wgpu"),
+        required_features: features,
+        required_limits: adapter.limits(),
+        experimental_features: wgpu::ExperimentalFeatures::disabled(),
+        memory_hints: wgpu::MemoryHints::Performance,
+        trace: wgpu::Trace::Off,
+    }))
+    .map_err(|source| GpuError::RequestDevice {
+        adapter: adapter.get_info().name,
+        source,
+    })?;
+    let gpu = Gpu::from_parts(adapter, device, queue, binding_limit);
+    tracing::info!(
+        adapter = gpu.adapter_name(),
+        backend = ?gpu.info().backend,
+        binding_limit = gpu.binding_limit(),
+        "opened device"
+    );
+    Ok(gpu)
+}
+
+/// Chooses an adapter as `request` says and opens it.
+pub fn open(request: &AdapterRequest) -> Result<Gpu, GpuError> {
+    let adapter = choose(request)?;
+    open_adapter(&adapter, request.binding_limit)
+}

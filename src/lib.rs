@@ -1,0 +1,16 @@
+//! cnn-wgpu: a GPU compute engine for convolutional networks on wgpu.
+//!
+//! Layers of the system, bottom up:
+//! - [`gpu`]: adapter choice, device, pipeline cache, buffer pool, command recording.
+//! - [`tensor`]: f32 NHWC tensors in pooled GPU buffers.
+//! - [`ops`]: one module per op family, each owning its kernels' pipelines, forward and backward.
+//! - [`bench`]: the shader-throughput bench suite.
+
+pub mod bench;
+pub mod gpu;
+pub mod ops;
+pub mod tensor;
+
+pub use gpu::{AdapterRequest, Gpu, GpuError};
+pub use ops::OpError;
+pub use tensor::{Shape, Tensor};

@@ -1,0 +1,106 @@
+//! Activations (shaders/activation.wgsl): ReLU, sigmoid, softmax, forward and backward.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{check_binding, flat_chunks, grid_1d, shape_err, Result};
+use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
+use crate::tensor::Tensor;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    len: u32,
+    cols: u32,
+    _pad: [u32; 2],
+}
+
+/// Element-wise `entry` over `src` (and `src2` for backwards), chunked to fit the binding limit.
+fn elementwise(gpu: &Gpu, entry: &'static str, src: &Tensor, src2: Option<&Tensor>) -> Result<Tensor> {
+    if let Some(s2) = src2 {
+        if s2.shape() != src.shape() {
+            return Err(shape_err(entry, "forward output", format!("{}", src.shape()), s2.shape()));
+        }
+    }
+    let out = Tensor::uninit(gpu, src.shape().clone())?;
+    let kernel = Kernel::new(ShaderId::Activation, entry, &[]);
+    for (start, len) in flat_chunks(gpu, src.numel()) {
+        let p = Params {
+            len: len as u32,
+            cols: 0,
+            _pad: [0; 2],
+        };
+        let (a, _) = src.window(gpu, start, len);
+        let (b, _) = src2.unwrap_or(src).window(gpu, start, len);
+        let (o, _) = out.window(gpu, start, len);
+        gpu.dispatch(
+            &kernel,
+            &[Arg::Uniform(bytemuck::bytes_of(&p)), Arg::Read(a), Arg::Read(b), Arg::Write(o)],
+            grid_1d(gpu, len, 256),
+        );
+    }
+    Ok(out)
+}
+
+/// y = max(x, 0).
+pub fn relu(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+    elementwise(gpu, "relu_forward", x, None)
+}
+
+/// dx = dy where the forward output y > 0, else 0.
+pub fn relu_backward(gpu: &Gpu, dy: &Tensor, y: &Tensor) -> Result<Tensor> {
+    elementwise(gpu, "relu_backward", dy, Some(y))
+}
+
+/// y = 1 / (1 + exp(-x)).
+pub fn sigmoid(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+    elementwise(gpu, "sigmoid_forward", x, None)
+}
+
+/// dx = dy * y * (1 - y), y the forward output.
+pub fn sigmoid_backward(gpu: &Gpu, dy: &Tensor, y: &Tensor) -> Result<Tensor> {
+    elementwise(gpu, "sigmoid_backward", dy, Some(y))
+}
+
+fn rows(op: &'static str, t: &Tensor) -> Result<(usize, usize)> {
+    match t.dims() {
+        [.., c] if *c > 0 => Ok((t.numel() / c, *c)),
+        _ => Err(shape_err(op, "input", "(rows, classes) with classes > 0", t.shape())),
+    }
+}
+
+fn rowwise(gpu: &Gpu, entry: &'static str, src: &Tensor, src2: Option<&Tensor>) -> Result<Tensor> {
+    let (r, c) = rows(entry, src)?;
+    if let Some(s2) = src2 {
+        if s2.shape() != src.shape() {
+            return Err(shape_err(entry, "forward output", format!("{}", src.shape()), s2.shape()));
+        }
+    }
+    check_binding(gpu, entry, "input", src.byte_len())?;
+    let out = Tensor::uninit(gpu, src.shape().clone())?;
+    let p = Params {
+        len: r as u32,
+        cols: c as u32,
+        _pad: [0; 2],
+    };
+    gpu.dispatch(
+        &Kernel::new(ShaderId::Activation, entry, &[]),
+        &[
+            Arg::Uniform(bytemuck::bytes_of(&p)),
+            Arg::Read(src.all()),
+            Arg::Read(src2.unwrap_or(src).all()),
+            Arg::Write(out.all()),
+        ],
+        [r.div_ceil(64) as u32, 1, 1],
+    );
+    Ok(out)
+}
+
+/// Softmax over the last dimension, shifted by the row maximum so it never overflows.
+pub fn softmax(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+    rowwise(gpu, "softmax_forward", x, None)
+}
+
+/// dx_j = y_j * (dy_j - sum_k dy_k y_k), y the forward output.
+pub fn softmax_backward(gpu: &Gpu, dy: &Tensor, y: &Tensor) -> Result<Tensor> {
+    rowwise(gpu, "softmax_backward", dy, Some(y))
+}

@@ -1,0 +1,330 @@
+//! 2-D and 1-D convolution (shaders/conv2d.wgsl): forward with fused bias and ReLU, and the
+//! input, kernel and bias gradients. Input (N,H,W,Cin), kernel HWIO (KH,KW,Cin,Cout), output
+//! (N,OH,OW,Cout). A batch whose activations pass the device's binding limit runs in chunks of
+//! whole images, each bound as its own window of the big buffer.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{batch_chunks, check_binding, reduce, shape_err, Result};
+use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
+use crate::tensor::Tensor;
+
+/// Keras padding modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    /// No padding; the output shrinks to floor((in - k) / s) + 1.
+    Valid,
+    /// Output ceil(in / s); zero padding split with the smaller half before (TensorFlow's rule).
+    Same,
+}
+
+impl Padding {
+    /// Output length and padding before, for one spatial dimension; None when the kernel does
+    /// not fit a `valid` input.
+    pub fn resolve(self, input: usize, kernel: usize, stride: usize) -> Option<(usize, usize)> {
+        match self {
+            Padding::Valid => (input >= kernel).then(|| ((input - kernel) / stride + 1, 0)),
+            Padding::Same => {
+                let out = input.div_ceil(stride);
+                let total = ((out.max(1) - 1) * stride + kernel).saturating_sub(input);
+                Some((out, total / 2))
+            }
+        }
+    }
+}
+
+/// Geometry of a convolution layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dSpec {
+    pub stride: (usize, usize),
+    pub padding: Padding,
+    /// Apply ReLU in the forward epilogue.
+    pub relu: bool,
+}
+
+impl Conv2dSpec {
+    pub fn new(stride: usize, padding: Padding, relu: bool) -> Self {
+        Self {
+            stride: (stride, stride),
+            padding,
+            relu,
+        }
+    }
+}
+
+/// Resolved shapes of one convolution.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    n: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+    kh: usize,
+    kw: usize,
+    cout: usize,
+    oh: usize,
+    ow: usize,
+    pad_top: usize,
+    pad_left: usize,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    pad_top: u32,
+    pad_left: u32,
+    a_base: u32,
+    c_base: u32,
+    b_base: u32,
+    _pad: [u32; 2],
+}
+
+fn geometry(op: &'static str, x: &Tensor, w: &Tensor, spec: &Conv2dSpec) -> Result<Geometry> {
+    let &[n, h, wd, cin] = x.dims() else {
+        return Err(shape_err(op, "input", "(N,H,W,Cin)", x.shape()));
+    };
+    let &[kh, kw, wcin, cout] = w.dims() else {
+        return Err(shape_err(op, "kernel", "(KH,KW,Cin,Cout)", w.shape()));
+    };
+    if wcin != cin {
+        return Err(shape_err(op, "kernel", format!("({kh},{kw},{cin},{cout}) for input {}", x.shape()), w.shape()));
+    }
+    if spec.stride.0 == 0 || spec.stride.1 == 0 {
+        return Err(super::OpError::Invalid {
+            op,
+            reason: format!("stride {:?} must be positive", spec.stride),
+        });
+    }
+    let (oh, pad_top) = spec.padding.resolve(h, kh, spec.stride.0).ok_or_else(|| {
+        shape_err(op, "input", format!("at least {kh}x{kw} spatially for a valid {kh}x{kw} kernel"), x.shape())
+    })?;
+    let (ow, pad_left) = spec.padding.resolve(wd, kw, spec.stride.1).ok_or_else(|| {
+        shape_err(op, "input", format!("at least {kh}x{kw} spatially for a valid {kh}x{kw} kernel"), x.shape())
+    })?;
+    Ok(Geometry {
+        n,
+        h,
+        w: wd,
+        cin,
+        kh,
+        kw,
+        cout,
+        oh,
+        ow,
+        pad_top,
+        pad_left,
+    })
+}
+
+/// The output shape a convolution of `input` (N,H,W,Cin) with `kernel` (KH,KW,Cin,Cout) has.
+pub fn conv2d_output_shape(input: &[usize], kernel: &[usize], spec: &Conv2dSpec) -> Option<[usize; 4]> {
+    let (oh, _) = spec.padding.resolve(input[1], kernel[0], spec.stride.0)?;
+    let (ow, _) = spec.padding.resolve(input[2], kernel[1], spec.stride.1)?;
+    Some([input[0], oh, ow, kernel[3]])
+}
+
+fn constants(g: &Geometry, spec: &Conv2dSpec, mode: u32) -> Vec<(&'static str, f64)> {
+    vec![
+        ("MODE", f64::from(mode)),
+        ("KH", g.kh as f64),
+        ("KW", g.kw as f64),
+        ("SH", spec.stride.0 as f64),
+        ("SW", spec.stride.1 as f64),
+        ("CIN", g.cin as f64),
+        ("COUT", g.cout as f64),
+        ("RELU", f64::from(u32::from(spec.relu && mode == 0))),
+    ]
+}
+
+fn gemm_grid(gpu: &Gpu, m: usize, n: usize) -> [u32; 3] {
+    let tiles_m = m.div_ceil(64).max(1) as u64;
+    let max = u64::from(gpu.limits().max_compute_workgroups_per_dimension);
+    let y = tiles_m.min(max);
+    [n.div_ceil(64).max(1) as u32, y as u32, tiles_m.div_ceil(y) as u32]
+}
+
+impl Geometry {
+    fn params(&self, n: usize, a_base: u32, b_base: u32, c_base: u32) -> Params {
+        Params {
+            n: n as u32,
+            h: self.h as u32,
+            w: self.w as u32,
+            oh: self.oh as u32,
+            ow: self.ow as u32,
+            pad_top: self.pad_top as u32,
+            pad_left: self.pad_left as u32,
+            a_base,
+            c_base,
+            b_base,
+            _pad: [0; 2],
+        }
+    }
+    fn in_item(&self) -> usize {
+        self.h * self.w * self.cin
+    }
+    fn out_item(&self) -> usize {
+        self.oh * self.ow * self.cout
+    }
+}
+
+/// y (N,OH,OW,Cout) = x (N,H,W,Cin) * w (KH,KW,Cin,Cout) + b (Cout), then ReLU if `spec.relu`.
+pub fn conv2d_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor, spec: &Conv2dSpec) -> Result<Tensor> {
+    const OP: &str = "conv2d_forward";
+    let g = geometry(OP, x, w, spec)?;
+    if b.dims() != [g.cout] {
+        return Err(shape_err(OP, "bias", format!("({})", g.cout), b.shape()));
+    }
+    check_binding(gpu, OP, "kernel", w.byte_len())?;
+    let y = Tensor::uninit(gpu, [g.n, g.oh, g.ow, g.cout])?;
+    let consts = constants(&g, spec, 0);
+    let kernel = Kernel::new(ShaderId::Conv2d, "gemm", &consts);
+    let chunks = batch_chunks(
+        gpu,
+        OP,
+        g.n,
+        &[("input", g.in_item() as u64 * 4), ("output", g.out_item() as u64 * 4)],
+    )?;
+    for (n0, nb) in chunks {
+        let (xr, xb) = x.window(gpu, n0 * g.in_item(), nb * g.in_item());
+        let (yr, yb) = y.window(gpu, n0 * g.out_item(), nb * g.out_item());
+        let p = g.params(nb, xb, 0, yb);
+        gpu.dispatch(
+            &kernel,
+            &[
+                Arg::Uniform(bytemuck::bytes_of(&p)),
+                Arg::Read(xr),
+                Arg::Read(w.all()),
+                Arg::Read(b.all()),
+                Arg::Write(yr),
+            ],
+            gemm_grid(gpu, nb * g.oh * g.ow, g.cout),
+        );
+    }
+    Ok(y)
+}
+
+/// Gradients of a convolution. `dx` is None when the caller asked for no input gradient (the
+/// first trainable layer of a network never needs one).
+pub struct Conv2dGrads {
+    pub dx: Option<Tensor>,
+    pub dw: Tensor,
+    pub db: Tensor,
+}
+
+/// Backward of [`conv2d_forward`] given dL/dy (N,OH,OW,Cout) *after* the activation's own
+/// backward (a fused ReLU is undone by `activation::relu_backward` first):
+/// dx = sum over taps of dy * w, dw = sum over positions of x * dy, db = sum over N,OH,OW of dy.
+pub fn conv2d_backward(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    spec: &Conv2dSpec,
+    need_dx: bool,
+) -> Result<Conv2dGrads> {
+    const OP: &str = "conv2d_backward";
+    let g = geometry(OP, x, w, spec)?;
+    if dy.dims() != [g.n, g.oh, g.ow, g.cout] {
+        return Err(shape_err(OP, "output gradient", format!("({},{},{},{})", g.n, g.oh, g.ow, g.cout), dy.shape()));
+    }
+    check_binding(gpu, OP, "kernel", w.byte_len())?;
+    let in_bytes = g.in_item() as u64 * 4;
+    let out_bytes = g.out_item() as u64 * 4;
+    let chunks = batch_chunks(gpu, OP, g.n, &[("input", in_bytes), ("output gradient", out_bytes)])?;
+
+    let dx = if need_dx {
+        let dx = Tensor::uninit(gpu, x.shape().clone())?;
+        let consts = constants(&g, spec, 1);
+        let kernel = Kernel::new(ShaderId::Conv2d, "gemm", &consts);
+        for &(n0, nb) in &chunks {
+            let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
+            let (dxr, dxb) = dx.window(gpu, n0 * g.in_item(), nb * g.in_item());
+            let p = g.params(nb, dyb, 0, dxb);
+            gpu.dispatch(
+                &kernel,
+                &[
+                    Arg::Uniform(bytemuck::bytes_of(&p)),
+                    Arg::Read(dyr),
+                    Arg::Read(w.all()),
+                    Arg::Read(w.all()),
+                    Arg::Write(dxr),
+                ],
+                gemm_grid(gpu, nb * g.h * g.w, g.cin),
+            );
+        }
+        Some(dx)
+    } else {
+        None
+    };
+
+    let dw = Tensor::uninit(gpu, w.shape().clone())?;
+    for (i, &(n0, nb)) in chunks.iter().enumerate() {
+        let mut consts = constants(&g, spec, 2);
+        consts.push(("ACCUM", f64::from(u32::from(i > 0))));
+        let kernel = Kernel::new(ShaderId::Conv2d, "gemm", &consts);
+        let (xr, xb) = x.window(gpu, n0 * g.in_item(), nb * g.in_item());
+        let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
+        let p = g.params(nb, xb, dyb, 0);
+        gpu.dispatch(
+            &kernel,
+            &[
+                Arg::Uniform(bytemuck::bytes_of(&p)),
+                Arg::Read(xr),
+                Arg::Read(dyr),
+                Arg::Read(w.all()),
+                Arg::Write(dw.all()),
+            ],
+            gemm_grid(gpu, g.kh * g.kw * g.cin, g.cout),
+        );
+    }
+    let db = reduce::sum_rows(gpu, &dy.reshape([g.n * g.oh * g.ow, g.cout]))?;
+    Ok(Conv2dGrads { dx, dw, db })
+}
+
+/// 1-D convolution: x (N,L,Cin), w (K,Cin,Cout), b (Cout) -> (N,OL,Cout). Runs as the 2-D
+/// kernel with H = 1, so it shares every optimisation and test of the 2-D path.
+pub fn conv1d_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, padding: Padding, relu: bool) -> Result<Tensor> {
+    let (x4, w4) = as_2d("conv1d_forward", x, w)?;
+    let y = conv2d_forward(gpu, &x4, &w4, b, &Conv2dSpec { stride: (1, stride), padding, relu })?;
+    let d = y.dims().to_vec();
+    Ok(y.reshape([d[0], d[2], d[3]]))
+}
+
+/// Backward of [`conv1d_forward`]; shapes as there.
+pub fn conv1d_backward(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    stride: usize,
+    padding: Padding,
+    need_dx: bool,
+) -> Result<Conv2dGrads> {
+    let (x4, w4) = as_2d("conv1d_backward", x, w)?;
+    let &[n, ol, co] = dy.dims() else {
+        return Err(shape_err("conv1d_backward", "output gradient", "(N,L,Cout)", dy.shape()));
+    };
+    let spec = Conv2dSpec { stride: (1, stride), padding, relu: false };
+    let g = conv2d_backward(gpu, &x4, &w4, &dy.reshape([n, 1, ol, co]), &spec, need_dx)?;
+    Ok(Conv2dGrads {
+        dx: g.dx.map(|d| d.reshape(x.shape().clone())),
+        dw: g.dw.reshape(w.shape().clone()),
+        db: g.db,
+    })
+}
+
+fn as_2d(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(Tensor, Tensor)> {
+    let &[n, l, c] = x.dims() else {
+        return Err(shape_err(op, "input", "(N,L,Cin)", x.shape()));
+    };
+    let &[k, ci, co] = w.dims() else {
+        return Err(shape_err(op, "kernel", "(K,Cin,Cout)", w.shape()));
+    };
+    Ok((x.reshape([n, 1, l, c]), w.reshape([1, k, ci, co])))
+}

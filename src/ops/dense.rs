@@ -1,0 +1,120 @@
+//! Dense layers and plain matmul (shaders/matmul.wgsl): x (N,IN), kernel (IN,OUT) as Keras
+//! stores it, bias (OUT), y (N,OUT); both backward products and the bias gradient.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{check_binding, reduce, shape_err, Result};
+use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
+use crate::tensor::Tensor;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    rows: u32,
+    inp: u32,
+    out: u32,
+    _pad: u32,
+}
+
+fn grid(gpu: &Gpu, m: usize, n: usize) -> [u32; 3] {
+    let tiles_m = m.div_ceil(64).max(1) as u64;
+    let max = u64::from(gpu.limits().max_compute_workgroups_per_dimension);
+    let y = tiles_m.min(max);
+    [n.div_ceil(64).max(1) as u32, y as u32, tiles_m.div_ceil(y) as u32]
+}
+
+fn dims(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
+    let &[rows, inp] = x.dims() else {
+        return Err(shape_err(op, "input", "(N,IN)", x.shape()));
+    };
+    let &[win, out] = w.dims() else {
+        return Err(shape_err(op, "kernel", "(IN,OUT)", w.shape()));
+    };
+    if win != inp {
+        return Err(shape_err(op, "kernel", format!("({inp},OUT) for input {}", x.shape()), w.shape()));
+    }
+    Ok((rows, inp, out))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(gpu: &Gpu, op: &'static str, consts: &[(&'static str, f64)], p: Params, a: &Tensor, b: &Tensor, bias: &Tensor, c: &Tensor, m: usize, n: usize) -> Result<()> {
+    for (t, name) in [(a, "a"), (b, "b"), (c, "output")] {
+        check_binding(gpu, op, name, t.byte_len())?;
+    }
+    gpu.dispatch(
+        &Kernel::new(ShaderId::Matmul, "gemm", consts),
+        &[
+            Arg::Uniform(bytemuck::bytes_of(&p)),
+            Arg::Read(a.all()),
+            Arg::Read(b.all()),
+            Arg::Read(bias.all()),
+            Arg::Write(c.all()),
+        ],
+        grid(gpu, m, n),
+    );
+    Ok(())
+}
+
+/// y = x w (+ b), then ReLU if `relu`.
+pub fn dense_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+    const OP: &str = "dense_forward";
+    let (rows, inp, out) = dims(OP, x, w)?;
+    if let Some(b) = b {
+        if b.dims() != [out] {
+            return Err(shape_err(OP, "bias", format!("({out})"), b.shape()));
+        }
+    }
+    let y = Tensor::uninit(gpu, [rows, out])?;
+    let consts = [
+        ("MODE", 0.0),
+        ("HAS_BIAS", f64::from(u32::from(b.is_some()))),
+        ("RELU", f64::from(u32::from(relu))),
+    ];
+    let p = Params {
+        rows: rows as u32,
+        inp: inp as u32,
+        out: out as u32,
+        _pad: 0,
+    };
+    run(gpu, OP, &consts, p, x, w, b.unwrap_or(w), &y, rows, out)?;
+    Ok(y)
+}
+
+/// C (M,N) = A (M,K) B (K,N).
+pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    dense_forward(gpu, a, b, None, false)
+}
+
+/// Gradients of a dense layer.
+pub struct DenseGrads {
+    pub dx: Option<Tensor>,
+    pub dw: Tensor,
+    pub db: Tensor,
+}
+
+/// Backward of [`dense_forward`] from dL/dy (N,OUT) after the activation's backward:
+/// dx = dy w^T (N,IN), dw = x^T dy (IN,OUT), db = sum over N of dy.
+pub fn dense_backward(gpu: &Gpu, x: &Tensor, w: &Tensor, dy: &Tensor, need_dx: bool) -> Result<DenseGrads> {
+    const OP: &str = "dense_backward";
+    let (rows, inp, out) = dims(OP, x, w)?;
+    if dy.dims() != [rows, out] {
+        return Err(shape_err(OP, "output gradient", format!("({rows},{out})"), dy.shape()));
+    }
+    let p = Params {
+        rows: rows as u32,
+        inp: inp as u32,
+        out: out as u32,
+        _pad: 0,
+    };
+    let dx = if need_dx {
+        let dx = Tensor::uninit(gpu, [rows, inp])?;
+        run(gpu, OP, &[("MODE", 1.0)], p, dy, w, w, &dx, rows, inp)?;
+        Some(dx)
+    } else {
+        None
+    };
+    let dw = Tensor::uninit(gpu, [inp, out])?;
+    run(gpu, OP, &[("MODE", 2.0)], p, x, dy, w, &dw, inp, out)?;
+    let db = reduce::sum_rows(gpu, dy)?;
+    Ok(DenseGrads { dx, dw, db })
+}

@@ -1,0 +1,121 @@
+//! The ops: one module per op family, each owning the pipelines of its shader file and both
+//! directions of the op. Every op only records work into the [`Gpu`]'s pending encoder; nothing
+//! here reads data back except where a function says so.
+
+pub mod activation;
+pub mod conv;
+pub mod dense;
+pub mod dropout;
+pub mod loss;
+pub mod optim;
+pub mod pool;
+pub mod reduce;
+
+use thiserror::Error;
+
+use crate::gpu::{Gpu, GpuError};
+use crate::tensor::Shape;
+
+/// Errors of the op layer: shapes that do not fit together, bad hyper-parameters.
+#[derive(Debug, Error)]
+pub enum OpError {
+    #[error("{op}: {what} has shape {found}, expected {expected}")]
+    Shape {
+        op: &'static str,
+        what: &'static str,
+        expected: String,
+        found: Shape,
+    },
+    #[error("{op}: {reason}")]
+    Invalid { op: &'static str, reason: String },
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+}
+
+pub type Result<T> = std::result::Result<T, OpError>;
+
+pub(crate) fn shape_err(op: &'static str, what: &'static str, expected: impl Into<String>, found: &Shape) -> OpError {
+    OpError::Shape {
+        op,
+        what,
+        expected: expected.into(),
+        found: found.clone(),
+    }
+}
+
+/// Workgroup grid for `threads` invocations in workgroups of `wg` along x, spilling into y when
+/// x would pass the per-dimension limit. Shaders rebuild the index as x + y * groups.x * wg.
+pub(crate) fn grid_1d(gpu: &Gpu, threads: usize, wg: usize) -> [u32; 3] {
+    let groups = threads.div_ceil(wg).max(1) as u64;
+    let max_x = u64::from(gpu.limits().max_compute_workgroups_per_dimension);
+    let x = groups.min(max_x);
+    [x as u32, groups.div_ceil(x) as u32, 1]
+}
+
+/// Splits `n` batch items into runs so that each tensor's binding stays within the device's
+/// binding limit. `per_item` lists (tensor name, bytes per batch item).
+pub(crate) fn batch_chunks(
+    gpu: &Gpu,
+    op: &'static str,
+    n: usize,
+    per_item: &[(&'static str, u64)],
+) -> Result<Vec<(usize, usize)>> {
+    // A window may start up to one alignment unit before the chunk.
+    let usable = gpu.binding_limit().saturating_sub(gpu.offset_alignment());
+    let mut max_items = n.max(1);
+    for &(tensor, bytes) in per_item {
+        if bytes == 0 {
+            continue;
+        }
+        let fit = (usable / bytes) as usize;
+        if fit == 0 {
+            return Err(GpuError::BindingTooLarge {
+                op,
+                tensor,
+                needed: bytes,
+                limit: gpu.binding_limit(),
+            }
+            .into());
+        }
+        max_items = max_items.min(fit);
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let len = max_items.min(n - start);
+        out.push((start, len));
+        start += len;
+    }
+    if out.is_empty() {
+        out.push((0, 0));
+    }
+    Ok(out)
+}
+
+/// Splits a flat array of `len` elements into runs that fit one binding and start on multiples
+/// of 64 elements (256 bytes, the largest storage offset alignment an adapter may ask for).
+pub(crate) fn flat_chunks(gpu: &Gpu, len: usize) -> Vec<(usize, usize)> {
+    let max = ((gpu.binding_limit() / 4) as usize / 64 * 64).max(64);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < len {
+        let l = max.min(len - start);
+        out.push((start, l));
+        start += l;
+    }
+    out
+}
+
+/// Fails when one binding of a tensor that is never split would pass the limit.
+pub(crate) fn check_binding(gpu: &Gpu, op: &'static str, tensor: &'static str, bytes: u64) -> Result<()> {
+    if bytes > gpu.binding_limit() {
+        return Err(GpuError::BindingTooLarge {
+            op,
+            tensor,
+            needed: bytes,
+            limit: gpu.binding_limit(),
+        }
+        .into());
+    }
+    Ok(())
+}

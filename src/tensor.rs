@@ -1,0 +1,232 @@
+//! Tensors: f32 data in a pooled GPU buffer plus a shape.
+//!
+//! Layout is NHWC everywhere: an image batch is (N,H,W,C) with channels fastest, a sequence batch
+//! (N,L,C), a dense activation (N,F). Conv kernels are HWIO (KH,KW,Cin,Cout) as Keras stores
+//! them, dense kernels (in,out). Flatten is therefore free: (N,H,W,C) and (N,H*W*C) share bytes.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::gpu::pool::PooledBuffer;
+use crate::gpu::{BufferRange, Gpu, GpuError};
+
+/// A shape, outermost dimension first.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Shape(pub Vec<usize>);
+
+impl Shape {
+    pub fn numel(&self) -> usize {
+        self.0.iter().product()
+    }
+    pub fn rank(&self) -> usize {
+        self.0.len()
+    }
+    pub fn dims(&self) -> &[usize] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "(")?;
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                write!(f, ",")?;
+            }
+            write!(f, "{d}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl From<&[usize]> for Shape {
+    fn from(d: &[usize]) -> Self {
+        Shape(d.to_vec())
+    }
+}
+
+impl<const N: usize> From<[usize; N]> for Shape {
+    fn from(d: [usize; N]) -> Self {
+        Shape(d.to_vec())
+    }
+}
+
+/// An f32 tensor on the GPU. Cloning shares the buffer; the buffer returns to the pool when the
+/// last clone is dropped.
+#[derive(Clone)]
+pub struct Tensor {
+    buf: Arc<PooledBuffer>,
+    shape: Shape,
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor{:?}", self.shape)
+    }
+}
+
+fn check_size(gpu: &Gpu, op: &'static str, numel: usize) -> Result<u64, GpuError> {
+    let bytes = (numel as u64 * 4).max(4);
+    if bytes > gpu.limits().max_buffer_size {
+        return Err(GpuError::BufferTooLarge {
+            op,
+            what: format!("a tensor of {numel} f32"),
+            needed: bytes,
+            limit: gpu.limits().max_buffer_size,
+        });
+    }
+    Ok(bytes)
+}
+
+impl Tensor {
+    /// An uninitialised tensor (whatever the pooled buffer held); every op writes all of its output.
+    pub fn uninit(gpu: &Gpu, shape: impl Into<Shape>) -> Result<Self, GpuError> {
+        let shape = shape.into();
+        let bytes = check_size(gpu, "alloc", shape.numel())?;
+        Ok(Self {
+            buf: Arc::new(gpu.pool().alloc(bytes)),
+            shape,
+        })
+    }
+
+    pub fn zeros(gpu: &Gpu, shape: impl Into<Shape>) -> Result<Self, GpuError> {
+        let t = Self::uninit(gpu, shape)?;
+        t.fill_zero(gpu);
+        Ok(t)
+    }
+
+    /// Uploads `data`. The copy is recorded in the pending encoder, so it is ordered after any
+    /// earlier op that still reads a recycled buffer.
+    pub fn from_slice(gpu: &Gpu, shape: impl Into<Shape>, data: &[f32]) -> Result<Self, GpuError> {
+        let shape = shape.into();
+        assert_eq!(
+            shape.numel(),
+            data.len(),
+            "Tensor::from_slice: shape {shape} holds {} values, got {}",
+            shape.numel(),
+            data.len()
+        );
+        let t = Self::uninit(gpu, shape)?;
+        t.write(gpu, data);
+        Ok(t)
+    }
+
+    /// Uploads half-precision data, widened to f32 on the host.
+    pub fn from_f16(gpu: &Gpu, shape: impl Into<Shape>, data: &[half::f16]) -> Result<Self, GpuError> {
+        let wide: Vec<f32> = data.iter().map(|v| v.to_f32()).collect();
+        Self::from_slice(gpu, shape, &wide)
+    }
+
+    /// Uploads bfloat16 data, widened to f32 on the host.
+    pub fn from_bf16(gpu: &Gpu, shape: impl Into<Shape>, data: &[half::bf16]) -> Result<Self, GpuError> {
+        let wide: Vec<f32> = data.iter().map(|v| v.to_f32()).collect();
+        Self::from_slice(gpu, shape, &wide)
+    }
+
+    /// Overwrites the whole tensor with `data`.
+    pub fn write(&self, gpu: &Gpu, data: &[f32]) {
+        assert_eq!(data.len(), self.numel(), "Tensor::write: length mismatch for {:?}", self.shape);
+        if data.is_empty() {
+            return;
+        }
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("upload"),
+            size: bytes.len() as u64,
+            usage: wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: true,
+        });
+        staging
+            .get_mapped_range_mut(..)
+            .expect("freshly mapped staging buffer")
+            .copy_from_slice(bytes);
+        staging.unmap();
+        gpu.record(|enc| enc.copy_buffer_to_buffer(&staging, 0, self.buffer(), 0, bytes.len() as u64));
+    }
+
+    pub fn fill_zero(&self, gpu: &Gpu) {
+        let size = self.byte_len();
+        gpu.record(|enc| enc.clear_buffer(self.buffer(), 0, Some(size)));
+    }
+
+    /// Copies the data back to the host (flushes pending work first).
+    pub fn to_vec(&self, gpu: &Gpu) -> Result<Vec<f32>, GpuError> {
+        let bytes = gpu.read_bytes(self.buffer(), 0, self.byte_len())?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// A copy of this tensor in a fresh buffer.
+    pub fn duplicate(&self, gpu: &Gpu) -> Result<Self, GpuError> {
+        let t = Self::uninit(gpu, self.shape.clone())?;
+        gpu.record(|enc| enc.copy_buffer_to_buffer(self.buffer(), 0, t.buffer(), 0, self.byte_len()));
+        Ok(t)
+    }
+
+    /// The same data under another shape with as many elements.
+    pub fn reshape(&self, shape: impl Into<Shape>) -> Self {
+        let shape = shape.into();
+        assert_eq!(
+            shape.numel(),
+            self.numel(),
+            "reshape {:?} -> {shape:?} changes the element count",
+            self.shape
+        );
+        Self {
+            buf: self.buf.clone(),
+            shape,
+        }
+    }
+
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+    pub fn dims(&self) -> &[usize] {
+        &self.shape.0
+    }
+    pub fn numel(&self) -> usize {
+        self.shape.numel()
+    }
+    pub fn byte_len(&self) -> u64 {
+        (self.numel() as u64 * 4).max(4)
+    }
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buf.buffer()
+    }
+
+    /// True when both tensors live in the same buffer.
+    pub fn shares_buffer(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.buf, &other.buf)
+    }
+
+    /// Binds elements `[start, start+len)`: the range starts at the aligned byte offset at or
+    /// below `start`, and the returned base is the element index of `start` inside the binding.
+    pub fn window(&self, gpu: &Gpu, start: usize, len: usize) -> (BufferRange<'_>, u32) {
+        let align = gpu.offset_alignment();
+        let begin = start as u64 * 4;
+        let aligned = begin / align * align;
+        let end = ((start + len) as u64 * 4).max(aligned + 4);
+        (
+            BufferRange {
+                buffer: self.buffer(),
+                offset: aligned,
+                size: end - aligned,
+            },
+            ((begin - aligned) / 4) as u32,
+        )
+    }
+
+    /// Binds the whole tensor.
+    pub fn all(&self) -> BufferRange<'_> {
+        BufferRange {
+            buffer: self.buffer(),
+            offset: 0,
+            size: self.byte_len(),
+        }
+    }
+}
