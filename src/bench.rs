@@ -1,1 +1,333 @@
+//! The shader-throughput bench suite: the workloads of `shared/bench/workloads.json`, timed as
+//! the median wall time of whole submissions after warm-up, reported as JSON lines or a table.
 
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
+use crate::ops::conv::{self, Conv2dSpec, Padding};
+use crate::ops::{dense, OpError};
+use crate::tensor::Tensor;
+
+/// Errors of the bench layer.
+#[derive(Debug, Error)]
+pub enum BenchError {
+    #[error("cannot read workloads file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("workloads file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("--only {0:?} matches no workload; names look like conv2d_forward/block1_conv2 or block1_conv2")]
+    NoMatch(String),
+    #[error(transparent)]
+    Op(#[from] OpError),
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ConvWorkload {
+    pub name: String,
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cin: usize,
+    pub cout: usize,
+    #[serde(default = "default_pad")]
+    pub pad: Padding,
+    #[serde(default = "default_k")]
+    pub k: usize,
+    #[serde(default = "default_stride")]
+    pub stride: usize,
+}
+
+fn default_pad() -> Padding {
+    Padding::Same
+}
+fn default_k() -> usize {
+    3
+}
+fn default_stride() -> usize {
+    1
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct MatmulWorkload {
+    pub name: String,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+}
+
+/// The sections of the workloads file this engine runs. Unknown sections are kept aside so the
+/// report can say what it skipped.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Workloads {
+    #[serde(default)]
+    pub conv2d_forward: Vec<ConvWorkload>,
+    #[serde(default)]
+    pub conv2d_backward: Vec<ConvWorkload>,
+    #[serde(default)]
+    pub matmul: Vec<MatmulWorkload>,
+    #[serde(default)]
+    pub network: Vec<serde_json::Value>,
+}
+
+impl Workloads {
+    pub fn load(path: &Path) -> Result<Self, BenchError> {
+        let text = std::fs::read_to_string(path).map_err(|source| BenchError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| BenchError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// One bench result, in the JSON-lines format the workloads file describes.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchLine {
+    pub engine: String,
+    pub adapter: String,
+    pub workload: String,
+    pub n: usize,
+    pub ms: f64,
+    pub gflops: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_fraction: Option<f64>,
+    pub gpu_bytes: u64,
+    pub runs: usize,
+}
+
+/// Times `f` (which records work) as whole flushed-and-synced submissions: `warmup` untimed runs,
+/// then the median of `runs` timed ones, in milliseconds.
+pub fn time_median(gpu: &Gpu, warmup: usize, runs: usize, mut f: impl FnMut() -> Result<(), BenchError>) -> Result<f64, BenchError> {
+    for _ in 0..warmup {
+        f()?;
+        gpu.sync()?;
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        f()?;
+        gpu.sync()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    Ok(times[times.len() / 2])
+}
+
+fn seeded(n: usize, seed: u32) -> Vec<f32> {
+    // Cheap deterministic data; the values only need to be finite and varied.
+    (0..n)
+        .map(|i| {
+            let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed.wrapping_mul(97));
+            (h >> 8) as f32 / 16_777_216.0 - 0.5
+        })
+        .collect()
+}
+
+/// Inputs of one conv workload on the device.
+pub struct ConvSetup {
+    pub x: Tensor,
+    pub w: Tensor,
+    pub b: Tensor,
+    pub dy: Tensor,
+    pub spec: Conv2dSpec,
+    /// FLOPs of one forward pass (a multiply-add counts 2).
+    pub forward_flops: f64,
+}
+
+impl ConvWorkload {
+    pub fn setup(&self, gpu: &Gpu) -> Result<ConvSetup, BenchError> {
+        let spec = Conv2dSpec::new(self.stride, self.pad, false);
+        let xs = [self.n, self.h, self.w, self.cin];
+        let ws = [self.k, self.k, self.cin, self.cout];
+        let ys = conv::conv2d_output_shape(&xs, &ws, &spec).ok_or_else(|| OpError::Invalid {
+            op: "bench",
+            reason: format!("workload {} does not fit its kernel", self.name),
+        })?;
+        let x = Tensor::from_slice(gpu, xs, &seeded(xs.iter().product(), 1))?;
+        let w = Tensor::from_slice(gpu, ws, &seeded(ws.iter().product(), 2))?;
+        let b = Tensor::from_slice(gpu, [self.cout], &seeded(self.cout, 3))?;
+        let dy = Tensor::from_slice(gpu, ys, &seeded(ys.iter().product(), 4))?;
+        let forward_flops = 2.0 * (ys.iter().product::<usize>() * self.k * self.k * self.cin) as f64;
+        Ok(ConvSetup { x, w, b, dy, spec, forward_flops })
+    }
+}
+
+/// Inputs of one matmul workload on the device.
+pub struct MatmulSetup {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub flops: f64,
+}
+
+impl MatmulWorkload {
+    pub fn setup(&self, gpu: &Gpu) -> Result<MatmulSetup, BenchError> {
+        Ok(MatmulSetup {
+            a: Tensor::from_slice(gpu, [self.m, self.k], &seeded(self.m * self.k, 5))?,
+            b: Tensor::from_slice(gpu, [self.k, self.n], &seeded(self.k * self.n, 6))?,
+            flops: 2.0 * (self.m * self.n * self.k) as f64,
+        })
+    }
+}
+
+/// Options of one bench run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Substrings of "section/name"; empty runs everything.
+    pub only: Vec<String>,
+    pub warmup: usize,
+    pub runs: usize,
+    /// The adapter's measured FMA peak in GFLOP/s, for `peak_fraction`.
+    pub peak_gflops: Option<f64>,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            only: Vec::new(),
+            warmup: 2,
+            runs: 5,
+            peak_gflops: None,
+        }
+    }
+}
+
+fn selected(opts: &BenchOptions, id: &str) -> bool {
+    opts.only.is_empty() || opts.only.iter().any(|o| id.contains(o.as_str()))
+}
+
+/// Runs the kernel sections; `report` receives each line as soon as it is measured.
+pub fn run(gpu: &Gpu, w: &Workloads, opts: &BenchOptions, mut report: impl FnMut(&BenchLine)) -> Result<Vec<BenchLine>, BenchError> {
+    let mut lines = Vec::new();
+    let engine = format!("cnn-wgpu {}", env!("CARGO_PKG_VERSION"));
+    let mut push = |workload: String, n: usize, ms: f64, flops: f64, gpu_bytes: u64| {
+        let gflops = flops / (ms * 1e6);
+        let line = BenchLine {
+            engine: engine.clone(),
+            adapter: gpu.adapter_name().to_string(),
+            workload,
+            n,
+            ms,
+            gflops,
+            peak_fraction: opts.peak_gflops.map(|p| gflops / p),
+            gpu_bytes,
+            runs: opts.runs,
+        };
+        report(&line);
+        lines.push(line);
+    };
+    let mut any = false;
+    for c in &w.conv2d_forward {
+        let id = format!("conv2d_forward/{}", c.name);
+        if !selected(opts, &id) {
+            continue;
+        }
+        any = true;
+        fresh_accounting(gpu);
+        let s = c.setup(gpu)?;
+        let ms = time_median(gpu, opts.warmup, opts.runs, || {
+            conv::conv2d_forward(gpu, &s.x, &s.w, &s.b, &s.spec)?;
+            Ok(())
+        })?;
+        push(id, c.n, ms, s.forward_flops, gpu.pool_stats().peak);
+    }
+    for c in &w.conv2d_backward {
+        let id = format!("conv2d_backward/{}", c.name);
+        if !selected(opts, &id) {
+            continue;
+        }
+        any = true;
+        fresh_accounting(gpu);
+        let s = c.setup(gpu)?;
+        let ms = time_median(gpu, opts.warmup, opts.runs, || {
+            conv::conv2d_backward(gpu, &s.x, &s.w, &s.dy, &s.spec, true)?;
+            Ok(())
+        })?;
+        // Input gradient + weight gradient: two products the size of the forward.
+        push(id, c.n, ms, 2.0 * s.forward_flops, gpu.pool_stats().peak);
+    }
+    for m in &w.matmul {
+        let id = format!("matmul/{}", m.name);
+        if !selected(opts, &id) {
+            continue;
+        }
+        any = true;
+        fresh_accounting(gpu);
+        let s = m.setup(gpu)?;
+        let ms = time_median(gpu, opts.warmup, opts.runs, || {
+            dense::matmul(gpu, &s.a, &s.b)?;
+            Ok(())
+        })?;
+        push(id, m.n, ms, s.flops, gpu.pool_stats().peak);
+    }
+    if !any && !opts.only.is_empty() {
+        return Err(BenchError::NoMatch(opts.only.join(",")));
+    }
+    Ok(lines)
+}
+
+/// Drops the pool's cached buffers and restarts the peak, so `gpu_bytes` is this workload's own.
+fn fresh_accounting(gpu: &Gpu) {
+    gpu.trim_pool();
+    gpu.reset_peak();
+}
+
+/// Measures the adapter's FMA throughput in GFLOP/s with shaders/peak.wgsl.
+pub fn measure_peak(gpu: &Gpu) -> Result<f64, BenchError> {
+    const ITERS: u32 = 4096;
+    let threads = 256 * 1024;
+    let out = Tensor::uninit(gpu, [threads])?;
+    let consts = [("ITERS", f64::from(ITERS))];
+    let kernel = Kernel::new(ShaderId::Peak, "fma_peak", &consts);
+    let params = [1.0f32, 0.0, 0.0, 0.0];
+    let ms = time_median(gpu, 1, 5, || {
+        gpu.dispatch(
+            &kernel,
+            &[Arg::Uniform(bytemuck::cast_slice(&params)), Arg::Write(out.all())],
+            [1024, 1, 1],
+        );
+        Ok(())
+    })?;
+    let flops = threads as f64 * f64::from(ITERS) * 8.0 * 4.0 * 2.0;
+    Ok(flops / (ms * 1e6))
+}
+
+/// Prints lines as an aligned table.
+pub fn table(lines: &[BenchLine]) -> String {
+    let mut out = format!("{:<40} {:>5} {:>11} {:>10} {:>7} {:>10}\n", "workload", "n", "median ms", "GFLOP/s", "peak %", "GPU MiB");
+    for l in lines {
+        let peak = l.peak_fraction.map_or("-".to_string(), |p| format!("{:.1}", p * 100.0));
+        out += &format!(
+            "{:<40} {:>5} {:>11.3} {:>10.2} {:>7} {:>10.1}\n",
+            l.workload,
+            l.n,
+            l.ms,
+            l.gflops,
+            peak,
+            l.gpu_bytes as f64 / (1024.0 * 1024.0)
+        );
+    }
+    out
+}
+
+/// Where the shared data lives: `CNN_WGPU_SHARED`, else `../shared` beside the current directory.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("CNN_WGPU_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared"))
+}
