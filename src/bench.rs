@@ -113,7 +113,12 @@ pub struct BenchLine {
 
 /// Times `f` (which records work) as whole flushed-and-synced submissions: `warmup` untimed runs,
 /// then the median of `runs` timed ones, in milliseconds.
-pub fn time_median(gpu: &Gpu, warmup: usize, runs: usize, mut f: impl FnMut() -> Result<(), BenchError>) -> Result<f64, BenchError> {
+pub fn time_median(
+    gpu: &Gpu,
+    warmup: usize,
+    runs: usize,
+    mut f: impl FnMut() -> Result<(), BenchError>,
+) -> Result<f64, BenchError> {
     for _ in 0..warmup {
         f()?;
         gpu.sync()?;
@@ -133,7 +138,9 @@ fn seeded(n: usize, seed: u32) -> Vec<f32> {
     // Cheap deterministic data; the values only need to be finite and varied.
     (0..n)
         .map(|i| {
-            let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed.wrapping_mul(97));
+            let h = (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(seed.wrapping_mul(97));
             (h >> 8) as f32 / 16_777_216.0 - 0.5
         })
         .collect()
@@ -163,8 +170,16 @@ impl ConvWorkload {
         let w = Tensor::from_slice(gpu, ws, &seeded(ws.iter().product(), 2))?;
         let b = Tensor::from_slice(gpu, [self.cout], &seeded(self.cout, 3))?;
         let dy = Tensor::from_slice(gpu, ys, &seeded(ys.iter().product(), 4))?;
-        let forward_flops = 2.0 * (ys.iter().product::<usize>() * self.k * self.k * self.cin) as f64;
-        Ok(ConvSetup { x, w, b, dy, spec, forward_flops })
+        let forward_flops =
+            2.0 * (ys.iter().product::<usize>() * self.k * self.k * self.cin) as f64;
+        Ok(ConvSetup {
+            x,
+            w,
+            b,
+            dy,
+            spec,
+            forward_flops,
+        })
     }
 }
 
@@ -212,7 +227,12 @@ fn selected(opts: &BenchOptions, id: &str) -> bool {
 }
 
 /// Runs the kernel sections; `report` receives each line as soon as it is measured.
-pub fn run(gpu: &Gpu, w: &Workloads, opts: &BenchOptions, mut report: impl FnMut(&BenchLine)) -> Result<Vec<BenchLine>, BenchError> {
+pub fn run(
+    gpu: &Gpu,
+    w: &Workloads,
+    opts: &BenchOptions,
+    mut report: impl FnMut(&BenchLine),
+) -> Result<Vec<BenchLine>, BenchError> {
     let mut lines = Vec::new();
     let engine = format!("cnn-wgpu {}", env!("CARGO_PKG_VERSION"));
     let mut push = |workload: String, n: usize, ms: f64, flops: f64, gpu_bytes: u64| {
@@ -298,7 +318,10 @@ pub fn measure_peak(gpu: &Gpu) -> Result<f64, BenchError> {
     let ms = time_median(gpu, 1, 5, || {
         gpu.dispatch(
             &kernel,
-            &[Arg::Uniform(bytemuck::cast_slice(&params)), Arg::Write(out.all())],
+            &[
+                Arg::Uniform(bytemuck::cast_slice(&params)),
+                Arg::Write(out.all()),
+            ],
             [1024, 1, 1],
         );
         Ok(())
@@ -309,9 +332,14 @@ pub fn measure_peak(gpu: &Gpu) -> Result<f64, BenchError> {
 
 /// Prints lines as an aligned table.
 pub fn table(lines: &[BenchLine]) -> String {
-    let mut out = format!("{:<40} {:>5} {:>11} {:>10} {:>7} {:>10}\n", "workload", "n", "median ms", "GFLOP/s", "peak %", "GPU MiB");
+    let mut out = format!(
+        "{:<40} {:>5} {:>11} {:>10} {:>7} {:>10}\n",
+        "workload", "n", "median ms", "GFLOP/s", "peak %", "GPU MiB"
+    );
     for l in lines {
-        let peak = l.peak_fraction.map_or("-".to_string(), |p| format!("{:.1}", p * 100.0));
+        let peak = l
+            .peak_fraction
+            .map_or("-".to_string(), |p| format!("{:.1}", p * 100.0));
         out += &format!(
             "{:<40} {:>5} {:>11.3} {:>10.2} {:>7} {:>10.1}\n",
             l.workload,

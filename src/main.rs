@@ -8,7 +8,11 @@ use cnn_wgpu::bench::{self, BenchOptions, Workloads};
 use cnn_wgpu::gpu::{select, AdapterRequest, BackendChoice};
 
 #[derive(Parser)]
-#[command(name = "cnn-wgpu", version, about = "Train convolutional networks on any Vulkan, Metal or DX12 GPU")]
+#[command(
+    name = "cnn-wgpu",
+    version,
+    about = "Train convolutional networks on any Vulkan, Metal or DX12 GPU"
+)]
 struct Cli {
     /// Use the adapter whose name contains this (case-insensitive).
     #[arg(long, global = true, env = "CNN_WGPU_ADAPTER")]
@@ -63,7 +67,10 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(cli) {
@@ -122,13 +129,23 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                         a.max_compute_invocations_per_workgroup,
                         a.max_compute_workgroups_per_dimension
                     );
-                    println!("    timestamp queries: {}, shader f16: {}", a.timestamp_query, a.shader_f16);
+                    println!(
+                        "    timestamp queries: {}, shader f16: {}",
+                        a.timestamp_query, a.shader_f16
+                    );
                 }
             }
             Ok(())
         }
-        Some(Command::Bench { workloads, only, json, peak, runs }) => {
-            let path = workloads.unwrap_or_else(|| bench::shared_dir().join("bench/workloads.json"));
+        Some(Command::Bench {
+            workloads,
+            only,
+            json,
+            peak,
+            runs,
+        }) => {
+            let path =
+                workloads.unwrap_or_else(|| bench::shared_dir().join("bench/workloads.json"));
             let w = Workloads::load(&path)?;
             let gpu = select::open(&request)?;
             let mut opts = BenchOptions {
@@ -140,7 +157,10 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 let p = bench::measure_peak(&gpu)?;
                 opts.peak_gflops = Some(p);
                 if json {
-                    println!("{}", serde_json::json!({"engine": format!("cnn-wgpu {}", env!("CARGO_PKG_VERSION")), "adapter": gpu.adapter_name(), "workload": "peak/fma", "gflops": p}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"engine": format!("cnn-wgpu {}", env!("CARGO_PKG_VERSION")), "adapter": gpu.adapter_name(), "workload": "peak/fma", "gflops": p})
+                    );
                 } else {
                     println!("{}: FMA peak {p:.1} GFLOP/s", gpu.adapter_name());
                 }
@@ -150,13 +170,18 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
             let lines = bench::run(&gpu, &w, &opts, |l| {
                 if json {
-                    println!("{}", serde_json::to_string(l).expect("bench line serialises"));
+                    println!(
+                        "{}",
+                        serde_json::to_string(l).expect("bench line serialises")
+                    );
                 }
             })?;
             if !json {
                 print!("{}", bench::table(&lines));
                 if !w.network.is_empty() {
-                    println!("(the `network` section needs the graph executor and runs once it lands)");
+                    println!(
+                        "(the `network` section needs the graph executor and runs once it lands)"
+                    );
                 }
             }
             Ok(())

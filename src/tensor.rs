@@ -118,20 +118,33 @@ impl Tensor {
     }
 
     /// Uploads half-precision data, widened to f32 on the host.
-    pub fn from_f16(gpu: &Gpu, shape: impl Into<Shape>, data: &[half::f16]) -> Result<Self, GpuError> {
+    pub fn from_f16(
+        gpu: &Gpu,
+        shape: impl Into<Shape>,
+        data: &[half::f16],
+    ) -> Result<Self, GpuError> {
         let wide: Vec<f32> = data.iter().map(|v| v.to_f32()).collect();
         Self::from_slice(gpu, shape, &wide)
     }
 
     /// Uploads bfloat16 data, widened to f32 on the host.
-    pub fn from_bf16(gpu: &Gpu, shape: impl Into<Shape>, data: &[half::bf16]) -> Result<Self, GpuError> {
+    pub fn from_bf16(
+        gpu: &Gpu,
+        shape: impl Into<Shape>,
+        data: &[half::bf16],
+    ) -> Result<Self, GpuError> {
         let wide: Vec<f32> = data.iter().map(|v| v.to_f32()).collect();
         Self::from_slice(gpu, shape, &wide)
     }
 
     /// Overwrites the whole tensor with `data`.
     pub fn write(&self, gpu: &Gpu, data: &[f32]) {
-        assert_eq!(data.len(), self.numel(), "Tensor::write: length mismatch for {:?}", self.shape);
+        assert_eq!(
+            data.len(),
+            self.numel(),
+            "Tensor::write: length mismatch for {:?}",
+            self.shape
+        );
         if data.is_empty() {
             return;
         }
@@ -147,7 +160,9 @@ impl Tensor {
             .expect("freshly mapped staging buffer")
             .copy_from_slice(bytes);
         staging.unmap();
-        gpu.record(|enc| enc.copy_buffer_to_buffer(&staging, 0, self.buffer(), 0, bytes.len() as u64));
+        gpu.record(|enc| {
+            enc.copy_buffer_to_buffer(&staging, 0, self.buffer(), 0, bytes.len() as u64)
+        });
     }
 
     pub fn fill_zero(&self, gpu: &Gpu) {
@@ -164,7 +179,9 @@ impl Tensor {
     /// A copy of this tensor in a fresh buffer.
     pub fn duplicate(&self, gpu: &Gpu) -> Result<Self, GpuError> {
         let t = Self::uninit(gpu, self.shape.clone())?;
-        gpu.record(|enc| enc.copy_buffer_to_buffer(self.buffer(), 0, t.buffer(), 0, self.byte_len()));
+        gpu.record(|enc| {
+            enc.copy_buffer_to_buffer(self.buffer(), 0, t.buffer(), 0, self.byte_len())
+        });
         Ok(t)
     }
 

@@ -29,9 +29,21 @@ fn elementwise_forward_matches_definitions() {
     x[2] = 0.0;
     let xt = upload(gpu, &[10, 100], &x);
     let relu: Vec<f64> = x.iter().map(|&v| f64::from(v).max(0.0)).collect();
-    assert_close("relu", &read(gpu, &act::relu(gpu, &xt).unwrap()), &relu, 0.0, 0.0);
+    assert_close(
+        "relu",
+        &read(gpu, &act::relu(gpu, &xt).unwrap()),
+        &relu,
+        0.0,
+        0.0,
+    );
     let sig: Vec<f64> = x.iter().map(|&v| sigmoid(f64::from(v))).collect();
-    assert_close("sigmoid", &read(gpu, &act::sigmoid(gpu, &xt).unwrap()), &sig, 1e-6, 1e-7);
+    assert_close(
+        "sigmoid",
+        &read(gpu, &act::sigmoid(gpu, &xt).unwrap()),
+        &sig,
+        1e-6,
+        1e-7,
+    );
 }
 
 #[test]
@@ -41,7 +53,10 @@ fn softmax_is_stable_and_matches_definition() {
         let mut x: Vec<f32> = rand_vec(rows * cols, 2).iter().map(|v| v * 5.0).collect();
         // Large logits must not overflow: the row maximum is subtracted first.
         x[0] = 1000.0;
-        let y = read(gpu, &act::softmax(gpu, &upload(gpu, &[rows, cols], &x)).unwrap());
+        let y = read(
+            gpu,
+            &act::softmax(gpu, &upload(gpu, &[rows, cols], &x)).unwrap(),
+        );
         assert!(y.iter().all(|v| v.is_finite()), "softmax overflowed");
         assert_close("softmax", &y, &softmax_rows(&to_f64(&x), cols), 1e-5, 1e-7);
     }
@@ -52,7 +67,10 @@ fn activation_backward_matches_finite_differences() {
     let gpu = gpu_or_skip!();
     let (rows, cols) = (4, 9);
     // Keep ReLU inputs away from the kink at 0 so the difference quotient is the derivative.
-    let x: Vec<f32> = rand_vec(rows * cols, 3).iter().map(|v| if v.abs() < 0.05 { v + 0.1 } else { *v }).collect();
+    let x: Vec<f32> = rand_vec(rows * cols, 3)
+        .iter()
+        .map(|v| if v.abs() < 0.05 { v + 0.1 } else { *v })
+        .collect();
     let r = rand_vec(rows * cols, 4);
     let xt = upload(gpu, &[rows, cols], &x);
     let rt = upload(gpu, &[rows, cols], &r);
@@ -60,14 +78,36 @@ fn activation_backward_matches_finite_differences() {
 
     // L = sum(f(x) * r):  relu' = [x > 0],  sigmoid' = y(1-y),  softmax' = J^T r with J = diag(y) - y y^T.
     let y = act::relu(gpu, &xt).unwrap();
-    let num = numeric_grad(&x64, 1e-4, |v| dot(&v.iter().map(|a| a.max(0.0)).collect::<Vec<_>>(), &r64));
-    assert_close("relu dx", &read(gpu, &act::relu_backward(gpu, &rt, &y).unwrap()), &num, 1e-4, 1e-5);
+    let num = numeric_grad(&x64, 1e-4, |v| {
+        dot(&v.iter().map(|a| a.max(0.0)).collect::<Vec<_>>(), &r64)
+    });
+    assert_close(
+        "relu dx",
+        &read(gpu, &act::relu_backward(gpu, &rt, &y).unwrap()),
+        &num,
+        1e-4,
+        1e-5,
+    );
 
     let y = act::sigmoid(gpu, &xt).unwrap();
-    let num = numeric_grad(&x64, 1e-4, |v| dot(&v.iter().map(|&a| sigmoid(a)).collect::<Vec<_>>(), &r64));
-    assert_close("sigmoid dx", &read(gpu, &act::sigmoid_backward(gpu, &rt, &y).unwrap()), &num, 1e-4, 1e-6);
+    let num = numeric_grad(&x64, 1e-4, |v| {
+        dot(&v.iter().map(|&a| sigmoid(a)).collect::<Vec<_>>(), &r64)
+    });
+    assert_close(
+        "sigmoid dx",
+        &read(gpu, &act::sigmoid_backward(gpu, &rt, &y).unwrap()),
+        &num,
+        1e-4,
+        1e-6,
+    );
 
     let y = act::softmax(gpu, &xt).unwrap();
     let num = numeric_grad(&x64, 1e-4, |v| dot(&softmax_rows(v, cols), &r64));
-    assert_close("softmax dx", &read(gpu, &act::softmax_backward(gpu, &rt, &y).unwrap()), &num, 1e-4, 1e-6);
+    assert_close(
+        "softmax dx",
+        &read(gpu, &act::softmax_backward(gpu, &rt, &y).unwrap()),
+        &num,
+        1e-4,
+        1e-6,
+    );
 }

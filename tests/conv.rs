@@ -21,7 +21,14 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     use Padding::*;
-    let c = |x, k, cout, stride, padding, relu| Case { x, k, cout, stride, padding, relu };
+    let c = |x, k, cout, stride, padding, relu| Case {
+        x,
+        k,
+        cout,
+        stride,
+        padding,
+        relu,
+    };
     vec![
         // batch 1, channel counts off every tile size
         c([1, 7, 9, 3], (3, 3), 5, (1, 1), Same, false),
@@ -49,17 +56,51 @@ fn conv2d_forward_matches_cpu_reference() {
         let x = rand_vec(c.x.iter().product(), 10 + i as u64);
         let w = rand_vec(ws.iter().product(), 20 + i as u64);
         let b = rand_vec(c.cout, 30 + i as u64);
-        let spec = Conv2dSpec { stride: c.stride, padding: c.padding, relu: c.relu };
-        let y = conv::conv2d_forward(gpu, &upload(gpu, &c.x, &x), &upload(gpu, &ws, &w), &upload(gpu, &[c.cout], &b), &spec).unwrap();
-        let (want, ys) = conv2d_ref(&to_f64(&x), c.x, &to_f64(&w), ws, &to_f64(&b), c.stride, c.padding, c.relu);
+        let spec = Conv2dSpec {
+            stride: c.stride,
+            padding: c.padding,
+            relu: c.relu,
+        };
+        let y = conv::conv2d_forward(
+            gpu,
+            &upload(gpu, &c.x, &x),
+            &upload(gpu, &ws, &w),
+            &upload(gpu, &[c.cout], &b),
+            &spec,
+        )
+        .unwrap();
+        let (want, ys) = conv2d_ref(
+            &to_f64(&x),
+            c.x,
+            &to_f64(&w),
+            ws,
+            &to_f64(&b),
+            c.stride,
+            c.padding,
+            c.relu,
+        );
         assert_eq!(y.dims(), ys, "case {i}: output shape");
-        assert_close(&format!("case {i} forward"), &read(gpu, &y), &want, RTOL, ATOL);
+        assert_close(
+            &format!("case {i} forward"),
+            &read(gpu, &y),
+            &want,
+            RTOL,
+            ATOL,
+        );
     }
 }
 
 /// CPU backward from the definition of y: dx[n,iy,ix,ci] = sum dy[n,oy,ox,co] w[ky,kx,ci,co]
 /// over taps with iy = oy*s+ky-pt; dw[ky,kx,ci,co] = sum x[n,iy,ix,ci] dy[n,oy,ox,co]; db = sum dy.
-fn conv2d_backward_ref(x: &[f64], xs: [usize; 4], w: &[f64], ws: [usize; 4], dy: &[f64], stride: (usize, usize), padding: Padding) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+fn conv2d_backward_ref(
+    x: &[f64],
+    xs: [usize; 4],
+    w: &[f64],
+    ws: [usize; 4],
+    dy: &[f64],
+    stride: (usize, usize),
+    padding: Padding,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let [n, h, wd, ci] = xs;
     let [kh, kw, _, co] = ws;
     let (oh, pt) = resolve(h, kh, stride.0, padding);
@@ -100,18 +141,56 @@ fn conv2d_backward_matches_cpu_backward() {
     let gpu = gpu_or_skip!();
     for (i, c) in cases().iter().enumerate() {
         let ws = [c.k.0, c.k.1, c.x[3], c.cout];
-        let spec = Conv2dSpec { stride: c.stride, padding: c.padding, relu: false };
+        let spec = Conv2dSpec {
+            stride: c.stride,
+            padding: c.padding,
+            relu: false,
+        };
         let x = rand_vec(c.x.iter().product(), 40 + i as u64);
         let w = rand_vec(ws.iter().product(), 50 + i as u64);
         let ys = conv::conv2d_output_shape(&c.x, &ws, &spec).unwrap();
         let dy = rand_vec(ys.iter().product(), 60 + i as u64);
-        let g = conv::conv2d_backward(gpu, &upload(gpu, &c.x, &x), &upload(gpu, &ws, &w), &upload(gpu, &ys, &dy), &spec, true).unwrap();
-        let (dx, dw, db) = conv2d_backward_ref(&to_f64(&x), c.x, &to_f64(&w), ws, &to_f64(&dy), c.stride, c.padding);
+        let g = conv::conv2d_backward(
+            gpu,
+            &upload(gpu, &c.x, &x),
+            &upload(gpu, &ws, &w),
+            &upload(gpu, &ys, &dy),
+            &spec,
+            true,
+        )
+        .unwrap();
+        let (dx, dw, db) = conv2d_backward_ref(
+            &to_f64(&x),
+            c.x,
+            &to_f64(&w),
+            ws,
+            &to_f64(&dy),
+            c.stride,
+            c.padding,
+        );
         // dw sums N*OH*OW products: allow for the longer accumulation.
         let k = (ys[0] * ys[1] * ys[2]) as f64;
-        assert_close(&format!("case {i} dx"), &read(gpu, g.dx.as_ref().unwrap()), &dx, RTOL, ATOL);
-        assert_close(&format!("case {i} dw"), &read(gpu, &g.dw), &dw, RTOL, ATOL * k.sqrt());
-        assert_close(&format!("case {i} db"), &read(gpu, &g.db), &db, RTOL, ATOL * k.sqrt());
+        assert_close(
+            &format!("case {i} dx"),
+            &read(gpu, g.dx.as_ref().unwrap()),
+            &dx,
+            RTOL,
+            ATOL,
+        );
+        assert_close(
+            &format!("case {i} dw"),
+            &read(gpu, &g.dw),
+            &dw,
+            RTOL,
+            ATOL * k.sqrt(),
+        );
+        assert_close(
+            &format!("case {i} db"),
+            &read(gpu, &g.db),
+            &db,
+            RTOL,
+            ATOL * k.sqrt(),
+        );
     }
 }
 
@@ -121,7 +200,13 @@ fn conv2d_backward_matches_finite_differences() {
     // L = sum(y * r) so dL/dy = r; compare the GPU's dL/dx, dL/dw, dL/db with central
     // differences of the CPU forward in f64 (h = 1e-3; L is linear in each, so only rounding).
     for (i, (xs, k, cout, stride, padding)) in [
-        ([2usize, 5, 4, 3], (3usize, 3usize), 2usize, (1usize, 1usize), Padding::Same),
+        (
+            [2usize, 5, 4, 3],
+            (3usize, 3usize),
+            2usize,
+            (1usize, 1usize),
+            Padding::Same,
+        ),
         ([1, 6, 5, 2], (3, 2), 3, (2, 2), Padding::Valid),
         ([1, 5, 5, 2], (3, 3), 2, (2, 2), Padding::Same),
     ]
@@ -129,22 +214,54 @@ fn conv2d_backward_matches_finite_differences() {
     .enumerate()
     {
         let ws = [k.0, k.1, xs[3], cout];
-        let spec = Conv2dSpec { stride, padding, relu: false };
+        let spec = Conv2dSpec {
+            stride,
+            padding,
+            relu: false,
+        };
         let x = to_f64(&rand_vec(xs.iter().product(), 70 + i as u64));
         let w = to_f64(&rand_vec(ws.iter().product(), 80 + i as u64));
         let b = to_f64(&rand_vec(cout, 90 + i as u64));
         let ys = conv::conv2d_output_shape(&xs, &ws, &spec).unwrap();
         let r = to_f64(&rand_vec(ys.iter().product(), 100 + i as u64));
-        let loss = |x: &[f64], w: &[f64], b: &[f64]| dot(&conv2d_ref(x, xs, w, ws, b, stride, padding, false).0, &r);
+        let loss = |x: &[f64], w: &[f64], b: &[f64]| {
+            dot(&conv2d_ref(x, xs, w, ws, b, stride, padding, false).0, &r)
+        };
         let num_dx = numeric_grad(&x, 1e-3, |v| loss(v, &w, &b));
         let num_dw = numeric_grad(&w, 1e-3, |v| loss(&x, v, &b));
         let num_db = numeric_grad(&b, 1e-3, |v| loss(&x, &w, v));
         let f32v = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<_>>();
         let r32 = f32v(&r);
-        let g = conv::conv2d_backward(gpu, &upload(gpu, &xs, &f32v(&x)), &upload(gpu, &ws, &f32v(&w)), &upload(gpu, &ys, &r32), &spec, true).unwrap();
-        assert_close(&format!("fd case {i} dx"), &read(gpu, g.dx.as_ref().unwrap()), &num_dx, 1e-3, 1e-4);
-        assert_close(&format!("fd case {i} dw"), &read(gpu, &g.dw), &num_dw, 1e-3, 1e-4);
-        assert_close(&format!("fd case {i} db"), &read(gpu, &g.db), &num_db, 1e-3, 1e-4);
+        let g = conv::conv2d_backward(
+            gpu,
+            &upload(gpu, &xs, &f32v(&x)),
+            &upload(gpu, &ws, &f32v(&w)),
+            &upload(gpu, &ys, &r32),
+            &spec,
+            true,
+        )
+        .unwrap();
+        assert_close(
+            &format!("fd case {i} dx"),
+            &read(gpu, g.dx.as_ref().unwrap()),
+            &num_dx,
+            1e-3,
+            1e-4,
+        );
+        assert_close(
+            &format!("fd case {i} dw"),
+            &read(gpu, &g.dw),
+            &num_dw,
+            1e-3,
+            1e-4,
+        );
+        assert_close(
+            &format!("fd case {i} db"),
+            &read(gpu, &g.db),
+            &num_db,
+            1e-3,
+            1e-4,
+        );
     }
 }
 
@@ -160,28 +277,76 @@ fn conv2d_backward_without_input_gradient_skips_it() {
     let with = conv::conv2d_backward(gpu, &x, &w, &dy, &spec, true).unwrap();
     let without = conv::conv2d_backward(gpu, &x, &w, &dy, &spec, false).unwrap();
     assert!(without.dx.is_none());
-    assert_eq!(read(gpu, &with.dw), read(gpu, &without.dw), "dw does not depend on whether dx was asked for");
+    assert_eq!(
+        read(gpu, &with.dw),
+        read(gpu, &without.dw),
+        "dw does not depend on whether dx was asked for"
+    );
 }
 
 #[test]
 fn conv1d_matches_cpu_reference_and_gradients() {
     let gpu = gpu_or_skip!();
     // (N,L,C) = (2,11,5), kernel 4 -> 7 channels, same padding (Keras Conv1D(7, 4, padding='same')).
-    for (i, (stride, padding)) in [(1usize, Padding::Same), (2, Padding::Valid)].into_iter().enumerate() {
+    for (i, (stride, padding)) in [(1usize, Padding::Same), (2, Padding::Valid)]
+        .into_iter()
+        .enumerate()
+    {
         let (n, l, c, k, co) = (2, 11, 5, 4, 7);
         let x = rand_vec(n * l * c, 200 + i as u64);
         let w = rand_vec(k * c * co, 210 + i as u64);
         let b = rand_vec(co, 220 + i as u64);
-        let y = conv::conv1d_forward(gpu, &upload(gpu, &[n, l, c], &x), &upload(gpu, &[k, c, co], &w), &upload(gpu, &[co], &b), stride, padding, true).unwrap();
-        let (want, ys) = conv2d_ref(&to_f64(&x), [n, 1, l, c], &to_f64(&w), [1, k, c, co], &to_f64(&b), (1, stride), padding, true);
+        let y = conv::conv1d_forward(
+            gpu,
+            &upload(gpu, &[n, l, c], &x),
+            &upload(gpu, &[k, c, co], &w),
+            &upload(gpu, &[co], &b),
+            stride,
+            padding,
+            true,
+        )
+        .unwrap();
+        let (want, ys) = conv2d_ref(
+            &to_f64(&x),
+            [n, 1, l, c],
+            &to_f64(&w),
+            [1, k, c, co],
+            &to_f64(&b),
+            (1, stride),
+            padding,
+            true,
+        );
         assert_eq!(y.dims(), [ys[0], ys[2], ys[3]]);
         assert_close("conv1d forward", &read(gpu, &y), &want, RTOL, ATOL);
 
         let dy = rand_vec(want.len(), 230 + i as u64);
-        let g = conv::conv1d_backward(gpu, &upload(gpu, &[n, l, c], &x), &upload(gpu, &[k, c, co], &w), &upload(gpu, y.dims(), &dy), stride, padding, true).unwrap();
-        let (dx, dw, db) = conv2d_backward_ref(&to_f64(&x), [n, 1, l, c], &to_f64(&w), [1, k, c, co], &to_f64(&dy), (1, stride), padding);
+        let g = conv::conv1d_backward(
+            gpu,
+            &upload(gpu, &[n, l, c], &x),
+            &upload(gpu, &[k, c, co], &w),
+            &upload(gpu, y.dims(), &dy),
+            stride,
+            padding,
+            true,
+        )
+        .unwrap();
+        let (dx, dw, db) = conv2d_backward_ref(
+            &to_f64(&x),
+            [n, 1, l, c],
+            &to_f64(&w),
+            [1, k, c, co],
+            &to_f64(&dy),
+            (1, stride),
+            padding,
+        );
         assert_eq!(g.dw.dims(), [k, c, co]);
-        assert_close("conv1d dx", &read(gpu, g.dx.as_ref().unwrap()), &dx, RTOL, ATOL);
+        assert_close(
+            "conv1d dx",
+            &read(gpu, g.dx.as_ref().unwrap()),
+            &dx,
+            RTOL,
+            ATOL,
+        );
         assert_close("conv1d dw", &read(gpu, &g.dw), &dw, RTOL, 1e-3);
         assert_close("conv1d db", &read(gpu, &g.db), &db, RTOL, 1e-3);
     }
@@ -193,9 +358,16 @@ fn conv2d_rejects_mismatched_shapes_naming_both() {
     let x = upload(gpu, &[1, 4, 4, 3], &rand_vec(48, 1));
     let w = upload(gpu, &[3, 3, 2, 4], &rand_vec(72, 2));
     let b = upload(gpu, &[4], &rand_vec(4, 3));
-    let err = conv::conv2d_forward(gpu, &x, &w, &b, &Conv2dSpec::new(1, Padding::Same, false)).unwrap_err().to_string();
-    assert!(err.contains("conv2d_forward") && err.contains("(3,3,2,4)") && err.contains("(1,4,4,3)"), "{err}");
+    let err = conv::conv2d_forward(gpu, &x, &w, &b, &Conv2dSpec::new(1, Padding::Same, false))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conv2d_forward") && err.contains("(3,3,2,4)") && err.contains("(1,4,4,3)"),
+        "{err}"
+    );
     let w = upload(gpu, &[5, 5, 3, 4], &rand_vec(300, 2));
-    let err = conv::conv2d_forward(gpu, &x, &w, &b, &Conv2dSpec::new(1, Padding::Valid, false)).unwrap_err().to_string();
+    let err = conv::conv2d_forward(gpu, &x, &w, &b, &Conv2dSpec::new(1, Padding::Valid, false))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("5x5"), "{err}");
 }

@@ -23,29 +23,68 @@ fn dense_forward_matches_cpu_reference() {
         let w = rand_vec(inp * out, 100 + i as u64);
         let b = rand_vec(out, 200 + i as u64);
         let bt = upload(gpu, &[out], &b);
-        let y = dense::dense_forward(gpu, &upload(gpu, &[rows, inp], &x), &upload(gpu, &[inp, out], &w), bias.then_some(&bt), relu).unwrap();
-        let want = dense_ref(&to_f64(&x), rows, inp, &to_f64(&w), out, bias.then_some(&to_f64(&b)[..]), relu);
+        let y = dense::dense_forward(
+            gpu,
+            &upload(gpu, &[rows, inp], &x),
+            &upload(gpu, &[inp, out], &w),
+            bias.then_some(&bt),
+            relu,
+        )
+        .unwrap();
+        let want = dense_ref(
+            &to_f64(&x),
+            rows,
+            inp,
+            &to_f64(&w),
+            out,
+            bias.then_some(&to_f64(&b)[..]),
+            relu,
+        );
         // K up to 1000 terms in [-1,1]: f32 sums drift ~ sqrt(K) * 6e-8 * K.
-        assert_close(&format!("dense case {i}"), &read(gpu, &y), &want, 1e-4, 1e-4 * (inp as f64).sqrt());
+        assert_close(
+            &format!("dense case {i}"),
+            &read(gpu, &y),
+            &want,
+            1e-4,
+            1e-4 * (inp as f64).sqrt(),
+        );
     }
 }
 
 #[test]
 fn dense_backward_matches_finite_differences() {
     let gpu = gpu_or_skip!();
-    for (i, (rows, inp, out)) in [(1usize, 3usize, 2usize), (5, 7, 3), (3, 4, 67)].into_iter().enumerate() {
+    for (i, (rows, inp, out)) in [(1usize, 3usize, 2usize), (5, 7, 3), (3, 4, 67)]
+        .into_iter()
+        .enumerate()
+    {
         let x = to_f64(&rand_vec(rows * inp, 10 + i as u64));
         let w = to_f64(&rand_vec(inp * out, 20 + i as u64));
         let b = to_f64(&rand_vec(out, 30 + i as u64));
         let r = to_f64(&rand_vec(rows * out, 40 + i as u64));
         // L = sum(y * r): dL/dx = r w^T, dL/dw = x^T r, dL/db = column sums of r.
-        let loss = |x: &[f64], w: &[f64], b: &[f64]| dot(&dense_ref(x, rows, inp, w, out, Some(b), false), &r);
+        let loss = |x: &[f64], w: &[f64], b: &[f64]| {
+            dot(&dense_ref(x, rows, inp, w, out, Some(b), false), &r)
+        };
         let nx = numeric_grad(&x, 1e-3, |v| loss(v, &w, &b));
         let nw = numeric_grad(&w, 1e-3, |v| loss(&x, v, &b));
         let nb = numeric_grad(&b, 1e-3, |v| loss(&x, &w, v));
         let f = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<_>>();
-        let g = dense::dense_backward(gpu, &upload(gpu, &[rows, inp], &f(&x)), &upload(gpu, &[inp, out], &f(&w)), &upload(gpu, &[rows, out], &f(&r)), true).unwrap();
-        assert_close("dense dx", &read(gpu, g.dx.as_ref().unwrap()), &nx, 1e-3, 1e-4);
+        let g = dense::dense_backward(
+            gpu,
+            &upload(gpu, &[rows, inp], &f(&x)),
+            &upload(gpu, &[inp, out], &f(&w)),
+            &upload(gpu, &[rows, out], &f(&r)),
+            true,
+        )
+        .unwrap();
+        assert_close(
+            "dense dx",
+            &read(gpu, g.dx.as_ref().unwrap()),
+            &nx,
+            1e-3,
+            1e-4,
+        );
         assert_close("dense dw", &read(gpu, &g.dw), &nw, 1e-3, 1e-4);
         assert_close("dense db", &read(gpu, &g.db), &nb, 1e-3, 1e-4);
     }
@@ -58,7 +97,14 @@ fn dense_backward_matches_cpu_products_on_large_shapes() {
     let x = rand_vec(rows * inp, 1);
     let w = rand_vec(inp * out, 2);
     let dy = rand_vec(rows * out, 3);
-    let g = dense::dense_backward(gpu, &upload(gpu, &[rows, inp], &x), &upload(gpu, &[inp, out], &w), &upload(gpu, &[rows, out], &dy), true).unwrap();
+    let g = dense::dense_backward(
+        gpu,
+        &upload(gpu, &[rows, inp], &x),
+        &upload(gpu, &[inp, out], &w),
+        &upload(gpu, &[rows, out], &dy),
+        true,
+    )
+    .unwrap();
     let (x, w, dy) = (to_f64(&x), to_f64(&w), to_f64(&dy));
     let mut dx = vec![0.0; rows * inp];
     let mut dw = vec![0.0; inp * out];
@@ -70,8 +116,20 @@ fn dense_backward_matches_cpu_products_on_large_shapes() {
             }
         }
     }
-    assert_close("dx", &read(gpu, g.dx.as_ref().unwrap()), &dx, 1e-4, 1e-4 * (out as f64).sqrt());
-    assert_close("dw", &read(gpu, &g.dw), &dw, 1e-4, 1e-4 * (rows as f64).sqrt());
+    assert_close(
+        "dx",
+        &read(gpu, g.dx.as_ref().unwrap()),
+        &dx,
+        1e-4,
+        1e-4 * (out as f64).sqrt(),
+    );
+    assert_close(
+        "dw",
+        &read(gpu, &g.dw),
+        &dw,
+        1e-4,
+        1e-4 * (rows as f64).sqrt(),
+    );
 }
 
 #[test]
@@ -79,6 +137,11 @@ fn dense_rejects_mismatched_kernel() {
     let gpu = gpu_or_skip!();
     let x = upload(gpu, &[2, 3], &rand_vec(6, 1));
     let w = upload(gpu, &[4, 5], &rand_vec(20, 2));
-    let err = dense::dense_forward(gpu, &x, &w, None, false).unwrap_err().to_string();
-    assert!(err.contains("dense_forward") && err.contains("(4,5)") && err.contains("(2,3)"), "{err}");
+    let err = dense::dense_forward(gpu, &x, &w, None, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("dense_forward") && err.contains("(4,5)") && err.contains("(2,3)"),
+        "{err}"
+    );
 }

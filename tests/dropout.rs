@@ -23,13 +23,23 @@ fn dropout_matches_host_mask_and_scales_kept_values() {
         kept += usize::from(keep);
     }
     // Binomial(10007, 0.5): sd = 50; 5 sd either side.
-    assert!((kept as f64 - n as f64 * 0.5).abs() < 250.0, "kept {kept} of {n}");
+    assert!(
+        (kept as f64 - n as f64 * 0.5).abs() < 250.0,
+        "kept {kept} of {n}"
+    );
 
     // Backward is the same mask and scale applied to dy.
     let dy = rand_vec(n, 2);
-    let dx = read(gpu, &dropout::dropout_backward(gpu, &upload(gpu, &[n], &dy), rate, seed).unwrap());
+    let dx = read(
+        gpu,
+        &dropout::dropout_backward(gpu, &upload(gpu, &[n], &dy), rate, seed).unwrap(),
+    );
     for i in 0..n {
-        let want = if y[i] != 0.0 { dy[i] / (1.0 - rate) } else { 0.0 };
+        let want = if y[i] != 0.0 {
+            dy[i] / (1.0 - rate)
+        } else {
+            0.0
+        };
         assert_eq!(dx[i], want, "backward element {i}");
     }
 }
@@ -44,6 +54,12 @@ fn dropout_is_seeded() {
     assert_eq!(a, b, "same seed, same mask");
     assert_ne!(a, c, "another seed, another mask");
     let zero = read(gpu, &dropout::dropout(gpu, &x, 0.0, 7).unwrap());
-    assert!(zero.iter().all(|&v| v == 1.0), "rate 0 keeps everything unscaled");
-    assert!(dropout::dropout(gpu, &x, 1.0, 7).is_err(), "rate 1 is rejected");
+    assert!(
+        zero.iter().all(|&v| v == 1.0),
+        "rate 0 keeps everything unscaled"
+    );
+    assert!(
+        dropout::dropout(gpu, &x, 1.0, 7).is_err(),
+        "rate 1 is rejected"
+    );
 }

@@ -21,7 +21,11 @@ fn bce(z: &[f64], y: &[f64], clip: bool) -> Vec<f64> {
                 p = p.clamp(1e-7, 1.0 - 1e-7);
             }
             // ln(1-p) via the logits when unclipped so the reference itself stays exact.
-            let (lp, lq) = if clip { (p.ln(), (1.0 - p).ln()) } else { (-(1.0 + (-z).exp()).ln(), -(1.0 + z.exp()).ln()) };
+            let (lp, lq) = if clip {
+                (p.ln(), (1.0 - p).ln())
+            } else {
+                (-(1.0 + (-z).exp()).ln(), -(1.0 + z.exp()).ln())
+            };
             -(y * lp + (1.0 - y) * lq)
         })
         .collect()
@@ -57,16 +61,42 @@ fn binary_crossentropy_matches_formula_and_gradient() {
     let y: Vec<f32> = (0..n).map(|i| (i % 2) as f32).collect();
     for clip in [false, true] {
         let c = if clip { Clip::Keras } else { Clip::None };
-        let out = loss::loss_and_grad(gpu, LossKind::BinaryCrossentropy, &upload(gpu, &[n, 1], &z), &upload(gpu, &[n, 1], &y), c).unwrap();
+        let out = loss::loss_and_grad(
+            gpu,
+            LossKind::BinaryCrossentropy,
+            &upload(gpu, &[n, 1], &z),
+            &upload(gpu, &[n, 1], &y),
+            c,
+        )
+        .unwrap();
         let want = bce(&to_f64(&z), &to_f64(&y), clip);
-        assert_close(&format!("bce clip={clip}"), &read(gpu, &out.per_sample), &want, 1e-5, 1e-6);
+        assert_close(
+            &format!("bce clip={clip}"),
+            &read(gpu, &out.per_sample),
+            &want,
+            1e-5,
+            1e-6,
+        );
         // d(mean loss)/dz = (sigmoid(z) - y)/N, zero where a clipped probability sits at its bound.
         let mean = |v: &[f64]| bce(v, &to_f64(&y), clip).iter().sum::<f64>() / n as f64;
         let num = numeric_grad(&to_f64(&z), 1e-4, mean);
-        assert_close(&format!("bce grad clip={clip}"), &read(gpu, &out.grad), &num, 1e-3, 1e-6);
+        assert_close(
+            &format!("bce grad clip={clip}"),
+            &read(gpu, &out.grad),
+            &num,
+            1e-3,
+            1e-6,
+        );
     }
     // Clipping caps the loss at -ln(1e-7): z = 40 with y = 0 is maximally wrong.
-    let out = loss::loss_and_grad(gpu, LossKind::BinaryCrossentropy, &upload(gpu, &[1], &[40.0]), &upload(gpu, &[1], &[0.0]), Clip::Keras).unwrap();
+    let out = loss::loss_and_grad(
+        gpu,
+        LossKind::BinaryCrossentropy,
+        &upload(gpu, &[1], &[40.0]),
+        &upload(gpu, &[1], &[0.0]),
+        Clip::Keras,
+    )
+    .unwrap();
     let l = read(gpu, &out.per_sample)[0];
     assert!((f64::from(l) - 16.118_095).abs() < 1e-3, "clipped loss {l}");
 }
@@ -83,13 +113,32 @@ fn categorical_crossentropy_matches_formula_and_gradient() {
     }
     for clip in [false, true] {
         let c = if clip { Clip::Keras } else { Clip::None };
-        let out = loss::loss_and_grad(gpu, LossKind::CategoricalCrossentropy, &upload(gpu, &[rows, cols], &z), &upload(gpu, &[rows, cols], &y), c).unwrap();
+        let out = loss::loss_and_grad(
+            gpu,
+            LossKind::CategoricalCrossentropy,
+            &upload(gpu, &[rows, cols], &z),
+            &upload(gpu, &[rows, cols], &y),
+            c,
+        )
+        .unwrap();
         let want = cce(&to_f64(&z), &to_f64(&y), cols, clip);
-        assert_close(&format!("cce clip={clip}"), &read(gpu, &out.per_sample), &want, 1e-5, 1e-5);
+        assert_close(
+            &format!("cce clip={clip}"),
+            &read(gpu, &out.per_sample),
+            &want,
+            1e-5,
+            1e-5,
+        );
         // d(mean loss)/dz = (softmax(z) sum(y) - y)/N (clipped components drop out).
         let mean = |v: &[f64]| cce(v, &to_f64(&y), cols, clip).iter().sum::<f64>() / rows as f64;
         let num = numeric_grad(&to_f64(&z), 1e-4, mean);
-        assert_close(&format!("cce grad clip={clip}"), &read(gpu, &out.grad), &num, 1e-3, 1e-6);
+        assert_close(
+            &format!("cce grad clip={clip}"),
+            &read(gpu, &out.grad),
+            &num,
+            1e-3,
+            1e-6,
+        );
     }
 }
 
@@ -99,8 +148,21 @@ fn accuracy_counts_on_the_gpu() {
     let n = 1003;
     let z = rand_vec(n, 5);
     let y: Vec<f32> = rand_vec(n, 6).iter().map(|v| f32::from(*v > 0.0)).collect();
-    let want = z.iter().zip(&y).filter(|(z, y)| (**z > 0.0) == (**y > 0.5)).count();
-    let got = read(gpu, &loss::correct_count(gpu, LossKind::BinaryCrossentropy, &upload(gpu, &[n, 1], &z), &upload(gpu, &[n, 1], &y)).unwrap());
+    let want = z
+        .iter()
+        .zip(&y)
+        .filter(|(z, y)| (**z > 0.0) == (**y > 0.5))
+        .count();
+    let got = read(
+        gpu,
+        &loss::correct_count(
+            gpu,
+            LossKind::BinaryCrossentropy,
+            &upload(gpu, &[n, 1], &z),
+            &upload(gpu, &[n, 1], &y),
+        )
+        .unwrap(),
+    );
     assert_eq!(got, vec![want as f32]);
 
     let (rows, cols) = (257, 10);
@@ -110,18 +172,42 @@ fn accuracy_counts_on_the_gpu() {
     for (r, &l) in labels.iter().enumerate() {
         y[r * cols + l] = 1.0;
     }
-    let argmax = |row: &[f32]| row.iter().enumerate().fold(0, |b, (i, v)| if *v > row[b] { i } else { b });
-    let want = (0..rows).filter(|&r| argmax(&z[r * cols..(r + 1) * cols]) == labels[r]).count();
-    let got = read(gpu, &loss::correct_count(gpu, LossKind::CategoricalCrossentropy, &upload(gpu, &[rows, cols], &z), &upload(gpu, &[rows, cols], &y)).unwrap());
+    let argmax = |row: &[f32]| {
+        row.iter()
+            .enumerate()
+            .fold(0, |b, (i, v)| if *v > row[b] { i } else { b })
+    };
+    let want = (0..rows)
+        .filter(|&r| argmax(&z[r * cols..(r + 1) * cols]) == labels[r])
+        .count();
+    let got = read(
+        gpu,
+        &loss::correct_count(
+            gpu,
+            LossKind::CategoricalCrossentropy,
+            &upload(gpu, &[rows, cols], &z),
+            &upload(gpu, &[rows, cols], &y),
+        )
+        .unwrap(),
+    );
     assert_eq!(got, vec![want as f32]);
 }
 
 #[test]
 fn loss_rejects_mismatched_labels() {
     let gpu = gpu_or_skip!();
-    let err = loss::loss_and_grad(gpu, LossKind::BinaryCrossentropy, &upload(gpu, &[4, 1], &[0.0; 4]), &upload(gpu, &[3, 1], &[0.0; 3]), Clip::None)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("labels") && err.contains("(3,1)") && err.contains("(4,1)"), "{err}");
+    let err = loss::loss_and_grad(
+        gpu,
+        LossKind::BinaryCrossentropy,
+        &upload(gpu, &[4, 1], &[0.0; 4]),
+        &upload(gpu, &[3, 1], &[0.0; 3]),
+        Clip::None,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("labels") && err.contains("(3,1)") && err.contains("(4,1)"),
+        "{err}"
+    );
 }

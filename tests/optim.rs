@@ -21,10 +21,18 @@ fn check(opt: Optimizer, penalty: Penalty, host: impl Fn(&mut f64, f64, &mut [f6
         optim::step(gpu, &opt, &w, &upload(gpu, &[n], &g), &mut state, penalty).unwrap();
         for i in 0..n {
             // Keras adds the penalty's gradient to the loss gradient: l1 sign(w) + 2 l2 w.
-            let gi = f64::from(g[i]) + f64::from(penalty.l1) * hw[i].signum() * f64::from(u8::from(hw[i] != 0.0)) + 2.0 * f64::from(penalty.l2) * hw[i];
+            let gi = f64::from(g[i])
+                + f64::from(penalty.l1) * hw[i].signum() * f64::from(u8::from(hw[i] != 0.0))
+                + 2.0 * f64::from(penalty.l2) * hw[i];
             host(&mut hw[i], gi, &mut hs[i], t);
         }
-        assert_close(&format!("{opt:?} step {t}"), &read(gpu, &w), &hw, 1e-5, 1e-6);
+        assert_close(
+            &format!("{opt:?} step {t}"),
+            &read(gpu, &w),
+            &hw,
+            1e-5,
+            1e-6,
+        );
     }
     assert_eq!(state.step, 4);
 }
@@ -33,15 +41,31 @@ fn check(opt: Optimizer, penalty: Penalty, host: impl Fn(&mut f64, f64, &mut [f6
 fn sgd_matches_keras() {
     let (lr, momentum) = (0.01, 0.9);
     // velocity = momentum * velocity - lr * g;  w += velocity
-    check(Optimizer::Sgd { lr, momentum, nesterov: false }, Penalty::default(), |w, g, s, _| {
-        s[0] = f64::from(momentum) * s[0] - f64::from(lr) * g;
-        *w += s[0];
-    });
+    check(
+        Optimizer::Sgd {
+            lr,
+            momentum,
+            nesterov: false,
+        },
+        Penalty::default(),
+        |w, g, s, _| {
+            s[0] = f64::from(momentum) * s[0] - f64::from(lr) * g;
+            *w += s[0];
+        },
+    );
     // nesterov: w += momentum * velocity - lr * g
-    check(Optimizer::Sgd { lr, momentum, nesterov: true }, Penalty::default(), |w, g, s, _| {
-        s[0] = f64::from(momentum) * s[0] - f64::from(lr) * g;
-        *w += f64::from(momentum) * s[0] - f64::from(lr) * g;
-    });
+    check(
+        Optimizer::Sgd {
+            lr,
+            momentum,
+            nesterov: true,
+        },
+        Penalty::default(),
+        |w, g, s, _| {
+            s[0] = f64::from(momentum) * s[0] - f64::from(lr) * g;
+            *w += f64::from(momentum) * s[0] - f64::from(lr) * g;
+        },
+    );
 }
 
 #[test]
@@ -79,8 +103,17 @@ fn penalties_add_their_gradient() {
 fn penalty_value_is_l1_plus_l2() {
     let gpu = gpu_or_skip!();
     let w = rand_vec(777, 9);
-    let p = Penalty { l1: 0.003, l2: 0.02 };
-    let got = read(gpu, &optim::penalty_value(gpu, &upload(gpu, &[777], &w), p).unwrap());
-    let want: f64 = w.iter().map(|&v| 0.003 * f64::from(v).abs() + 0.02 * f64::from(v) * f64::from(v)).sum();
+    let p = Penalty {
+        l1: 0.003,
+        l2: 0.02,
+    };
+    let got = read(
+        gpu,
+        &optim::penalty_value(gpu, &upload(gpu, &[777], &w), p).unwrap(),
+    );
+    let want: f64 = w
+        .iter()
+        .map(|&v| 0.003 * f64::from(v).abs() + 0.02 * f64::from(v) * f64::from(v))
+        .sum();
     assert_close("penalty", &got, &[want], 1e-5, 1e-6);
 }

@@ -14,15 +14,22 @@ fn sum_rows_matches_host_sums() {
     // One pass (few rows), two passes (many rows), and columns over one 64-wide workgroup.
     for (rows, cols) in [(1usize, 1usize), (5, 70), (5000, 3), (70_001, 1)] {
         let x = rand_vec(rows * cols, rows as u64);
-        let got = read(gpu, &reduce::sum_rows(gpu, &upload(gpu, &[rows, cols], &x)).unwrap());
-        let want: Vec<f64> = (0..cols).map(|c| (0..rows).map(|r| f64::from(x[r * cols + c])).sum()).collect();
+        let got = read(
+            gpu,
+            &reduce::sum_rows(gpu, &upload(gpu, &[rows, cols], &x)).unwrap(),
+        );
+        let want: Vec<f64> = (0..cols)
+            .map(|c| (0..rows).map(|r| f64::from(x[r * cols + c])).sum())
+            .collect();
         assert_close(&format!("sum_rows {rows}x{cols}"), &got, &want, 1e-5, 1e-4);
     }
 }
 
 #[test]
 fn freed_buffers_are_reused() {
-    let Some(gpu) = common::fresh_gpu() else { return };
+    let Some(gpu) = common::fresh_gpu() else {
+        return;
+    };
     let gpu = &gpu;
     let shape = [3, 333, 77];
     let first = Tensor::zeros(gpu, shape).unwrap();
@@ -30,14 +37,19 @@ fn freed_buffers_are_reused() {
     let before = gpu.pool_stats();
     let again = Tensor::zeros(gpu, shape).unwrap();
     let after = gpu.pool_stats();
-    assert_eq!(after.created, before.created, "a freed buffer of the same class must be reused");
+    assert_eq!(
+        after.created, before.created,
+        "a freed buffer of the same class must be reused"
+    );
     assert!(after.reused > before.reused);
     assert_eq!(read(gpu, &again), vec![0.0; 3 * 333 * 77]);
 }
 
 #[test]
 fn pipelines_are_built_once_per_specialisation() {
-    let Some(gpu) = common::fresh_gpu() else { return };
+    let Some(gpu) = common::fresh_gpu() else {
+        return;
+    };
     let gpu = &gpu;
     let spec = Conv2dSpec::new(1, Padding::Same, true);
     let run = |cin: usize| {
@@ -52,9 +64,16 @@ fn pipelines_are_built_once_per_specialisation() {
     assert!(built >= 1);
     run(11);
     run(11);
-    assert_eq!(gpu.pipeline_count(), built, "same (shader, entry, constants) must hit the cache");
+    assert_eq!(
+        gpu.pipeline_count(),
+        built,
+        "same (shader, entry, constants) must hit the cache"
+    );
     run(12);
-    assert!(gpu.pipeline_count() > built, "another channel count is another specialisation");
+    assert!(
+        gpu.pipeline_count() > built,
+        "another channel count is another specialisation"
+    );
 }
 
 #[test]
@@ -65,8 +84,14 @@ fn half_precision_uploads_widen_exactly() {
     let b: Vec<half::bf16> = v.iter().map(|&x| half::bf16::from_f32(x)).collect();
     let th = Tensor::from_f16(gpu, [4], &h).unwrap();
     let tb = Tensor::from_bf16(gpu, [4], &b).unwrap();
-    assert_eq!(read(gpu, &th), h.iter().map(|x| x.to_f32()).collect::<Vec<_>>());
-    assert_eq!(read(gpu, &tb), b.iter().map(|x| x.to_f32()).collect::<Vec<_>>());
+    assert_eq!(
+        read(gpu, &th),
+        h.iter().map(|x| x.to_f32()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        read(gpu, &tb),
+        b.iter().map(|x| x.to_f32()).collect::<Vec<_>>()
+    );
 }
 
 /// With a 64 KiB binding limit every op below must split its batch; results must equal the
@@ -75,7 +100,9 @@ fn half_precision_uploads_widen_exactly() {
 #[test]
 fn batch_splitting_gives_the_unsplit_results() {
     let gpu = gpu_or_skip!();
-    let Some(small) = common::small_binding_gpu() else { return };
+    let Some(small) = common::small_binding_gpu() else {
+        return;
+    };
     assert_eq!(small.binding_limit(), 64 * 1024);
     // (5,20,20,16) f32 = 128000 bytes: two images per binding at most.
     let xs = [5, 20, 20, 16];
@@ -89,10 +116,19 @@ fn batch_splitting_gives_the_unsplit_results() {
         let xt = upload(g, &xs, &x);
         let wt = upload(g, &ws, &w);
         let y = conv::conv2d_forward(g, &xt, &wt, &upload(g, &[8], &b), &spec).unwrap();
-        let grads = conv::conv2d_backward(g, &xt, &wt, &upload(g, &[5, 10, 10, 8], &dy), &spec, true).unwrap();
+        let grads =
+            conv::conv2d_backward(g, &xt, &wt, &upload(g, &[5, 10, 10, 8], &dy), &spec, true)
+                .unwrap();
         let (p, taps) = pool::max_pool2d(g, &xt, pool::PoolSpec::square(2)).unwrap();
         let pdx = pool::max_pool2d_backward(g, &p, &taps, &xs, pool::PoolSpec::square(2)).unwrap();
-        [read(g, &y), read(g, grads.dx.as_ref().unwrap()), read(g, &grads.dw), read(g, &grads.db), read(g, &p), read(g, &pdx)]
+        [
+            read(g, &y),
+            read(g, grads.dx.as_ref().unwrap()),
+            read(g, &grads.dw),
+            read(g, &grads.db),
+            read(g, &p),
+            read(g, &pdx),
+        ]
     };
     let whole = run(gpu);
     let split = run(small);
@@ -105,8 +141,19 @@ fn batch_splitting_gives_the_unsplit_results() {
     }
     // The dispatch really was split: one image more than fits would fail outright.
     let big = Tensor::zeros(small, [1, 100, 100, 16]).unwrap();
-    let err = conv::conv2d_forward(small, &big, &upload(small, &ws, &w), &upload(small, &[8], &b), &spec).unwrap_err().to_string();
-    assert!(err.contains("max_storage_buffer_binding_size") && err.contains("input"), "{err}");
+    let err = conv::conv2d_forward(
+        small,
+        &big,
+        &upload(small, &ws, &w),
+        &upload(small, &[8], &b),
+        &spec,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("max_storage_buffer_binding_size") && err.contains("input"),
+        "{err}"
+    );
 }
 
 /// A conv2d whose input passes the adapter's real max_storage_buffer_binding_size (128 MiB on
@@ -125,10 +172,19 @@ fn conv2d_input_over_the_binding_limit() {
         return;
     }
     assert!(bytes > limit, "input must exceed the binding limit");
-    let x: Vec<f32> = (0..n * h * w * c).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let x: Vec<f32> = (0..n * h * w * c)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
     let wv = rand_vec(3 * 3 * c * 2, 5);
     let xt = upload(gpu, &[n, h, w, c], &x);
-    let y = conv::conv2d_forward(gpu, &xt, &upload(gpu, &[3, 3, c, 2], &wv), &upload(gpu, &[2], &[0.1, -0.2]), &Conv2dSpec::new(1, Padding::Same, false)).unwrap();
+    let y = conv::conv2d_forward(
+        gpu,
+        &xt,
+        &upload(gpu, &[3, 3, c, 2], &wv),
+        &upload(gpu, &[2], &[0.1, -0.2]),
+        &Conv2dSpec::new(1, Padding::Same, false),
+    )
+    .unwrap();
     let got = read(gpu, &y);
     for img in 0..n {
         for &(oy, ox) in &[(0usize, 0usize), (63, 64), (127, 127), (5, 120)] {
@@ -136,17 +192,22 @@ fn conv2d_input_over_the_binding_limit() {
                 let mut s = [0.1f64, -0.2][o];
                 for ky in 0..3 {
                     for kx in 0..3 {
-                        let (iy, ix) = (oy as isize + ky as isize - 1, ox as isize + kx as isize - 1);
+                        let (iy, ix) =
+                            (oy as isize + ky as isize - 1, ox as isize + kx as isize - 1);
                         if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
                             continue;
                         }
                         for ci in 0..c {
-                            s += f64::from(x[((img * h + iy as usize) * w + ix as usize) * c + ci]) * f64::from(wv[((ky * 3 + kx) * c + ci) * 2 + o]);
+                            s += f64::from(x[((img * h + iy as usize) * w + ix as usize) * c + ci])
+                                * f64::from(wv[((ky * 3 + kx) * c + ci) * 2 + o]);
                         }
                     }
                 }
                 let g = got[((img * h + oy) * w + ox) * 2 + o];
-                assert!((f64::from(g) - s).abs() < 1e-3, "image {img} ({oy},{ox},{o}): {g} vs {s}");
+                assert!(
+                    (f64::from(g) - s).abs() < 1e-3,
+                    "image {img} ({oy},{ox},{o}): {g} vs {s}"
+                );
             }
         }
     }

@@ -38,7 +38,9 @@ pub enum GpuError {
         needed: u64,
         limit: u64,
     },
-    #[error("{op}: {what} needs {needed} bytes, over the adapter's max_buffer_size of {limit} bytes")]
+    #[error(
+        "{op}: {what} needs {needed} bytes, over the adapter's max_buffer_size of {limit} bytes"
+    )]
     BufferTooLarge {
         op: &'static str,
         what: String,
@@ -102,7 +104,7 @@ impl Gpu {
         binding_limit: Option<u64>,
     ) -> Self {
         let limits = device.limits();
-        let adapter_limit = u64::from(limits.max_storage_buffer_binding_size);
+        let adapter_limit = limits.max_storage_buffer_binding_size;
         let binding_limit = binding_limit.map_or(adapter_limit, |b| b.min(adapter_limit));
         let pool = pool::BufferPool::new(device.clone());
         Self {
@@ -176,7 +178,9 @@ impl Gpu {
         let mut pending = self.pending.lock().expect("pending lock");
         let encoder = pending.encoder.get_or_insert_with(|| {
             self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") })
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("step"),
+                })
         });
         f(encoder)
     }
@@ -207,7 +211,9 @@ impl Gpu {
             .filter(|(_, (a, _))| !matches!(a, Arg::Unused))
             .map(|(i, (a, u))| {
                 let resource = match a {
-                    Arg::Uniform(_) | Arg::Unused => u.as_ref().expect("uniform buffer").as_entire_binding(),
+                    Arg::Uniform(_) | Arg::Unused => {
+                        u.as_ref().expect("uniform buffer").as_entire_binding()
+                    }
                     Arg::Read(r) | Arg::Write(r) => {
                         debug_assert!(r.size <= self.binding_limit, "binding over the limit");
                         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -217,7 +223,10 @@ impl Gpu {
                         })
                     }
                 };
-                wgpu::BindGroupEntry { binding: i as u32, resource }
+                wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource,
+                }
             })
             .collect();
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -229,7 +238,9 @@ impl Gpu {
         pending.dispatches += 1;
         let encoder = pending.encoder.get_or_insert_with(|| {
             self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") })
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("step"),
+                })
         });
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(kernel.entry),
@@ -282,7 +293,12 @@ impl Gpu {
     }
 
     /// Copies `size` bytes at `offset` of `buffer` back to the host, after all pending work.
-    pub fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>, GpuError> {
+    pub fn read_bytes(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>, GpuError> {
         if size == 0 {
             return Ok(Vec::new());
         }

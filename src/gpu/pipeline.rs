@@ -91,8 +91,16 @@ pub struct Kernel<'a> {
 }
 
 impl<'a> Kernel<'a> {
-    pub fn new(shader: ShaderId, entry: &'static str, constants: &'a [(&'static str, f64)]) -> Self {
-        Self { shader, entry, constants }
+    pub fn new(
+        shader: ShaderId,
+        entry: &'static str,
+        constants: &'a [(&'static str, f64)],
+    ) -> Self {
+        Self {
+            shader,
+            entry,
+            constants,
+        }
     }
 }
 
@@ -129,8 +137,11 @@ impl PipelineCache {
     }
 
     pub fn get(&self, kernel: &Kernel<'_>, access: &[Access]) -> Arc<CachedPipeline> {
-        let mut constants: Vec<(&'static str, u64)> =
-            kernel.constants.iter().map(|(k, v)| (*k, v.to_bits())).collect();
+        let mut constants: Vec<(&'static str, u64)> = kernel
+            .constants
+            .iter()
+            .map(|(k, v)| (*k, v.to_bits()))
+            .collect();
         constants.sort_unstable();
         let key = Key {
             shader: kernel.shader,
@@ -147,10 +158,11 @@ impl PipelineCache {
                 .entry(kernel.shader)
                 .or_insert_with(|| {
                     tracing::debug!(shader = ?kernel.shader, "compiling shader module");
-                    self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(kernel.shader.files()[0]),
-                        source: wgpu::ShaderSource::Wgsl(kernel.shader.source().into()),
-                    })
+                    self.device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(kernel.shader.files()[0]),
+                            source: wgpu::ShaderSource::Wgsl(kernel.shader.source().into()),
+                        })
                 })
                 .clone()
         };

@@ -99,7 +99,10 @@ impl BufferPool {
             }
         };
         inner.stats.in_use += class;
-        inner.stats.peak = inner.stats.peak.max(inner.stats.in_use + inner.stats.cached);
+        inner.stats.peak = inner
+            .stats
+            .peak
+            .max(inner.stats.in_use + inner.stats.cached);
         PooledBuffer {
             buffer: Some(buffer),
             class,
@@ -129,15 +132,36 @@ mod tests {
 
     #[test]
     fn size_classes_fit_and_waste_little() {
-        for bytes in [1u64, 255, 256, 257, 4096, 4097, 10_000, 1 << 20, (1 << 20) + 1, 123_456_789] {
+        for bytes in [
+            1u64,
+            255,
+            256,
+            257,
+            4096,
+            4097,
+            10_000,
+            1 << 20,
+            (1 << 20) + 1,
+            123_456_789,
+        ] {
             let c = size_class(bytes);
             assert!(c >= bytes, "class {c} below request {bytes}");
-            assert!(c % 256 == 0 || bytes > 4096, "small classes are 256-byte multiples");
+            assert!(
+                c.is_multiple_of(256) || bytes > 4096,
+                "small classes are 256-byte multiples"
+            );
             // At most an eighth of waste above 4 KiB.
             if bytes > 4096 {
-                assert!((c - bytes) * 8 <= bytes, "class {c} wastes too much for {bytes}");
+                assert!(
+                    (c - bytes) * 8 <= bytes,
+                    "class {c} wastes too much for {bytes}"
+                );
             }
         }
-        assert_eq!(size_class(5000), size_class(5100), "nearby sizes share a class");
+        assert_eq!(
+            size_class(5000),
+            size_class(5100),
+            "nearby sizes share a class"
+        );
     }
 }

@@ -50,7 +50,9 @@ pub struct AdapterRequest {
 impl AdapterRequest {
     /// The request the environment asks for: `CNN_WGPU_ADAPTER`, `CNN_WGPU_BACKEND`.
     pub fn from_env() -> Result<Self, GpuError> {
-        let name = std::env::var("CNN_WGPU_ADAPTER").ok().filter(|s| !s.is_empty());
+        let name = std::env::var("CNN_WGPU_ADAPTER")
+            .ok()
+            .filter(|s| !s.is_empty());
         let backend = match std::env::var("CNN_WGPU_BACKEND") {
             Ok(s) if !s.is_empty() => Some(s.parse()?),
             _ => None,
@@ -65,7 +67,8 @@ impl AdapterRequest {
     fn backends(&self) -> wgpu::Backends {
         // GL is opt-in: its compute support is the weakest and it would shadow Vulkan's
         // software adapter in the default choice.
-        self.backend.map_or(wgpu::Backends::PRIMARY, BackendChoice::backends)
+        self.backend
+            .map_or(wgpu::Backends::PRIMARY, BackendChoice::backends)
     }
 }
 
@@ -97,7 +100,7 @@ impl AdapterSummary {
             device_type: format!("{:?}", info.device_type),
             driver: info.driver,
             driver_info: info.driver_info,
-            max_storage_buffer_binding_size: u64::from(limits.max_storage_buffer_binding_size),
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
             max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
             max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,

@@ -15,10 +15,20 @@ struct Params {
 }
 
 /// Element-wise `entry` over `src` (and `src2` for backwards), chunked to fit the binding limit.
-fn elementwise(gpu: &Gpu, entry: &'static str, src: &Tensor, src2: Option<&Tensor>) -> Result<Tensor> {
+fn elementwise(
+    gpu: &Gpu,
+    entry: &'static str,
+    src: &Tensor,
+    src2: Option<&Tensor>,
+) -> Result<Tensor> {
     if let Some(s2) = src2 {
         if s2.shape() != src.shape() {
-            return Err(shape_err(entry, "forward output", format!("{}", src.shape()), s2.shape()));
+            return Err(shape_err(
+                entry,
+                "forward output",
+                format!("{}", src.shape()),
+                s2.shape(),
+            ));
         }
     }
     let out = Tensor::uninit(gpu, src.shape().clone())?;
@@ -34,7 +44,12 @@ fn elementwise(gpu: &Gpu, entry: &'static str, src: &Tensor, src2: Option<&Tenso
         let (o, _) = out.window(gpu, start, len);
         gpu.dispatch(
             &kernel,
-            &[Arg::Uniform(bytemuck::bytes_of(&p)), Arg::Read(a), Arg::Read(b), Arg::Write(o)],
+            &[
+                Arg::Uniform(bytemuck::bytes_of(&p)),
+                Arg::Read(a),
+                Arg::Read(b),
+                Arg::Write(o),
+            ],
             grid_1d(gpu, len, 256),
         );
     }
@@ -64,7 +79,12 @@ pub fn sigmoid_backward(gpu: &Gpu, dy: &Tensor, y: &Tensor) -> Result<Tensor> {
 fn rows(op: &'static str, t: &Tensor) -> Result<(usize, usize)> {
     match t.dims() {
         [.., c] if *c > 0 => Ok((t.numel() / c, *c)),
-        _ => Err(shape_err(op, "input", "(rows, classes) with classes > 0", t.shape())),
+        _ => Err(shape_err(
+            op,
+            "input",
+            "(rows, classes) with classes > 0",
+            t.shape(),
+        )),
     }
 }
 
@@ -72,7 +92,12 @@ fn rowwise(gpu: &Gpu, entry: &'static str, src: &Tensor, src2: Option<&Tensor>) 
     let (r, c) = rows(entry, src)?;
     if let Some(s2) = src2 {
         if s2.shape() != src.shape() {
-            return Err(shape_err(entry, "forward output", format!("{}", src.shape()), s2.shape()));
+            return Err(shape_err(
+                entry,
+                "forward output",
+                format!("{}", src.shape()),
+                s2.shape(),
+            ));
         }
     }
     check_binding(gpu, entry, "input", src.byte_len())?;

@@ -93,7 +93,12 @@ fn geometry(op: &'static str, x: &Tensor, w: &Tensor, spec: &Conv2dSpec) -> Resu
         return Err(shape_err(op, "kernel", "(KH,KW,Cin,Cout)", w.shape()));
     };
     if wcin != cin {
-        return Err(shape_err(op, "kernel", format!("({kh},{kw},{cin},{cout}) for input {}", x.shape()), w.shape()));
+        return Err(shape_err(
+            op,
+            "kernel",
+            format!("({kh},{kw},{cin},{cout}) for input {}", x.shape()),
+            w.shape(),
+        ));
     }
     if spec.stride.0 == 0 || spec.stride.1 == 0 {
         return Err(super::OpError::Invalid {
@@ -102,10 +107,20 @@ fn geometry(op: &'static str, x: &Tensor, w: &Tensor, spec: &Conv2dSpec) -> Resu
         });
     }
     let (oh, pad_top) = spec.padding.resolve(h, kh, spec.stride.0).ok_or_else(|| {
-        shape_err(op, "input", format!("at least {kh}x{kw} spatially for a valid {kh}x{kw} kernel"), x.shape())
+        shape_err(
+            op,
+            "input",
+            format!("at least {kh}x{kw} spatially for a valid {kh}x{kw} kernel"),
+            x.shape(),
+        )
     })?;
     let (ow, pad_left) = spec.padding.resolve(wd, kw, spec.stride.1).ok_or_else(|| {
-        shape_err(op, "input", format!("at least {kh}x{kw} spatially for a valid {kh}x{kw} kernel"), x.shape())
+        shape_err(
+            op,
+            "input",
+            format!("at least {kh}x{kw} spatially for a valid {kh}x{kw} kernel"),
+            x.shape(),
+        )
     })?;
     Ok(Geometry {
         n,
@@ -123,7 +138,11 @@ fn geometry(op: &'static str, x: &Tensor, w: &Tensor, spec: &Conv2dSpec) -> Resu
 }
 
 /// The output shape a convolution of `input` (N,H,W,Cin) with `kernel` (KH,KW,Cin,Cout) has.
-pub fn conv2d_output_shape(input: &[usize], kernel: &[usize], spec: &Conv2dSpec) -> Option<[usize; 4]> {
+pub fn conv2d_output_shape(
+    input: &[usize],
+    kernel: &[usize],
+    spec: &Conv2dSpec,
+) -> Option<[usize; 4]> {
     let (oh, _) = spec.padding.resolve(input[1], kernel[0], spec.stride.0)?;
     let (ow, _) = spec.padding.resolve(input[2], kernel[1], spec.stride.1)?;
     Some([input[0], oh, ow, kernel[3]])
@@ -146,7 +165,11 @@ fn gemm_grid(gpu: &Gpu, m: usize, n: usize) -> [u32; 3] {
     let tiles_m = m.div_ceil(64).max(1) as u64;
     let max = u64::from(gpu.limits().max_compute_workgroups_per_dimension);
     let y = tiles_m.min(max);
-    [n.div_ceil(64).max(1) as u32, y as u32, tiles_m.div_ceil(y) as u32]
+    [
+        n.div_ceil(64).max(1) as u32,
+        y as u32,
+        tiles_m.div_ceil(y) as u32,
+    ]
 }
 
 impl Geometry {
@@ -174,7 +197,13 @@ impl Geometry {
 }
 
 /// y (N,OH,OW,Cout) = x (N,H,W,Cin) * w (KH,KW,Cin,Cout) + b (Cout), then ReLU if `spec.relu`.
-pub fn conv2d_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor, spec: &Conv2dSpec) -> Result<Tensor> {
+pub fn conv2d_forward(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    spec: &Conv2dSpec,
+) -> Result<Tensor> {
     const OP: &str = "conv2d_forward";
     let g = geometry(OP, x, w, spec)?;
     if b.dims() != [g.cout] {
@@ -188,7 +217,10 @@ pub fn conv2d_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor, spec: &Conv
         gpu,
         OP,
         g.n,
-        &[("input", g.in_item() as u64 * 4), ("output", g.out_item() as u64 * 4)],
+        &[
+            ("input", g.in_item() as u64 * 4),
+            ("output", g.out_item() as u64 * 4),
+        ],
     )?;
     for (n0, nb) in chunks {
         let (xr, xb) = x.window(gpu, n0 * g.in_item(), nb * g.in_item());
@@ -231,12 +263,22 @@ pub fn conv2d_backward(
     const OP: &str = "conv2d_backward";
     let g = geometry(OP, x, w, spec)?;
     if dy.dims() != [g.n, g.oh, g.ow, g.cout] {
-        return Err(shape_err(OP, "output gradient", format!("({},{},{},{})", g.n, g.oh, g.ow, g.cout), dy.shape()));
+        return Err(shape_err(
+            OP,
+            "output gradient",
+            format!("({},{},{},{})", g.n, g.oh, g.ow, g.cout),
+            dy.shape(),
+        ));
     }
     check_binding(gpu, OP, "kernel", w.byte_len())?;
     let in_bytes = g.in_item() as u64 * 4;
     let out_bytes = g.out_item() as u64 * 4;
-    let chunks = batch_chunks(gpu, OP, g.n, &[("input", in_bytes), ("output gradient", out_bytes)])?;
+    let chunks = batch_chunks(
+        gpu,
+        OP,
+        g.n,
+        &[("input", in_bytes), ("output gradient", out_bytes)],
+    )?;
 
     let dx = if need_dx {
         let dx = Tensor::uninit(gpu, x.shape().clone())?;
@@ -289,9 +331,27 @@ pub fn conv2d_backward(
 
 /// 1-D convolution: x (N,L,Cin), w (K,Cin,Cout), b (Cout) -> (N,OL,Cout). Runs as the 2-D
 /// kernel with H = 1, so it shares every optimisation and test of the 2-D path.
-pub fn conv1d_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, padding: Padding, relu: bool) -> Result<Tensor> {
+pub fn conv1d_forward(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    stride: usize,
+    padding: Padding,
+    relu: bool,
+) -> Result<Tensor> {
     let (x4, w4) = as_2d("conv1d_forward", x, w)?;
-    let y = conv2d_forward(gpu, &x4, &w4, b, &Conv2dSpec { stride: (1, stride), padding, relu })?;
+    let y = conv2d_forward(
+        gpu,
+        &x4,
+        &w4,
+        b,
+        &Conv2dSpec {
+            stride: (1, stride),
+            padding,
+            relu,
+        },
+    )?;
     let d = y.dims().to_vec();
     Ok(y.reshape([d[0], d[2], d[3]]))
 }
@@ -308,9 +368,18 @@ pub fn conv1d_backward(
 ) -> Result<Conv2dGrads> {
     let (x4, w4) = as_2d("conv1d_backward", x, w)?;
     let &[n, ol, co] = dy.dims() else {
-        return Err(shape_err("conv1d_backward", "output gradient", "(N,L,Cout)", dy.shape()));
+        return Err(shape_err(
+            "conv1d_backward",
+            "output gradient",
+            "(N,L,Cout)",
+            dy.shape(),
+        ));
     };
-    let spec = Conv2dSpec { stride: (1, stride), padding, relu: false };
+    let spec = Conv2dSpec {
+        stride: (1, stride),
+        padding,
+        relu: false,
+    };
     let g = conv2d_backward(gpu, &x4, &w4, &dy.reshape([n, 1, ol, co]), &spec, need_dx)?;
     Ok(Conv2dGrads {
         dx: g.dx.map(|d| d.reshape(x.shape().clone())),

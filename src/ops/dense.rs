@@ -20,7 +20,11 @@ fn grid(gpu: &Gpu, m: usize, n: usize) -> [u32; 3] {
     let tiles_m = m.div_ceil(64).max(1) as u64;
     let max = u64::from(gpu.limits().max_compute_workgroups_per_dimension);
     let y = tiles_m.min(max);
-    [n.div_ceil(64).max(1) as u32, y as u32, tiles_m.div_ceil(y) as u32]
+    [
+        n.div_ceil(64).max(1) as u32,
+        y as u32,
+        tiles_m.div_ceil(y) as u32,
+    ]
 }
 
 fn dims(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
@@ -31,13 +35,29 @@ fn dims(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize
         return Err(shape_err(op, "kernel", "(IN,OUT)", w.shape()));
     };
     if win != inp {
-        return Err(shape_err(op, "kernel", format!("({inp},OUT) for input {}", x.shape()), w.shape()));
+        return Err(shape_err(
+            op,
+            "kernel",
+            format!("({inp},OUT) for input {}", x.shape()),
+            w.shape(),
+        ));
     }
     Ok((rows, inp, out))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run(gpu: &Gpu, op: &'static str, consts: &[(&'static str, f64)], p: Params, a: &Tensor, b: &Tensor, bias: &Tensor, c: &Tensor, m: usize, n: usize) -> Result<()> {
+fn run(
+    gpu: &Gpu,
+    op: &'static str,
+    consts: &[(&'static str, f64)],
+    p: Params,
+    a: &Tensor,
+    b: &Tensor,
+    bias: &Tensor,
+    c: &Tensor,
+    m: usize,
+    n: usize,
+) -> Result<()> {
     for (t, name) in [(a, "a"), (b, "b"), (c, "output")] {
         check_binding(gpu, op, name, t.byte_len())?;
     }
@@ -56,7 +76,13 @@ fn run(gpu: &Gpu, op: &'static str, consts: &[(&'static str, f64)], p: Params, a
 }
 
 /// y = x w (+ b), then ReLU if `relu`.
-pub fn dense_forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+pub fn dense_forward(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    relu: bool,
+) -> Result<Tensor> {
     const OP: &str = "dense_forward";
     let (rows, inp, out) = dims(OP, x, w)?;
     if let Some(b) = b {
@@ -94,11 +120,22 @@ pub struct DenseGrads {
 
 /// Backward of [`dense_forward`] from dL/dy (N,OUT) after the activation's backward:
 /// dx = dy w^T (N,IN), dw = x^T dy (IN,OUT), db = sum over N of dy.
-pub fn dense_backward(gpu: &Gpu, x: &Tensor, w: &Tensor, dy: &Tensor, need_dx: bool) -> Result<DenseGrads> {
+pub fn dense_backward(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    need_dx: bool,
+) -> Result<DenseGrads> {
     const OP: &str = "dense_backward";
     let (rows, inp, out) = dims(OP, x, w)?;
     if dy.dims() != [rows, out] {
-        return Err(shape_err(OP, "output gradient", format!("({rows},{out})"), dy.shape()));
+        return Err(shape_err(
+            OP,
+            "output gradient",
+            format!("({rows},{out})"),
+            dy.shape(),
+        ));
     }
     let p = Params {
         rows: rows as u32,

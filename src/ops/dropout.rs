@@ -43,7 +43,11 @@ fn apply(gpu: &Gpu, op: &'static str, x: &Tensor, rate: f32, seed: u64) -> Resul
         let (or, _) = out.window(gpu, start, len);
         gpu.dispatch(
             &kernel,
-            &[Arg::Uniform(bytemuck::bytes_of(&p)), Arg::Read(xr), Arg::Write(or)],
+            &[
+                Arg::Uniform(bytemuck::bytes_of(&p)),
+                Arg::Read(xr),
+                Arg::Write(or),
+            ],
             grid_1d(gpu, len, 256),
         );
     }

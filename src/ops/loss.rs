@@ -46,9 +46,20 @@ pub struct LossOutput {
     pub grad: Tensor,
 }
 
-fn rows_cols(gpu: &Gpu, op: &'static str, kind: LossKind, logits: &Tensor, labels: &Tensor) -> Result<(usize, usize)> {
+fn rows_cols(
+    gpu: &Gpu,
+    op: &'static str,
+    kind: LossKind,
+    logits: &Tensor,
+    labels: &Tensor,
+) -> Result<(usize, usize)> {
     if logits.shape() != labels.shape() {
-        return Err(shape_err(op, "labels", format!("{} like the logits", logits.shape()), labels.shape()));
+        return Err(shape_err(
+            op,
+            "labels",
+            format!("{} like the logits", logits.shape()),
+            labels.shape(),
+        ));
     }
     let n = *logits
         .dims()
@@ -56,7 +67,12 @@ fn rows_cols(gpu: &Gpu, op: &'static str, kind: LossKind, logits: &Tensor, label
         .ok_or_else(|| shape_err(op, "logits", "(N,...)", logits.shape()))?;
     let cols = logits.numel() / n.max(1);
     if kind == LossKind::BinaryCrossentropy && cols != 1 {
-        return Err(shape_err(op, "logits", "(N,1) or (N,) for binary cross-entropy", logits.shape()));
+        return Err(shape_err(
+            op,
+            "logits",
+            "(N,1) or (N,) for binary cross-entropy",
+            logits.shape(),
+        ));
     }
     check_binding(gpu, op, "logits", logits.byte_len())?;
     Ok((n, cols))
@@ -67,7 +83,13 @@ fn clip_const(clip: Clip) -> [(&'static str, f64); 1] {
 }
 
 /// Per-sample loss and the gradient of the batch-mean loss with respect to the logits.
-pub fn loss_and_grad(gpu: &Gpu, kind: LossKind, logits: &Tensor, labels: &Tensor, clip: Clip) -> Result<LossOutput> {
+pub fn loss_and_grad(
+    gpu: &Gpu,
+    kind: LossKind,
+    logits: &Tensor,
+    labels: &Tensor,
+    clip: Clip,
+) -> Result<LossOutput> {
     const OP: &str = "loss";
     let (n, cols) = rows_cols(gpu, OP, kind, logits, labels)?;
     let per_sample = Tensor::uninit(gpu, [n])?;
@@ -128,6 +150,11 @@ pub fn correct(gpu: &Gpu, kind: LossKind, logits: &Tensor, labels: &Tensor) -> R
 
 /// Number of correct predictions in the batch, as a one-element tensor: the reduction runs on
 /// the GPU and only this scalar is ever read back.
-pub fn correct_count(gpu: &Gpu, kind: LossKind, logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+pub fn correct_count(
+    gpu: &Gpu,
+    kind: LossKind,
+    logits: &Tensor,
+    labels: &Tensor,
+) -> Result<Tensor> {
     reduce::sum_all(gpu, &correct(gpu, kind, logits, labels)?)
 }

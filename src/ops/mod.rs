@@ -34,7 +34,12 @@ pub enum OpError {
 
 pub type Result<T> = std::result::Result<T, OpError>;
 
-pub(crate) fn shape_err(op: &'static str, what: &'static str, expected: impl Into<String>, found: &Shape) -> OpError {
+pub(crate) fn shape_err(
+    op: &'static str,
+    what: &'static str,
+    expected: impl Into<String>,
+    found: &Shape,
+) -> OpError {
     OpError::Shape {
         op,
         what,
@@ -107,7 +112,12 @@ pub(crate) fn flat_chunks(gpu: &Gpu, len: usize) -> Vec<(usize, usize)> {
 }
 
 /// Fails when one binding of a tensor that is never split would pass the limit.
-pub(crate) fn check_binding(gpu: &Gpu, op: &'static str, tensor: &'static str, bytes: u64) -> Result<()> {
+pub(crate) fn check_binding(
+    gpu: &Gpu,
+    op: &'static str,
+    tensor: &'static str,
+    bytes: u64,
+) -> Result<()> {
     if bytes > gpu.binding_limit() {
         return Err(GpuError::BindingTooLarge {
             op,

@@ -11,34 +11,64 @@ use crate::tensor::Tensor;
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "name", rename_all = "lowercase")]
 pub enum Optimizer {
-    Sgd { lr: f32, momentum: f32, nesterov: bool },
-    Rmsprop { lr: f32, rho: f32, epsilon: f32 },
-    Adam { lr: f32, beta1: f32, beta2: f32, epsilon: f32 },
+    Sgd {
+        lr: f32,
+        momentum: f32,
+        nesterov: bool,
+    },
+    Rmsprop {
+        lr: f32,
+        rho: f32,
+        epsilon: f32,
+    },
+    Adam {
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        epsilon: f32,
+    },
 }
 
 impl Optimizer {
     /// Keras `SGD()`: lr 0.01, no momentum.
     pub fn sgd(lr: f32) -> Self {
-        Optimizer::Sgd { lr, momentum: 0.0, nesterov: false }
+        Optimizer::Sgd {
+            lr,
+            momentum: 0.0,
+            nesterov: false,
+        }
     }
     /// Keras `RMSprop()`: rho 0.9, epsilon 1e-7.
     pub fn rmsprop(lr: f32) -> Self {
-        Optimizer::Rmsprop { lr, rho: 0.9, epsilon: 1e-7 }
+        Optimizer::Rmsprop {
+            lr,
+            rho: 0.9,
+            epsilon: 1e-7,
+        }
     }
     /// Keras `Adam()`: beta1 0.9, beta2 0.999, epsilon 1e-7.
     pub fn adam(lr: f32) -> Self {
-        Optimizer::Adam { lr, beta1: 0.9, beta2: 0.999, epsilon: 1e-7 }
+        Optimizer::Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-7,
+        }
     }
 
     pub fn lr(&self) -> f32 {
         match *self {
-            Optimizer::Sgd { lr, .. } | Optimizer::Rmsprop { lr, .. } | Optimizer::Adam { lr, .. } => lr,
+            Optimizer::Sgd { lr, .. }
+            | Optimizer::Rmsprop { lr, .. }
+            | Optimizer::Adam { lr, .. } => lr,
         }
     }
 
     pub fn set_lr(&mut self, new: f32) {
         match self {
-            Optimizer::Sgd { lr, .. } | Optimizer::Rmsprop { lr, .. } | Optimizer::Adam { lr, .. } => *lr = new,
+            Optimizer::Sgd { lr, .. }
+            | Optimizer::Rmsprop { lr, .. }
+            | Optimizer::Adam { lr, .. } => *lr = new,
         }
     }
 
@@ -95,25 +125,50 @@ struct Params {
 }
 
 /// One update of `param` in place from `grad`, advancing `state`.
-pub fn step(gpu: &Gpu, opt: &Optimizer, param: &Tensor, grad: &Tensor, state: &mut OptimizerState, penalty: Penalty) -> Result<()> {
+pub fn step(
+    gpu: &Gpu,
+    opt: &Optimizer,
+    param: &Tensor,
+    grad: &Tensor,
+    state: &mut OptimizerState,
+    penalty: Penalty,
+) -> Result<()> {
     const OP: &str = "optimizer_step";
     if grad.shape() != param.shape() {
-        return Err(shape_err(OP, "gradient", format!("{} like the parameter", param.shape()), grad.shape()));
+        return Err(shape_err(
+            OP,
+            "gradient",
+            format!("{} like the parameter", param.shape()),
+            grad.shape(),
+        ));
     }
     if state.slots.len() != opt.slots() || state.slots.iter().any(|s| s.shape() != param.shape()) {
         return Err(OpError::Invalid {
             op: OP,
-            reason: format!("optimizer state does not match {opt:?} for a parameter of shape {}", param.shape()),
+            reason: format!(
+                "optimizer state does not match {opt:?} for a parameter of shape {}",
+                param.shape()
+            ),
         });
     }
     state.step += 1;
     let (entry, lr, beta1, beta2, eps, nesterov) = match *opt {
-        Optimizer::Sgd { lr, momentum, nesterov } => ("sgd", lr, momentum, 0.0, 0.0, nesterov),
+        Optimizer::Sgd {
+            lr,
+            momentum,
+            nesterov,
+        } => ("sgd", lr, momentum, 0.0, 0.0, nesterov),
         Optimizer::Rmsprop { lr, rho, epsilon } => ("rmsprop", lr, rho, 0.0, epsilon, false),
-        Optimizer::Adam { lr, beta1, beta2, epsilon } => {
+        Optimizer::Adam {
+            lr,
+            beta1,
+            beta2,
+            epsilon,
+        } => {
             // Bias correction folded into the step size, in f64 so late steps stay exact.
             let t = state.step as f64;
-            let alpha = f64::from(lr) * (1.0 - f64::from(beta2).powf(t)).sqrt() / (1.0 - f64::from(beta1).powf(t));
+            let alpha = f64::from(lr) * (1.0 - f64::from(beta2).powf(t)).sqrt()
+                / (1.0 - f64::from(beta1).powf(t));
             ("adam", alpha as f32, beta1, beta2, epsilon, false)
         }
     };
@@ -133,7 +188,11 @@ pub fn step(gpu: &Gpu, opt: &Optimizer, param: &Tensor, grad: &Tensor, state: &m
         };
         let (g, _) = grad.window(gpu, start, len);
         let (w, _) = param.window(gpu, start, len);
-        let mut args = vec![Arg::Uniform(bytemuck::bytes_of(&p)), Arg::Read(g), Arg::Write(w)];
+        let mut args = vec![
+            Arg::Uniform(bytemuck::bytes_of(&p)),
+            Arg::Read(g),
+            Arg::Write(w),
+        ];
         for s in &state.slots {
             args.push(Arg::Write(s.window(gpu, start, len).0));
         }
@@ -163,7 +222,12 @@ pub fn penalty_value(gpu: &Gpu, param: &Tensor, penalty: Penalty) -> Result<Tens
         let (t, _) = terms.window(gpu, start, len);
         gpu.dispatch(
             &kernel,
-            &[Arg::Uniform(bytemuck::bytes_of(&p)), Arg::Unused, Arg::Write(w), Arg::Write(t)],
+            &[
+                Arg::Uniform(bytemuck::bytes_of(&p)),
+                Arg::Unused,
+                Arg::Write(w),
+                Arg::Write(t),
+            ],
             grid_1d(gpu, len, 256),
         );
     }

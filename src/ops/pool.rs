@@ -69,13 +69,39 @@ impl Geometry {
         if spec.window.0 == 0 || spec.window.1 == 0 || spec.stride.0 == 0 || spec.stride.1 == 0 {
             return Err(super::OpError::Invalid {
                 op,
-                reason: format!("window {:?} and stride {:?} must be positive", spec.window, spec.stride),
+                reason: format!(
+                    "window {:?} and stride {:?} must be positive",
+                    spec.window, spec.stride
+                ),
             });
         }
-        let fit = || shape_err(op, "input", format!("at least the {:?} window", spec.window), &x_dims.into());
-        let (oh, pad_top) = spec.padding.resolve(h, spec.window.0, spec.stride.0).ok_or_else(fit)?;
-        let (ow, pad_left) = spec.padding.resolve(w, spec.window.1, spec.stride.1).ok_or_else(fit)?;
-        Ok(Self { n, h, w, c, oh, ow, pad_top, pad_left, spec })
+        let fit = || {
+            shape_err(
+                op,
+                "input",
+                format!("at least the {:?} window", spec.window),
+                &x_dims.into(),
+            )
+        };
+        let (oh, pad_top) = spec
+            .padding
+            .resolve(h, spec.window.0, spec.stride.0)
+            .ok_or_else(fit)?;
+        let (ow, pad_left) = spec
+            .padding
+            .resolve(w, spec.window.1, spec.stride.1)
+            .ok_or_else(fit)?;
+        Ok(Self {
+            n,
+            h,
+            w,
+            c,
+            oh,
+            ow,
+            pad_top,
+            pad_left,
+            spec,
+        })
     }
     fn in_item(&self) -> usize {
         self.h * self.w * self.c
@@ -106,12 +132,26 @@ impl Geometry {
 }
 
 /// Forward pass: `entry` reads x and writes y (and the winning taps for max pooling).
-fn forward(gpu: &Gpu, op: &'static str, entry: &'static str, x: &Tensor, spec: PoolSpec, taps: bool) -> Result<(Tensor, Option<Tensor>)> {
+fn forward(
+    gpu: &Gpu,
+    op: &'static str,
+    entry: &'static str,
+    x: &Tensor,
+    spec: PoolSpec,
+    taps: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
     let g = Geometry::of(op, x.dims(), spec)?;
     let y = Tensor::uninit(gpu, [g.n, g.oh, g.ow, g.c])?;
-    let arg = if taps { Some(Tensor::uninit(gpu, [g.n, g.oh, g.ow, g.c])?) } else { None };
+    let arg = if taps {
+        Some(Tensor::uninit(gpu, [g.n, g.oh, g.ow, g.c])?)
+    } else {
+        None
+    };
     let kernel = Kernel::new(ShaderId::Pool, entry, &[]);
-    let per = [("input", g.in_item() as u64 * 4), ("output", g.out_item() as u64 * 4)];
+    let per = [
+        ("input", g.in_item() as u64 * 4),
+        ("output", g.out_item() as u64 * 4),
+    ];
     for (n0, nb) in batch_chunks(gpu, op, g.n, &per)? {
         let (xr, xb) = x.window(gpu, n0 * g.in_item(), nb * g.in_item());
         let (yr, yb) = y.window(gpu, n0 * g.out_item(), nb * g.out_item());
@@ -130,20 +170,41 @@ fn forward(gpu: &Gpu, op: &'static str, entry: &'static str, x: &Tensor, spec: P
 }
 
 /// Backward pass: `entry` gathers dy (and taps) into dx of shape `x_dims`.
-fn backward(gpu: &Gpu, op: &'static str, entry: &'static str, dy: &Tensor, taps: Option<&Tensor>, x_dims: &[usize], spec: PoolSpec) -> Result<Tensor> {
+fn backward(
+    gpu: &Gpu,
+    op: &'static str,
+    entry: &'static str,
+    dy: &Tensor,
+    taps: Option<&Tensor>,
+    x_dims: &[usize],
+    spec: PoolSpec,
+) -> Result<Tensor> {
     let g = Geometry::of(op, x_dims, spec)?;
     let want = [g.n, g.oh, g.ow, g.c];
     if dy.dims() != want {
-        return Err(shape_err(op, "output gradient", format!("{:?}", crate::tensor::Shape(want.to_vec())), dy.shape()));
+        return Err(shape_err(
+            op,
+            "output gradient",
+            format!("{:?}", crate::tensor::Shape(want.to_vec())),
+            dy.shape(),
+        ));
     }
     if let Some(t) = taps {
         if t.dims() != want {
-            return Err(shape_err(op, "winning taps", format!("{:?}", crate::tensor::Shape(want.to_vec())), t.shape()));
+            return Err(shape_err(
+                op,
+                "winning taps",
+                format!("{:?}", crate::tensor::Shape(want.to_vec())),
+                t.shape(),
+            ));
         }
     }
     let dx = Tensor::uninit(gpu, x_dims)?;
     let kernel = Kernel::new(ShaderId::Pool, entry, &[]);
-    let per = [("input", g.in_item() as u64 * 4), ("output", g.out_item() as u64 * 4)];
+    let per = [
+        ("input", g.in_item() as u64 * 4),
+        ("output", g.out_item() as u64 * 4),
+    ];
     for (n0, nb) in batch_chunks(gpu, op, g.n, &per)? {
         let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
         let (dxr, dxb) = dx.window(gpu, n0 * g.in_item(), nb * g.in_item());
@@ -168,8 +229,22 @@ pub fn max_pool2d(gpu: &Gpu, x: &Tensor, spec: PoolSpec) -> Result<(Tensor, Tens
 }
 
 /// dx: each window's dy goes to its winning input (summed where windows overlap).
-pub fn max_pool2d_backward(gpu: &Gpu, dy: &Tensor, taps: &Tensor, x_dims: &[usize], spec: PoolSpec) -> Result<Tensor> {
-    backward(gpu, "max_pool2d_backward", "max_backward", dy, Some(taps), x_dims, spec)
+pub fn max_pool2d_backward(
+    gpu: &Gpu,
+    dy: &Tensor,
+    taps: &Tensor,
+    x_dims: &[usize],
+    spec: PoolSpec,
+) -> Result<Tensor> {
+    backward(
+        gpu,
+        "max_pool2d_backward",
+        "max_backward",
+        dy,
+        Some(taps),
+        x_dims,
+        spec,
+    )
 }
 
 /// Average pooling over the taps inside the image.
@@ -178,8 +253,21 @@ pub fn avg_pool2d(gpu: &Gpu, x: &Tensor, spec: PoolSpec) -> Result<Tensor> {
 }
 
 /// dx: each window's dy spread evenly over its taps inside the image.
-pub fn avg_pool2d_backward(gpu: &Gpu, dy: &Tensor, x_dims: &[usize], spec: PoolSpec) -> Result<Tensor> {
-    backward(gpu, "avg_pool2d_backward", "avg_backward", dy, None, x_dims, spec)
+pub fn avg_pool2d_backward(
+    gpu: &Gpu,
+    dy: &Tensor,
+    x_dims: &[usize],
+    spec: PoolSpec,
+) -> Result<Tensor> {
+    backward(
+        gpu,
+        "avg_pool2d_backward",
+        "avg_backward",
+        dy,
+        None,
+        x_dims,
+        spec,
+    )
 }
 
 fn global_spec(op: &'static str, x_dims: &[usize]) -> Result<PoolSpec> {
@@ -200,7 +288,12 @@ pub fn global_max_pool(gpu: &Gpu, x: &Tensor) -> Result<(Tensor, Tensor)> {
     Ok((y.reshape([n, c]), taps))
 }
 
-pub fn global_max_pool_backward(gpu: &Gpu, dy: &Tensor, taps: &Tensor, x_dims: &[usize]) -> Result<Tensor> {
+pub fn global_max_pool_backward(
+    gpu: &Gpu,
+    dy: &Tensor,
+    taps: &Tensor,
+    x_dims: &[usize],
+) -> Result<Tensor> {
     let spec = global_spec("global_max_pool_backward", x_dims)?;
     let dy4 = dy.reshape([x_dims[0], 1, 1, x_dims[3]]);
     max_pool2d_backward(gpu, &dy4, taps, x_dims, spec)
@@ -240,17 +333,46 @@ fn drop_h(t: Tensor) -> Tensor {
 }
 
 /// 1-D max pooling (N,L,C) -> (N,OL,C), and the winning taps.
-pub fn max_pool1d(gpu: &Gpu, x: &Tensor, window: usize, stride: usize, padding: Padding) -> Result<(Tensor, Tensor)> {
-    let (y, taps) = max_pool2d(gpu, &as_4d("max_pool1d", x)?, spec_1d(window, stride, padding))?;
+pub fn max_pool1d(
+    gpu: &Gpu,
+    x: &Tensor,
+    window: usize,
+    stride: usize,
+    padding: Padding,
+) -> Result<(Tensor, Tensor)> {
+    let (y, taps) = max_pool2d(
+        gpu,
+        &as_4d("max_pool1d", x)?,
+        spec_1d(window, stride, padding),
+    )?;
     Ok((drop_h(y), taps))
 }
 
-pub fn max_pool1d_backward(gpu: &Gpu, dy: &Tensor, taps: &Tensor, x_dims: &[usize], window: usize, stride: usize, padding: Padding) -> Result<Tensor> {
+pub fn max_pool1d_backward(
+    gpu: &Gpu,
+    dy: &Tensor,
+    taps: &Tensor,
+    x_dims: &[usize],
+    window: usize,
+    stride: usize,
+    padding: Padding,
+) -> Result<Tensor> {
     let &[n, l, c] = x_dims else {
-        return Err(shape_err("max_pool1d_backward", "input", "(N,L,C)", &x_dims.into()));
+        return Err(shape_err(
+            "max_pool1d_backward",
+            "input",
+            "(N,L,C)",
+            &x_dims.into(),
+        ));
     };
     let d = dy.dims();
     let dy4 = dy.reshape([d[0], 1, d[1], d[2]]);
-    let dx = max_pool2d_backward(gpu, &dy4, taps, &[n, 1, l, c], spec_1d(window, stride, padding))?;
+    let dx = max_pool2d_backward(
+        gpu,
+        &dy4,
+        taps,
+        &[n, 1, l, c],
+        spec_1d(window, stride, padding),
+    )?;
     Ok(drop_h(dx))
 }

@@ -15,20 +15,31 @@ struct Params {
     src_base: u32,
 }
 
-/// One pass: rows [0, rows) of `src` (starting at element `src_base` of its binding) summed in
-/// `groups` row blocks into `dst` (groups, cols).
-fn pass(gpu: &Gpu, src: BufferRange<'_>, src_base: u32, rows: usize, cols: usize, groups: usize, dst: BufferRange<'_>, accumulate: bool) {
+/// One pass: the (rows, cols) matrix at element `base` of `src` summed in `groups` row blocks
+/// into `dst` (groups, cols), added to `dst` when `accumulate`.
+fn pass(
+    gpu: &Gpu,
+    (src, base): (BufferRange<'_>, u32),
+    (rows, cols): (usize, usize),
+    groups: usize,
+    dst: BufferRange<'_>,
+    accumulate: bool,
+) {
     let rows_per_group = rows.div_ceil(groups).max(1);
     let p = Params {
         rows: rows as u32,
         cols: cols as u32,
         rows_per_group: rows_per_group as u32,
-        src_base,
+        src_base: base,
     };
     let consts = [("ACCUM", f64::from(u32::from(accumulate)))];
     gpu.dispatch(
         &Kernel::new(ShaderId::Reduce, "sum_rows", &consts),
-        &[Arg::Uniform(bytemuck::bytes_of(&p)), Arg::Read(src), Arg::Write(dst)],
+        &[
+            Arg::Uniform(bytemuck::bytes_of(&p)),
+            Arg::Read(src),
+            Arg::Write(dst),
+        ],
         [cols.div_ceil(64) as u32, groups as u32, 1],
     );
 }
@@ -50,7 +61,12 @@ pub fn sum_rows_into(gpu: &Gpu, x: &Tensor, out: &Tensor, accumulate: bool) -> R
         return Err(shape_err("sum_rows", "input", "(rows, cols)", x.shape()));
     };
     if out.dims() != [cols] {
-        return Err(shape_err("sum_rows", "output", format!("({cols})"), out.shape()));
+        return Err(shape_err(
+            "sum_rows",
+            "output",
+            format!("({cols})"),
+            out.shape(),
+        ));
     }
     if rows == 0 {
         if !accumulate {
@@ -61,14 +77,14 @@ pub fn sum_rows_into(gpu: &Gpu, x: &Tensor, out: &Tensor, accumulate: bool) -> R
     let chunks = batch_chunks(gpu, "sum_rows", rows, &[("input", cols as u64 * 4)])?;
     for (i, (r0, nr)) in chunks.into_iter().enumerate() {
         let acc = accumulate || i > 0;
-        let (src, base) = x.window(gpu, r0 * cols, nr * cols);
+        let src = x.window(gpu, r0 * cols, nr * cols);
         let groups = nr.div_ceil(1024).clamp(1, 256);
         if groups == 1 {
-            pass(gpu, src, base, nr, cols, 1, out.all(), acc);
+            pass(gpu, src, (nr, cols), 1, out.all(), acc);
         } else {
             let partial = Tensor::uninit(gpu, [groups, cols])?;
-            pass(gpu, src, base, nr, cols, groups, partial.all(), false);
-            pass(gpu, partial.all(), 0, groups, cols, 1, out.all(), acc);
+            pass(gpu, src, (nr, cols), groups, partial.all(), false);
+            pass(gpu, (partial.all(), 0), (groups, cols), 1, out.all(), acc);
         }
     }
     Ok(())

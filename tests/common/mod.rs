@@ -13,7 +13,8 @@ static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
 static SMALL_BINDING_GPU: OnceLock<Option<Gpu>> = OnceLock::new();
 
 fn open(binding_limit: Option<u64>) -> Option<Gpu> {
-    let mut request = AdapterRequest::from_env().expect("CNN_WGPU_ADAPTER / CNN_WGPU_BACKEND are valid");
+    let mut request =
+        AdapterRequest::from_env().expect("CNN_WGPU_ADAPTER / CNN_WGPU_BACKEND are valid");
     request.binding_limit = binding_limit;
     match select::open(&request) {
         Ok(g) => Some(g),
@@ -36,7 +37,9 @@ pub fn gpu() -> Option<&'static Gpu> {
 /// A second device whose binding limit is lowered to 64 KiB, so the split-by-batch paths run on
 /// small tensors on any adapter.
 pub fn small_binding_gpu() -> Option<&'static Gpu> {
-    SMALL_BINDING_GPU.get_or_init(|| open(Some(64 * 1024))).as_ref()
+    SMALL_BINDING_GPU
+        .get_or_init(|| open(Some(64 * 1024)))
+        .as_ref()
 }
 
 /// A device of its own, for tests that count pipelines or pool buffers and must not see other
@@ -70,7 +73,13 @@ pub fn read(gpu: &Gpu, t: &Tensor) -> Vec<f32> {
 
 /// |got - want| <= atol + rtol * |want| for every element, reporting the worst one.
 pub fn assert_close(what: &str, got: &[f32], want: &[f64], rtol: f64, atol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length {} != {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} != {}",
+        got.len(),
+        want.len()
+    );
     let mut worst = (0usize, 0.0f64);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let excess = if g.is_finite() {
@@ -129,7 +138,16 @@ pub fn resolve(input: usize, k: usize, s: usize, padding: Padding) -> (usize, us
 
 /// Direct convolution from the definition: y[n,oy,ox,co] = b[co] + sum x[n, oy*s+ky-pt, ox*s+kx-pl, ci] w[ky,kx,ci,co].
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d_ref(x: &[f64], xs: [usize; 4], w: &[f64], ws: [usize; 4], b: &[f64], stride: (usize, usize), padding: Padding, relu: bool) -> (Vec<f64>, [usize; 4]) {
+pub fn conv2d_ref(
+    x: &[f64],
+    xs: [usize; 4],
+    w: &[f64],
+    ws: [usize; 4],
+    b: &[f64],
+    stride: (usize, usize),
+    padding: Padding,
+    relu: bool,
+) -> (Vec<f64>, [usize; 4]) {
     let [n, h, wd, ci] = xs;
     let [kh, kw, _, co] = ws;
     let (oh, pt) = resolve(h, kh, stride.0, padding);
@@ -148,7 +166,8 @@ pub fn conv2d_ref(x: &[f64], xs: [usize; 4], w: &[f64], ws: [usize; 4], b: &[f64
                                 continue;
                             }
                             for c in 0..ci {
-                                s += x[((b_ * h + iy as usize) * wd + ix as usize) * ci + c] * w[((ky * kw + kx) * ci + c) * co + o];
+                                s += x[((b_ * h + iy as usize) * wd + ix as usize) * ci + c]
+                                    * w[((ky * kw + kx) * ci + c) * co + o];
                             }
                         }
                     }
@@ -160,7 +179,15 @@ pub fn conv2d_ref(x: &[f64], xs: [usize; 4], w: &[f64], ws: [usize; 4], b: &[f64
     (y, [n, oh, ow, co])
 }
 
-pub fn dense_ref(x: &[f64], rows: usize, inp: usize, w: &[f64], out: usize, b: Option<&[f64]>, relu: bool) -> Vec<f64> {
+pub fn dense_ref(
+    x: &[f64],
+    rows: usize,
+    inp: usize,
+    w: &[f64],
+    out: usize,
+    b: Option<&[f64]>,
+    relu: bool,
+) -> Vec<f64> {
     let mut y = vec![0.0; rows * out];
     for r in 0..rows {
         for o in 0..out {
@@ -175,7 +202,14 @@ pub fn dense_ref(x: &[f64], rows: usize, inp: usize, w: &[f64], out: usize, b: O
 }
 
 /// Max (or average over in-image taps) pooling from the definition.
-pub fn pool_ref(x: &[f64], xs: [usize; 4], window: (usize, usize), stride: (usize, usize), padding: Padding, max: bool) -> (Vec<f64>, [usize; 4]) {
+pub fn pool_ref(
+    x: &[f64],
+    xs: [usize; 4],
+    window: (usize, usize),
+    stride: (usize, usize),
+    padding: Padding,
+    max: bool,
+) -> (Vec<f64>, [usize; 4]) {
     let [n, h, w, c] = xs;
     let (oh, pt) = resolve(h, window.0, stride.0, padding);
     let (ow, pl) = resolve(w, window.1, stride.1, padding);
