@@ -34,6 +34,14 @@ fn linear_id(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
     return gid.x + gid.y * groups.x * 256u;
 }
 
+// Flat NHWC index -> (n, y, x, c) for an (N, rows, cols, C) tensor.
+fn split_index(i: u32, rows: u32, cols: u32) -> vec4<u32> {
+    let c = i % p.c;
+    let t = i / p.c;
+    let t2 = t / cols;
+    return vec4<u32>(t2 / rows, t2 % rows, t % cols, c);
+}
+
 // y (N,OH,OW,C) = max over the window of x; arg = winning tap.
 @compute @workgroup_size(256)
 fn max_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
@@ -41,12 +49,11 @@ fn max_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     if (i >= p.n * p.oh * p.ow * p.c) {
         return;
     }
-    let c = i % p.c;
-    var t = i / p.c;
-    let ox = t % p.ow;
-    t = t / p.ow;
-    let oy = t % p.oh;
-    let n = t / p.oh;
+    let o = split_index(i, p.oh, p.ow);
+    let n = o.x;
+    let oy = o.y;
+    let ox = o.z;
+    let c = o.w;
     var best = -3.402823e38;
     var best_tap = 0u;
     for (var ky = 0u; ky < p.ph; ky++) {
@@ -90,12 +97,11 @@ fn max_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if (i >= p.n * p.h * p.w * p.c) {
         return;
     }
-    let c = i % p.c;
-    var t = i / p.c;
-    let ix = t % p.w;
-    t = t / p.w;
-    let iy = t % p.h;
-    let n = t / p.h;
+    let q = split_index(i, p.h, p.w);
+    let n = q.x;
+    let iy = q.y;
+    let ix = q.z;
+    let c = q.w;
     let ry = covering(iy, p.ph, p.sh, p.pad_top, p.oh);
     let rx = covering(ix, p.pw, p.sw, p.pad_left, p.ow);
     var g = 0.0;
@@ -128,12 +134,11 @@ fn avg_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     if (i >= p.n * p.oh * p.ow * p.c) {
         return;
     }
-    let c = i % p.c;
-    var t = i / p.c;
-    let ox = t % p.ow;
-    t = t / p.ow;
-    let oy = t % p.oh;
-    let n = t / p.oh;
+    let o = split_index(i, p.oh, p.ow);
+    let n = o.x;
+    let oy = o.y;
+    let ox = o.z;
+    let c = o.w;
     var s = 0.0;
     for (var ky = 0u; ky < p.ph; ky++) {
         let iy = i32(oy * p.sh + ky) - i32(p.pad_top);
@@ -158,12 +163,11 @@ fn avg_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if (i >= p.n * p.h * p.w * p.c) {
         return;
     }
-    let c = i % p.c;
-    var t = i / p.c;
-    let ix = t % p.w;
-    t = t / p.w;
-    let iy = t % p.h;
-    let n = t / p.h;
+    let q = split_index(i, p.h, p.w);
+    let n = q.x;
+    let iy = q.y;
+    let ix = q.z;
+    let c = q.w;
     let ry = covering(iy, p.ph, p.sh, p.pad_top, p.oh);
     let rx = covering(ix, p.pw, p.sw, p.pad_left, p.ow);
     var g = 0.0;
