@@ -4,9 +4,11 @@
 //! - [`gpu`]: adapter choice, device, pipeline cache, buffer pool, command recording.
 //! - [`tensor`]: f32 NHWC tensors in pooled GPU buffers.
 //! - [`ops`]: one module per op family, each owning its kernels' pipelines, forward and backward.
+//! - [`data`]: datasets, augmentation and the streaming batch loader.
 //! - [`bench`]: the shader-throughput bench suite.
 
 pub mod bench;
+pub mod data;
 pub mod gpu;
 pub mod ops;
 pub mod tensor;

@@ -86,8 +86,29 @@ fn bench_prints_one_json_line_per_workload() {
     if !has_adapter() {
         return;
     }
+    let tmp = tempfile::tempdir().unwrap();
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(tmp.path().join(class)).unwrap();
+        for i in 0..3 {
+            image::RgbImage::from_pixel(20, 20, image::Rgb([i * 50, 9, 9]))
+                .save(tmp.path().join(format!("{class}/{i}.png")))
+                .unwrap();
+        }
+    }
     let out = cli()
-        .args(["bench", "--json", "--runs", "1", "--workloads"])
+        .args([
+            "bench",
+            "--json",
+            "--runs",
+            "1",
+            "--pipeline-images",
+            "6",
+            "--threads",
+            "2",
+            "--pipeline-data",
+        ])
+        .arg(tmp.path())
+        .arg("--workloads")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/benches/smoke_workloads.json"
@@ -113,17 +134,26 @@ fn bench_prints_one_json_line_per_workload() {
         [
             "conv2d_forward/tiny",
             "conv2d_backward/tiny_bwd",
-            "matmul/tiny_mm"
+            "matmul/tiny_mm",
+            "pipeline/decode_resize_augment_150"
         ]
     );
-    for l in &lines {
+    for l in &lines[..3] {
         assert!(
             l["ms"].as_f64().unwrap() > 0.0 && l["gflops"].as_f64().unwrap() > 0.0,
             "{l}"
         );
         assert!(l["engine"].as_str().unwrap().starts_with("cnn-wgpu"));
         assert!(!l["adapter"].as_str().unwrap().is_empty());
+        assert!(l["gpu_bytes"].as_u64().unwrap() > 0);
     }
+    let p = &lines[3];
+    assert_eq!(
+        (p["images"].as_u64(), p["threads"].as_u64()),
+        (Some(6), Some(2)),
+        "{p}"
+    );
+    assert!(p["images_per_s"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
@@ -135,4 +165,117 @@ fn bench_with_a_missing_workloads_file_names_it() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/workloads.json"), "{err}");
+}
+
+#[test]
+fn prepare_and_augment_preview_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flat = tmp.path().join("flat");
+    std::fs::create_dir_all(&flat).unwrap();
+    for i in 0..4 {
+        for (class, v) in [("cat", 40u8), ("dog", 220u8)] {
+            image::RgbImage::from_fn(30, 24, |x, y| {
+                image::Rgb([v, (x * 8) as u8, (y * 10) as u8])
+            })
+            .save(flat.join(format!("{class}.{i}.jpg")))
+            .unwrap();
+        }
+    }
+    let out = tmp.path().join("split");
+    let run = cli()
+        .args(["prepare", "--from"])
+        .arg(&flat)
+        .arg("--to")
+        .arg(&out)
+        .args(["--train", "2", "--validation", "1", "--test", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        text.contains("train") && text.contains("cats") && text.contains("8 copied"),
+        "{text}"
+    );
+
+    let grid = tmp.path().join("grid.png");
+    let run = cli()
+        .args(["augment-preview", "--data"])
+        .arg(out.join("train"))
+        .arg("--out")
+        .arg(&grid)
+        .args(["--seed", "3", "--image-size", "40"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let img = image::open(&grid).unwrap();
+    // 3 cells of 40 plus 4 gutters of 4.
+    assert_eq!((img.width(), img.height()), (136, 136));
+
+    let run = cli()
+        .args(["prepare", "--from"])
+        .arg(tmp.path().join("missing"))
+        .arg("--to")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("missing"));
+}
+
+#[test]
+fn check_data_counts_and_reports_unreadable_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    for class in ["cats", "dogs"] {
+        std::fs::create_dir_all(tmp.path().join(class)).unwrap();
+        for i in 0..3 {
+            image::RgbImage::from_pixel(12, 10, image::Rgb([9, 9, 9]))
+                .save(tmp.path().join(format!("{class}/{i}.png")))
+                .unwrap();
+        }
+    }
+    std::fs::write(
+        tmp.path().join("dogs/broken.jpg"),
+        b"\xff\xd8\xff truncated",
+    )
+    .unwrap();
+    let run = cli()
+        .args(["check-data", "--image-size", "8", "--data"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        text.contains("6 images decoded")
+            && text.contains("1 skipped")
+            && text.contains("broken.jpg"),
+        "{text}"
+    );
+    // The warning names the file once.
+    assert_eq!(
+        String::from_utf8_lossy(&run.stderr)
+            .matches("broken.jpg")
+            .count(),
+        1
+    );
+
+    let run = cli()
+        .args(["check-data", "--strict", "--data"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("broken.jpg"));
 }

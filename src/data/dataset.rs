@@ -1,0 +1,252 @@
+//! Datasets: folders of images, one sub-folder per class (Keras' `image_dataset_from_directory`),
+//! and in-memory image sets (MNIST).
+
+use std::path::{Path, PathBuf};
+
+use super::image_io::{self, Image};
+use super::DataError;
+
+/// How labels are encoded for the loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum LabelKind {
+    /// One value per sample, 0 or 1 (two classes).
+    Binary,
+    /// One-hot over this many classes.
+    Categorical(usize),
+}
+
+impl LabelKind {
+    /// Values per sample in a label batch.
+    pub fn width(self) -> usize {
+        match self {
+            LabelKind::Binary => 1,
+            LabelKind::Categorical(k) => k,
+        }
+    }
+
+    /// Writes the encoding of class `class` into `out` (`width()` values).
+    pub fn encode(self, class: usize, out: &mut [f32]) {
+        match self {
+            LabelKind::Binary => out[0] = class as f32,
+            LabelKind::Categorical(_) => {
+                out.fill(0.0);
+                out[class] = 1.0;
+            }
+        }
+    }
+}
+
+/// A source of labelled images at one size.
+pub trait Dataset: Send + Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// (H, W, C) of every sample.
+    fn sample_shape(&self) -> (usize, usize, usize);
+    fn label_kind(&self) -> LabelKind;
+    fn class_names(&self) -> &[String];
+    /// Class index of sample `i`.
+    fn class_of(&self, i: usize) -> usize;
+    /// The decoded, resized sample `i`.
+    fn load(&self, i: usize) -> Result<Image, DataError>;
+    /// A name for messages (the file path for image folders).
+    fn describe(&self, i: usize) -> String;
+}
+
+/// A folder with one sub-folder of images per class. Class names are the sorted sub-folder
+/// names; files are taken in sorted order inside each class.
+pub struct DirectoryDataset {
+    root: PathBuf,
+    classes: Vec<String>,
+    items: Vec<(PathBuf, usize)>,
+    size: (usize, usize),
+    channels: usize,
+    labels: LabelKind,
+}
+
+impl DirectoryDataset {
+    /// Scans `root`. Two classes give binary labels, more give categorical ones. Errors, before any
+    /// work starts: a missing folder, no class sub-folders, an empty class, or fewer classes than
+    /// `min_classes`.
+    pub fn open(root: &Path, size: (usize, usize), min_classes: usize) -> Result<Self, DataError> {
+        if !root.is_dir() {
+            return Err(DataError::MissingFolder(root.to_path_buf()));
+        }
+        let mut classes: Vec<String> = std::fs::read_dir(root)
+            .map_err(super::io_err(root))?
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        classes.sort();
+        if classes.is_empty() {
+            return Err(DataError::NoClasses(root.to_path_buf()));
+        }
+        if classes.len() < min_classes {
+            return Err(DataError::TooFewClasses {
+                path: root.to_path_buf(),
+                found: classes.len(),
+                names: classes.join(", "),
+            });
+        }
+        let mut items = Vec::new();
+        for (label, name) in classes.iter().enumerate() {
+            let dir = root.join(name);
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map_err(super::io_err(&dir))?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && image_io::is_image_path(p))
+                .collect();
+            if files.is_empty() {
+                return Err(DataError::EmptyClass(dir));
+            }
+            files.sort_by_cached_key(|p| natural_key(p));
+            items.extend(files.into_iter().map(|f| (f, label)));
+        }
+        let labels = if classes.len() == 2 {
+            LabelKind::Binary
+        } else {
+            LabelKind::Categorical(classes.len())
+        };
+        Ok(Self {
+            root: root.to_path_buf(),
+            classes,
+            items,
+            size,
+            channels: 3,
+            labels,
+        })
+    }
+
+    /// Keeps `n` samples spread evenly over the dataset (every class stays represented).
+    pub fn subsample(mut self, n: usize) -> Self {
+        if n < self.items.len() {
+            let len = self.items.len();
+            self.items = (0..n).map(|k| self.items[k * len / n].clone()).collect();
+        }
+        self
+    }
+
+    /// Load images as gray (1 channel) instead of RGB.
+    pub fn grayscale(mut self) -> Self {
+        self.channels = 1;
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path(&self, i: usize) -> &Path {
+        &self.items[i].0
+    }
+
+    /// Samples per class, in class order.
+    pub fn counts(&self) -> Vec<usize> {
+        let mut c = vec![0; self.classes.len()];
+        for (_, l) in &self.items {
+            c[*l] += 1;
+        }
+        c
+    }
+}
+
+/// Sort key that orders cat.2.jpg before cat.10.jpg (digit runs compare as numbers).
+fn natural_key(p: &Path) -> Vec<(u64, String)> {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut key = Vec::new();
+    let mut text = String::new();
+    let mut num: Option<u64> = None;
+    for ch in name.chars() {
+        if let Some(d) = ch.to_digit(10) {
+            num = Some(
+                num.unwrap_or(0)
+                    .saturating_mul(10)
+                    .saturating_add(u64::from(d)),
+            );
+        } else {
+            if let Some(n) = num.take() {
+                key.push((n, std::mem::take(&mut text)));
+            }
+            text.push(ch);
+        }
+    }
+    key.push((num.unwrap_or(0), text));
+    key
+}
+
+impl Dataset for DirectoryDataset {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+    fn sample_shape(&self) -> (usize, usize, usize) {
+        (self.size.0, self.size.1, self.channels)
+    }
+    fn label_kind(&self) -> LabelKind {
+        self.labels
+    }
+    fn class_names(&self) -> &[String] {
+        &self.classes
+    }
+    fn class_of(&self, i: usize) -> usize {
+        self.items[i].1
+    }
+    fn load(&self, i: usize) -> Result<Image, DataError> {
+        image_io::load(&self.items[i].0, self.size, self.channels)
+    }
+    fn describe(&self, i: usize) -> String {
+        self.items[i].0.display().to_string()
+    }
+}
+
+/// Images already in memory (MNIST, synthetic test sets).
+pub struct MemoryDataset {
+    pub images: Vec<Image>,
+    pub classes: Vec<usize>,
+    pub class_names: Vec<String>,
+    pub labels: LabelKind,
+    pub name: String,
+}
+
+impl MemoryDataset {
+    /// The samples in `range`, as a new dataset (for train / validation splits).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> MemoryDataset {
+        MemoryDataset {
+            images: self.images[range.clone()].to_vec(),
+            classes: self.classes[range.clone()].to_vec(),
+            class_names: self.class_names.clone(),
+            labels: self.labels,
+            name: format!("{}[{}..{}]", self.name, range.start, range.end),
+        }
+    }
+}
+
+impl Dataset for MemoryDataset {
+    fn len(&self) -> usize {
+        self.images.len()
+    }
+    fn sample_shape(&self) -> (usize, usize, usize) {
+        self.images.first().map_or((0, 0, 0), |i| (i.h, i.w, i.c))
+    }
+    fn label_kind(&self) -> LabelKind {
+        self.labels
+    }
+    fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+    fn class_of(&self, i: usize) -> usize {
+        self.classes[i]
+    }
+    fn load(&self, i: usize) -> Result<Image, DataError> {
+        Ok(self.images[i].clone())
+    }
+    fn describe(&self, i: usize) -> String {
+        format!("{} sample {i}", self.name)
+    }
+}

@@ -1,0 +1,173 @@
+//! Decoding, resizing and preprocessing of single images.
+
+use std::path::Path;
+
+use image::imageops::FilterType;
+
+use super::DataError;
+
+/// An 8-bit image, (H,W,C) row-major with C = 3 (RGB) or 1 (gray).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub data: Vec<u8>,
+}
+
+impl Image {
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The pixels as f32 in [0, 255], (H,W,C).
+    pub fn to_f32(&self) -> Vec<f32> {
+        self.data.iter().map(|&v| f32::from(v)).collect()
+    }
+}
+
+/// File extensions read as images, as Keras' `image_dataset_from_directory`.
+pub const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "gif"];
+
+pub fn is_image_path(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// Decodes `path` (format sniffed from the bytes, so a PNG named .jpg still loads) and converts
+/// it to RGB (`channels` 3) or gray (1): gray, RGBA, CMYK and 16-bit inputs all become 8-bit
+/// RGB, alpha dropped. Then resizes to (h, w) with the antialiased bilinear (triangle) filter,
+/// aspect ratio not kept, as Keras' `load_img(..., interpolation='bilinear')` does with PIL.
+pub fn load(path: &Path, size: (usize, usize), channels: usize) -> Result<Image, DataError> {
+    let bytes = std::fs::read(path).map_err(super::io_err(path))?;
+    decode(path, &bytes, size, channels)
+}
+
+pub fn decode(
+    path: &Path,
+    bytes: &[u8],
+    size: (usize, usize),
+    channels: usize,
+) -> Result<Image, DataError> {
+    let err = |reason: String| DataError::Decode {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if bytes.is_empty() {
+        return Err(err("the file is empty".into()));
+    }
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| err(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(err("not a recognised image format".into()));
+    }
+    let img = reader.decode().map_err(|e| err(e.to_string()))?;
+    let (h, w) = size;
+    if h == 0 || w == 0 {
+        return Err(DataError::Invalid(format!(
+            "target size {h}x{w} must be positive"
+        )));
+    }
+    let resize = |needs: bool| {
+        if needs {
+            FilterType::Triangle
+        } else {
+            FilterType::Nearest
+        }
+    };
+    let same = img.height() as usize == h && img.width() as usize == w;
+    let data = match channels {
+        1 => {
+            let g = img.to_luma8();
+            let g = if same {
+                g
+            } else {
+                image::imageops::resize(&g, w as u32, h as u32, resize(true))
+            };
+            g.into_raw()
+        }
+        3 => {
+            let rgb = img.to_rgb8();
+            let rgb = if same {
+                rgb
+            } else {
+                image::imageops::resize(&rgb, w as u32, h as u32, resize(true))
+            };
+            rgb.into_raw()
+        }
+        c => {
+            return Err(DataError::Invalid(format!(
+                "{c} channels: images load as 1 (gray) or 3 (RGB)"
+            )))
+        }
+    };
+    Ok(Image {
+        h,
+        w,
+        c: channels,
+        data,
+    })
+}
+
+/// How pixel values in [0, 255] become network inputs; follows the model / weights.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preprocessing {
+    /// x / 255 (Keras `Rescaling(1/255)`): the from-scratch models.
+    Rescale,
+    /// Keras VGG16 `preprocess_input`: RGB -> BGR, subtract [103.939, 116.779, 123.68], no
+    /// scaling. What the Keras ImageNet weights expect.
+    Caffe,
+    /// torchvision: x / 255, subtract [0.485, 0.456, 0.406], divide by [0.229, 0.224, 0.225] (RGB).
+    Torch,
+    /// The raw values.
+    None,
+}
+
+const CAFFE_MEAN_BGR: [f32; 3] = [103.939, 116.779, 123.68];
+const TORCH_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+const TORCH_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+impl Preprocessing {
+    /// Applies the mode in place to (H,W,C) f32 pixels in [0, 255].
+    pub fn apply(self, px: &mut [f32], channels: usize) {
+        match self {
+            Preprocessing::None => {}
+            Preprocessing::Rescale => px.iter_mut().for_each(|v| *v /= 255.0),
+            Preprocessing::Caffe => {
+                assert_eq!(channels, 3, "caffe preprocessing needs RGB input");
+                for p in px.chunks_exact_mut(3) {
+                    let (r, g, b) = (p[0], p[1], p[2]);
+                    p[0] = b - CAFFE_MEAN_BGR[0];
+                    p[1] = g - CAFFE_MEAN_BGR[1];
+                    p[2] = r - CAFFE_MEAN_BGR[2];
+                }
+            }
+            Preprocessing::Torch => {
+                assert_eq!(channels, 3, "torch preprocessing needs RGB input");
+                for p in px.chunks_exact_mut(3) {
+                    for c in 0..3 {
+                        p[c] = (p[c] / 255.0 - TORCH_MEAN[c]) / TORCH_STD[c];
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Preprocessing {
+    type Err = DataError;
+    fn from_str(s: &str) -> Result<Self, DataError> {
+        match s {
+            "rescale" => Ok(Self::Rescale),
+            "caffe" => Ok(Self::Caffe),
+            "torch" => Ok(Self::Torch),
+            "none" => Ok(Self::None),
+            _ => Err(DataError::Invalid(format!(
+                "preprocessing {s:?}: expected rescale, caffe, torch or none"
+            ))),
+        }
+    }
+}
