@@ -5,11 +5,13 @@
 //! - [`tensor`]: f32 NHWC tensors in pooled GPU buffers.
 //! - [`ops`]: one module per op family, each owning its kernels' pipelines, forward and backward.
 //! - [`data`]: datasets, augmentation and the streaming batch loader.
+//! - [`model`]: model specs, the zoo, and the executor (forward, backward, training step).
 //! - [`bench`]: the shader-throughput bench suite.
 
 pub mod bench;
 pub mod data;
 pub mod gpu;
+pub mod model;
 pub mod ops;
 pub mod tensor;
 

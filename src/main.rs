@@ -84,6 +84,22 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         test: usize,
     },
+    /// Print a zoo model's Keras-style summary: layers, output shapes, parameters.
+    Summary {
+        /// small-convnet, small-convnet-dropout, convnet-180, vgg16-base, vgg16-classifier,
+        /// mnist-convnet or conv1d-net.
+        #[arg(long)]
+        model: String,
+        /// Image side for the image models (default: the model's own).
+        #[arg(long)]
+        image_size: Option<usize>,
+        /// Sequence length and channels for conv1d-net.
+        #[arg(long, num_args = 2, value_names = ["LEN", "CHANNELS"])]
+        sequence: Option<Vec<usize>>,
+        /// Freeze every layer before this one (e.g. flatten, block5_conv1).
+        #[arg(long)]
+        trainable_from: Option<String>,
+    },
     /// Decode every image of a dataset folder once, as training would, and report classes,
     /// counts and unreadable files (skipped with a warning, or an error with --strict).
     CheckData {
@@ -153,6 +169,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                  Ready now:\n  cnn-wgpu devices          list adapters and their limits\n  \
                  cnn-wgpu bench            time the kernels, VGG16's base and the data pipeline\n  \
                  cnn-wgpu prepare          split the Kaggle cats-vs-dogs folder the book's way\n  \
+                 cnn-wgpu summary          a zoo model's Keras-style summary\n  \
                  cnn-wgpu check-data       decode a dataset once; classes, counts, unreadable files\n  \
                  cnn-wgpu augment-preview  the book's 3x3 augmentation figure\n\n\
                  Coming with the next milestones: `train`, `extract`, `finetune`, `evaluate`, `predict`;\n\
@@ -218,6 +235,33 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 done.already_there,
                 to.display()
             );
+            Ok(())
+        }
+        Some(Command::Summary {
+            model,
+            image_size,
+            sequence,
+            trainable_from,
+        }) => {
+            let seq = sequence.map(|v| (v[0], v[1]));
+            let spec = cnn_wgpu::model::zoo::by_name(&model, image_size, seq)?;
+            let first = match &trainable_from {
+                Some(name) => spec.layer_index(name).ok_or_else(|| {
+                    cnn_wgpu::model::ModelError::NoSuchLayer {
+                        name: name.clone(),
+                        model: spec.name.clone(),
+                        layers: spec
+                            .layers
+                            .iter()
+                            .map(|l| l.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    }
+                })?,
+                None => 0,
+            };
+            let mask: Vec<bool> = (0..spec.layers.len()).map(|i| i >= first).collect();
+            print!("{}", spec.summary(&mask)?);
             Ok(())
         }
         Some(Command::CheckData {

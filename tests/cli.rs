@@ -279,3 +279,36 @@ fn check_data_counts_and_reports_unreadable_files() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("broken.jpg"));
 }
+
+#[test]
+fn summary_prints_keras_totals() {
+    let run = cli()
+        .args([
+            "summary",
+            "--model",
+            "vgg16-classifier",
+            "--trainable-from",
+            "flatten",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        text.contains("Total params: 16,812,353") && text.contains("Trainable params: 2,097,665"),
+        "{text}"
+    );
+    let run = cli()
+        .args(["summary", "--model", "mnist-convnet"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&run.stdout).contains("Total params: 93,322"));
+    let run = cli().args(["summary", "--model", "nope"]).output().unwrap();
+    assert!(
+        !run.status.success() && String::from_utf8_lossy(&run.stderr).contains("small-convnet")
+    );
+}

@@ -1,0 +1,503 @@
+//! The executor: runs a [`ModelSpec`]'s layers over the ops, forward and backward.
+//!
+//! Backward runs from the loss down to the first trainable layer only. Layers before it (the
+//! frozen prefix) keep nothing for backward — their activations are dropped as soon as the next
+//! layer has read them, and the buffer pool hands the memory to the next allocation — and they
+//! never get gradients or optimizer state. A training step records all its work into one
+//! submission; only the loss and accuracy scalars are read back, by the caller, when it wants them.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::spec::{Activation, LayerKind, ModelSpec};
+use super::ModelError;
+use crate::data::mix;
+use crate::gpu::Gpu;
+use crate::ops::conv::{self, Conv2dSpec, Padding};
+use crate::ops::loss::{self, Clip, LossKind};
+use crate::ops::optim::{self, Optimizer, OptimizerState, Penalty};
+use crate::ops::pool::{self, PoolSpec};
+use crate::ops::{activation, dense, dropout, reduce};
+use crate::tensor::Tensor;
+
+/// A model on the device: its spec, parameters and which layers train.
+pub struct Model {
+    pub spec: ModelSpec,
+    shapes: Vec<Vec<usize>>,
+    /// Per layer: kernel and bias, or nothing for layers without weights.
+    params: Vec<Vec<Tensor>>,
+    trainable: Vec<bool>,
+    /// Per layer: optimizer state of each parameter, only for trainable layers.
+    states: Vec<Option<Vec<OptimizerState>>>,
+}
+
+/// What a layer saved in a training forward pass for its backward.
+struct Saved {
+    input: Tensor,
+    output: Tensor,
+    taps: Option<Tensor>,
+    seed: u64,
+}
+
+/// A forward pass: the logits (pre-activation output of the last layer) and what backward needs.
+pub struct Forward {
+    pub logits: Tensor,
+    saved: Vec<Option<Saved>>,
+}
+
+/// The device scalars a training step leaves behind: sum of per-sample losses and of correct
+/// predictions over the batch. Read them back only when they are needed (for example every few
+/// steps for a progress bar).
+pub struct StepOutput {
+    pub loss_sum: Tensor,
+    pub correct: Tensor,
+    pub batch: usize,
+}
+
+impl StepOutput {
+    /// (mean loss, accuracy): reads the two scalars back.
+    pub fn read(&self, gpu: &Gpu) -> Result<(f32, f32), ModelError> {
+        let l = self.loss_sum.to_vec(gpu)?[0];
+        let c = self.correct.to_vec(gpu)?[0];
+        let n = self.batch.max(1) as f32;
+        Ok((l / n, c / n))
+    }
+}
+
+fn glorot(rng: &mut ChaCha8Rng, shape: &[usize]) -> Vec<f32> {
+    // Keras' fans: receptive field times channels in / out.
+    let receptive: usize = shape[..shape.len() - 2].iter().product();
+    let fan_in = receptive * shape[shape.len() - 2];
+    let fan_out = receptive * shape[shape.len() - 1];
+    let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+    (0..shape.iter().product::<usize>())
+        .map(|_| rng.random_range(-limit..=limit))
+        .collect()
+}
+
+fn conv_spec(stride: usize, padding: Padding, activation: Activation, fused: bool) -> Conv2dSpec {
+    Conv2dSpec::new(stride, padding, fused && activation == Activation::Relu)
+}
+
+impl Model {
+    /// Allocates the model with Keras' initialisation: Glorot-uniform kernels, zero biases,
+    /// seeded per layer so adding a layer does not change the others. Every layer trains.
+    pub fn new(gpu: &Gpu, spec: ModelSpec, seed: u64) -> Result<Self, ModelError> {
+        let shapes = spec.shapes()?;
+        let mut params = Vec::with_capacity(spec.layers.len());
+        for i in 0..spec.layers.len() {
+            let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, i as u64));
+            let mut p = Vec::new();
+            for (name, shape) in spec.param_shapes(i)? {
+                let t = if name.ends_with(".kernel") {
+                    Tensor::from_slice(gpu, shape.as_slice(), &glorot(&mut rng, &shape))?
+                } else {
+                    Tensor::zeros(gpu, shape.as_slice())?
+                };
+                p.push(t);
+            }
+            params.push(p);
+        }
+        let n = spec.layers.len();
+        Ok(Self {
+            spec,
+            shapes,
+            params,
+            trainable: vec![true; n],
+            states: (0..n).map(|_| None).collect(),
+        })
+    }
+
+    /// Freezes every layer before `name` and unfreezes it and everything after it.
+    pub fn trainable_from(&mut self, name: &str) -> Result<(), ModelError> {
+        let i = self
+            .spec
+            .layer_index(name)
+            .ok_or_else(|| ModelError::NoSuchLayer {
+                name: name.to_string(),
+                model: self.spec.name.clone(),
+                layers: self
+                    .spec
+                    .layers
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        self.set_trainable_from(i);
+        Ok(())
+    }
+
+    /// Trains layers `i..`; frozen layers drop their optimizer state.
+    pub fn set_trainable_from(&mut self, i: usize) {
+        for (k, t) in self.trainable.iter_mut().enumerate() {
+            *t = k >= i;
+        }
+        for (k, s) in self.states.iter_mut().enumerate() {
+            if k < i {
+                *s = None;
+            }
+        }
+    }
+
+    /// Freezes everything up to and including the last layer named `base_last` ("all but the head").
+    pub fn freeze_through(&mut self, base_last: &str) -> Result<(), ModelError> {
+        let i = self
+            .spec
+            .layer_index(base_last)
+            .ok_or_else(|| ModelError::NoSuchLayer {
+                name: base_last.to_string(),
+                model: self.spec.name.clone(),
+                layers: self
+                    .spec
+                    .layers
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        self.set_trainable_from(i + 1);
+        Ok(())
+    }
+
+    pub fn trainable_mask(&self) -> &[bool] {
+        &self.trainable
+    }
+
+    /// Number of trainable weight tensors (Keras' `len(model.trainable_weights)`).
+    pub fn trainable_weight_count(&self) -> usize {
+        self.params
+            .iter()
+            .zip(&self.trainable)
+            .filter(|(_, t)| **t)
+            .map(|(p, _)| p.len())
+            .sum()
+    }
+
+    /// Layers holding optimizer state (only ever trainable ones, after a step).
+    pub fn layers_with_optimizer_state(&self) -> Vec<usize> {
+        (0..self.states.len())
+            .filter(|&i| self.states[i].is_some())
+            .collect()
+    }
+
+    /// The first layer with trainable weights: where backward stops.
+    pub fn first_trainable(&self) -> Option<usize> {
+        (0..self.params.len()).find(|&i| self.trainable[i] && !self.params[i].is_empty())
+    }
+
+    /// Every parameter as (`{layer}.kernel|bias`, tensor, trainable).
+    pub fn params(&self) -> Vec<(String, &Tensor, bool)> {
+        let mut out = Vec::new();
+        for (i, p) in self.params.iter().enumerate() {
+            let names = self.spec.param_shapes(i).unwrap_or_default();
+            for ((name, _), t) in names.into_iter().zip(p) {
+                out.push((name, t, self.trainable[i]));
+            }
+        }
+        out
+    }
+
+    /// Replaces parameter `name`'s values (shape-checked).
+    pub fn set_param(&mut self, gpu: &Gpu, name: &str, data: &[f32]) -> Result<(), ModelError> {
+        for (i, p) in self.params.iter().enumerate() {
+            let names = self.spec.param_shapes(i)?;
+            if let Some(k) = names.iter().position(|(n, _)| n == name) {
+                if data.len() != p[k].numel() {
+                    return Err(ModelError::Invalid(format!(
+                        "{name}: {} values given, shape {} holds {}",
+                        data.len(),
+                        p[k].shape(),
+                        p[k].numel()
+                    )));
+                }
+                p[k].write(gpu, data);
+                return Ok(());
+            }
+        }
+        Err(ModelError::Invalid(format!(
+            "model {} has no parameter {name}",
+            self.spec.name
+        )))
+    }
+
+    /// Runs the layers on `x` (N, input...). With `training = Some(seed)`, dropout is active and
+    /// layers from the first trainable one on keep what backward needs; with None nothing is kept.
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        training: Option<u64>,
+    ) -> Result<Forward, ModelError> {
+        let dims = x.dims();
+        if dims.len() != self.spec.input.len() + 1 || dims[1..] != self.spec.input[..] {
+            return Err(ModelError::Input {
+                model: self.spec.name.clone(),
+                expected: self
+                    .spec
+                    .input
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                found: dims.to_vec(),
+            });
+        }
+        let keep_from = if training.is_some() {
+            self.first_trainable()
+        } else {
+            None
+        };
+        let last = self.spec.layers.len() - 1;
+        let mut cur = x.clone();
+        let mut saved = Vec::with_capacity(self.spec.layers.len());
+        for (i, layer) in self.spec.layers.iter().enumerate() {
+            let input = cur.clone();
+            // The output layer's sigmoid/softmax is left to the loss (logits), or applied by predict.
+            let fused = i != last;
+            let mut taps = None;
+            let seed = training.map_or(0, |s| mix(s, i as u64));
+            let p = &self.params[i];
+            cur = match &layer.kind {
+                LayerKind::Conv2d {
+                    stride,
+                    padding,
+                    activation,
+                    ..
+                } => conv::conv2d_forward(
+                    gpu,
+                    &input,
+                    &p[0],
+                    &p[1],
+                    &conv_spec(*stride, *padding, *activation, fused),
+                )?,
+                LayerKind::Conv1d {
+                    padding,
+                    activation,
+                    ..
+                } => conv::conv1d_forward(
+                    gpu,
+                    &input,
+                    &p[0],
+                    &p[1],
+                    1,
+                    *padding,
+                    fused && *activation == Activation::Relu,
+                )?,
+                LayerKind::Dense { activation, .. } => dense::dense_forward(
+                    gpu,
+                    &input,
+                    &p[0],
+                    Some(&p[1]),
+                    fused && *activation == Activation::Relu,
+                )?,
+                LayerKind::MaxPool2d { pool } => {
+                    let (y, t) = pool::max_pool2d(gpu, &input, PoolSpec::square(*pool))?;
+                    taps = Some(t);
+                    y
+                }
+                LayerKind::MaxPool1d { pool } => {
+                    let (y, t) = pool::max_pool1d(gpu, &input, *pool, *pool, Padding::Valid)?;
+                    taps = Some(t);
+                    y
+                }
+                LayerKind::GlobalMaxPool1d => {
+                    let d = input.dims();
+                    let (y, t) = pool::global_max_pool(gpu, &input.reshape([d[0], 1, d[1], d[2]]))?;
+                    taps = Some(t);
+                    y
+                }
+                LayerKind::Flatten => {
+                    let n = input.dims()[0];
+                    input.reshape([n, input.numel() / n.max(1)])
+                }
+                LayerKind::Dropout { rate } => match training {
+                    Some(_) if *rate > 0.0 => dropout::dropout(gpu, &input, *rate, seed)?,
+                    _ => input.clone(),
+                },
+            };
+            let keep = keep_from.is_some_and(|f| i >= f);
+            saved.push(keep.then(|| Saved {
+                input,
+                output: cur.clone(),
+                taps,
+                seed,
+            }));
+        }
+        Ok(Forward { logits: cur, saved })
+    }
+
+    /// Probabilities: the forward pass in inference mode with the output activation applied.
+    pub fn predict(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor, ModelError> {
+        let f = self.forward(gpu, x, None)?;
+        Ok(match self.spec.layers.last().map(|l| l.kind.activation()) {
+            Some(Activation::Sigmoid) => activation::sigmoid(gpu, &f.logits)?,
+            Some(Activation::Softmax) => activation::softmax(gpu, &f.logits)?,
+            _ => f.logits,
+        })
+    }
+
+    /// Gradients of the trainable layers' parameters from dL/dlogits, walking back to the first
+    /// trainable layer and no further. Index i holds layer i's [kernel, bias] gradients.
+    pub fn backward(
+        &self,
+        gpu: &Gpu,
+        fwd: Forward,
+        dlogits: Tensor,
+    ) -> Result<Vec<Option<Vec<Tensor>>>, ModelError> {
+        let n = self.spec.layers.len();
+        let mut grads: Vec<Option<Vec<Tensor>>> = (0..n).map(|_| None).collect();
+        let Some(first) = self.first_trainable() else {
+            return Ok(grads);
+        };
+        let last = n - 1;
+        let mut g = dlogits;
+        for i in (first..n).rev() {
+            let s = fwd.saved[i].as_ref().ok_or_else(|| {
+                ModelError::Invalid(format!(
+                    "layer {} kept nothing for backward: the forward pass was not a training pass",
+                    self.spec.layers[i].name
+                ))
+            })?;
+            let need_dx = i > first;
+            let kind = &self.spec.layers[i].kind;
+            if i != last && kind.activation() == Activation::Relu {
+                g = activation::relu_backward(gpu, &g, &s.output)?;
+            }
+            let p = &self.params[i];
+            g = match kind {
+                LayerKind::Conv2d {
+                    stride, padding, ..
+                } => {
+                    let r = conv::conv2d_backward(
+                        gpu,
+                        &s.input,
+                        &p[0],
+                        &g,
+                        &Conv2dSpec::new(*stride, *padding, false),
+                        need_dx,
+                    )?;
+                    grads[i] = Some(vec![r.dw, r.db]);
+                    match r.dx {
+                        Some(dx) => dx,
+                        None => break,
+                    }
+                }
+                LayerKind::Conv1d { padding, .. } => {
+                    let r = conv::conv1d_backward(gpu, &s.input, &p[0], &g, 1, *padding, need_dx)?;
+                    grads[i] = Some(vec![r.dw, r.db]);
+                    match r.dx {
+                        Some(dx) => dx,
+                        None => break,
+                    }
+                }
+                LayerKind::Dense { .. } => {
+                    let r = dense::dense_backward(gpu, &s.input, &p[0], &g, need_dx)?;
+                    grads[i] = Some(vec![r.dw, r.db]);
+                    match r.dx {
+                        Some(dx) => dx,
+                        None => break,
+                    }
+                }
+                LayerKind::MaxPool2d { pool } => pool::max_pool2d_backward(
+                    gpu,
+                    &g,
+                    s.taps.as_ref().expect("pool taps"),
+                    s.input.dims(),
+                    PoolSpec::square(*pool),
+                )?,
+                LayerKind::MaxPool1d { pool } => pool::max_pool1d_backward(
+                    gpu,
+                    &g,
+                    s.taps.as_ref().expect("pool taps"),
+                    s.input.dims(),
+                    *pool,
+                    *pool,
+                    Padding::Valid,
+                )?,
+                LayerKind::GlobalMaxPool1d => {
+                    let d = s.input.dims();
+                    pool::global_max_pool_backward(
+                        gpu,
+                        &g,
+                        s.taps.as_ref().expect("pool taps"),
+                        &[d[0], 1, d[1], d[2]],
+                    )?
+                    .reshape(s.input.shape().clone())
+                }
+                LayerKind::Flatten => g.reshape(s.input.shape().clone()),
+                LayerKind::Dropout { rate } => {
+                    if *rate > 0.0 {
+                        dropout::dropout_backward(gpu, &g, *rate, s.seed)?
+                    } else {
+                        g
+                    }
+                }
+            };
+        }
+        Ok(grads)
+    }
+
+    /// One training step on a batch: forward, loss, backward to the first trainable layer, and an
+    /// in-place optimizer update of the trainable parameters. Records everything; reads nothing.
+    pub fn train_step(
+        &mut self,
+        gpu: &Gpu,
+        opt: &Optimizer,
+        x: &Tensor,
+        y: &Tensor,
+        seed: u64,
+    ) -> Result<StepOutput, ModelError> {
+        let kind = self.spec.loss()?;
+        let fwd = self.forward(gpu, x, Some(seed))?;
+        let logits = fwd.logits.clone();
+        let out = loss::loss_and_grad(gpu, kind, &logits, y, Clip::None)?;
+        let loss_sum = reduce::sum_all(gpu, &out.per_sample)?;
+        let correct = loss::correct_count(gpu, kind, &logits, y)?;
+        let grads = self.backward(gpu, fwd, out.grad)?;
+        for (i, g) in grads.into_iter().enumerate() {
+            let Some(g) = g else { continue };
+            if !self.trainable[i] {
+                continue;
+            }
+            if self.states[i].is_none() {
+                let st = self.params[i]
+                    .iter()
+                    .map(|p| OptimizerState::new(gpu, opt, p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.states[i] = Some(st);
+            }
+            let states = self.states[i].as_mut().expect("state just created");
+            for ((p, g), st) in self.params[i].iter().zip(&g).zip(states.iter_mut()) {
+                optim::step(gpu, opt, p, g, st, Penalty::default())?;
+            }
+        }
+        Ok(StepOutput {
+            loss_sum,
+            correct,
+            batch: x.dims()[0],
+        })
+    }
+
+    /// Loss and correct-prediction sums on a batch without training (dropout off).
+    pub fn evaluate_batch(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<StepOutput, ModelError> {
+        let kind: LossKind = self.spec.loss()?;
+        let f = self.forward(gpu, x, None)?;
+        let out = loss::loss_and_grad(gpu, kind, &f.logits, y, Clip::None)?;
+        Ok(StepOutput {
+            loss_sum: reduce::sum_all(gpu, &out.per_sample)?,
+            correct: loss::correct_count(gpu, kind, &f.logits, y)?,
+            batch: x.dims()[0],
+        })
+    }
+
+    /// Output shape of every layer (without the batch).
+    pub fn shapes(&self) -> &[Vec<usize>] {
+        &self.shapes
+    }
+}

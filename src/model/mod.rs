@@ -1,0 +1,42 @@
+//! Models: specifications ([`spec`]), the zoo ([`zoo`]) and the executor ([`exec`]) that runs a
+//! model's forward and backward passes over the ops.
+
+pub mod exec;
+pub mod spec;
+pub mod zoo;
+
+use thiserror::Error;
+
+pub use exec::{Model, StepOutput};
+pub use spec::{Activation, LayerKind, LayerSpec, ModelSpec, Sequential};
+
+/// Errors of the model layer.
+#[derive(Debug, Error)]
+pub enum ModelError {
+    #[error("unknown model {0:?}; the zoo has: small-convnet, small-convnet-dropout, convnet-180, vgg16-base, vgg16-classifier, mnist-convnet, conv1d-net")]
+    UnknownModel(String),
+    #[error("layer {layer}: input {input:?} does not fit: {reason}")]
+    Shape {
+        layer: String,
+        input: Vec<usize>,
+        reason: String,
+    },
+    #[error("no layer named {name:?} in model {model}; layers: {layers}")]
+    NoSuchLayer {
+        name: String,
+        model: String,
+        layers: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("input batch has shape {found:?}, model {model} expects (N, {expected})")]
+    Input {
+        model: String,
+        expected: String,
+        found: Vec<usize>,
+    },
+    #[error(transparent)]
+    Op(#[from] crate::ops::OpError),
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
+}
