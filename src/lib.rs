@@ -6,6 +6,7 @@
 //! - [`ops`]: one module per op family, each owning its kernels' pipelines, forward and backward.
 //! - [`data`]: datasets, augmentation and the streaming batch loader.
 //! - [`model`]: model specs, the zoo, and the executor (forward, backward, training step).
+//! - [`train`]: the training loop, callbacks and checkpoints.
 //! - [`bench`]: the shader-throughput bench suite.
 
 pub mod bench;
@@ -14,6 +15,7 @@ pub mod gpu;
 pub mod model;
 pub mod ops;
 pub mod tensor;
+pub mod train;
 
 pub use gpu::{AdapterRequest, Gpu, GpuError};
 pub use ops::OpError;

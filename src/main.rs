@@ -84,6 +84,9 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         test: usize,
     },
+    /// Train a zoo model on a dataset folder (train/ and validation/ class folders, optional
+    /// test/) or an MNIST folder; writes a run folder with history and checkpoints.
+    Train(TrainArgs),
     /// Print a zoo model's Keras-style summary: layers, output shapes, parameters.
     Summary {
         /// small-convnet, small-convnet-dropout, convnet-180, vgg16-base, vgg16-classifier,
@@ -126,6 +129,171 @@ enum Command {
         #[arg(long, default_value_t = 150)]
         image_size: usize,
     },
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    #[arg(long)]
+    model: String,
+    /// Folder with train/ and validation/ (and test/) class folders, or MNIST IDX files.
+    #[arg(long)]
+    data: PathBuf,
+    /// The book's augmentation on the training images (rotation 40, shifts/shear/zoom 0.2, flip).
+    #[arg(long)]
+    augment: bool,
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    #[arg(long, default_value_t = 20)]
+    batch: usize,
+    /// rmsprop, adam or sgd (Keras defaults otherwise).
+    #[arg(long, default_value = "rmsprop")]
+    optimizer: String,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f32,
+    /// Image side (default: the model's).
+    #[arg(long)]
+    image_size: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Run folder (default runs/<model>-<seed>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Metric for the best checkpoint and the callbacks: val_loss, val_accuracy, loss, accuracy.
+    #[arg(long, default_value = "val_loss")]
+    monitor: String,
+    /// Stop after this many epochs without improvement.
+    #[arg(long)]
+    early_stopping: Option<usize>,
+    /// With --early-stopping: put back the best epoch's weights at the end.
+    #[arg(long)]
+    restore_best: bool,
+    /// Reduce the learning rate after this many epochs without improvement.
+    #[arg(long)]
+    reduce_lr_patience: Option<usize>,
+    #[arg(long, default_value_t = 0.1)]
+    reduce_lr_factor: f32,
+    #[arg(long, default_value_t = 0.0)]
+    min_lr: f32,
+    /// Fail on an unreadable image instead of skipping it.
+    #[arg(long)]
+    strict: bool,
+    /// Loader threads (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+}
+
+fn run_train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use cnn_wgpu::data::{mnist, LoaderConfig};
+    use cnn_wgpu::model::{zoo, Model};
+    use cnn_wgpu::ops::optim::Optimizer;
+    use cnn_wgpu::train::{self, EarlyStopping, FitConfig, Monitor, ReduceLrOnPlateau};
+    use std::sync::Arc;
+
+    let monitor = Monitor::new(&a.monitor)?;
+    let optimizer = match a.optimizer.as_str() {
+        "rmsprop" => Optimizer::rmsprop(a.lr),
+        "adam" => Optimizer::adam(a.lr),
+        "sgd" => Optimizer::sgd(a.lr),
+        o => return Err(format!("--optimizer {o:?}: expected rmsprop, adam or sgd").into()),
+    };
+    let spec = zoo::by_name(&a.model, a.image_size, None)?;
+    let (h, w, c) = match spec.input.as_slice() {
+        &[h, w, c] => (h, w, c),
+        _ => {
+            return Err(format!(
+                "{} takes sequences; train it from a CSV (not yet supported)",
+                a.model
+            )
+            .into())
+        }
+    };
+    let augment = a.augment.then(Augment::book);
+    let mut train_cfg = LoaderConfig::training(a.batch, a.seed, Preprocessing::Rescale, augment);
+    train_cfg.strict = a.strict;
+    train_cfg.workers = a.workers;
+    let mut eval_cfg = LoaderConfig::evaluation(a.batch, Preprocessing::Rescale);
+    eval_cfg.strict = a.strict;
+    eval_cfg.workers = a.workers;
+    type Ds = Arc<dyn Dataset>;
+    let (train_ds, val_ds, test_ds): (Ds, Ds, Option<Ds>) = if a.data.join("train").is_dir() {
+        let open = |split: &str| -> Result<Ds, Box<dyn std::error::Error>> {
+            let ds = DirectoryDataset::open(&a.data.join(split), (h, w), 2)?;
+            Ok(Arc::new(if c == 1 { ds.grayscale() } else { ds }))
+        };
+        let test = if a.data.join("test").is_dir() {
+            Some(open("test")?)
+        } else {
+            None
+        };
+        (open("train")?, open("validation")?, test)
+    } else if a.data.join("t10k-images-idx3-ubyte.gz").is_file()
+        || a.data.join("t10k-images-idx3-ubyte").is_file()
+    {
+        let (tr, va) = mnist::train_validation(&a.data)?;
+        (Arc::new(tr), Arc::new(va), None)
+    } else {
+        return Err(format!(
+            "{}: expected train/ and validation/ class folders, or MNIST IDX files",
+            a.data.display()
+        )
+        .into());
+    };
+    let (dh, dw, dc) = train_ds.sample_shape();
+    if (dh, dw, dc) != (h, w, c) {
+        return Err(format!(
+            "the data is {dh}x{dw}x{dc}, model {} takes {h}x{w}x{c}",
+            a.model
+        )
+        .into());
+    }
+    let train = Loader::new(train_ds, train_cfg)?;
+    let val = Loader::new(val_ds, eval_cfg.clone())?;
+    let out = a
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", a.model, a.seed)));
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let gpu = select::open(request)?;
+    let mut model = Model::new(&gpu, spec, a.seed)?;
+    let config = serde_json::json!({
+        "model": model.spec, "data": a.data, "augment": augment, "epochs": a.epochs, "batch": a.batch,
+        "optimizer": optimizer, "seed": a.seed, "monitor": a.monitor, "early_stopping": a.early_stopping,
+        "restore_best": a.restore_best, "reduce_lr_patience": a.reduce_lr_patience, "reduce_lr_factor": a.reduce_lr_factor,
+        "min_lr": a.min_lr, "adapter": gpu.adapter_name(),
+    });
+    std::fs::write(
+        out.join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
+    let mut cfg = FitConfig::new(a.epochs, optimizer, a.seed);
+    cfg.monitor = monitor;
+    cfg.out = Some(out.clone());
+    cfg.early_stopping = a
+        .early_stopping
+        .map(|p| EarlyStopping::new(p, a.restore_best));
+    cfg.reduce_lr = a
+        .reduce_lr_patience
+        .map(|p| ReduceLrOnPlateau::new(a.reduce_lr_factor, p, a.min_lr));
+    let history = train::fit(&gpu, &mut model, &train, Some(&val), &cfg)?;
+    let mut metrics = serde_json::json!({"epochs_run": history.len()});
+    if let Some(test_ds) = test_ds {
+        let test = Loader::new(test_ds, eval_cfg)?;
+        let (loss, acc) = train::evaluate(&gpu, &model, &test)?;
+        println!("test loss {loss:.4} accuracy {acc:.4}");
+        metrics["test_loss"] = loss.into();
+        metrics["test_accuracy"] = acc.into();
+    }
+    let skipped = train.skipped();
+    metrics["skipped_files"] = skipped.len().into();
+    std::fs::write(
+        out.join("metrics.json"),
+        serde_json::to_string_pretty(&metrics)?,
+    )?;
+    println!(
+        "run folder {}: config.json, history.json, history.csv, last.safetensors, best.safetensors, metrics.json; {} unreadable file(s) skipped",
+        out.display(),
+        skipped.len()
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -171,8 +339,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                  cnn-wgpu prepare          split the Kaggle cats-vs-dogs folder the book's way\n  \
                  cnn-wgpu summary          a zoo model's Keras-style summary\n  \
                  cnn-wgpu check-data       decode a dataset once; classes, counts, unreadable files\n  \
-                 cnn-wgpu augment-preview  the book's 3x3 augmentation figure\n\n\
-                 Coming with the next milestones: `train`, `extract`, `finetune`, `evaluate`, `predict`;\n\
+                 cnn-wgpu augment-preview  the book's 3x3 augmentation figure\n  \
+                 cnn-wgpu train            train a zoo model; run folder with history and checkpoints\n\n\
+                 Coming with the next milestones: `extract`, `finetune`, `evaluate`, `predict`;\n\
                  then `cargo run --release` will run the VGG16 transfer-learning workflow end to end.\n\
                  Run `cnn-wgpu --help` for options.",
                 env!("CARGO_PKG_VERSION")
@@ -237,6 +406,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             );
             Ok(())
         }
+        Some(Command::Train(args)) => run_train(&request, args),
         Some(Command::Summary {
             model,
             image_size,

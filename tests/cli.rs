@@ -312,3 +312,84 @@ fn summary_prints_keras_totals() {
         !run.status.success() && String::from_utf8_lossy(&run.stderr).contains("small-convnet")
     );
 }
+
+#[test]
+fn train_writes_a_run_folder_and_evaluates_on_test() {
+    if !has_adapter() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for split in ["train", "validation", "test"] {
+        for (class, v) in [("cats", 30u8), ("dogs", 220u8)] {
+            let dir = tmp.path().join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..4 {
+                image::RgbImage::from_fn(50, 50, |x, _| {
+                    image::Rgb([v, (x * 5) as u8, (i * 40) as u8])
+                })
+                .save(dir.join(format!("{i}.png")))
+                .unwrap();
+            }
+        }
+    }
+    std::fs::write(tmp.path().join("train/cats/broken.jpg"), b"").unwrap();
+    let out = tmp.path().join("run");
+    let run = cli()
+        .args([
+            "train",
+            "--model",
+            "small-convnet",
+            "--image-size",
+            "48",
+            "--epochs",
+            "2",
+            "--batch",
+            "4",
+            "--augment",
+            "--seed",
+            "5",
+            "--data",
+        ])
+        .arg(tmp.path())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for f in [
+        "config.json",
+        "history.json",
+        "history.csv",
+        "last.safetensors",
+        "best.safetensors",
+        "metrics.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert!(
+        metrics["test_accuracy"].as_f64().is_some() && metrics["skipped_files"] == 1,
+        "{metrics}"
+    );
+    let history = std::fs::read_to_string(out.join("history.csv")).unwrap();
+    assert_eq!(history.lines().count(), 3, "{history}");
+
+    let run = cli()
+        .args([
+            "train",
+            "--model",
+            "small-convnet",
+            "--monitor",
+            "f1",
+            "--data",
+        ])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("f1"));
+}

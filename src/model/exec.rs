@@ -198,6 +198,40 @@ impl Model {
         out
     }
 
+    /// Optimizer slot tensors as (`optimizer.{param}.slot{k}`, tensor), and the step count.
+    pub fn optimizer_tensors(&self) -> (Vec<(String, &Tensor)>, u64) {
+        let mut out = Vec::new();
+        let mut step = 0;
+        for (i, st) in self.states.iter().enumerate() {
+            let Some(st) = st else { continue };
+            let names = self.spec.param_shapes(i).unwrap_or_default();
+            for ((name, _), s) in names.iter().zip(st) {
+                step = step.max(s.step);
+                for (k, t) in s.slots.iter().enumerate() {
+                    out.push((format!("optimizer.{name}.slot{k}"), t));
+                }
+            }
+        }
+        (out, step)
+    }
+
+    /// Copies of every parameter, for putting back later with [`Model::restore`].
+    pub fn snapshot(&self, gpu: &Gpu) -> Result<Vec<Vec<Tensor>>, ModelError> {
+        self.params
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .map(|t| t.duplicate(gpu).map_err(ModelError::from))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Puts back a [`Model::snapshot`].
+    pub fn restore(&mut self, snapshot: Vec<Vec<Tensor>>) {
+        self.params = snapshot;
+    }
+
     /// Replaces parameter `name`'s values (shape-checked).
     pub fn set_param(&mut self, gpu: &Gpu, name: &str, data: &[f32]) -> Result<(), ModelError> {
         for (i, p) in self.params.iter().enumerate() {

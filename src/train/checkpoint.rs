@@ -1,0 +1,128 @@
+//! Checkpoints: a model's parameters (and optimizer slots) in safetensors, with the model spec
+//! and training state in the metadata. Written to a temporary file and renamed, so a crash or a
+//! full disk never leaves a broken checkpoint, and the previous good one survives a failed write.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+
+use super::TrainError;
+use crate::gpu::Gpu;
+use crate::model::{Model, ModelSpec};
+
+/// Writes `model` to `path` atomically. `meta` is added to the metadata (epoch, optimizer...).
+pub fn save(
+    gpu: &Gpu,
+    model: &Model,
+    path: &Path,
+    meta: &[(&str, String)],
+) -> Result<(), TrainError> {
+    let mut named: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    for (name, t, _) in model.params() {
+        named.push((name, t.dims().to_vec(), t.to_vec(gpu)?));
+    }
+    let (slots, step) = model.optimizer_tensors();
+    for (name, t) in slots {
+        named.push((name, t.dims().to_vec(), t.to_vec(gpu)?));
+    }
+    let views: Vec<(String, TensorView<'_>)> = named
+        .iter()
+        .map(|(n, shape, data)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
+                    .expect("f32 view"),
+            )
+        })
+        .collect();
+    let mut info: HashMap<String, String> = meta
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    info.insert("format".into(), "cnn-wgpu".into());
+    info.insert(
+        "model".into(),
+        serde_json::to_string(&model.spec).expect("spec serialises"),
+    );
+    info.insert("optimizer_step".into(), step.to_string());
+    let bytes = safetensors::serialize(views, Some(info)).map_err(|e| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let tmp = path.with_extension("safetensors.tmp");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// Reads the model spec stored in a checkpoint's metadata.
+pub fn read_spec(path: &Path) -> Result<ModelSpec, TrainError> {
+    let bytes = std::fs::read(path).map_err(|source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |reason: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("not a readable safetensors file: {e}")))?;
+    let spec = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("model"))
+        .ok_or_else(|| bad("no model spec in the metadata; not a cnn-wgpu checkpoint".into()))?;
+    serde_json::from_str(spec).map_err(|e| bad(format!("model spec: {e}")))
+}
+
+/// Loads the parameters of `path` into `model`: every parameter must be there, as f32 with the
+/// model's shape; anything else is an error naming the tensor, the expected and the found shape.
+pub fn load_params(gpu: &Gpu, model: &mut Model, path: &Path) -> Result<(), TrainError> {
+    let bytes = std::fs::read(path).map_err(|source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |reason: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("not a readable safetensors file (truncated?): {e}")))?;
+    let wanted: Vec<(String, Vec<usize>)> = model
+        .params()
+        .into_iter()
+        .map(|(n, t, _)| (n, t.dims().to_vec()))
+        .collect();
+    for (name, shape) in wanted {
+        let t = st
+            .tensor(&name)
+            .map_err(|_| bad(format!("missing tensor {name} (expected shape {shape:?})")))?;
+        if t.dtype() != Dtype::F32 {
+            return Err(bad(format!(
+                "tensor {name} is {:?}, expected F32",
+                t.dtype()
+            )));
+        }
+        if t.shape() != shape.as_slice() {
+            return Err(bad(format!(
+                "tensor {name} has shape {:?}, expected {shape:?}",
+                t.shape()
+            )));
+        }
+        let data: Vec<f32> = bytemuck::pod_collect_to_vec(t.data());
+        model.set_param(gpu, &name, &data)?;
+    }
+    Ok(())
+}

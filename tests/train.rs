@@ -1,0 +1,228 @@
+//! The training loop: a run folder with history and checkpoints, checkpoint round trips and
+//! rejection of bad files, the non-finite loss guard, and early stopping.
+
+mod common;
+
+use std::sync::Arc;
+
+use cnn_wgpu::data::dataset::MemoryDataset;
+use cnn_wgpu::data::{Image, LabelKind, Loader, LoaderConfig, Preprocessing};
+use cnn_wgpu::model::spec::{conv, dense, Activation, LayerKind, Sequential};
+use cnn_wgpu::model::{Model, ModelSpec};
+use cnn_wgpu::ops::conv::Padding;
+use cnn_wgpu::ops::optim::Optimizer;
+use cnn_wgpu::train::{self, checkpoint, EarlyStopping, FitConfig, TrainError};
+use common::*;
+
+/// Bright square top-left (class 1) vs bottom-right (class 0) on noise, 10x10 gray.
+fn squares(n: usize, seed: u64) -> MemoryDataset {
+    let noise = rand_vec(n * 100, seed);
+    let images = (0..n)
+        .map(|i| {
+            let class = i % 2;
+            let data = (0..100)
+                .map(|k| {
+                    let (r, c) = (k / 10, k % 10);
+                    let inside = if class == 1 {
+                        r < 5 && c < 5
+                    } else {
+                        r >= 5 && c >= 5
+                    };
+                    let v = if inside { 200.0 } else { 40.0 } + 30.0 * noise[i * 100 + k];
+                    v.clamp(0.0, 255.0) as u8
+                })
+                .collect();
+            Image {
+                h: 10,
+                w: 10,
+                c: 1,
+                data,
+            }
+        })
+        .collect();
+    MemoryDataset {
+        images,
+        classes: (0..n).map(|i| i % 2).collect(),
+        class_names: vec!["br".into(), "tl".into()],
+        labels: LabelKind::Binary,
+        name: format!("squares{seed}"),
+    }
+}
+
+fn net() -> ModelSpec {
+    Sequential::new("squares-net", &[10, 10, 1])
+        .push(conv(4, 3, Padding::Same, Activation::Relu))
+        .push(LayerKind::MaxPool2d { pool: 2 })
+        .push(LayerKind::Flatten)
+        .push(dense(8, Activation::Relu))
+        .push(dense(1, Activation::Sigmoid))
+        .build()
+}
+
+fn loaders(seed: u64) -> (Loader, Loader) {
+    let train = Loader::new(
+        Arc::new(squares(96, 1)),
+        LoaderConfig::training(16, seed, Preprocessing::Rescale, None),
+    )
+    .unwrap();
+    let val = Loader::new(
+        Arc::new(squares(32, 2)),
+        LoaderConfig::evaluation(16, Preprocessing::Rescale),
+    )
+    .unwrap();
+    (train, val)
+}
+
+#[test]
+fn fit_writes_history_and_checkpoints_that_load_back() {
+    let gpu = gpu_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, val) = loaders(7);
+    let mut model = Model::new(gpu, net(), 3).unwrap();
+    let mut cfg = FitConfig::new(6, Optimizer::rmsprop(3e-3), 11);
+    cfg.out = Some(tmp.path().to_path_buf());
+    cfg.progress = false;
+    let history = train::fit(gpu, &mut model, &train, Some(&val), &cfg).unwrap();
+    assert_eq!(history.len(), 6);
+    let last = history.last().unwrap();
+    assert!(last.val_accuracy.unwrap() >= 0.9, "{history:?}");
+    assert!(history[0].loss > last.loss, "training loss falls");
+
+    let csv = std::fs::read_to_string(tmp.path().join("history.csv")).unwrap();
+    assert!(csv.starts_with("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n"));
+    assert_eq!(csv.lines().count(), 7);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("history.json")).unwrap())
+            .unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 6);
+
+    // last.safetensors holds this model exactly, with its spec and optimizer state.
+    let path = tmp.path().join("last.safetensors");
+    assert_eq!(checkpoint::read_spec(&path).unwrap(), net());
+    let mut copy = Model::new(gpu, net(), 99).unwrap();
+    checkpoint::load_params(gpu, &mut copy, &path).unwrap();
+    for ((n, a, _), (_, b, _)) in model.params().iter().zip(copy.params().iter()) {
+        assert_eq!(read(gpu, a), read(gpu, b), "{n} round-trips");
+    }
+    let st_bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&st_bytes).unwrap();
+    assert!(st
+        .names()
+        .iter()
+        .any(|n| n.starts_with("optimizer.conv2d.kernel.slot0")));
+    assert!(tmp.path().join("best.safetensors").is_file());
+    let (vl, va) = train::evaluate(gpu, &copy, &val).unwrap();
+    assert!(
+        (va - last.val_accuracy.unwrap()).abs() < 1e-9
+            && (vl - last.val_loss.unwrap()).abs() < 1e-6
+    );
+}
+
+#[test]
+fn bad_checkpoints_are_rejected_naming_the_tensor() {
+    let gpu = gpu_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let model = Model::new(gpu, net(), 3).unwrap();
+    let path = tmp.path().join("m.safetensors");
+    checkpoint::save(gpu, &model, &path, &[]).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+
+    // Truncated.
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let mut m = Model::new(gpu, net(), 3).unwrap();
+    let err = checkpoint::load_params(gpu, &mut m, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("m.safetensors") && err.contains("truncated"),
+        "{err}"
+    );
+
+    // Another model: dense is (196, 8) there, (100, 8)-ish here.
+    let other = Sequential::new("other", &[10, 10, 1])
+        .push(conv(4, 3, Padding::Valid, Activation::Relu))
+        .push(LayerKind::Flatten)
+        .push(dense(8, Activation::Relu))
+        .push(dense(1, Activation::Sigmoid))
+        .build();
+    let om = Model::new(gpu, other, 1).unwrap();
+    checkpoint::save(gpu, &om, &path, &[]).unwrap();
+    let err = checkpoint::load_params(gpu, &mut m, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("dense.kernel") && err.contains("[256, 8]") && err.contains("[100, 8]"),
+        "{err}"
+    );
+
+    // Missing tensor.
+    let small = Sequential::new("small", &[10, 10, 1])
+        .push(LayerKind::Flatten)
+        .push(dense(1, Activation::Sigmoid))
+        .build();
+    checkpoint::save(gpu, &Model::new(gpu, small, 1).unwrap(), &path, &[]).unwrap();
+    let err = checkpoint::load_params(gpu, &mut m, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing tensor conv2d.kernel"), "{err}");
+
+    // A failed write keeps the earlier good checkpoint.
+    checkpoint::save(gpu, &model, &path, &[]).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let blocked = tmp.path().join("dir.safetensors");
+    std::fs::create_dir_all(&blocked).unwrap();
+    assert!(
+        checkpoint::save(gpu, &model, &blocked, &[]).is_err(),
+        "renaming over a folder fails"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), good);
+}
+
+#[test]
+fn non_finite_loss_stops_with_the_epoch_and_step() {
+    let gpu = gpu_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, val) = loaders(1);
+    let mut model = Model::new(gpu, net(), 3).unwrap();
+    let mut cfg = FitConfig::new(3, Optimizer::rmsprop(1e-3), 1);
+    cfg.out = Some(tmp.path().to_path_buf());
+    cfg.progress = false;
+    train::fit(gpu, &mut model, &train, Some(&val), &cfg).unwrap();
+    let good = std::fs::read(tmp.path().join("last.safetensors")).unwrap();
+    // Poison the output bias (a NaN before a ReLU could be clamped away): every logit is NaN.
+    let (name, t, _) = model.params().into_iter().last().unwrap();
+    let mut w = read(gpu, t);
+    w[0] = f32::NAN;
+    model.set_param(gpu, &name, &w).unwrap();
+    let err = train::fit(gpu, &mut model, &train, Some(&val), &cfg).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TrainError::NonFinite {
+                epoch: 1,
+                step: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("lower learning rate"), "{err}");
+    assert_eq!(
+        std::fs::read(tmp.path().join("last.safetensors")).unwrap(),
+        good,
+        "the last good checkpoint is kept"
+    );
+}
+
+#[test]
+fn early_stopping_ends_the_run_and_restores_the_best_weights() {
+    let gpu = gpu_or_skip!();
+    let (train, val) = loaders(3);
+    let mut model = Model::new(gpu, net(), 3).unwrap();
+    // lr 0 never improves val_loss after the first epoch: stop after 1 + patience epochs.
+    let mut cfg = FitConfig::new(10, Optimizer::sgd(0.0), 1);
+    cfg.early_stopping = Some(EarlyStopping::new(2, true));
+    cfg.progress = false;
+    let history = train::fit(gpu, &mut model, &train, Some(&val), &cfg).unwrap();
+    assert_eq!(history.len(), 3);
+}
