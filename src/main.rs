@@ -87,6 +87,26 @@ enum Command {
     /// Train a zoo model on a dataset folder (train/ and validation/ class folders, optional
     /// test/) or an MNIST folder; writes a run folder with history and checkpoints.
     Train(TrainArgs),
+    /// Loss and accuracy of a checkpoint on a dataset folder (class sub-folders, or a folder
+    /// with test/); printed and written as JSON.
+    Evaluate {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Where the JSON goes (default: evaluation.json beside the checkpoint).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Each image's probability and class under a checkpoint.
+    Predict {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
     /// Print a zoo model's Keras-style summary: layers, output shapes, parameters.
     Summary {
         /// small-convnet, small-convnet-dropout, convnet-180, vgg16-base, vgg16-classifier,
@@ -180,6 +200,15 @@ struct TrainArgs {
     /// Loader threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Continue the run in --out from its last.safetensors (after Ctrl-C or a crash).
+    #[arg(long)]
+    resume: bool,
+    /// Print per-layer GPU time (timestamp queries) and peak GPU memory over a few steps.
+    #[arg(long)]
+    profile: bool,
+    /// Stop after this many steps as Ctrl-C would (saved, resumable): time-boxed runs.
+    #[arg(long)]
+    stop_after_steps: Option<usize>,
 }
 
 fn run_train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -254,6 +283,13 @@ fn run_train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let gpu = select::open(request)?;
     let mut model = Model::new(&gpu, spec, a.seed)?;
+    eprintln!(
+        "{}: {} trainable weight tensors; training on {} ({:?})",
+        model.spec.name,
+        model.trainable_weight_count(),
+        gpu.adapter_name(),
+        gpu.info().backend
+    );
     let config = serde_json::json!({
         "model": model.spec, "data": a.data, "augment": augment, "epochs": a.epochs, "batch": a.batch,
         "optimizer": optimizer, "seed": a.seed, "monitor": a.monitor, "early_stopping": a.early_stopping,
@@ -265,6 +301,27 @@ fn run_train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
         serde_json::to_string_pretty(&config)?,
     )?;
     let mut cfg = FitConfig::new(a.epochs, optimizer, a.seed);
+    cfg.resume = a.resume;
+    cfg.profile = a.profile;
+    cfg.stop_after_steps = a.stop_after_steps;
+    let flag = cfg.interrupt.clone();
+    // First Ctrl-C: finish the step, save, explain how to resume. A second one exits at once.
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step (Ctrl-C again to quit at once)");
+    });
+    cfg.meta = vec![
+        (
+            "preprocessing".into(),
+            serde_json::to_string(&Preprocessing::Rescale)?,
+        ),
+        (
+            "class_names".into(),
+            serde_json::to_string(train.dataset().class_names())?,
+        ),
+    ];
     cfg.monitor = monitor;
     cfg.out = Some(out.clone());
     cfg.early_stopping = a
@@ -294,6 +351,25 @@ fn run_train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
         skipped.len()
     );
     Ok(())
+}
+
+/// A checkpoint's model with its weights, and the preprocessing and class names it was trained with.
+fn load_checkpoint(
+    gpu: &cnn_wgpu::Gpu,
+    path: &std::path::Path,
+) -> Result<(cnn_wgpu::model::Model, Preprocessing, Vec<String>), Box<dyn std::error::Error>> {
+    let ck = cnn_wgpu::train::checkpoint::Checkpoint::read(path)?;
+    let mut model = cnn_wgpu::model::Model::new(gpu, ck.spec()?, 0)?;
+    ck.load_params(gpu, &mut model)?;
+    let pre = match ck.meta.get("preprocessing") {
+        Some(p) => serde_json::from_str(p)?,
+        None => Preprocessing::Rescale,
+    };
+    let classes = match ck.meta.get("class_names") {
+        Some(c) => serde_json::from_str(c)?,
+        None => Vec::new(),
+    };
+    Ok((model, pre, classes))
 }
 
 fn main() -> ExitCode {
@@ -340,8 +416,10 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                  cnn-wgpu summary          a zoo model's Keras-style summary\n  \
                  cnn-wgpu check-data       decode a dataset once; classes, counts, unreadable files\n  \
                  cnn-wgpu augment-preview  the book's 3x3 augmentation figure\n  \
-                 cnn-wgpu train            train a zoo model; run folder with history and checkpoints\n\n\
-                 Coming with the next milestones: `extract`, `finetune`, `evaluate`, `predict`;\n\
+                 cnn-wgpu train            train a zoo model; run folder with history and checkpoints\n  \
+                 cnn-wgpu evaluate         a checkpoint's loss and accuracy on a dataset\n  \
+                 cnn-wgpu predict          each image's probability and class\n\n\
+                 Coming with the next milestones: `extract` and `finetune`;\n\
                  then `cargo run --release` will run the VGG16 transfer-learning workflow end to end.\n\
                  Run `cnn-wgpu --help` for options.",
                 env!("CARGO_PKG_VERSION")
@@ -407,6 +485,72 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Some(Command::Train(args)) => run_train(&request, args),
+        Some(Command::Evaluate {
+            checkpoint,
+            data,
+            batch,
+            out,
+        }) => {
+            let gpu = select::open(&request)?;
+            let (model, pre, _) = load_checkpoint(&gpu, &checkpoint)?;
+            let dir = if data.join("test").is_dir() {
+                data.join("test")
+            } else {
+                data
+            };
+            let (h, w, c) = match model.spec.input.as_slice() {
+                &[h, w, c] => (h, w, c),
+                _ => return Err("evaluate takes image models".into()),
+            };
+            let ds = DirectoryDataset::open(&dir, (h, w), 2)?;
+            let ds = if c == 1 { ds.grayscale() } else { ds };
+            let n = ds.len();
+            let loader = Loader::new(
+                std::sync::Arc::new(ds),
+                LoaderConfig::evaluation(batch, pre),
+            )?;
+            let (loss, acc) = cnn_wgpu::train::evaluate(&gpu, &model, &loader)?;
+            println!(
+                "{}: loss {loss:.4} accuracy {acc:.4} on {n} images",
+                dir.display()
+            );
+            let out = out.unwrap_or_else(|| checkpoint.with_file_name("evaluation.json"));
+            let json = serde_json::json!({"checkpoint": checkpoint, "data": dir, "images": n, "loss": loss, "accuracy": acc, "skipped_files": loader.skipped()});
+            std::fs::write(&out, serde_json::to_string_pretty(&json)?)
+                .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            Ok(())
+        }
+        Some(Command::Predict { checkpoint, images }) => {
+            let gpu = select::open(&request)?;
+            let (model, pre, classes) = load_checkpoint(&gpu, &checkpoint)?;
+            let (h, w, c) = match model.spec.input.as_slice() {
+                &[h, w, c] => (h, w, c),
+                _ => return Err("predict takes image models".into()),
+            };
+            for path in &images {
+                let img = cnn_wgpu::data::image_io::load(path, (h, w), c)?;
+                let mut px = img.to_f32();
+                pre.apply(&mut px, c);
+                let x = cnn_wgpu::Tensor::from_slice(&gpu, [1, h, w, c], &px)?;
+                let p = model.predict(&gpu, &x)?.to_vec(&gpu)?;
+                let name = |k: usize| classes.get(k).cloned().unwrap_or_else(|| k.to_string());
+                if p.len() == 1 {
+                    println!(
+                        "{}: p = {:.4} -> {}",
+                        path.display(),
+                        p[0],
+                        name(usize::from(p[0] > 0.5))
+                    );
+                } else {
+                    let k = p
+                        .iter()
+                        .enumerate()
+                        .fold(0, |b, (i, v)| if *v > p[b] { i } else { b });
+                    println!("{}: {} (p = {:.4})", path.display(), name(k), p[k]);
+                }
+            }
+            Ok(())
+        }
         Some(Command::Summary {
             model,
             image_size,

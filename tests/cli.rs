@@ -379,6 +379,51 @@ fn train_writes_a_run_folder_and_evaluates_on_test() {
     let history = std::fs::read_to_string(out.join("history.csv")).unwrap();
     assert_eq!(history.lines().count(), 3, "{history}");
 
+    // Time-boxed and resumed: stopped after one step (as Ctrl-C would), then continued.
+    let resumable = tmp.path().join("resumable");
+    let args = |extra: &[&str]| {
+        let mut c = cli();
+        c.args([
+            "train",
+            "--model",
+            "small-convnet",
+            "--image-size",
+            "48",
+            "--epochs",
+            "2",
+            "--batch",
+            "4",
+            "--seed",
+            "5",
+            "--data",
+        ])
+        .arg(tmp.path())
+        .arg("--out")
+        .arg(&resumable)
+        .args(extra);
+        c.output().unwrap()
+    };
+    let run = args(&["--stop-after-steps", "1"]);
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("interrupted after epoch 1 step 1") && err.contains("--resume"),
+        "{err}"
+    );
+    let run = args(&["--resume"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(resumable.join("history.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+
     let run = cli()
         .args([
             "train",

@@ -212,3 +212,33 @@ fn conv2d_input_over_the_binding_limit() {
         }
     }
 }
+
+#[test]
+fn profiler_times_dispatches_by_scope() {
+    let Some(gpu) = common::fresh_gpu() else {
+        return;
+    };
+    if !gpu.can_profile() {
+        eprintln!("skipped: {} has no timestamp queries", gpu.adapter_name());
+        return;
+    }
+    assert!(gpu.begin_profile());
+    let x = upload(&gpu, &[2, 16, 16, 8], &rand_vec(4096, 1));
+    let w = upload(&gpu, &[3, 3, 8, 8], &rand_vec(576, 2));
+    let b = upload(&gpu, &[8], &[0.0; 8]);
+    gpu.set_scope("first");
+    let y =
+        conv::conv2d_forward(&gpu, &x, &w, &b, &Conv2dSpec::new(1, Padding::Same, true)).unwrap();
+    gpu.set_scope("second");
+    pool::max_pool2d(&gpu, &y, pool::PoolSpec::square(2)).unwrap();
+    pool::max_pool2d(&gpu, &y, pool::PoolSpec::square(2)).unwrap();
+    let p = gpu.end_profile().unwrap();
+    let names: Vec<&str> = p.scopes.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(names, ["first", "second"]);
+    assert_eq!(
+        (p.scopes[0].2, p.scopes[1].2),
+        (1, 2),
+        "dispatch counts per scope"
+    );
+    assert!(p.scopes.iter().all(|s| s.1 > 0.0), "{p:?}");
+}

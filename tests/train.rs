@@ -111,6 +111,11 @@ fn fit_writes_history_and_checkpoints_that_load_back() {
         .iter()
         .any(|n| n.starts_with("optimizer.conv2d.kernel.slot0")));
     assert!(tmp.path().join("best.safetensors").is_file());
+    let curves = image::open(tmp.path().join("curves.png")).unwrap();
+    assert_eq!((curves.width(), curves.height()), (1200, 480));
+    if let Some(keep) = std::env::var_os("CNN_WGPU_KEEP_CURVES") {
+        std::fs::copy(tmp.path().join("curves.png"), keep).unwrap();
+    }
     let (vl, va) = train::evaluate(gpu, &copy, &val).unwrap();
     assert!(
         (va - last.val_accuracy.unwrap()).abs() < 1e-9
@@ -225,4 +230,123 @@ fn early_stopping_ends_the_run_and_restores_the_best_weights() {
     cfg.progress = false;
     let history = train::fit(gpu, &mut model, &train, Some(&val), &cfg).unwrap();
     assert_eq!(history.len(), 3);
+}
+
+/// Interrupt mid-epoch (as Ctrl-C does), resume from last.safetensors, and get exactly the
+/// history of the uninterrupted run with the same seed (Adam, so the step count matters too;
+/// dropout and augmentation draw from seeds that depend only on epoch and step).
+#[test]
+fn resume_gives_the_uninterrupted_history() {
+    let gpu = gpu_or_skip!();
+    let spec = Sequential::new("resume-net", &[10, 10, 1])
+        .push(conv(4, 3, Padding::Same, Activation::Relu))
+        .push(LayerKind::MaxPool2d { pool: 2 })
+        .push(LayerKind::Flatten)
+        .push(LayerKind::Dropout { rate: 0.3 })
+        .push(dense(8, Activation::Relu))
+        .push(dense(1, Activation::Sigmoid))
+        .build();
+    let train_loader = || {
+        let cfg = LoaderConfig::training(
+            16,
+            21,
+            Preprocessing::Rescale,
+            Some(cnn_wgpu::data::Augment::book()),
+        );
+        Loader::new(Arc::new(squares(96, 1)), cfg).unwrap()
+    };
+    let val = Loader::new(
+        Arc::new(squares(32, 2)),
+        LoaderConfig::evaluation(16, Preprocessing::Rescale),
+    )
+    .unwrap();
+    let config = |dir: &std::path::Path| {
+        let mut c = FitConfig::new(3, Optimizer::adam(2e-3), 8);
+        c.out = Some(dir.to_path_buf());
+        c.progress = false;
+        c.early_stopping = Some(EarlyStopping::new(5, false));
+        c
+    };
+    let strip = |h: Vec<train::EpochRecord>| {
+        h.into_iter()
+            .map(|r| {
+                (
+                    r.epoch,
+                    r.loss,
+                    r.accuracy,
+                    r.val_loss,
+                    r.val_accuracy,
+                    r.lr,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+
+    let whole = tempfile::tempdir().unwrap();
+    let mut model = Model::new(gpu, spec.clone(), 4).unwrap();
+    let straight = strip(
+        train::fit(
+            gpu,
+            &mut model,
+            &train_loader(),
+            Some(&val),
+            &config(whole.path()),
+        )
+        .unwrap(),
+    );
+
+    let cut = tempfile::tempdir().unwrap();
+    let mut first = Model::new(gpu, spec.clone(), 4).unwrap();
+    let mut c = config(cut.path());
+    c.stop_after_steps = Some(8); // 6 steps per epoch: stops in epoch 2 after its 2nd step
+    let err = train::fit(gpu, &mut first, &train_loader(), Some(&val), &c).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TrainError::Interrupted {
+                epoch: 2,
+                step: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--resume"), "{err}");
+
+    // A fresh process: a new model with other initial weights, resumed from the run folder.
+    let mut resumed = Model::new(gpu, spec, 99).unwrap();
+    let mut c = config(cut.path());
+    c.resume = true;
+    let history = strip(train::fit(gpu, &mut resumed, &train_loader(), Some(&val), &c).unwrap());
+    assert_eq!(
+        history, straight,
+        "resumed history equals the uninterrupted one"
+    );
+    for ((n, a, _), (_, b, _)) in model.params().iter().zip(resumed.params().iter()) {
+        assert_eq!(read(gpu, a), read(gpu, b), "{n} ends the same");
+    }
+}
+
+#[test]
+fn checkpoint_with_a_wrong_dtype_is_rejected() {
+    let gpu = gpu_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("half.safetensors");
+    let data = vec![0u8; 2 * 36];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![3, 3, 1, 4], &data)
+            .unwrap();
+    std::fs::write(
+        &path,
+        safetensors::serialize([("conv2d.kernel", view)], None).unwrap(),
+    )
+    .unwrap();
+    let mut m = Model::new(gpu, net(), 1).unwrap();
+    let err = checkpoint::load_params(gpu, &mut m, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conv2d.kernel") && err.contains("F16") && err.contains("F32"),
+        "{err}"
+    );
 }

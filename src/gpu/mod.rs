@@ -92,6 +92,24 @@ pub struct Gpu {
 struct Pending {
     encoder: Option<wgpu::CommandEncoder>,
     dispatches: u64,
+    /// What the next dispatches belong to (a layer name), for the profiler.
+    scope: String,
+    profiler: Option<Profiler>,
+}
+
+/// Timestamp queries around every dispatch while profiling, labelled by scope.
+struct Profiler {
+    sets: Vec<wgpu::QuerySet>,
+    labels: Vec<String>,
+}
+
+const QUERIES_PER_SET: u32 = wgpu::QUERY_SET_MAX_QUERIES;
+
+/// GPU time spent per scope while profiling.
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    /// (scope, total nanoseconds, dispatches), in first-seen order.
+    pub scopes: Vec<(String, f64, usize)>,
 }
 
 impl Gpu {
@@ -173,6 +191,69 @@ impl Gpu {
         self.pending.lock().expect("pending lock").dispatches
     }
 
+    /// Names the work recorded from now on (a layer, "loss", "optimizer") for [`Gpu::end_profile`].
+    pub fn set_scope(&self, scope: &str) {
+        let mut pending = self.pending.lock().expect("pending lock");
+        if pending.profiler.is_some() {
+            pending.scope.clear();
+            pending.scope.push_str(scope);
+        }
+    }
+
+    /// True when the adapter can time dispatches (timestamp queries).
+    pub fn can_profile(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// Starts timing every dispatch; false when the adapter has no timestamp queries.
+    pub fn begin_profile(&self) -> bool {
+        if !self.can_profile() {
+            return false;
+        }
+        let mut pending = self.pending.lock().expect("pending lock");
+        pending.profiler = Some(Profiler {
+            sets: Vec::new(),
+            labels: Vec::new(),
+        });
+        true
+    }
+
+    /// Stops timing and returns the GPU time per scope (waits for the recorded work).
+    pub fn end_profile(&self) -> Result<Profile, GpuError> {
+        let Some(prof) = self.pending.lock().expect("pending lock").profiler.take() else {
+            return Ok(Profile::default());
+        };
+        let period = f64::from(self.queue.get_timestamp_period());
+        let mut ticks: Vec<u64> = Vec::with_capacity(prof.labels.len() * 2);
+        let queries = prof.labels.len() as u32 * 2;
+        for (k, set) in prof.sets.iter().enumerate() {
+            let used = (queries - k as u32 * QUERIES_PER_SET).min(QUERIES_PER_SET);
+            let size = u64::from(used) * 8;
+            let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps"),
+                size,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            self.record(|enc| enc.resolve_query_set(set, 0..used, &resolve, 0));
+            ticks.extend(bytemuck::pod_collect_to_vec::<u8, u64>(
+                &self.read_bytes(&resolve, 0, size)?,
+            ));
+        }
+        let mut profile = Profile::default();
+        for (i, label) in prof.labels.iter().enumerate() {
+            let ns = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period;
+            match profile.scopes.iter_mut().find(|(s, _, _)| s == label) {
+                Some(e) => {
+                    e.1 += ns;
+                    e.2 += 1;
+                }
+                None => profile.scopes.push((label.clone(), ns, 1)),
+            }
+        }
+        Ok(profile)
+    }
+
     /// Records `f` into the pending command encoder.
     pub fn record<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
         let mut pending = self.pending.lock().expect("pending lock");
@@ -236,15 +317,45 @@ impl Gpu {
         });
         let mut pending = self.pending.lock().expect("pending lock");
         pending.dispatches += 1;
-        let encoder = pending.encoder.get_or_insert_with(|| {
+        let Pending {
+            encoder,
+            scope,
+            profiler,
+            ..
+        } = &mut *pending;
+        let encoder = encoder.get_or_insert_with(|| {
             self.device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                     label: Some("step"),
                 })
         });
+        let timestamps = profiler.as_mut().map(|prof| {
+            let index = prof.labels.len() as u32 * 2;
+            if index.is_multiple_of(QUERIES_PER_SET) {
+                prof.sets
+                    .push(self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                        label: Some("profile"),
+                        ty: wgpu::QueryType::Timestamp,
+                        count: QUERIES_PER_SET,
+                    }));
+            }
+            prof.labels.push(if scope.is_empty() {
+                kernel.entry.to_string()
+            } else {
+                scope.clone()
+            });
+            (
+                prof.sets.last().expect("query set"),
+                index % QUERIES_PER_SET,
+            )
+        });
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(kernel.entry),
-            timestamp_writes: None,
+            timestamp_writes: timestamps.map(|(set, local)| wgpu::ComputePassTimestampWrites {
+                query_set: set,
+                beginning_of_pass_write_index: Some(local),
+                end_of_pass_write_index: Some(local + 1),
+            }),
         });
         pass.set_pipeline(&pipe.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
@@ -290,6 +401,27 @@ impl Gpu {
                 reason: e.to_string(),
             })?;
         Ok(())
+    }
+
+    /// Reads the first f32 of each buffer with one copy batch and one wait: how a training step
+    /// fetches its loss and accuracy scalars.
+    pub fn read_scalars(&self, buffers: &[&wgpu::Buffer]) -> Result<Vec<f32>, GpuError> {
+        if buffers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let gather = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("scalars"),
+            size: 4 * buffers.len() as u64,
+            usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.record(|enc| {
+            for (i, b) in buffers.iter().enumerate() {
+                enc.copy_buffer_to_buffer(b, 0, &gather, 4 * i as u64, 4);
+            }
+        });
+        let bytes = self.read_bytes(&gather, 0, 4 * buffers.len() as u64)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
     /// Copies `size` bytes at `offset` of `buffer` back to the host, after all pending work.

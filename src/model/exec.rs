@@ -57,10 +57,15 @@ pub struct StepOutput {
 impl StepOutput {
     /// (mean loss, accuracy): reads the two scalars back.
     pub fn read(&self, gpu: &Gpu) -> Result<(f32, f32), ModelError> {
-        let l = self.loss_sum.to_vec(gpu)?[0];
-        let c = self.correct.to_vec(gpu)?[0];
+        let (l, c) = self.read_sums(gpu)?;
         let n = self.batch.max(1) as f32;
         Ok((l / n, c / n))
+    }
+
+    /// (loss sum, correct count) with one readback.
+    pub fn read_sums(&self, gpu: &Gpu) -> Result<(f32, f32), ModelError> {
+        let v = gpu.read_scalars(&[self.loss_sum.buffer(), self.correct.buffer()])?;
+        Ok((v[0], v[1]))
     }
 }
 
@@ -227,6 +232,38 @@ impl Model {
             .collect()
     }
 
+    /// Restores optimizer state saved by [`Model::optimizer_tensors`]: `slot(name)` returns the
+    /// values of a slot tensor if the checkpoint has it. Layers whose slots are all present get
+    /// state at step `step`; the others start fresh at their first update.
+    pub fn load_optimizer_state(
+        &mut self,
+        gpu: &Gpu,
+        opt: &Optimizer,
+        step: u64,
+        slot: impl Fn(&str) -> Option<Vec<f32>>,
+    ) -> Result<(), ModelError> {
+        'layers: for i in 0..self.params.len() {
+            if !self.trainable[i] || self.params[i].is_empty() {
+                continue;
+            }
+            let names = self.spec.param_shapes(i)?;
+            let mut states = Vec::new();
+            for ((name, _), p) in names.iter().zip(&self.params[i]) {
+                let mut st = OptimizerState::new(gpu, opt, p)?;
+                for (k, t) in st.slots.iter().enumerate() {
+                    match slot(&format!("optimizer.{name}.slot{k}")) {
+                        Some(v) if v.len() == t.numel() => t.write(gpu, &v),
+                        _ => continue 'layers,
+                    }
+                }
+                st.step = step;
+                states.push(st);
+            }
+            self.states[i] = Some(states);
+        }
+        Ok(())
+    }
+
     /// Puts back a [`Model::snapshot`].
     pub fn restore(&mut self, snapshot: Vec<Vec<Tensor>>) {
         self.params = snapshot;
@@ -286,6 +323,7 @@ impl Model {
         let mut cur = x.clone();
         let mut saved = Vec::with_capacity(self.spec.layers.len());
         for (i, layer) in self.spec.layers.iter().enumerate() {
+            gpu.set_scope(&layer.name);
             let input = cur.clone();
             // The output layer's sigmoid/softmax is left to the loss (logits), or applied by predict.
             let fused = i != last;
@@ -395,6 +433,7 @@ impl Model {
             })?;
             let need_dx = i > first;
             let kind = &self.spec.layers[i].kind;
+            gpu.set_scope(&format!("{} (backward)", self.spec.layers[i].name));
             if i != last && kind.activation() == Activation::Relu {
                 g = activation::relu_backward(gpu, &g, &s.output)?;
             }
@@ -485,10 +524,12 @@ impl Model {
         let kind = self.spec.loss()?;
         let fwd = self.forward(gpu, x, Some(seed))?;
         let logits = fwd.logits.clone();
+        gpu.set_scope("loss and accuracy");
         let out = loss::loss_and_grad(gpu, kind, &logits, y, Clip::None)?;
         let loss_sum = reduce::sum_all(gpu, &out.per_sample)?;
         let correct = loss::correct_count(gpu, kind, &logits, y)?;
         let grads = self.backward(gpu, fwd, out.grad)?;
+        gpu.set_scope("optimizer");
         for (i, g) in grads.into_iter().enumerate() {
             let Some(g) = g else { continue };
             if !self.trainable[i] {

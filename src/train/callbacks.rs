@@ -50,9 +50,9 @@ pub struct EarlyStopping {
     pub patience: usize,
     /// Put back the weights of the best epoch when stopping (or at the end).
     pub restore_best: bool,
-    #[serde(skip)]
+    #[serde(default)]
     best: Option<f64>,
-    #[serde(skip)]
+    #[serde(default)]
     wait: usize,
 }
 
@@ -86,9 +86,9 @@ pub struct ReduceLrOnPlateau {
     pub factor: f32,
     pub patience: usize,
     pub min_lr: f32,
-    #[serde(skip)]
+    #[serde(default)]
     best: Option<f64>,
-    #[serde(skip)]
+    #[serde(default)]
     wait: usize,
 }
 

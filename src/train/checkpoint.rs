@@ -67,62 +67,113 @@ pub fn save(
     })
 }
 
-/// Reads the model spec stored in a checkpoint's metadata.
-pub fn read_spec(path: &Path) -> Result<ModelSpec, TrainError> {
-    let bytes = std::fs::read(path).map_err(|source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let bad = |reason: String| TrainError::Checkpoint {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| bad(format!("not a readable safetensors file: {e}")))?;
-    let spec = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("model"))
-        .ok_or_else(|| bad("no model spec in the metadata; not a cnn-wgpu checkpoint".into()))?;
-    serde_json::from_str(spec).map_err(|e| bad(format!("model spec: {e}")))
+/// A checkpoint read into memory: f32 tensors by name, and the metadata.
+pub struct Checkpoint {
+    pub path: std::path::PathBuf,
+    pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    pub meta: HashMap<String, String>,
 }
 
-/// Loads the parameters of `path` into `model`: every parameter must be there, as f32 with the
-/// model's shape; anything else is an error naming the tensor, the expected and the found shape.
-pub fn load_params(gpu: &Gpu, model: &mut Model, path: &Path) -> Result<(), TrainError> {
-    let bytes = std::fs::read(path).map_err(|source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let bad = |reason: String| TrainError::Checkpoint {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| bad(format!("not a readable safetensors file (truncated?): {e}")))?;
-    let wanted: Vec<(String, Vec<usize>)> = model
-        .params()
-        .into_iter()
-        .map(|(n, t, _)| (n, t.dims().to_vec()))
-        .collect();
-    for (name, shape) in wanted {
-        let t = st
-            .tensor(&name)
-            .map_err(|_| bad(format!("missing tensor {name} (expected shape {shape:?})")))?;
-        if t.dtype() != Dtype::F32 {
-            return Err(bad(format!(
-                "tensor {name} is {:?}, expected F32",
-                t.dtype()
-            )));
+impl Checkpoint {
+    /// Reads and checks a checkpoint file: readable safetensors, f32 tensors only.
+    pub fn read(path: &Path) -> Result<Self, TrainError> {
+        let bytes = std::fs::read(path).map_err(|source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let bad = |reason: String| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("not a readable safetensors file (truncated?): {e}")))?;
+        let (_, header) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let mut tensors = HashMap::new();
+        for (name, t) in st.tensors() {
+            if t.dtype() != Dtype::F32 {
+                return Err(bad(format!(
+                    "tensor {name} is {:?}, expected F32",
+                    t.dtype()
+                )));
+            }
+            tensors.insert(
+                name,
+                (t.shape().to_vec(), bytemuck::pod_collect_to_vec(t.data())),
+            );
         }
-        if t.shape() != shape.as_slice() {
-            return Err(bad(format!(
-                "tensor {name} has shape {:?}, expected {shape:?}",
-                t.shape()
-            )));
-        }
-        let data: Vec<f32> = bytemuck::pod_collect_to_vec(t.data());
-        model.set_param(gpu, &name, &data)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tensors,
+            meta,
+        })
     }
-    Ok(())
+
+    /// The model spec stored in the metadata.
+    pub fn spec(&self) -> Result<ModelSpec, TrainError> {
+        let bad = |reason: String| TrainError::Checkpoint {
+            path: self.path.clone(),
+            reason,
+        };
+        let spec = self.meta.get("model").ok_or_else(|| {
+            bad("no model spec in the metadata; not a cnn-wgpu checkpoint".into())
+        })?;
+        serde_json::from_str(spec).map_err(|e| bad(format!("model spec: {e}")))
+    }
+
+    /// Copies every parameter of `model` from the checkpoint: each must be there with the
+    /// model's shape, else an error names the tensor with the expected and the found shape.
+    pub fn load_params(&self, gpu: &Gpu, model: &mut Model) -> Result<(), TrainError> {
+        let wanted: Vec<(String, Vec<usize>)> = model
+            .params()
+            .into_iter()
+            .map(|(n, t, _)| (n, t.dims().to_vec()))
+            .collect();
+        for (name, shape) in wanted {
+            let (found, data) = self
+                .tensors
+                .get(&name)
+                .ok_or_else(|| TrainError::Checkpoint {
+                    path: self.path.clone(),
+                    reason: format!("missing tensor {name} (expected shape {shape:?})"),
+                })?;
+            if *found != shape {
+                return Err(TrainError::Checkpoint {
+                    path: self.path.clone(),
+                    reason: format!("tensor {name} has shape {found:?}, expected {shape:?}"),
+                });
+            }
+            model.set_param(gpu, &name, data)?;
+        }
+        Ok(())
+    }
+
+    /// Restores the optimizer slots saved with the parameters.
+    pub fn load_optimizer(
+        &self,
+        gpu: &Gpu,
+        model: &mut Model,
+        opt: &crate::ops::optim::Optimizer,
+    ) -> Result<(), TrainError> {
+        let step = self
+            .meta
+            .get("optimizer_step")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        model.load_optimizer_state(gpu, opt, step, |name| {
+            self.tensors.get(name).map(|(_, d)| d.clone())
+        })?;
+        Ok(())
+    }
+}
+
+/// Reads the model spec stored in a checkpoint's metadata.
+pub fn read_spec(path: &Path) -> Result<ModelSpec, TrainError> {
+    Checkpoint::read(path)?.spec()
+}
+
+/// Loads the parameters of `path` into `model` (see [`Checkpoint::load_params`]).
+pub fn load_params(gpu: &Gpu, model: &mut Model, path: &Path) -> Result<(), TrainError> {
+    Checkpoint::read(path)?.load_params(gpu, model)
 }

@@ -3,11 +3,14 @@
 
 pub mod callbacks;
 pub mod checkpoint;
+pub mod plot;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use callbacks::{EarlyStopping, Monitor, ReduceLrOnPlateau};
@@ -25,6 +28,12 @@ pub enum TrainError {
         epoch: usize,
         step: usize,
         loss: f32,
+    },
+    #[error("interrupted after epoch {epoch} step {step}; {dir}/last.safetensors holds the state: run the same command with --resume to continue")]
+    Interrupted {
+        epoch: usize,
+        step: usize,
+        dir: String,
     },
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
@@ -45,7 +54,7 @@ pub enum TrainError {
 }
 
 /// One row of the history, as Keras' `History` plus the learning rate and wall time.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EpochRecord {
     pub epoch: usize,
     pub loss: f64,
@@ -81,6 +90,61 @@ pub struct FitConfig {
     pub out: Option<PathBuf>,
     /// Show a progress bar (indicatif hides it when stderr is not a terminal).
     pub progress: bool,
+    /// Continue the run in `out` from its last.safetensors.
+    pub resume: bool,
+    /// Set (by a Ctrl-C handler) to stop after the current step, saving last.safetensors.
+    pub interrupt: Arc<AtomicBool>,
+    /// Stop as an interrupt would once this many steps ran in this call (time-boxed runs).
+    pub stop_after_steps: Option<usize>,
+    /// Extra metadata stored in every checkpoint (preprocessing, class names, ...).
+    pub meta: Vec<(String, String)>,
+    /// Time steps 2-6 of the first epoch per layer (timestamp queries) and print the table.
+    pub profile: bool,
+}
+
+/// Steps of the first epoch the profiler times (the first builds pipelines, so it is skipped).
+const PROFILE_STEPS: std::ops::Range<usize> = 1..6;
+
+/// Per-layer GPU time per step, and the allocator's peak, as a table.
+pub fn profile_table(profile: &crate::gpu::Profile, steps: usize, peak_bytes: u64) -> String {
+    let total: f64 = profile.scopes.iter().map(|s| s.1).sum();
+    let mut out = format!(
+        "{:<32} {:>12} {:>8} {:>11}\n",
+        "scope", "ms / step", "share", "dispatches"
+    );
+    for (scope, ns, n) in &profile.scopes {
+        out += &format!(
+            "{scope:<32} {:>12.3} {:>7.1}% {:>11}\n",
+            ns / 1e6 / steps as f64,
+            100.0 * ns / total.max(1.0),
+            n / steps.max(1)
+        );
+    }
+    out += &format!(
+        "{:<32} {:>12.3}\npeak GPU memory (engine allocator): {:.1} MiB\n",
+        "total",
+        total / 1e6 / steps.max(1) as f64,
+        peak_bytes as f64 / (1024.0 * 1024.0)
+    );
+    out
+}
+
+/// Where a run stands, stored in last.safetensors so `--resume` continues exactly.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Progress {
+    /// Epochs finished.
+    epochs_done: usize,
+    /// Steps finished in the epoch after them (0 at an epoch boundary).
+    step: usize,
+    loss_sum: f64,
+    correct: f64,
+    seen: usize,
+    seconds: f64,
+    best: Option<f64>,
+    early: Option<EarlyStopping>,
+    reduce: Option<ReduceLrOnPlateau>,
+    optimizer: Optimizer,
+    finished: bool,
 }
 
 impl FitConfig {
@@ -94,6 +158,11 @@ impl FitConfig {
             reduce_lr: None,
             out: None,
             progress: true,
+            resume: false,
+            interrupt: Arc::new(AtomicBool::new(false)),
+            stop_after_steps: None,
+            meta: Vec::new(),
+            profile: false,
         }
     }
 }
@@ -104,9 +173,9 @@ pub fn evaluate(gpu: &Gpu, model: &Model, loader: &Loader) -> Result<(f64, f64),
     for batch in loader.epoch(0) {
         let batch = batch?;
         let (x, y) = batch.upload(gpu)?;
-        let out = model.evaluate_batch(gpu, &x, &y)?;
-        loss += f64::from(out.loss_sum.to_vec(gpu)?[0]);
-        correct += f64::from(out.correct.to_vec(gpu)?[0]);
+        let (l, c) = model.evaluate_batch(gpu, &x, &y)?.read_sums(gpu)?;
+        loss += f64::from(l);
+        correct += f64::from(c);
         n += batch.len();
     }
     let n = n.max(1) as f64;
@@ -147,9 +216,35 @@ fn write_history(dir: &Path, history: &[EpochRecord]) -> Result<(), TrainError> 
     write_atomic(&dir.join("history.csv"), csv.as_bytes())
 }
 
+fn save_last(
+    gpu: &Gpu,
+    model: &Model,
+    dir: &Path,
+    cfg: &FitConfig,
+    progress: &Progress,
+) -> Result<(), TrainError> {
+    let mut meta: Vec<(&str, String)> = cfg
+        .meta
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    meta.push(("epoch", progress.epochs_done.to_string()));
+    meta.push((
+        "optimizer",
+        serde_json::to_string(&progress.optimizer).expect("optimizer serialises"),
+    ));
+    meta.push((
+        "progress",
+        serde_json::to_string(progress).expect("progress serialises"),
+    ));
+    checkpoint::save(gpu, model, &dir.join("last.safetensors"), &meta)
+}
+
 /// Trains `model` on `train` for `cfg.epochs` epochs, validating on `val` after each, applying
 /// the callbacks, and (with `cfg.out`) writing history.json / history.csv every epoch and
-/// last.safetensors / best.safetensors (by `cfg.monitor`). Returns the history.
+/// last.safetensors / best.safetensors (by `cfg.monitor`). With `cfg.resume` it continues the run
+/// in `cfg.out` where last.safetensors left it, so the finished history equals an uninterrupted
+/// run's. Returns the whole history.
 pub fn fit(
     gpu: &Gpu,
     model: &mut Model,
@@ -157,12 +252,9 @@ pub fn fit(
     val: Option<&Loader>,
     cfg: &FitConfig,
 ) -> Result<Vec<EpochRecord>, TrainError> {
-    let mut opt = cfg.optimizer;
-    let mut early = cfg.early_stopping.clone();
-    let mut reduce = cfg.reduce_lr.clone();
     if val.is_none()
         && cfg.monitor.metric.starts_with("val_")
-        && (early.is_some() || reduce.is_some() || cfg.out.is_some())
+        && (cfg.early_stopping.is_some() || cfg.reduce_lr.is_some() || cfg.out.is_some())
     {
         return Err(TrainError::Invalid(format!(
             "monitoring {} needs validation data",
@@ -175,11 +267,74 @@ pub fn fit(
             source,
         })?;
     }
-    let mut history = Vec::new();
-    let mut best: Option<f64> = None;
+    let mut p = Progress {
+        epochs_done: 0,
+        step: 0,
+        loss_sum: 0.0,
+        correct: 0.0,
+        seen: 0,
+        seconds: 0.0,
+        best: None,
+        early: cfg.early_stopping.clone(),
+        reduce: cfg.reduce_lr.clone(),
+        optimizer: cfg.optimizer,
+        finished: false,
+    };
+    let mut history: Vec<EpochRecord> = Vec::new();
     let mut best_weights = None;
+    if cfg.resume {
+        let dir = cfg
+            .out
+            .as_ref()
+            .ok_or_else(|| TrainError::Invalid("--resume needs the run folder (--out)".into()))?;
+        let ck = checkpoint::Checkpoint::read(&dir.join("last.safetensors"))?;
+        ck.load_params(gpu, model)?;
+        p = serde_json::from_str(ck.meta.get("progress").ok_or_else(|| {
+            TrainError::Checkpoint {
+                path: ck.path.clone(),
+                reason: "no training progress in the metadata; not a run's last.safetensors".into(),
+            }
+        })?)
+        .map_err(|e| TrainError::Checkpoint {
+            path: ck.path.clone(),
+            reason: format!("progress: {e}"),
+        })?;
+        ck.load_optimizer(gpu, model, &p.optimizer)?;
+        if p.epochs_done > 0 {
+            let path = dir.join("history.json");
+            let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            history = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+                path,
+                reason: e.to_string(),
+            })?;
+            history.truncate(p.epochs_done);
+        }
+        if p.early.as_ref().is_some_and(|e| e.restore_best)
+            && dir.join("best.safetensors").is_file()
+        {
+            let mut best = Model::new(gpu, model.spec.clone(), 0)?;
+            checkpoint::load_params(gpu, &mut best, &dir.join("best.safetensors"))?;
+            best_weights = Some(best.snapshot(gpu)?);
+        }
+        eprintln!(
+            "resuming after epoch {} step {} from {}",
+            p.epochs_done,
+            p.step,
+            ck.path.display()
+        );
+        if p.finished {
+            return Ok(history);
+        }
+    }
     let steps = train.batches_per_epoch();
-    for epoch in 1..=cfg.epochs {
+    let mut steps_run = 0usize;
+    let mut profiling = false;
+    let mut profiled = 0usize;
+    gpu.reset_peak();
+    for epoch in p.epochs_done + 1..=cfg.epochs {
         let start = Instant::now();
         let bar = if cfg.progress {
             indicatif::ProgressBar::new(steps as u64)
@@ -194,19 +349,47 @@ pub fn fit(
             .progress_chars("=> "),
         );
         bar.set_prefix(format!("{epoch}/{}", cfg.epochs));
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0.0f64, 0usize);
+        bar.set_position(p.step as u64);
         for (step, batch) in train.epoch(epoch as u64 - 1).enumerate() {
+            // Steps trained before an interruption: same batches, already in the weights.
+            if step < p.step {
+                continue;
+            }
             let batch = batch?;
+            if cfg.profile && steps_run == PROFILE_STEPS.start && !profiling {
+                gpu.sync()?;
+                profiling = gpu.begin_profile();
+                if !profiling {
+                    eprintln!(
+                        "--profile: {} has no timestamp queries; only the memory peak is reported",
+                        gpu.adapter_name()
+                    );
+                }
+            }
             let (x, y) = batch.upload(gpu)?;
             let out = model.train_step(
                 gpu,
-                &opt,
+                &p.optimizer,
                 &x,
                 &y,
                 mix(cfg.seed, (epoch * 1_000_003 + step) as u64),
             )?;
-            // The only readback of a step: the two scalars the progress bar shows.
-            let (l, c) = (out.loss_sum.to_vec(gpu)?[0], out.correct.to_vec(gpu)?[0]);
+            if profiling {
+                profiled += 1;
+                if steps_run + 1 == PROFILE_STEPS.end || step + 1 == steps {
+                    profiling = false;
+                    let prof = gpu.end_profile()?;
+                    bar.suspend(|| {
+                        eprint!(
+                            "GPU time per step over {profiled} steps on {}:\n{}",
+                            gpu.adapter_name(),
+                            profile_table(&prof, profiled, gpu.pool_stats().peak)
+                        )
+                    });
+                }
+            }
+            // The only readback of a step: the two scalars the progress bar shows, in one copy.
+            let (l, c) = out.read_sums(gpu)?;
             if !l.is_finite() {
                 bar.abandon();
                 return Err(TrainError::NonFinite {
@@ -215,15 +398,33 @@ pub fn fit(
                     loss: l / batch.len() as f32,
                 });
             }
-            loss_sum += f64::from(l);
-            correct += f64::from(c);
-            seen += batch.len();
+            p.loss_sum += f64::from(l);
+            p.correct += f64::from(c);
+            p.seen += batch.len();
             bar.set_message(format!(
                 "loss {:.4} acc {:.4}",
-                loss_sum / seen as f64,
-                correct / seen as f64
+                p.loss_sum / p.seen as f64,
+                p.correct / p.seen as f64
             ));
             bar.inc(1);
+            steps_run += 1;
+            let interrupted = cfg.interrupt.load(Ordering::Relaxed)
+                || cfg.stop_after_steps.is_some_and(|n| steps_run >= n);
+            if interrupted && step + 1 < steps {
+                bar.abandon();
+                let mut at = p.clone();
+                at.step = step + 1;
+                at.seconds += start.elapsed().as_secs_f64();
+                let dir = cfg.out.as_ref().ok_or_else(|| {
+                    TrainError::Invalid("interrupted without a run folder: nothing saved".into())
+                })?;
+                save_last(gpu, model, dir, cfg, &at)?;
+                return Err(TrainError::Interrupted {
+                    epoch,
+                    step: step + 1,
+                    dir: dir.display().to_string(),
+                });
+            }
         }
         bar.finish_and_clear();
         let (val_loss, val_acc) = match val {
@@ -235,12 +436,12 @@ pub fn fit(
         };
         let record = EpochRecord {
             epoch,
-            loss: loss_sum / seen.max(1) as f64,
-            accuracy: correct / seen.max(1) as f64,
+            loss: p.loss_sum / p.seen.max(1) as f64,
+            accuracy: p.correct / p.seen.max(1) as f64,
             val_loss,
             val_accuracy: val_acc,
-            lr: opt.lr(),
-            seconds: start.elapsed().as_secs_f64(),
+            lr: p.optimizer.lr(),
+            seconds: p.seconds + start.elapsed().as_secs_f64(),
         };
         tracing::info!(?record, "epoch done");
         eprintln!(
@@ -255,43 +456,62 @@ pub fn fit(
             record.seconds
         );
         let value = record.metric(&cfg.monitor.metric).unwrap_or(f64::NAN);
-        let improved = cfg.monitor.improved(value, best, 0.0);
+        let improved = cfg.monitor.improved(value, p.best, 0.0);
         if improved {
-            best = Some(value);
+            p.best = Some(value);
         }
         history.push(record);
         let meta = [
             ("epoch", epoch.to_string()),
             (
                 "optimizer",
-                serde_json::to_string(&opt).expect("optimizer serialises"),
+                serde_json::to_string(&p.optimizer).expect("optimizer serialises"),
             ),
         ];
-        if let Some(dir) = &cfg.out {
-            write_history(dir, &history)?;
-            checkpoint::save(gpu, model, &dir.join("last.safetensors"), &meta)?;
-            if improved {
-                checkpoint::save(gpu, model, &dir.join("best.safetensors"), &meta)?;
-            }
-        }
-        if improved && early.as_ref().is_some_and(|e| e.restore_best) {
+        if improved && p.early.as_ref().is_some_and(|e| e.restore_best) {
             best_weights = Some(model.snapshot(gpu)?);
         }
-        if let Some(r) = reduce.as_mut() {
-            if let Some(lr) = r.update(&cfg.monitor, value, opt.lr()) {
+        if let Some(r) = p.reduce.as_mut() {
+            if let Some(lr) = r.update(&cfg.monitor, value, p.optimizer.lr()) {
                 tracing::info!(lr, "reducing the learning rate");
                 eprintln!("reducing the learning rate to {lr}");
-                opt.set_lr(lr);
+                p.optimizer.set_lr(lr);
             }
         }
-        if let Some(e) = early.as_mut() {
-            if e.update(&cfg.monitor, value) {
-                eprintln!(
-                    "early stopping after epoch {epoch}: no {} improvement in {} epochs",
-                    cfg.monitor.metric, e.patience
-                );
-                break;
+        let stop = p
+            .early
+            .as_mut()
+            .is_some_and(|e| e.update(&cfg.monitor, value));
+        if stop {
+            let patience = p.early.as_ref().map_or(0, |e| e.patience);
+            eprintln!(
+                "early stopping after epoch {epoch}: no {} improvement in {patience} epochs",
+                cfg.monitor.metric
+            );
+        }
+        p.epochs_done = epoch;
+        p.step = 0;
+        p.loss_sum = 0.0;
+        p.correct = 0.0;
+        p.seen = 0;
+        p.seconds = 0.0;
+        p.finished = stop || epoch == cfg.epochs;
+        if let Some(dir) = &cfg.out {
+            write_history(dir, &history)?;
+            plot::curves(&history, &dir.join("curves.png"))?;
+            if improved {
+                let mut m: Vec<(&str, String)> = cfg
+                    .meta
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.clone()))
+                    .collect();
+                m.extend(meta.iter().map(|(k, v)| (*k, v.clone())));
+                checkpoint::save(gpu, model, &dir.join("best.safetensors"), &m)?;
             }
+            save_last(gpu, model, dir, cfg, &p)?;
+        }
+        if stop {
+            break;
         }
     }
     if let Some(w) = best_weights {
