@@ -200,6 +200,12 @@ struct TrainArgs {
     /// Loader threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// For a CSV file: which column is the label (only `last` is supported).
+    #[arg(long, default_value = "last")]
+    csv_label: String,
+    /// For a CSV file: the last fraction of rows used for validation.
+    #[arg(long, default_value_t = 0.25)]
+    validation_split: f32,
     /// Continue the run in --out from its last.safetensors (after Ctrl-C or a crash).
     #[arg(long)]
     resume: bool,
@@ -225,13 +231,35 @@ fn run_train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
         "sgd" => Optimizer::sgd(a.lr),
         o => return Err(format!("--optimizer {o:?}: expected rmsprop, adam or sgd").into()),
     };
-    let spec = zoo::by_name(&a.model, a.image_size, None)?;
-    let (h, w, c) = match spec.input.as_slice() {
-        &[h, w, c] => (h, w, c),
+    type Ds = Arc<dyn Dataset>;
+    let is_csv = a
+        .data
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let mut csv_parts: Option<(Ds, Ds)> = None;
+    let spec = if is_csv {
+        if a.csv_label != "last" {
+            return Err(format!(
+                "--csv-label {:?}: only `last` (label in the last column) is supported",
+                a.csv_label
+            )
+            .into());
+        }
+        let (tr, va) = cnn_wgpu::data::csv::CsvDataset::read(&a.data)?.split(a.validation_split)?;
+        let len = tr.sequence_len();
+        csv_parts = Some((Arc::new(tr), Arc::new(va)));
+        zoo::by_name(&a.model, None, Some((len, 1)))?
+    } else {
+        zoo::by_name(&a.model, a.image_size, None)?
+    };
+    let (h, w, c) = match (spec.input.as_slice(), is_csv) {
+        (&[h, w, c], false) => (h, w, c),
+        (&[l, c], true) => (1, l, c),
         _ => {
             return Err(format!(
-                "{} takes sequences; train it from a CSV (not yet supported)",
-                a.model
+                "model {} does not take {} input",
+                a.model,
+                if is_csv { "sequence (CSV)" } else { "image" }
             )
             .into())
         }
@@ -243,8 +271,9 @@ fn run_train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
     let mut eval_cfg = LoaderConfig::evaluation(a.batch, Preprocessing::Rescale);
     eval_cfg.strict = a.strict;
     eval_cfg.workers = a.workers;
-    type Ds = Arc<dyn Dataset>;
-    let (train_ds, val_ds, test_ds): (Ds, Ds, Option<Ds>) = if a.data.join("train").is_dir() {
+    let (train_ds, val_ds, test_ds): (Ds, Ds, Option<Ds>) = if let Some((tr, va)) = csv_parts {
+        (tr, va, None)
+    } else if a.data.join("train").is_dir() {
         let open = |split: &str| -> Result<Ds, Box<dyn std::error::Error>> {
             let ds = DirectoryDataset::open(&a.data.join(split), (h, w), 2)?;
             Ok(Arc::new(if c == 1 { ds.grayscale() } else { ds }))
@@ -262,7 +291,7 @@ fn run_train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
         (Arc::new(tr), Arc::new(va), None)
     } else {
         return Err(format!(
-            "{}: expected train/ and validation/ class folders, or MNIST IDX files",
+            "{}: expected train/ and validation/ class folders, MNIST IDX files, or a .csv file",
             a.data.display()
         )
         .into());

@@ -645,3 +645,35 @@ fn batches_upload_as_nhwc_tensors() {
     assert_eq!(x.to_vec(gpu).unwrap(), batch.images);
     assert_eq!(y.to_vec(gpu).unwrap(), vec![0.0, 1.0, 0.0, 1.0]);
 }
+
+#[test]
+fn csv_rows_parse_and_bad_fields_name_line_and_column() {
+    use cnn_wgpu::data::csv::CsvDataset;
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("t.csv");
+    std::fs::write(&p, "a,b,c,label\n0.5,1,2,1\n-1,0,3.5,0\n\n2,2,2,1\n").unwrap();
+    let ds = CsvDataset::read(&p).unwrap();
+    assert_eq!(
+        (ds.len(), ds.sequence_len()),
+        (3, 3),
+        "the header and the blank line are skipped"
+    );
+    assert_eq!(ds.values(1).unwrap(), vec![-1.0, 0.0, 3.5]);
+    assert_eq!((ds.class_of(0), ds.class_of(1)), (1, 0));
+    let (tr, va) = ds.split(0.34).unwrap();
+    assert_eq!((tr.len(), va.len()), (2, 1), "the last rows validate");
+
+    for (text, want) in [
+        ("1,2,1\n1,2\n", "line 2: 2 fields, the rows before have 3"),
+        ("1,2,1\n1,x,0\n", "line 2: column 2: \"x\" is not a number"),
+        ("1,2,1\n1,2,3\n", "line 2: column 3: label 3 must be 0 or 1"),
+        ("1,nan,1\n", "line 1: column 2"),
+    ] {
+        std::fs::write(&p, text).unwrap();
+        let err = CsvDataset::read(&p).err().unwrap().to_string();
+        assert!(
+            err.contains("t.csv") && err.contains(want),
+            "{err} (wanted {want})"
+        );
+    }
+}

@@ -50,6 +50,11 @@ pub trait Dataset: Send + Sync {
     fn class_of(&self, i: usize) -> usize;
     /// The decoded, resized sample `i`.
     fn load(&self, i: usize) -> Result<Image, DataError>;
+    /// Real-valued samples (sequences) bypass the 8-bit image path: the values as they are,
+    /// (H*W*C). None for image datasets.
+    fn values(&self, _i: usize) -> Option<Vec<f32>> {
+        None
+    }
     /// A name for messages (the file path for image folders).
     fn describe(&self, i: usize) -> String;
 }

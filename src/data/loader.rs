@@ -260,6 +260,23 @@ impl Shared {
         let mut samples = Vec::with_capacity(idx.len());
         let mut scratch = vec![0.0f32; h * w * c];
         for &i in idx {
+            if let Some(values) = self.dataset.values(i) {
+                // Real-valued samples: no decoding, no augmentation, no pixel preprocessing.
+                if values.len() != h * w * c {
+                    return Err(DataError::Invalid(format!(
+                        "{} has {} values, expected {}",
+                        self.dataset.describe(i),
+                        values.len(),
+                        h * w * c
+                    )));
+                }
+                images.extend_from_slice(&values);
+                let l0 = labels.len();
+                labels.resize(l0 + lw, 0.0);
+                kind.encode(self.dataset.class_of(i), &mut labels[l0..]);
+                samples.push(i);
+                continue;
+            }
             let img = match self.sample(i) {
                 Ok(img) => img,
                 Err(e)

@@ -7,6 +7,7 @@
 //! caffe / torch) → an NHWC f32 batch ready for one upload.
 
 pub mod augment;
+pub mod csv;
 pub mod dataset;
 pub mod image_io;
 pub mod loader;
@@ -56,6 +57,12 @@ pub enum DataError {
     Conflict(PathBuf),
     #[error("{path} is not a valid MNIST IDX file: {reason}")]
     Idx { path: PathBuf, reason: String },
+    #[error("{path}, line {line}: {reason}")]
+    Csv {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     #[error("invalid data option: {0}")]
     Invalid(String),
     #[error(transparent)]

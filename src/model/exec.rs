@@ -292,6 +292,21 @@ impl Model {
         )))
     }
 
+    /// `x` viewed as (N, input...) when it holds as many values per sample: a loader's (N,1,L,1)
+    /// sequence batch becomes the (N,L,1) a 1-D model takes. Other shapes pass unchanged (and the
+    /// forward pass then reports the mismatch).
+    pub fn as_input(&self, x: Tensor) -> Tensor {
+        let per: usize = self.spec.input.iter().product();
+        let n = x.dims().first().copied().unwrap_or(0);
+        if n * per == x.numel() && x.dims()[1..] != self.spec.input[..] {
+            let mut shape = vec![n];
+            shape.extend_from_slice(&self.spec.input);
+            x.reshape(shape)
+        } else {
+            x
+        }
+    }
+
     /// Runs the layers on `x` (N, input...). With `training = Some(seed)`, dropout is active and
     /// layers from the first trainable one on keep what backward needs; with None nothing is kept.
     pub fn forward(

@@ -173,7 +173,9 @@ pub fn evaluate(gpu: &Gpu, model: &Model, loader: &Loader) -> Result<(f64, f64),
     for batch in loader.epoch(0) {
         let batch = batch?;
         let (x, y) = batch.upload(gpu)?;
-        let (l, c) = model.evaluate_batch(gpu, &x, &y)?.read_sums(gpu)?;
+        let (l, c) = model
+            .evaluate_batch(gpu, &model.as_input(x), &y)?
+            .read_sums(gpu)?;
         loss += f64::from(l);
         correct += f64::from(c);
         n += batch.len();
@@ -367,6 +369,7 @@ pub fn fit(
                 }
             }
             let (x, y) = batch.upload(gpu)?;
+            let x = model.as_input(x);
             let out = model.train_step(
                 gpu,
                 &p.optimizer,
