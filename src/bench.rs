@@ -305,7 +305,7 @@ pub fn run(
             continue;
         };
         let id = format!("network/{name}");
-        if name != "vgg16_base_forward_150" || !selected(opts, &id) {
+        if !NETWORK_WORKLOADS.contains(&name) || !selected(opts, &id) {
             continue;
         }
         any = true;
@@ -316,7 +316,25 @@ pub fn run(
                 .map_or(d, |v| v as usize)
         };
         let (n, h, wd) = (dim("n", 2), dim("h", 150), dim("w", 150));
-        let (ms, flops) = vgg16_base_forward(gpu, n, h, wd, opts.warmup.min(1), opts.runs)?;
+        let (ms, flops) = match name {
+            "vgg16_base_forward_150" => {
+                vgg16_base_forward(gpu, n, h, wd, opts.warmup.min(1), opts.runs)?
+            }
+            "small_convnet_train_step" => train_step(
+                gpu,
+                crate::model::zoo::small_convnet(h, false),
+                None,
+                n,
+                opts,
+            )?,
+            _ => train_step(
+                gpu,
+                crate::model::zoo::vgg16_classifier(h),
+                Some("block5_conv1"),
+                n,
+                opts,
+            )?,
+        };
         push(id, n, ms, flops, gpu.pool_stats().peak);
     }
     // `pipeline` is measured by the CLI beside these sections, so asking only for it is fine.
@@ -424,6 +442,67 @@ pub fn vgg16_base_forward(
                 t = crate::ops::pool::max_pool2d(gpu, &t, crate::ops::pool::PoolSpec::square(2))?.0;
             }
         }
+        Ok(())
+    })?;
+    Ok((ms, flops))
+}
+
+/// The network workloads this engine runs.
+pub const NETWORK_WORKLOADS: [&str; 3] = [
+    "vgg16_base_forward_150",
+    "small_convnet_train_step",
+    "vgg16_block5_finetune_step",
+];
+
+/// Times one training step (forward, loss, backward to the first trainable layer, RMSprop) of
+/// `spec` on a batch of `n` seeded images, trainable from `trainable_from`. FLOPs: the forward
+/// convolutions and dense products, plus 2x that for every layer backward reaches.
+fn train_step(
+    gpu: &Gpu,
+    spec: crate::model::ModelSpec,
+    trainable_from: Option<&str>,
+    n: usize,
+    opts: &BenchOptions,
+) -> Result<(f64, f64), BenchError> {
+    let invalid = |e: crate::model::ModelError| OpError::Invalid {
+        op: "bench",
+        reason: e.to_string(),
+    };
+    let mut model = crate::model::Model::new(gpu, spec, 1).map_err(invalid)?;
+    if let Some(name) = trainable_from {
+        model.trainable_from(name).map_err(invalid)?;
+    }
+    let first = model.first_trainable().unwrap_or(0);
+    let shapes = model.shapes().to_vec();
+    let mut flops = 0.0;
+    for i in 0..model.spec.layers.len() {
+        // Multiply-adds per sample: output positions times the kernel's size.
+        let macs: usize = model
+            .spec
+            .param_shapes(i)
+            .unwrap_or_default()
+            .first()
+            .map_or(0, |(_, k)| {
+                let positions: usize = shapes[i][..shapes[i].len() - 1].iter().product();
+                positions * k.iter().product::<usize>()
+            });
+        let f = 2.0 * (n * macs) as f64;
+        flops += if i >= first { 3.0 * f } else { f };
+    }
+    let dims: Vec<usize> = std::iter::once(n)
+        .chain(model.spec.input.iter().copied())
+        .collect();
+    let x = Tensor::from_slice(gpu, dims.as_slice(), &seeded(dims.iter().product(), 3))?;
+    let y = Tensor::from_slice(
+        gpu,
+        [n, 1],
+        &(0..n).map(|i| (i % 2) as f32).collect::<Vec<_>>(),
+    )?;
+    let opt = crate::ops::optim::Optimizer::rmsprop(1e-5);
+    let mut step = 0u64;
+    let ms = time_median(gpu, opts.warmup.min(1), opts.runs, || {
+        step += 1;
+        model.train_step(gpu, &opt, &x, &y, step).map_err(invalid)?;
         Ok(())
     })?;
     Ok((ms, flops))

@@ -107,6 +107,20 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Write one VGG16 layer's activations (NHWC) for images, preprocessed as the weights expect.
+    Features {
+        #[arg(long)]
+        weights: PathBuf,
+        /// A VGG16 layer name, e.g. block1_conv1, block3_pool, block5_pool.
+        #[arg(long)]
+        layer: String,
+        #[arg(long, required = true, num_args = 1..)]
+        images: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 150)]
+        image_size: usize,
+    },
     /// Print a zoo model's Keras-style summary: layers, output shapes, parameters.
     Summary {
         /// small-convnet, small-convnet-dropout, convnet-180, vgg16-base, vgg16-classifier,
@@ -446,7 +460,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                  cnn-wgpu check-data       decode a dataset once; classes, counts, unreadable files\n  \
                  cnn-wgpu augment-preview  the book's 3x3 augmentation figure\n  \
                  cnn-wgpu train            train a zoo model; run folder with history and checkpoints\n  \
-                 cnn-wgpu evaluate         a checkpoint's loss and accuracy on a dataset\n  \
+                                  cnn-wgpu evaluate         a checkpoint's loss and accuracy on a dataset\n  \
+                 cnn-wgpu features         a VGG16 layer's activations for images, as safetensors\n  \
                  cnn-wgpu predict          each image's probability and class\n\n\
                  Coming with the next milestones: `extract` and `finetune`;\n\
                  then `cargo run --release` will run the VGG16 transfer-learning workflow end to end.\n\
@@ -578,6 +593,55 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     println!("{}: {} (p = {:.4})", path.display(), name(k), p[k]);
                 }
             }
+            Ok(())
+        }
+        Some(Command::Features {
+            weights,
+            layer,
+            images,
+            out,
+            image_size,
+        }) => {
+            let gpu = select::open(&request)?;
+            let mut model =
+                cnn_wgpu::model::Model::new(&gpu, cnn_wgpu::model::zoo::vgg16_base(image_size), 0)?;
+            let loaded = cnn_wgpu::model::weights::load_vgg16(&gpu, &mut model, &weights)?;
+            eprintln!(
+                "{:?} weights, {:?} preprocessing (from the {})",
+                loaded.naming, loaded.preprocessing, loaded.preprocessing_source
+            );
+            let mut px = Vec::new();
+            for path in &images {
+                let mut v =
+                    cnn_wgpu::data::image_io::load(path, (image_size, image_size), 3)?.to_f32();
+                loaded.preprocessing.apply(&mut v, 3);
+                px.extend(v);
+            }
+            let x =
+                cnn_wgpu::Tensor::from_slice(&gpu, [images.len(), image_size, image_size, 3], &px)?;
+            let y = model.features(&gpu, &x, &layer)?;
+            let data = y.to_vec(&gpu)?;
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                y.dims().to_vec(),
+                bytemuck::cast_slice(&data),
+            )?;
+            let files: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
+            let meta = std::collections::HashMap::from([
+                ("layout".to_string(), "NHWC".to_string()),
+                ("files".to_string(), serde_json::to_string(&files)?),
+                (
+                    "preprocessing".to_string(),
+                    format!("{:?}", loaded.preprocessing).to_lowercase(),
+                ),
+                ("weights".to_string(), weights.display().to_string()),
+            ]);
+            std::fs::write(
+                &out,
+                safetensors::serialize([(layer.as_str(), view)], Some(meta))?,
+            )
+            .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            println!("wrote {} {:?} to {}", layer, y.dims(), out.display());
             Ok(())
         }
         Some(Command::Summary {
@@ -718,7 +782,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     .network
                     .iter()
                     .filter_map(|n| n.get("name")?.as_str())
-                    .filter(|n| *n != "vgg16_base_forward_150")
+                    .filter(|n| !bench::NETWORK_WORKLOADS.contains(n))
                     .collect();
                 if !pending.is_empty() {
                     println!(

@@ -524,3 +524,65 @@ fn conv1d_net_learns_a_local_pattern_from_csv() {
         "{err}"
     );
 }
+
+#[test]
+fn features_writes_a_layers_activations() {
+    let shared = cnn_wgpu::bench::shared_dir();
+    let weights = shared.join("weights/vgg16_notop.safetensors");
+    if !weights.is_file() || !has_adapter() {
+        eprintln!(
+            "skipped: no VGG16 weights at {} or no adapter",
+            weights.display()
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("f.safetensors");
+    let img = shared.join("data/cats_and_dogs_small/train/cats/cat.0.jpg");
+    let run = cli()
+        .args([
+            "features",
+            "--layer",
+            "block2_pool",
+            "--image-size",
+            "64",
+            "--weights",
+        ])
+        .arg(&weights)
+        .arg("--images")
+        .arg(&img)
+        .arg(&img)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("block2_pool").unwrap();
+    assert_eq!(t.shape(), [2, 16, 16, 128]);
+    let v: Vec<f32> = bytemuck::pod_collect_to_vec(t.data());
+    assert_eq!(
+        v[..v.len() / 2],
+        v[v.len() / 2..],
+        "the same image twice gives the same features"
+    );
+    assert!(
+        v.iter().all(|x| *x >= 0.0) && v.iter().any(|x| *x > 0.0),
+        "post-ReLU pooled activations"
+    );
+    let run = cli()
+        .args(["features", "--layer", "block9_pool", "--weights"])
+        .arg(&weights)
+        .arg("--images")
+        .arg(&img)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("block9_pool"));
+}

@@ -414,6 +414,42 @@ impl Model {
         Ok(Forward { logits: cur, saved })
     }
 
+    /// The output of layer `name` (after its activation) for `x`, in inference mode: what
+    /// `cnn-wgpu features` writes. Runs only the layers up to `name`.
+    pub fn features(&self, gpu: &Gpu, x: &Tensor, name: &str) -> Result<Tensor, ModelError> {
+        let end = self
+            .spec
+            .layer_index(name)
+            .ok_or_else(|| ModelError::NoSuchLayer {
+                name: name.to_string(),
+                model: self.spec.name.clone(),
+                layers: self
+                    .spec
+                    .layers
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        let mut prefix = self.spec.clone();
+        prefix.layers.truncate(end + 1);
+        // Layers before the end keep their fused activations; the last one gets its own applied.
+        let view = Model {
+            spec: prefix,
+            shapes: self.shapes[..=end].to_vec(),
+            params: self.params[..=end].to_vec(),
+            trainable: self.trainable[..=end].to_vec(),
+            states: (0..=end).map(|_| None).collect(),
+        };
+        let out = view.forward(gpu, x, None)?.logits;
+        Ok(match self.spec.layers[end].kind.activation() {
+            Activation::Relu => activation::relu(gpu, &out)?,
+            Activation::Sigmoid => activation::sigmoid(gpu, &out)?,
+            Activation::Softmax => activation::softmax(gpu, &out)?,
+            Activation::Linear => out,
+        })
+    }
+
     /// Probabilities: the forward pass in inference mode with the output activation applied.
     pub fn predict(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor, ModelError> {
         let f = self.forward(gpu, x, None)?;

@@ -3,6 +3,7 @@
 
 pub mod exec;
 pub mod spec;
+pub mod weights;
 pub mod zoo;
 
 use thiserror::Error;
@@ -29,6 +30,11 @@ pub enum ModelError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("weights file {path}: {reason}")]
+    Weights {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("input batch has shape {found:?}, model {model} expects (N, {expected})")]
     Input {
         model: String,
