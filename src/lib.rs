@@ -7,6 +7,7 @@
 //! - [`data`]: datasets, augmentation and the streaming batch loader.
 //! - [`model`]: model specs, the zoo, and the executor (forward, backward, training step).
 //! - [`train`]: the training loop, callbacks and checkpoints.
+//! - [`transfer`]: the VGG16 transfer-learning workflow (the three stages).
 //! - [`bench`]: the shader-throughput bench suite.
 
 pub mod bench;
@@ -16,6 +17,7 @@ pub mod model;
 pub mod ops;
 pub mod tensor;
 pub mod train;
+pub mod transfer;
 
 pub use gpu::{AdapterRequest, Gpu, GpuError};
 pub use ops::OpError;

@@ -26,8 +26,60 @@ struct Cli {
     /// More logging (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Main job: the dataset (prepared split, or Kaggle's flat cat.N.jpg/dog.N.jpg folder).
+    #[arg(long, default_value = "data/cats_and_dogs_small")]
+    data: PathBuf,
+    /// Main job: VGG16 weights (Keras or torchvision naming, safetensors).
+    #[arg(long, default_value = "weights/vgg16_notop.safetensors")]
+    weights: PathBuf,
+    /// Main job: epochs of stage 2 (frozen base with augmentation).
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    /// Main job: epochs of stage 3 (block5 fine-tuning).
+    #[arg(long, default_value_t = 100)]
+    finetune_epochs: usize,
+    /// Main job: image side.
+    #[arg(long, default_value_t = 150)]
+    image_size: usize,
+    /// Main job: where the stages' run folders go.
+    #[arg(long, default_value = "runs")]
+    runs: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(clap::Args, Clone)]
+struct TransferArgs {
+    /// Prepared split (train/, validation/, test/ class folders) or Kaggle's flat folder.
+    #[arg(long, default_value = "data/cats_and_dogs_small")]
+    data: PathBuf,
+    #[arg(long, default_value = "weights/vgg16_notop.safetensors")]
+    weights: PathBuf,
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    #[arg(long, default_value_t = 20)]
+    batch: usize,
+    #[arg(long, default_value_t = 150)]
+    image_size: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Run folder (default runs/vgg16-<stage>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Stop after this many steps as Ctrl-C would (saved, resumable).
+    #[arg(long)]
+    stop_after_steps: Option<usize>,
+    /// Continue the stage's run folder from its last.safetensors.
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Stage {
+    Frozen,
+    Block5,
 }
 
 fn parse_backend(s: &str) -> Result<BackendChoice, String> {
@@ -120,6 +172,22 @@ enum Command {
         out: PathBuf,
         #[arg(long, default_value_t = 150)]
         image_size: usize,
+    },
+    /// Stage 1: VGG16 block5_pool features of every split (cached), then a dense head on them.
+    Extract(TransferArgs),
+    /// Stage 2 (`--stage frozen`): end to end with the base frozen and augmentation; stage 3
+    /// (`--stage block5`): block5 unfrozen, from stage 2's checkpoint.
+    Finetune {
+        #[command(flatten)]
+        args: TransferArgs,
+        #[arg(long, value_enum)]
+        stage: Stage,
+        /// Stage 3's starting checkpoint (default runs/vgg16-frozen/best.safetensors).
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Train without augmentation.
+        #[arg(long)]
+        no_augment: bool,
     },
     /// Print a zoo model's Keras-style summary: layers, output shapes, parameters.
     Summary {
@@ -415,6 +483,99 @@ fn load_checkpoint(
     Ok((model, pre, classes))
 }
 
+/// Checks the main job's inputs, preparing Kaggle's flat layout when that is what `data` is.
+fn transfer_inputs(
+    data: &std::path::Path,
+    weights: &std::path::Path,
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    if !weights.is_file() {
+        return Err(format!(
+            "no VGG16 weights at {w}.\n  Get them one of these ways:\n  \
+             - copy the project's shared copy: cp ../shared/weights/vgg16_notop.safetensors {w}\n  \
+             - use timm's torchvision VGG16 (vgg16.tv_in1k, model.safetensors from the Hugging Face hub) and pass --weights PATH\n  \
+             (see weights/README.md for sources, licences and checksums)",
+            w = weights.display()
+        )
+        .into());
+    }
+    if !data.exists() {
+        return Err(format!(
+            "no dataset at {d}.\n  Put the book's split there (train/, validation/, test/ with cats/ and dogs/), e.g.\n  \
+             cnn-wgpu prepare --from ~/kaggle/train --to {d}\n  or pass --data ../shared/data/cats_and_dogs_small",
+            d = data.display()
+        )
+        .into());
+    }
+    if prepare::is_flat_layout(data) {
+        let to = data.with_file_name(format!(
+            "{}_small",
+            data.file_name().and_then(|n| n.to_str()).unwrap_or("data")
+        ));
+        eprintln!(
+            "{} is Kaggle's flat layout; preparing the book's split into {}",
+            data.display(),
+            to.display()
+        );
+        let done = prepare::prepare(data, &to, prepare::Split::default())?;
+        eprintln!(
+            "{} images copied, {} already there",
+            done.copied, done.already_there
+        );
+        return Ok(to);
+    }
+    Ok(data.to_path_buf())
+}
+
+fn transfer_config(
+    a: &TransferArgs,
+    stage: &str,
+) -> Result<cnn_wgpu::transfer::TransferConfig, Box<dyn std::error::Error>> {
+    let data = transfer_inputs(&a.data, &a.weights)?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/vgg16-{stage}")));
+    let mut c = cnn_wgpu::transfer::TransferConfig::new(&data, &a.weights, &out);
+    c.epochs = a.epochs;
+    c.batch = a.batch;
+    c.image_size = a.image_size;
+    c.seed = a.seed;
+    c.workers = a.workers;
+    c.stop_after_steps = a.stop_after_steps;
+    c.resume = a.resume;
+    let flag = c.interrupt.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step (Ctrl-C again to quit at once)");
+    });
+    Ok(c)
+}
+
+fn print_reports(gpu: &cnn_wgpu::Gpu, reports: &[cnn_wgpu::transfer::StageReport]) {
+    println!(
+        "\nVGG16 transfer learning on {} ({:?})",
+        gpu.adapter_name(),
+        gpu.info().backend
+    );
+    println!(
+        "{:<32} {:>7} {:>10} {:>10} {:>9}  run folder",
+        "stage", "epochs", "s/epoch", "images/s", "test acc"
+    );
+    for r in reports {
+        println!(
+            "{:<32} {:>7} {:>10.1} {:>10.2} {:>8.2}%  {} (curves.png, best.safetensors, last.safetensors)",
+            r.stage,
+            r.epochs,
+            r.seconds_per_epoch,
+            r.train_images_per_s,
+            100.0 * r.test_accuracy,
+            r.run_dir.display()
+        );
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.verbose {
@@ -451,23 +612,63 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     };
     match cli.command {
         None => {
-            println!(
-                "cnn-wgpu {}: a GPU engine for convolutional networks on wgpu.\n\n\
-                 Ready now:\n  cnn-wgpu devices          list adapters and their limits\n  \
-                 cnn-wgpu bench            time the kernels, VGG16's base and the data pipeline\n  \
-                 cnn-wgpu prepare          split the Kaggle cats-vs-dogs folder the book's way\n  \
-                 cnn-wgpu summary          a zoo model's Keras-style summary\n  \
-                 cnn-wgpu check-data       decode a dataset once; classes, counts, unreadable files\n  \
-                 cnn-wgpu augment-preview  the book's 3x3 augmentation figure\n  \
-                 cnn-wgpu train            train a zoo model; run folder with history and checkpoints\n  \
-                                  cnn-wgpu evaluate         a checkpoint's loss and accuracy on a dataset\n  \
-                 cnn-wgpu features         a VGG16 layer's activations for images, as safetensors\n  \
-                 cnn-wgpu predict          each image's probability and class\n\n\
-                 Coming with the next milestones: `extract` and `finetune`;\n\
-                 then `cargo run --release` will run the VGG16 transfer-learning workflow end to end.\n\
-                 Run `cnn-wgpu --help` for options.",
-                env!("CARGO_PKG_VERSION")
-            );
+            // The main job: the book's stages 2 and 3 on cats vs dogs, then a short report.
+            eprintln!("cnn-wgpu {}: VGG16 transfer learning on cats vs dogs (stage 2: frozen base with augmentation, stage 3: block5 fine-tuning); `cnn-wgpu --help` lists the other commands", env!("CARGO_PKG_VERSION"));
+            let args = TransferArgs {
+                data: cli.data,
+                weights: cli.weights,
+                epochs: cli.epochs,
+                batch: 20,
+                image_size: cli.image_size,
+                seed: 0,
+                out: Some(cli.runs.join("vgg16-frozen")),
+                workers: 0,
+                stop_after_steps: None,
+                resume: false,
+            };
+            let frozen = transfer_config(&args, "frozen")?;
+            let gpu = select::open(&request)?;
+            let r2 = cnn_wgpu::transfer::finetune_frozen(&gpu, &frozen)?;
+            let mut block5 = frozen.clone();
+            block5.epochs = cli.finetune_epochs;
+            block5.out = cli.runs.join("vgg16-block5");
+            let r3 = cnn_wgpu::transfer::finetune_block5(
+                &gpu,
+                &block5,
+                &frozen.out.join("best.safetensors"),
+            )?;
+            print_reports(&gpu, &[r2, r3]);
+            Ok(())
+        }
+        Some(Command::Extract(args)) => {
+            let cfg = transfer_config(&args, "extract")?;
+            let gpu = select::open(&request)?;
+            let r = cnn_wgpu::transfer::extract(&gpu, &cfg)?;
+            print_reports(&gpu, &[r]);
+            Ok(())
+        }
+        Some(Command::Finetune {
+            args,
+            stage,
+            from,
+            no_augment,
+        }) => {
+            let name = match stage {
+                Stage::Frozen => "frozen",
+                Stage::Block5 => "block5",
+            };
+            let mut cfg = transfer_config(&args, name)?;
+            cfg.augment = !no_augment;
+            let gpu = select::open(&request)?;
+            let r = match stage {
+                Stage::Frozen => cnn_wgpu::transfer::finetune_frozen(&gpu, &cfg)?,
+                Stage::Block5 => {
+                    let from =
+                        from.unwrap_or_else(|| PathBuf::from("runs/vgg16-frozen/best.safetensors"));
+                    cnn_wgpu::transfer::finetune_block5(&gpu, &cfg, &from)?
+                }
+            };
+            print_reports(&gpu, &[r]);
             Ok(())
         }
         Some(Command::Devices { json }) => {

@@ -210,6 +210,47 @@ impl Dataset for DirectoryDataset {
     }
 }
 
+/// Real-valued samples in memory, (H,W,C) each: cached VGG16 features, for instance.
+pub struct TensorDataset {
+    pub values: Vec<f32>,
+    pub sample: (usize, usize, usize),
+    pub classes: Vec<usize>,
+    pub class_names: Vec<String>,
+    pub labels: LabelKind,
+    pub name: String,
+}
+
+impl Dataset for TensorDataset {
+    fn len(&self) -> usize {
+        self.classes.len()
+    }
+    fn sample_shape(&self) -> (usize, usize, usize) {
+        self.sample
+    }
+    fn label_kind(&self) -> LabelKind {
+        self.labels
+    }
+    fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+    fn class_of(&self, i: usize) -> usize {
+        self.classes[i]
+    }
+    fn load(&self, _i: usize) -> Result<Image, DataError> {
+        Err(DataError::Invalid(format!(
+            "{} holds real values, not images",
+            self.name
+        )))
+    }
+    fn values(&self, i: usize) -> Option<Vec<f32>> {
+        let per = self.sample.0 * self.sample.1 * self.sample.2;
+        Some(self.values[i * per..(i + 1) * per].to_vec())
+    }
+    fn describe(&self, i: usize) -> String {
+        format!("{} sample {i}", self.name)
+    }
+}
+
 /// Images already in memory (MNIST, synthetic test sets).
 pub struct MemoryDataset {
     pub images: Vec<Image>,

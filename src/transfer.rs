@@ -1,0 +1,478 @@
+//! The VGG16 transfer-learning workflow of the book's chapter 5.3, on cats vs dogs:
+//! 1. feature extraction: the frozen base run once over every split, its block5_pool features
+//!    cached on disk, a dense head trained on them;
+//! 2. the whole model end to end with the base frozen, augmented batches streamed from disk;
+//! 3. block5 fine-tuning from stage 2's best checkpoint.
+//!
+//! Each stage writes a run folder as `train` does and evaluates on the test split.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::data::dataset::TensorDataset;
+use crate::data::{
+    Augment, Dataset, DirectoryDataset, LabelKind, Loader, LoaderConfig, Preprocessing,
+};
+use crate::gpu::Gpu;
+use crate::model::spec::{dense, Activation, LayerKind, Sequential};
+use crate::model::weights::{self, LoadedWeights};
+use crate::model::{zoo, Model, ModelSpec};
+use crate::ops::optim::Optimizer;
+
+use crate::train::{self, checkpoint, FitConfig, TrainError};
+
+/// Settings shared by the stages; the defaults are the book's.
+#[derive(Clone, Debug)]
+pub struct TransferConfig {
+    /// The prepared split: train/, validation/, test/ with cats/ and dogs/.
+    pub data: PathBuf,
+    pub weights: PathBuf,
+    pub image_size: usize,
+    pub batch: usize,
+    pub epochs: usize,
+    pub seed: u64,
+    /// Run folder of this stage.
+    pub out: PathBuf,
+    pub augment: bool,
+    pub workers: usize,
+    pub progress: bool,
+    pub stop_after_steps: Option<usize>,
+    pub resume: bool,
+    pub interrupt: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TransferConfig {
+    pub fn new(data: &Path, weights: &Path, out: &Path) -> Self {
+        Self {
+            data: data.to_path_buf(),
+            weights: weights.to_path_buf(),
+            image_size: 150,
+            batch: 20,
+            epochs: 30,
+            seed: 0,
+            out: out.to_path_buf(),
+            augment: true,
+            workers: 0,
+            progress: true,
+            stop_after_steps: None,
+            resume: false,
+            interrupt: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    fn fit_config(&self, optimizer: Optimizer, meta: Vec<(String, String)>) -> FitConfig {
+        let mut f = FitConfig::new(self.epochs, optimizer, self.seed);
+        f.out = Some(self.out.clone());
+        f.progress = self.progress;
+        f.stop_after_steps = self.stop_after_steps;
+        f.resume = self.resume;
+        f.interrupt = self.interrupt.clone();
+        f.meta = meta;
+        f
+    }
+
+    fn split(&self, name: &str) -> Result<DirectoryDataset, TrainError> {
+        Ok(DirectoryDataset::open(
+            &self.data.join(name),
+            (self.image_size, self.image_size),
+            2,
+        )?)
+    }
+}
+
+/// What a stage did, for the final report.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StageReport {
+    pub stage: String,
+    pub epochs: usize,
+    pub seconds_per_epoch: f64,
+    pub train_images_per_s: f64,
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+    pub run_dir: PathBuf,
+}
+
+/// Writes the stage's settings to `out/config.json`, as `train` does.
+fn write_config(
+    cfg: &TransferConfig,
+    stage: &str,
+    opt: &Optimizer,
+    pre: Preprocessing,
+) -> Result<(), TrainError> {
+    std::fs::create_dir_all(&cfg.out).map_err(|source| TrainError::Io {
+        path: cfg.out.clone(),
+        source,
+    })?;
+    let json = serde_json::json!({
+        "stage": stage, "data": cfg.data, "weights": cfg.weights, "image_size": cfg.image_size,
+        "batch": cfg.batch, "epochs": cfg.epochs, "seed": cfg.seed, "augment": cfg.augment && !stage.starts_with('1'),
+        "optimizer": opt, "preprocessing": pre,
+    });
+    let path = cfg.out.join("config.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&json).expect("config serialises"),
+    )
+    .map_err(|source| TrainError::Io { path, source })
+}
+
+fn meta(pre: Preprocessing, classes: &[String]) -> Vec<(String, String)> {
+    vec![
+        (
+            "preprocessing".into(),
+            serde_json::to_string(&pre).expect("serialises"),
+        ),
+        (
+            "class_names".into(),
+            serde_json::to_string(classes).expect("serialises"),
+        ),
+    ]
+}
+
+fn report(
+    stage: &str,
+    history: &[train::EpochRecord],
+    train_images: usize,
+    test: (f64, f64),
+    dir: &Path,
+) -> Result<StageReport, TrainError> {
+    let secs: f64 = history.iter().map(|r| r.seconds).sum::<f64>() / history.len().max(1) as f64;
+    let r = StageReport {
+        stage: stage.to_string(),
+        epochs: history.len(),
+        seconds_per_epoch: secs,
+        train_images_per_s: train_images as f64 / secs.max(1e-9),
+        test_loss: test.0,
+        test_accuracy: test.1,
+        run_dir: dir.to_path_buf(),
+    };
+    let path = dir.join("metrics.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&r).expect("report serialises"),
+    )
+    .map_err(|source| TrainError::Io { path, source })?;
+    Ok(r)
+}
+
+/// The book's head on VGG16's (4,4,512) block5_pool features: Flatten, Dense 256 relu, Dropout
+/// 0.5, Dense 1 sigmoid (the same layer names as in `vgg16-classifier`).
+pub fn feature_head(input: &[usize]) -> ModelSpec {
+    Sequential::new("vgg16-feature-head", input)
+        .push(LayerKind::Flatten)
+        .push(dense(256, Activation::Relu))
+        .push(LayerKind::Dropout { rate: 0.5 })
+        .push(dense(1, Activation::Sigmoid))
+        .build()
+}
+
+/// A key naming exactly what a feature cache was computed from: the layer, the image size, the
+/// preprocessing, the weights file and every image (path, size, modification time).
+fn cache_key(
+    ds: &DirectoryDataset,
+    weights: &Path,
+    layer: &str,
+    size: usize,
+    pre: Preprocessing,
+) -> Result<String, TrainError> {
+    let mut h = Sha256::new();
+    let stamp = |p: &Path| -> Result<String, TrainError> {
+        let m = std::fs::metadata(p).map_err(|source| TrainError::Io {
+            path: p.to_path_buf(),
+            source,
+        })?;
+        let t = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        Ok(format!("{}|{}|{t}\n", p.display(), m.len()))
+    };
+    h.update(format!("{layer}|{size}|{pre:?}\n").as_bytes());
+    h.update(stamp(weights)?.as_bytes());
+    for i in 0..ds.len() {
+        h.update(stamp(ds.path(i))?.as_bytes());
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Where and how [`cached_features`] computes and keeps a layer's features.
+pub struct FeatureRequest<'a> {
+    pub layer: &'a str,
+    pub preprocessing: Preprocessing,
+    /// The weights file (part of the cache key).
+    pub weights: &'a Path,
+    /// The cache file.
+    pub cache: &'a Path,
+    pub batch: usize,
+}
+
+/// The `layer` features of every image of `ds` (dataset order), computed with `model` in
+/// batches, or read back from `cache` when its key matches. Every image must be readable.
+pub fn cached_features(
+    gpu: &Gpu,
+    model: &Model,
+    ds: DirectoryDataset,
+    req: &FeatureRequest<'_>,
+) -> Result<TensorDataset, TrainError> {
+    let FeatureRequest {
+        layer,
+        preprocessing: pre,
+        weights,
+        cache,
+        batch,
+    } = *req;
+    let size = ds.sample_shape().0;
+    let key = cache_key(&ds, weights, layer, size, pre)?;
+    let classes: Vec<usize> = (0..ds.len()).map(|i| ds.class_of(i)).collect();
+    let names = ds.class_names().to_vec();
+    let idx = model
+        .spec
+        .layer_index(layer)
+        .ok_or_else(|| TrainError::Invalid(format!("no layer {layer}")))?;
+    let shape = model.shapes()[idx].clone();
+    let sample = (shape[0], shape[1], shape[2]);
+    let per = sample.0 * sample.1 * sample.2;
+    if let Ok(ck) = checkpoint::Checkpoint::read(cache) {
+        if ck.meta.get("key") == Some(&key) {
+            if let Some((s, v)) = ck.tensors.get("features") {
+                if s.first() == Some(&classes.len()) && v.len() == classes.len() * per {
+                    tracing::info!(cache = %cache.display(), "reusing cached features");
+                    eprintln!("reusing {} features from {}", layer, cache.display());
+                    return Ok(TensorDataset {
+                        values: v.clone(),
+                        sample,
+                        classes,
+                        class_names: names,
+                        labels: LabelKind::Binary,
+                        name: cache.display().to_string(),
+                    });
+                }
+            }
+        }
+    }
+    let root = ds.root().to_path_buf();
+    let n = ds.len();
+    let loader = Loader::new(Arc::new(ds), LoaderConfig::evaluation(batch, pre))?;
+    let bar = indicatif::ProgressBar::new(n as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "features {msg} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(root.display().to_string());
+    let mut values = Vec::with_capacity(n * per);
+    for b in loader.epoch(0) {
+        let b = b?;
+        let (x, _) = b.upload(gpu)?;
+        values.extend(model.features(gpu, &x, layer)?.to_vec(gpu)?);
+        bar.inc(b.len() as u64);
+    }
+    bar.finish_and_clear();
+    if !loader.skipped().is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "{} unreadable image(s) under {}; features must cover every image (first: {})",
+            loader.skipped().len(),
+            root.display(),
+            loader.skipped()[0]
+        )));
+    }
+    let view = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        vec![n, sample.0, sample.1, sample.2],
+        bytemuck::cast_slice(&values),
+    )
+    .expect("f32 view");
+    let meta = std::collections::HashMap::from([
+        ("key".to_string(), key),
+        ("layer".to_string(), layer.to_string()),
+    ]);
+    let bytes = safetensors::serialize([("features", view)], Some(meta))
+        .map_err(|e| TrainError::Invalid(e.to_string()))?;
+    if let Some(dir) = cache.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| TrainError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let tmp = cache.with_extension("tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, cache))
+        .map_err(|source| TrainError::Io {
+            path: cache.to_path_buf(),
+            source,
+        })?;
+    Ok(TensorDataset {
+        values,
+        sample,
+        classes,
+        class_names: names,
+        labels: LabelKind::Binary,
+        name: cache.display().to_string(),
+    })
+}
+
+fn vgg16_base_with_weights(
+    gpu: &Gpu,
+    cfg: &TransferConfig,
+) -> Result<(Model, LoadedWeights), TrainError> {
+    let mut base = Model::new(gpu, zoo::vgg16_base(cfg.image_size), cfg.seed)?;
+    let loaded = weights::load_vgg16(gpu, &mut base, &cfg.weights)?;
+    eprintln!(
+        "{:?} VGG16 weights from {}: {:?} preprocessing (from the {})",
+        loaded.naming,
+        cfg.weights.display(),
+        loaded.preprocessing,
+        loaded.preprocessing_source
+    );
+    Ok((base, loaded))
+}
+
+/// Stage 1: block5_pool features of every split (cached under `out/features/`), then the dense
+/// head trained on them with RMSprop 2e-5, and evaluated on the test features.
+pub fn extract(gpu: &Gpu, cfg: &TransferConfig) -> Result<StageReport, TrainError> {
+    let (base, loaded) = vgg16_base_with_weights(gpu, cfg)?;
+    let pre = loaded.preprocessing;
+    let mut sets = Vec::new();
+    for split in ["train", "validation", "test"] {
+        let cache = cfg
+            .out
+            .join("features")
+            .join(format!("{split}-block5_pool.safetensors"));
+        let req = FeatureRequest {
+            layer: "block5_pool",
+            preprocessing: pre,
+            weights: &cfg.weights,
+            cache: &cache,
+            batch: cfg.batch,
+        };
+        sets.push(cached_features(gpu, &base, cfg.split(split)?, &req)?);
+    }
+    drop(base);
+    let test = sets.pop().expect("test");
+    let val = sets.pop().expect("validation");
+    let train_set = sets.pop().expect("train");
+    let (h, w, c) = train_set.sample;
+    let n_train = train_set.len();
+    let classes = train_set.class_names.clone();
+    let mut head = Model::new(gpu, feature_head(&[h, w, c]), cfg.seed)?;
+    write_config(cfg, "1: feature extraction", &Optimizer::rmsprop(2e-5), pre)?;
+    let train_loader = Loader::new(
+        Arc::new(train_set),
+        LoaderConfig::training(cfg.batch, cfg.seed, Preprocessing::None, None),
+    )?;
+    let val_loader = Loader::new(
+        Arc::new(val),
+        LoaderConfig::evaluation(cfg.batch, Preprocessing::None),
+    )?;
+    let history = train::fit(
+        gpu,
+        &mut head,
+        &train_loader,
+        Some(&val_loader),
+        &cfg.fit_config(
+            Optimizer::rmsprop(2e-5),
+            meta(Preprocessing::None, &classes),
+        ),
+    )?;
+    let test_loader = Loader::new(
+        Arc::new(test),
+        LoaderConfig::evaluation(cfg.batch, Preprocessing::None),
+    )?;
+    let result = train::evaluate(gpu, &head, &test_loader)?;
+    report("1: feature extraction", &history, n_train, result, &cfg.out)
+}
+
+/// Stage 2: the VGG16 classifier end to end with the base frozen, augmented batches streamed
+/// from disk, RMSprop 2e-5.
+pub fn finetune_frozen(gpu: &Gpu, cfg: &TransferConfig) -> Result<StageReport, TrainError> {
+    let mut model = Model::new(gpu, zoo::vgg16_classifier(cfg.image_size), cfg.seed)?;
+    let loaded = weights::load_vgg16(gpu, &mut model, &cfg.weights)?;
+    model.freeze_through("block5_pool")?;
+    eprintln!(
+        "stage 2: base frozen, {} trainable weight tensors",
+        model.trainable_weight_count()
+    );
+    run_end_to_end(
+        gpu,
+        cfg,
+        model,
+        loaded.preprocessing,
+        Optimizer::rmsprop(2e-5),
+        "2: frozen base + augmentation",
+    )
+}
+
+/// Stage 3: block5_conv1..3 unfrozen, RMSprop 1e-5, starting from stage 2's checkpoint `from`.
+pub fn finetune_block5(
+    gpu: &Gpu,
+    cfg: &TransferConfig,
+    from: &Path,
+) -> Result<StageReport, TrainError> {
+    let ck = checkpoint::Checkpoint::read(from)?;
+    let mut model = Model::new(gpu, ck.spec()?, cfg.seed)?;
+    if model.spec.layer_index("block5_conv1").is_none() {
+        return Err(TrainError::Invalid(format!(
+            "{} is not a VGG16 classifier checkpoint (no block5_conv1)",
+            from.display()
+        )));
+    }
+    ck.load_params(gpu, &mut model)?;
+    let pre = match ck.meta.get("preprocessing") {
+        Some(p) => serde_json::from_str(p)
+            .map_err(|e| TrainError::Invalid(format!("{}: preprocessing: {e}", from.display())))?,
+        None => Preprocessing::Caffe,
+    };
+    model.trainable_from("block5_conv1")?;
+    eprintln!(
+        "stage 3: block5 unfrozen, {} trainable weight tensors",
+        model.trainable_weight_count()
+    );
+    run_end_to_end(
+        gpu,
+        cfg,
+        model,
+        pre,
+        Optimizer::rmsprop(1e-5),
+        "3: block5 fine-tuning",
+    )
+}
+
+fn run_end_to_end(
+    gpu: &Gpu,
+    cfg: &TransferConfig,
+    mut model: Model,
+    pre: Preprocessing,
+    opt: Optimizer,
+    stage: &str,
+) -> Result<StageReport, TrainError> {
+    write_config(cfg, stage, &opt, pre)?;
+    let train_ds = cfg.split("train")?;
+    let n_train = train_ds.len();
+    let classes = train_ds.class_names().to_vec();
+    let augment = cfg.augment.then(Augment::book);
+    let mut tcfg = LoaderConfig::training(cfg.batch, cfg.seed, pre, augment);
+    tcfg.workers = cfg.workers;
+    let train_loader = Loader::new(Arc::new(train_ds), tcfg)?;
+    let val_loader = Loader::new(
+        Arc::new(cfg.split("validation")?),
+        LoaderConfig::evaluation(cfg.batch, pre),
+    )?;
+    let history = train::fit(
+        gpu,
+        &mut model,
+        &train_loader,
+        Some(&val_loader),
+        &cfg.fit_config(opt, meta(pre, &classes)),
+    )?;
+    let test_loader = Loader::new(
+        Arc::new(cfg.split("test")?),
+        LoaderConfig::evaluation(cfg.batch, pre),
+    )?;
+    let result = train::evaluate(gpu, &model, &test_loader)?;
+    report(stage, &history, n_train, result, &cfg.out)
+}
