@@ -144,6 +144,40 @@ fn three_stages_end_to_end_on_a_few_dozen_images() {
     assert!(String::from_utf8_lossy(&run.stderr).contains("10 trainable weight tensors"));
     check(&c, "block5");
 
+    // Without augmentation stage 3 trains on cached block4_pool outputs and says how much faster.
+    let mut c = cli();
+    c.args(["finetune", "--stage", "block5", "--no-augment", "--from"])
+        .arg(runs.join("frozen/best.safetensors"));
+    common(&mut c, "block5-cached");
+    let run = c.output().unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    check(&c, "block5-cached");
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(runs.join("block5-cached/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(m["prefix_cache_speedup"].as_f64().unwrap() > 1.0, "{m}");
+    assert!(runs
+        .join("block5-cached/features/train-block4_pool.safetensors")
+        .is_file());
+    // Its checkpoint is the whole classifier: it evaluates on images.
+    let run = cli()
+        .args(["evaluate", "--checkpoint"])
+        .arg(runs.join("block5-cached/best.safetensors"))
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
     // The main job without weights says how to get them.
     let run = cli()
         .arg("--weights")

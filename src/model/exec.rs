@@ -269,6 +269,29 @@ impl Model {
         self.params = snapshot;
     }
 
+    /// The layers from `first` on as a model of their own, taking layer `first - 1`'s output. The
+    /// parameters are shared, not copied: training the suffix trains these layers of `self`.
+    pub fn suffix(&self, first: usize) -> Result<Model, ModelError> {
+        if first == 0 || first >= self.spec.layers.len() {
+            return Err(ModelError::Invalid(format!(
+                "cannot split model {} at layer {first}",
+                self.spec.name
+            )));
+        }
+        let spec = ModelSpec {
+            name: format!("{}[{}..]", self.spec.name, self.spec.layers[first].name),
+            input: self.shapes[first - 1].clone(),
+            layers: self.spec.layers[first..].to_vec(),
+        };
+        Ok(Model {
+            shapes: self.shapes[first..].to_vec(),
+            params: self.params[first..].to_vec(),
+            trainable: self.trainable[first..].to_vec(),
+            states: (first..self.spec.layers.len()).map(|_| None).collect(),
+            spec,
+        })
+    }
+
     /// Replaces parameter `name`'s values (shape-checked).
     pub fn set_param(&mut self, gpu: &Gpu, name: &str, data: &[f32]) -> Result<(), ModelError> {
         for (i, p) in self.params.iter().enumerate() {
