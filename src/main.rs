@@ -416,13 +416,7 @@ fn run_train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
     cfg.profile = a.profile;
     cfg.stop_after_steps = a.stop_after_steps;
     let flag = cfg.interrupt.clone();
-    // First Ctrl-C: finish the step, save, explain how to resume. A second one exits at once.
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\nstopping after this step (Ctrl-C again to quit at once)");
-    });
+    install_interrupt(flag);
     cfg.meta = vec![
         (
             "preprocessing".into(),
@@ -526,6 +520,16 @@ fn transfer_inputs(
     Ok(data.to_path_buf())
 }
 
+/// First Ctrl-C: finish the current step, save, explain how to resume. A second one exits at once.
+fn install_interrupt(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step (Ctrl-C again to quit at once)");
+    });
+}
+
 fn transfer_config(
     a: &TransferArgs,
     stage: &str,
@@ -544,12 +548,7 @@ fn transfer_config(
     c.stop_after_steps = a.stop_after_steps;
     c.resume = a.resume;
     let flag = c.interrupt.clone();
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\nstopping after this step (Ctrl-C again to quit at once)");
-    });
+    install_interrupt(flag);
     Ok(c)
 }
 
@@ -854,18 +853,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let seq = sequence.map(|v| (v[0], v[1]));
             let spec = cnn_wgpu::model::zoo::by_name(&model, image_size, seq)?;
             let first = match &trainable_from {
-                Some(name) => spec.layer_index(name).ok_or_else(|| {
-                    cnn_wgpu::model::ModelError::NoSuchLayer {
-                        name: name.clone(),
-                        model: spec.name.clone(),
-                        layers: spec
-                            .layers
-                            .iter()
-                            .map(|l| l.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    }
-                })?,
+                Some(name) => spec.require_layer(name)?,
                 None => 0,
             };
             let mask: Vec<bool> = (0..spec.layers.len()).map(|i| i >= first).collect();

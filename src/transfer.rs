@@ -333,58 +333,77 @@ fn vgg16_base_with_weights(
     Ok((base, loaded))
 }
 
-/// Stage 1: block5_pool features of every split (cached under `out/features/`), then the dense
-/// head trained on them with RMSprop 2e-5, and evaluated on the test features.
-pub fn extract(gpu: &Gpu, cfg: &TransferConfig) -> Result<StageReport, TrainError> {
-    let (base, loaded) = vgg16_base_with_weights(gpu, cfg)?;
-    let pre = loaded.preprocessing;
+/// `layer`'s features of the train, validation and test splits, each cached under
+/// `cfg.out/features/`.
+fn split_features(
+    gpu: &Gpu,
+    cfg: &TransferConfig,
+    model: &Model,
+    layer: &str,
+    pre: Preprocessing,
+) -> Result<[TensorDataset; 3], TrainError> {
     let mut sets = Vec::new();
     for split in ["train", "validation", "test"] {
         let cache = cfg
             .out
             .join("features")
-            .join(format!("{split}-block5_pool.safetensors"));
+            .join(format!("{split}-{layer}.safetensors"));
         let req = FeatureRequest {
-            layer: "block5_pool",
+            layer,
             preprocessing: pre,
             weights: &cfg.weights,
             cache: &cache,
             batch: cfg.batch,
         };
-        sets.push(cached_features(gpu, &base, cfg.split(split)?, &req)?);
+        sets.push(cached_features(gpu, model, cfg.split(split)?, &req)?);
     }
-    drop(base);
-    let test = sets.pop().expect("test");
-    let val = sets.pop().expect("validation");
-    let train_set = sets.pop().expect("train");
-    let (h, w, c) = train_set.sample;
-    let n_train = train_set.len();
-    let classes = train_set.class_names.clone();
-    let mut head = Model::new(gpu, feature_head(&[h, w, c]), cfg.seed)?;
-    write_config(cfg, "1: feature extraction", &Optimizer::rmsprop(2e-5), pre)?;
+    Ok(sets
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("three splits")))
+}
+
+/// Trains `model` on cached features (shuffled, never augmented) with `fit_cfg`, validates each
+/// epoch and evaluates on the test features at the end. Returns the history and (loss, accuracy).
+fn fit_on_features(
+    gpu: &Gpu,
+    batch: usize,
+    seed: u64,
+    model: &mut Model,
+    [train_set, val, test]: [TensorDataset; 3],
+    fit_cfg: &FitConfig,
+) -> Result<(Vec<train::EpochRecord>, (f64, f64)), TrainError> {
     let train_loader = Loader::new(
         Arc::new(train_set),
-        LoaderConfig::training(cfg.batch, cfg.seed, Preprocessing::None, None),
+        LoaderConfig::training(batch, seed, Preprocessing::None, None),
     )?;
     let val_loader = Loader::new(
         Arc::new(val),
-        LoaderConfig::evaluation(cfg.batch, Preprocessing::None),
+        LoaderConfig::evaluation(batch, Preprocessing::None),
     )?;
-    let history = train::fit(
-        gpu,
-        &mut head,
-        &train_loader,
-        Some(&val_loader),
-        &cfg.fit_config(
-            Optimizer::rmsprop(2e-5),
-            meta(Preprocessing::None, &classes),
-        ),
-    )?;
+    let history = train::fit(gpu, model, &train_loader, Some(&val_loader), fit_cfg)?;
     let test_loader = Loader::new(
         Arc::new(test),
-        LoaderConfig::evaluation(cfg.batch, Preprocessing::None),
+        LoaderConfig::evaluation(batch, Preprocessing::None),
     )?;
-    let result = train::evaluate(gpu, &head, &test_loader)?;
+    let result = train::evaluate(gpu, model, &test_loader)?;
+    Ok((history, result))
+}
+
+/// Stage 1: block5_pool features of every split (cached under `out/features/`), then the dense
+/// head trained on them with RMSprop 2e-5, and evaluated on the test features.
+pub fn extract(gpu: &Gpu, cfg: &TransferConfig) -> Result<StageReport, TrainError> {
+    let (base, loaded) = vgg16_base_with_weights(gpu, cfg)?;
+    let pre = loaded.preprocessing;
+    let sets = split_features(gpu, cfg, &base, "block5_pool", pre)?;
+    drop(base);
+    let (h, w, c) = sets[0].sample;
+    let n_train = sets[0].len();
+    let classes = sets[0].class_names.clone();
+    let mut head = Model::new(gpu, feature_head(&[h, w, c]), cfg.seed)?;
+    let opt = Optimizer::rmsprop(2e-5);
+    write_config(cfg, "1: feature extraction", &opt, pre)?;
+    let fit_cfg = cfg.fit_config(opt, meta(Preprocessing::None, &classes));
+    let (history, result) = fit_on_features(gpu, cfg.batch, cfg.seed, &mut head, sets, &fit_cfg)?;
     report("1: feature extraction", &history, n_train, result, &cfg.out)
 }
 
@@ -481,8 +500,7 @@ fn block5_on_cached_prefix(
             .ok_or_else(|| TrainError::Invalid("empty training split".into()))??;
         let (x, y) = batch.upload(gpu)?;
         // What an ordinary step costs: the frozen prefix forward, then block5 and the head. Timed
-        // on a throw-away copy of the suffix's optimizer state (plain SGD at lr 0 changes
-        // nothing), the second time, after the pipelines are built.
+        // the second time (after the pipelines are built), with SGD at lr 0 so the weights stay.
         let mut s = model.suffix(first)?;
         let still = Optimizer::sgd(0.0);
         let mut secs = 0.0;
@@ -494,47 +512,12 @@ fn block5_on_cached_prefix(
         }
         secs
     };
-    let mut sets = Vec::new();
-    for split in ["train", "validation", "test"] {
-        let cache = cfg
-            .out
-            .join("features")
-            .join(format!("{split}-{prefix_layer}.safetensors"));
-        let req = FeatureRequest {
-            layer: &prefix_layer,
-            preprocessing: pre,
-            weights: &cfg.weights,
-            cache: &cache,
-            batch: cfg.batch,
-        };
-        sets.push(cached_features(gpu, &model, cfg.split(split)?, &req)?);
-    }
-    let test = sets.pop().expect("test");
-    let val = sets.pop().expect("validation");
-    let train_set = sets.pop().expect("train");
+    let sets = split_features(gpu, cfg, &model, &prefix_layer, pre)?;
     let mut suffix = model.suffix(first)?;
-    let train_loader = Loader::new(
-        Arc::new(train_set),
-        LoaderConfig::training(cfg.batch, cfg.seed, Preprocessing::None, None),
-    )?;
-    let val_loader = Loader::new(
-        Arc::new(val),
-        LoaderConfig::evaluation(cfg.batch, Preprocessing::None),
-    )?;
     let mut sub_cfg = cfg.clone();
     sub_cfg.out = cfg.out.join("block5-cached");
-    let history = train::fit(
-        gpu,
-        &mut suffix,
-        &train_loader,
-        Some(&val_loader),
-        &sub_cfg.fit_config(opt, meta(Preprocessing::None, &classes)),
-    )?;
-    let test_loader = Loader::new(
-        Arc::new(test),
-        LoaderConfig::evaluation(cfg.batch, Preprocessing::None),
-    )?;
-    let result = train::evaluate(gpu, &suffix, &test_loader)?;
+    let fit_cfg = sub_cfg.fit_config(opt, meta(Preprocessing::None, &classes));
+    let (history, result) = fit_on_features(gpu, cfg.batch, cfg.seed, &mut suffix, sets, &fit_cfg)?;
     // The full model shares the suffix's parameters: write its checkpoints (last now; best after
     // loading the suffix's best weights back) so `predict` and `evaluate` take images.
     let m = meta(pre, &classes);

@@ -115,20 +115,7 @@ impl Model {
 
     /// Freezes every layer before `name` and unfreezes it and everything after it.
     pub fn trainable_from(&mut self, name: &str) -> Result<(), ModelError> {
-        let i = self
-            .spec
-            .layer_index(name)
-            .ok_or_else(|| ModelError::NoSuchLayer {
-                name: name.to_string(),
-                model: self.spec.name.clone(),
-                layers: self
-                    .spec
-                    .layers
-                    .iter()
-                    .map(|l| l.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
+        let i = self.spec.require_layer(name)?;
         self.set_trainable_from(i);
         Ok(())
     }
@@ -147,20 +134,7 @@ impl Model {
 
     /// Freezes everything up to and including the last layer named `base_last` ("all but the head").
     pub fn freeze_through(&mut self, base_last: &str) -> Result<(), ModelError> {
-        let i = self
-            .spec
-            .layer_index(base_last)
-            .ok_or_else(|| ModelError::NoSuchLayer {
-                name: base_last.to_string(),
-                model: self.spec.name.clone(),
-                layers: self
-                    .spec
-                    .layers
-                    .iter()
-                    .map(|l| l.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
+        let i = self.spec.require_layer(base_last)?;
         self.set_trainable_from(i + 1);
         Ok(())
     }
@@ -440,20 +414,7 @@ impl Model {
     /// The output of layer `name` (after its activation) for `x`, in inference mode: what
     /// `cnn-wgpu features` writes. Runs only the layers up to `name`.
     pub fn features(&self, gpu: &Gpu, x: &Tensor, name: &str) -> Result<Tensor, ModelError> {
-        let end = self
-            .spec
-            .layer_index(name)
-            .ok_or_else(|| ModelError::NoSuchLayer {
-                name: name.to_string(),
-                model: self.spec.name.clone(),
-                layers: self
-                    .spec
-                    .layers
-                    .iter()
-                    .map(|l| l.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
+        let end = self.spec.require_layer(name)?;
         let mut prefix = self.spec.clone();
         prefix.layers.truncate(end + 1);
         // Layers before the end keep their fused activations; the last one gets its own applied.

@@ -287,6 +287,21 @@ impl ModelSpec {
         self.layers.iter().position(|l| l.name == name)
     }
 
+    /// The index of layer `name`, or an error listing the layers there are.
+    pub fn require_layer(&self, name: &str) -> Result<usize, ModelError> {
+        self.layer_index(name)
+            .ok_or_else(|| ModelError::NoSuchLayer {
+                name: name.to_string(),
+                model: self.name.clone(),
+                layers: self
+                    .layers
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
     /// The loss the output layer implies: sigmoid with one unit -> binary cross-entropy,
     /// softmax -> categorical.
     pub fn loss(&self) -> Result<crate::ops::loss::LossKind, ModelError> {
