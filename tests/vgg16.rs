@@ -119,11 +119,10 @@ fn vgg16_matches_keras_golden_activations() {
             / b.iter().map(|y| f64::from(*y).powi(2)).sum::<f64>())
         .sqrt();
         eprintln!("{f}: cosine {cos:.6}, relative error {rel:.4}");
-        // The issue asks for 2% relative error; measured 3.2% here. What remains is pixel-level:
-        // zune-jpeg vs libjpeg-turbo's ISLOW IDCT (mean 0.2 levels, max 4) and the image crate's
-        // triangle filter vs PIL's fixed-point one (mean 0.2, max 1). Tracked in the VGG16 issue.
+        // Measured: cosine >= 0.99987, relative error 0.7-1.6%; what is left comes from the JPEG
+        // decoder (jpeg-decoder vs libjpeg-turbo, mean 0.09 levels).
         assert!(
-            cos >= 0.999 && rel <= 0.04,
+            cos >= 0.999 && rel <= 0.02,
             "{f}: cosine {cos}, relative error {rel}"
         );
     }

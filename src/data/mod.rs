@@ -13,6 +13,7 @@ pub mod image_io;
 pub mod loader;
 pub mod mnist;
 pub mod prepare;
+pub mod resample;
 
 use std::path::PathBuf;
 
