@@ -7,6 +7,8 @@
 //                       position each (input position, tap) fed: dx = sum over taps of dy * w.
 //   MODE 2 weight grad  dw (KH*KW*CIN, COUT) = im2col(x)^T (KH*KW*CIN, N*OH*OW) * dy (N*OH*OW, COUT)
 //                       added to dw's old value when ACCUM = 1 (batch chunks of a big tensor).
+//                       With p.slices > 1 the sum over N*OH*OW is split: slice s writes its
+//                       partial dw to c[s * KH*KW*CIN*COUT ..], and the host adds the slices.
 // Bindings: a = x (modes 0, 2) or dy (mode 1); b = w (modes 0, 1) or dy (mode 2); bias (mode 0);
 // c = output. Shapes that change with the batch are uniforms; the kernel geometry and channel
 // counts are override constants so index divisions compile to constants.
@@ -32,7 +34,7 @@ struct Params {
     a_base: u32,   // element offset of this chunk inside binding a
     c_base: u32,   // element offset of this chunk inside binding c
     b_base: u32,   // element offset of this chunk inside binding b (dy in mode 2)
-    _p0: u32,
+    slices: u32,   // K slices (mode 2), 1 otherwise
     _p1: u32,
 }
 
@@ -119,7 +121,11 @@ fn load_b(k: u32, n: u32) -> f32 {
     }
 }
 
-fn store_c(m: u32, n: u32, acc: f32) {
+fn gemm_slices() -> u32 {
+    return max(p.slices, 1u);
+}
+
+fn store_c(m: u32, n: u32, acc: f32, slice: u32) {
     switch MODE {
         case 0u: {
             var v = acc + bias[n];
@@ -130,7 +136,7 @@ fn store_c(m: u32, n: u32, acc: f32) {
         }
         case 1u: { dst[p.c_base + m * CIN + n] = acc; }
         default: {
-            let i = m * COUT + n;
+            let i = slice * (KH * KW * CIN * COUT) + m * COUT + n;
             if (ACCUM == 1u) {
                 dst[i] = dst[i] + acc;
             } else {

@@ -4,8 +4,13 @@
 //   gemm_dims() -> vec3<u32>       (M, N, K)
 //   load_a(m, k) -> f32            only called with m < M, k < K
 //   load_b(k, n) -> f32            only called with k < K, n < N
-//   store_c(m, n, acc)             only called with m < M, n < N; does the epilogue
-// so convolution is an implicit GEMM: im2col happens inside load_a, never in memory.
+//   store_c(m, n, acc, slice)      only called with m < M, n < N; does the epilogue
+//   gemm_slices() -> u32           K is split into this many slices (1: no split), one per
+//                                  workgroup z; slice s sums k in its own range and store_c
+//                                  writes a partial result the host then reduces
+// so convolution is an implicit GEMM: im2col happens inside load_a, never in memory. Splitting K
+// keeps many workgroups busy when M*N is small and K is long (a kernel gradient sums over every
+// output position of the batch).
 //
 // A 16x16 workgroup computes a 64x64 tile of C; each invocation holds a 4x4 register tile (rows
 // 4*lid.y.., columns 4*lid.x..). K advances in slices of 16 staged in workgroup memory as vec4s,
@@ -27,21 +32,27 @@ fn gemm(
     @builtin(local_invocation_index) flat: u32,
 ) {
     let dims = gemm_dims();
-    // M tiles beyond 65535 spill into z.
-    let m0 = (wg.y + wg.z * groups.y) * TILE_M;
+    let slices = gemm_slices();
+    let slice = wg.z % slices;
+    // K range of this slice, in whole TILE_K steps.
+    let per_slice = ((dims.z + slices - 1u) / slices + TILE_K - 1u) / TILE_K * TILE_K;
+    let k_begin = slice * per_slice;
+    let k_end = min(dims.z, k_begin + per_slice);
+    // M tiles beyond 65535 spill into z (after the slices).
+    let m0 = (wg.y + (wg.z / slices) * groups.y) * TILE_M;
     let n0 = wg.x * TILE_N;
     var acc: array<vec4<f32>, 4>;
     for (var i = 0u; i < 4u; i++) {
         acc[i] = vec4<f32>(0.0);
     }
-    for (var k0 = 0u; k0 < dims.z; k0 += TILE_K) {
+    for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
         // Each of the 256 invocations stages one vec4 of A (4 rows at one k) and one of B
         // (4 columns at one k). Consecutive invocations take consecutive k for A (channels,
         // contiguous in NHWC) and consecutive column groups for B (contiguous in HWIO).
         let ak = flat % TILE_K;
         let am = (flat / TILE_K) * 4u;
         var av = vec4<f32>(0.0);
-        if (k0 + ak < dims.z) {
+        if (k0 + ak < k_end) {
             for (var r = 0u; r < 4u; r++) {
                 if (m0 + am + r < dims.x) {
                     av[r] = load_a(m0 + am + r, k0 + ak);
@@ -52,7 +63,7 @@ fn gemm(
         let bn = (flat % (TILE_N / 4u)) * 4u;
         let bk = flat / (TILE_N / 4u);
         var bv = vec4<f32>(0.0);
-        if (k0 + bk < dims.z) {
+        if (k0 + bk < k_end) {
             for (var c = 0u; c < 4u; c++) {
                 if (n0 + bn + c < dims.y) {
                     bv[c] = load_b(k0 + bk, n0 + bn + c);
@@ -80,7 +91,7 @@ fn gemm(
         for (var j = 0u; j < 4u; j++) {
             let n = n0 + lid.x * 4u + j;
             if (n < dims.y) {
-                store_c(m, n, acc[i][j]);
+                store_c(m, n, acc[i][j], slice);
             }
         }
     }

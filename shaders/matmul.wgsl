@@ -48,7 +48,11 @@ fn load_b(k: u32, n: u32) -> f32 {
     }
 }
 
-fn store_c(m: u32, n: u32, acc: f32) {
+fn gemm_slices() -> u32 {
+    return 1u;
+}
+
+fn store_c(m: u32, n: u32, acc: f32, slice: u32) {
     switch MODE {
         case 0u: {
             var v = acc;

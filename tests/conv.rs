@@ -43,6 +43,8 @@ fn cases() -> Vec<Case> {
         c([2, 10, 13, 4], (2, 5), 9, (1, 2), Valid, false),
         // 1x1 kernel, more output channels than one tile (64)
         c([2, 5, 5, 33], (1, 1), 130, (1, 1), Valid, false),
+        // a kernel gradient whose sum over N*OH*OW = 1920 is split into 8 slices
+        c([4, 24, 20, 5], (3, 3), 6, (1, 1), Same, false),
         // more rows than one tile and a K slice that is not a multiple of 16
         c([2, 15, 14, 19], (3, 3), 70, (1, 1), Same, true),
     ]

@@ -159,6 +159,17 @@ impl Gpu {
         self.binding_limit
     }
 
+    /// About how many workgroups the adapter runs at once: its cores for a software adapter
+    /// (one workgroup per thread), a few dozen for a GPU. Kernels use it to decide when a small
+    /// output is worth splitting along its reduction.
+    pub fn parallelism_hint(&self) -> usize {
+        if self.info.device_type == wgpu::DeviceType::Cpu {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            64
+        }
+    }
+
     /// Storage-binding offsets must be multiples of this.
     pub fn offset_alignment(&self) -> u64 {
         u64::from(self.limits.min_storage_buffer_offset_alignment)
