@@ -6,6 +6,17 @@ fn cli() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cnn-wgpu"))
 }
 
+/// Runs `c`, failing the test with its stderr unless it succeeds.
+fn run_ok(c: &mut Command) -> std::process::Output {
+    let out = c.output().expect("run cnn-wgpu");
+    assert!(
+        out.status.success(),
+        "{c:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn has_adapter() -> bool {
     let out = cli()
         .args(["devices", "--json"])
@@ -95,30 +106,25 @@ fn bench_prints_one_json_line_per_workload() {
                 .unwrap();
         }
     }
-    let out = cli()
-        .args([
-            "bench",
-            "--json",
-            "--runs",
-            "1",
-            "--pipeline-images",
-            "6",
-            "--threads",
-            "2",
-            "--pipeline-data",
-        ])
-        .arg(tmp.path())
-        .arg("--workloads")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/benches/smoke_workloads.json"
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        cli()
+            .args([
+                "bench",
+                "--json",
+                "--runs",
+                "1",
+                "--pipeline-images",
+                "6",
+                "--threads",
+                "2",
+                "--pipeline-data",
+            ])
+            .arg(tmp.path())
+            .arg("--workloads")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/benches/smoke_workloads.json"
+            )),
     );
     let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
@@ -182,18 +188,13 @@ fn prepare_and_augment_preview_from_the_command_line() {
         }
     }
     let out = tmp.path().join("split");
-    let run = cli()
-        .args(["prepare", "--from"])
-        .arg(&flat)
-        .arg("--to")
-        .arg(&out)
-        .args(["--train", "2", "--validation", "1", "--test", "1"])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    let run = run_ok(
+        cli()
+            .args(["prepare", "--from"])
+            .arg(&flat)
+            .arg("--to")
+            .arg(&out)
+            .args(["--train", "2", "--validation", "1", "--test", "1"]),
     );
     let text = String::from_utf8_lossy(&run.stdout);
     assert!(
@@ -202,18 +203,13 @@ fn prepare_and_augment_preview_from_the_command_line() {
     );
 
     let grid = tmp.path().join("grid.png");
-    let run = cli()
-        .args(["augment-preview", "--data"])
-        .arg(out.join("train"))
-        .arg("--out")
-        .arg(&grid)
-        .args(["--seed", "3", "--image-size", "40"])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    run_ok(
+        cli()
+            .args(["augment-preview", "--data"])
+            .arg(out.join("train"))
+            .arg("--out")
+            .arg(&grid)
+            .args(["--seed", "3", "--image-size", "40"]),
     );
     let img = image::open(&grid).unwrap();
     // 3 cells of 40 plus 4 gutters of 4.
@@ -246,15 +242,10 @@ fn check_data_counts_and_reports_unreadable_files() {
         b"\xff\xd8\xff truncated",
     )
     .unwrap();
-    let run = cli()
-        .args(["check-data", "--image-size", "8", "--data"])
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    let run = run_ok(
+        cli()
+            .args(["check-data", "--image-size", "8", "--data"])
+            .arg(tmp.path()),
     );
     let text = String::from_utf8_lossy(&run.stdout);
     assert!(
@@ -282,21 +273,13 @@ fn check_data_counts_and_reports_unreadable_files() {
 
 #[test]
 fn summary_prints_keras_totals() {
-    let run = cli()
-        .args([
-            "summary",
-            "--model",
-            "vgg16-classifier",
-            "--trainable-from",
-            "flatten",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = run_ok(cli().args([
+        "summary",
+        "--model",
+        "vgg16-classifier",
+        "--trainable-from",
+        "flatten",
+    ]));
     let text = String::from_utf8_lossy(&run.stdout);
     assert!(
         text.contains("Total params: 16,812,353") && text.contains("Trainable params: 2,097,665"),
@@ -334,31 +317,26 @@ fn train_writes_a_run_folder_and_evaluates_on_test() {
     }
     std::fs::write(tmp.path().join("train/cats/broken.jpg"), b"").unwrap();
     let out = tmp.path().join("run");
-    let run = cli()
-        .args([
-            "train",
-            "--model",
-            "small-convnet",
-            "--image-size",
-            "48",
-            "--epochs",
-            "2",
-            "--batch",
-            "4",
-            "--augment",
-            "--seed",
-            "5",
-            "--data",
-        ])
-        .arg(tmp.path())
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    run_ok(
+        cli()
+            .args([
+                "train",
+                "--model",
+                "small-convnet",
+                "--image-size",
+                "48",
+                "--epochs",
+                "2",
+                "--batch",
+                "4",
+                "--augment",
+                "--seed",
+                "5",
+                "--data",
+            ])
+            .arg(tmp.path())
+            .arg("--out")
+            .arg(&out),
     );
     for f in [
         "config.json",
@@ -473,34 +451,29 @@ fn conv1d_net_learns_a_local_pattern_from_csv() {
     }
     std::fs::write(&path, text).unwrap();
     let out = tmp.path().join("run");
-    let run = cli()
-        .args([
-            "train",
-            "--model",
-            "conv1d-net",
-            "--csv-label",
-            "last",
-            "--validation-split",
-            "0.25",
-            "--epochs",
-            "12",
-            "--batch",
-            "32",
-            "--lr",
-            "1e-3",
-            "--seed",
-            "1",
-            "--data",
-        ])
-        .arg(&path)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    run_ok(
+        cli()
+            .args([
+                "train",
+                "--model",
+                "conv1d-net",
+                "--csv-label",
+                "last",
+                "--validation-split",
+                "0.25",
+                "--epochs",
+                "12",
+                "--batch",
+                "32",
+                "--lr",
+                "1e-3",
+                "--seed",
+                "1",
+                "--data",
+            ])
+            .arg(&path)
+            .arg("--out")
+            .arg(&out),
     );
     let history: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("history.json")).unwrap()).unwrap();
@@ -539,27 +512,22 @@ fn features_writes_a_layers_activations() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("f.safetensors");
     let img = shared.join("data/cats_and_dogs_small/train/cats/cat.0.jpg");
-    let run = cli()
-        .args([
-            "features",
-            "--layer",
-            "block2_pool",
-            "--image-size",
-            "64",
-            "--weights",
-        ])
-        .arg(&weights)
-        .arg("--images")
-        .arg(&img)
-        .arg(&img)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    run_ok(
+        cli()
+            .args([
+                "features",
+                "--layer",
+                "block2_pool",
+                "--image-size",
+                "64",
+                "--weights",
+            ])
+            .arg(&weights)
+            .arg("--images")
+            .arg(&img)
+            .arg(&img)
+            .arg("--out")
+            .arg(&out),
     );
     let bytes = std::fs::read(&out).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
