@@ -32,6 +32,8 @@ pub enum BenchError {
     #[error(transparent)]
     Op(#[from] OpError),
     #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
     Gpu(#[from] crate::gpu::GpuError),
 }
 
@@ -464,13 +466,9 @@ fn train_step(
     n: usize,
     opts: &BenchOptions,
 ) -> Result<(f64, f64), BenchError> {
-    let invalid = |e: crate::model::ModelError| OpError::Invalid {
-        op: "bench",
-        reason: e.to_string(),
-    };
-    let mut model = crate::model::Model::new(gpu, spec, 1).map_err(invalid)?;
+    let mut model = crate::model::Model::new(gpu, spec, 1)?;
     if let Some(name) = trainable_from {
-        model.trainable_from(name).map_err(invalid)?;
+        model.trainable_from(name)?;
     }
     let first = model.first_trainable().unwrap_or(0);
     let shapes = model.shapes().to_vec();
@@ -502,7 +500,7 @@ fn train_step(
     let mut step = 0u64;
     let ms = time_median(gpu, opts.warmup.min(1), opts.runs, || {
         step += 1;
-        model.train_step(gpu, &opt, &x, &y, step).map_err(invalid)?;
+        model.train_step(gpu, &opt, &x, &y, step)?;
         Ok(())
     })?;
     Ok((ms, flops))
