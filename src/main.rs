@@ -29,9 +29,10 @@ struct Cli {
     /// Main job: the dataset (prepared split, or Kaggle's flat cat.N.jpg/dog.N.jpg folder).
     #[arg(long, default_value = "data/cats_and_dogs_small")]
     data: PathBuf,
-    /// Main job: VGG16 weights (Keras or torchvision naming, safetensors).
-    #[arg(long, default_value = "weights/vgg16_notop.safetensors")]
-    weights: PathBuf,
+    /// Main job: VGG16 weights (Keras or torchvision naming, safetensors) [default:
+    /// weights/vgg16_notop.safetensors, else weights/vgg16_tv_in1k.safetensors].
+    #[arg(long)]
+    weights: Option<PathBuf>,
     /// Main job: epochs of stage 2 (frozen base with augmentation).
     #[arg(long, default_value_t = 30)]
     epochs: usize,
@@ -53,8 +54,10 @@ struct TransferArgs {
     /// Prepared split (train/, validation/, test/ class folders) or Kaggle's flat folder.
     #[arg(long, default_value = "data/cats_and_dogs_small")]
     data: PathBuf,
-    #[arg(long, default_value = "weights/vgg16_notop.safetensors")]
-    weights: PathBuf,
+    /// VGG16 weights [default: weights/vgg16_notop.safetensors, else
+    /// weights/vgg16_tv_in1k.safetensors].
+    #[arg(long)]
+    weights: Option<PathBuf>,
     #[arg(long, default_value_t = 30)]
     epochs: usize,
     #[arg(long, default_value_t = 20)]
@@ -477,6 +480,24 @@ fn load_checkpoint(
     Ok((model, pre, classes))
 }
 
+/// Where the VGG16 weights are looked for when `--weights` is not given: the Keras file first (the
+/// book's weights), then what `cargo xtask fetch-weights` downloads.
+const DEFAULT_WEIGHTS: [&str; 2] = [
+    "weights/vgg16_notop.safetensors",
+    "weights/vgg16_tv_in1k.safetensors",
+];
+
+fn weights_or_default(given: Option<&std::path::Path>) -> PathBuf {
+    match given {
+        Some(p) => p.to_path_buf(),
+        None => DEFAULT_WEIGHTS
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_WEIGHTS[0])),
+    }
+}
+
 /// Checks the main job's inputs, preparing Kaggle's flat layout when that is what `data` is.
 fn transfer_inputs(
     data: &std::path::Path,
@@ -485,8 +506,9 @@ fn transfer_inputs(
     if !weights.is_file() {
         return Err(format!(
             "no VGG16 weights at {w}.\n  Get them one of these ways:\n  \
-             - copy the project's shared copy: cp ../shared/weights/vgg16_notop.safetensors {w}\n  \
-             - use timm's torchvision VGG16 (vgg16.tv_in1k, model.safetensors from the Hugging Face hub) and pass --weights PATH\n  \
+             - copy the project's shared Keras copy: cp ../shared/weights/vgg16_notop.safetensors weights/\n  \
+             - download timm's torchvision VGG16 (553 MB, checksum-verified): cargo xtask fetch-weights\n  \
+             - or pass --weights PATH to any VGG16 safetensors in Keras or torchvision naming\n  \
              (see weights/README.md for sources, licences and checksums)",
             w = weights.display()
         )
@@ -534,12 +556,13 @@ fn transfer_config(
     a: &TransferArgs,
     stage: &str,
 ) -> Result<cnn_wgpu::transfer::TransferConfig, Box<dyn std::error::Error>> {
-    let data = transfer_inputs(&a.data, &a.weights)?;
+    let weights = weights_or_default(a.weights.as_deref());
+    let data = transfer_inputs(&a.data, &weights)?;
     let out = a
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/vgg16-{stage}")));
-    let mut c = cnn_wgpu::transfer::TransferConfig::new(&data, &a.weights, &out);
+    let mut c = cnn_wgpu::transfer::TransferConfig::new(&data, &weights, &out);
     c.epochs = a.epochs;
     c.batch = a.batch;
     c.image_size = a.image_size;

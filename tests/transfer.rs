@@ -192,4 +192,35 @@ fn three_stages_end_to_end_on_a_few_dozen_images() {
         err.contains("no VGG16 weights") && err.contains("weights/README.md"),
         "{err}"
     );
+
+    // Without --weights the Keras file is looked for first, then the pinned download's name.
+    let cwd = tempfile::tempdir().unwrap();
+    let run = cli()
+        .current_dir(cwd.path())
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("weights/vgg16_notop.safetensors")
+            && err.contains("cargo xtask fetch-weights"),
+        "{err}"
+    );
+    std::fs::create_dir(cwd.path().join("weights")).unwrap();
+    std::fs::write(
+        cwd.path().join("weights/vgg16_tv_in1k.safetensors"),
+        b"not safetensors",
+    )
+    .unwrap();
+    let run = cli()
+        .current_dir(cwd.path())
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("vgg16_tv_in1k.safetensors"), "{err}");
 }

@@ -3,8 +3,9 @@
 //!   cargo xtask ci         fmt check, clippy -D warnings, naga validation, the whole test suite
 //!   cargo xtask validate   naga validation of every shader (no GPU needed)
 //!   cargo xtask bench      the bench suite on the shared workloads, JSON lines with the FMA peak
-//!   cargo xtask fetch-weights --url URL --sha256 HEX [--out weights/vgg16_notop.safetensors]
-//!                          download weights with a progress bar; saved only if the checksum matches
+//!   cargo xtask fetch-weights [--url URL --sha256 HEX] [--out PATH]
+//!                          download weights with a progress bar; saved only if the checksum matches.
+//!                          Without --url: timm's torchvision VGG16 at a pinned hub revision.
 
 mod fetch;
 
@@ -49,10 +50,18 @@ fn bench(extra: &[String]) -> Result<(), String> {
     cargo(&args)
 }
 
+/// The default download: timm's `vgg16.tv_in1k` (torchvision's ImageNet VGG16, BSD-3-Clause) at
+/// the hub revision that added it, so the checksum below (the hub's LFS listing for that file,
+/// 553 MB) can never drift. Its `classifier.*` tensors are ignored by the loader.
+const PINNED_URL: &str = "https://huggingface.co/timm/vgg16.tv_in1k/resolve/3394518cba29aee1ea82a49d971be90d2dd1dab7/model.safetensors";
+const PINNED_SHA256: &str = "57b026918159a6bf9faf8405c3a551903768e7138989d9c6224a14227203fad8";
+/// Where the main job looks after `weights/vgg16_notop.safetensors`.
+const PINNED_OUT: &str = "weights/vgg16_tv_in1k.safetensors";
+
 fn fetch_weights(args: &[String]) -> Result<(), String> {
     let mut url = None;
     let mut sha = None;
-    let mut out = "weights/vgg16_notop.safetensors".to_string();
+    let mut out = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -63,13 +72,22 @@ fn fetch_weights(args: &[String]) -> Result<(), String> {
         match a.as_str() {
             "--url" => url = Some(value()?),
             "--sha256" => sha = Some(value()?),
-            "--out" => out = value()?,
+            "--out" => out = Some(value()?),
             other => return Err(format!("unknown option {other}")),
         }
     }
-    let (Some(url), Some(sha)) = (url, sha) else {
-        return Err("fetch-weights needs --url and --sha256 (weights/README.md lists the sources and their checksums)".into());
+    let (url, sha) = match (url, sha) {
+        (None, None) => {
+            eprintln!("fetching timm's torchvision VGG16 (vgg16.tv_in1k, pinned revision; torch preprocessing)");
+            (PINNED_URL.to_string(), PINNED_SHA256.to_string())
+        }
+        (Some(u), Some(s)) => (u, s),
+        (Some(_), None) => {
+            return Err("--url needs --sha256 too: a download is only kept when its checksum matches (weights/README.md lists them)".into())
+        }
+        (None, Some(_)) => return Err("--sha256 without --url: give the address it belongs to".into()),
     };
+    let out = out.unwrap_or_else(|| PINNED_OUT.to_string());
     fetch::fetch(&url, &sha, std::path::Path::new(&out))
 }
 
@@ -81,7 +99,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("fetch-weights") => fetch_weights(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | validate | bench [bench options] | fetch-weights --url URL --sha256 HEX [--out PATH]>");
+            eprintln!("usage: cargo xtask <ci | validate | bench [bench options] | fetch-weights [--url URL --sha256 HEX] [--out PATH]>");
             return ExitCode::from(2);
         }
     };
@@ -91,5 +109,28 @@ fn main() -> ExitCode {
             eprintln!("xtask: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_url_needs_its_checksum_and_the_pin_is_well_formed() {
+        let e = fetch_weights(&args(&["--url", "http://127.0.0.1:9/x"])).unwrap_err();
+        assert!(e.contains("--sha256"), "{e}");
+        let e = fetch_weights(&args(&["--sha256", PINNED_SHA256])).unwrap_err();
+        assert!(e.contains("--url"), "{e}");
+        let e = fetch_weights(&args(&["--bogus"])).unwrap_err();
+        assert!(e.contains("--bogus"), "{e}");
+        // The pin names one immutable revision, and its checksum is a sha256.
+        assert!(PINNED_URL.contains("/resolve/") && !PINNED_URL.contains("/resolve/main/"));
+        assert_eq!(PINNED_SHA256.len(), 64);
+        assert!(PINNED_SHA256.chars().all(|c| c.is_ascii_hexdigit()));
     }
 }
