@@ -47,48 +47,59 @@ fn cases() -> Vec<Case> {
         c([4, 24, 20, 5], (3, 3), 6, (1, 1), Same, false),
         // more rows than one tile and a K slice that is not a multiple of 16
         c([2, 15, 14, 19], (3, 3), 70, (1, 1), Same, true),
+        // channel counts that are multiples of 4, which the subgroup kernels take: batch 1,
+        // rows and columns off the 64x64 tile, strides, a rectangular kernel, a 1x1 kernel, and
+        // a kernel gradient long enough to be split
+        c([1, 7, 9, 4], (3, 3), 8, (1, 1), Same, true),
+        c([2, 11, 10, 8], (3, 3), 12, (2, 2), Valid, false),
+        c([3, 9, 13, 12], (3, 3), 68, (1, 1), Same, true),
+        c([2, 6, 7, 36], (2, 3), 8, (1, 2), Same, false),
+        c([1, 5, 5, 16], (1, 1), 132, (1, 1), Valid, false),
+        c([4, 24, 20, 8], (3, 3), 4, (1, 1), Same, false),
     ]
 }
 
 #[test]
 fn conv2d_forward_matches_cpu_reference() {
-    let gpu = gpu_or_skip!();
-    for (i, c) in cases().iter().enumerate() {
-        let ws = [c.k.0, c.k.1, c.x[3], c.cout];
-        let x = rand_vec(c.x.iter().product(), 10 + i as u64);
-        let w = rand_vec(ws.iter().product(), 20 + i as u64);
-        let b = rand_vec(c.cout, 30 + i as u64);
-        let spec = Conv2dSpec {
-            stride: c.stride,
-            padding: c.padding,
-            relu: c.relu,
-        };
-        let y = conv::conv2d_forward(
-            gpu,
-            &upload(gpu, &c.x, &x),
-            &upload(gpu, &ws, &w),
-            &upload(gpu, &[c.cout], &b),
-            &spec,
-        )
-        .unwrap();
-        let (want, ys) = conv2d_ref(
-            &to_f64(&x),
-            c.x,
-            &to_f64(&w),
-            ws,
-            &to_f64(&b),
-            c.stride,
-            c.padding,
-            c.relu,
-        );
-        assert_eq!(y.dims(), ys, "case {i}: output shape");
-        assert_close(
-            &format!("case {i} forward"),
-            &read(gpu, &y),
-            &want,
-            RTOL,
-            ATOL,
-        );
+    gpu_or_skip!();
+    for (family, gpu) in kernel_families() {
+        for (i, c) in cases().iter().enumerate() {
+            let ws = [c.k.0, c.k.1, c.x[3], c.cout];
+            let x = rand_vec(c.x.iter().product(), 10 + i as u64);
+            let w = rand_vec(ws.iter().product(), 20 + i as u64);
+            let b = rand_vec(c.cout, 30 + i as u64);
+            let spec = Conv2dSpec {
+                stride: c.stride,
+                padding: c.padding,
+                relu: c.relu,
+            };
+            let y = conv::conv2d_forward(
+                gpu,
+                &upload(gpu, &c.x, &x),
+                &upload(gpu, &ws, &w),
+                &upload(gpu, &[c.cout], &b),
+                &spec,
+            )
+            .unwrap();
+            let (want, ys) = conv2d_ref(
+                &to_f64(&x),
+                c.x,
+                &to_f64(&w),
+                ws,
+                &to_f64(&b),
+                c.stride,
+                c.padding,
+                c.relu,
+            );
+            assert_eq!(y.dims(), ys, "{family}: case {i}: output shape");
+            assert_close(
+                &format!("{family}: case {i} forward"),
+                &read(gpu, &y),
+                &want,
+                RTOL,
+                ATOL,
+            );
+        }
     }
 }
 
@@ -140,59 +151,61 @@ fn conv2d_backward_ref(
 
 #[test]
 fn conv2d_backward_matches_cpu_backward() {
-    let gpu = gpu_or_skip!();
-    for (i, c) in cases().iter().enumerate() {
-        let ws = [c.k.0, c.k.1, c.x[3], c.cout];
-        let spec = Conv2dSpec {
-            stride: c.stride,
-            padding: c.padding,
-            relu: false,
-        };
-        let x = rand_vec(c.x.iter().product(), 40 + i as u64);
-        let w = rand_vec(ws.iter().product(), 50 + i as u64);
-        let ys = conv::conv2d_output_shape(&c.x, &ws, &spec).unwrap();
-        let dy = rand_vec(ys.iter().product(), 60 + i as u64);
-        let g = conv::conv2d_backward(
-            gpu,
-            &upload(gpu, &c.x, &x),
-            &upload(gpu, &ws, &w),
-            &upload(gpu, &ys, &dy),
-            &spec,
-            true,
-        )
-        .unwrap();
-        let (dx, dw, db) = conv2d_backward_ref(
-            &to_f64(&x),
-            c.x,
-            &to_f64(&w),
-            ws,
-            &to_f64(&dy),
-            c.stride,
-            c.padding,
-        );
-        // dw sums N*OH*OW products: allow for the longer accumulation.
-        let k = (ys[0] * ys[1] * ys[2]) as f64;
-        assert_close(
-            &format!("case {i} dx"),
-            &read(gpu, g.dx.as_ref().unwrap()),
-            &dx,
-            RTOL,
-            ATOL,
-        );
-        assert_close(
-            &format!("case {i} dw"),
-            &read(gpu, &g.dw),
-            &dw,
-            RTOL,
-            ATOL * k.sqrt(),
-        );
-        assert_close(
-            &format!("case {i} db"),
-            &read(gpu, &g.db),
-            &db,
-            RTOL,
-            ATOL * k.sqrt(),
-        );
+    gpu_or_skip!();
+    for (family, gpu) in kernel_families() {
+        for (i, c) in cases().iter().enumerate() {
+            let ws = [c.k.0, c.k.1, c.x[3], c.cout];
+            let spec = Conv2dSpec {
+                stride: c.stride,
+                padding: c.padding,
+                relu: false,
+            };
+            let x = rand_vec(c.x.iter().product(), 40 + i as u64);
+            let w = rand_vec(ws.iter().product(), 50 + i as u64);
+            let ys = conv::conv2d_output_shape(&c.x, &ws, &spec).unwrap();
+            let dy = rand_vec(ys.iter().product(), 60 + i as u64);
+            let g = conv::conv2d_backward(
+                gpu,
+                &upload(gpu, &c.x, &x),
+                &upload(gpu, &ws, &w),
+                &upload(gpu, &ys, &dy),
+                &spec,
+                true,
+            )
+            .unwrap();
+            let (dx, dw, db) = conv2d_backward_ref(
+                &to_f64(&x),
+                c.x,
+                &to_f64(&w),
+                ws,
+                &to_f64(&dy),
+                c.stride,
+                c.padding,
+            );
+            // dw sums N*OH*OW products: allow for the longer accumulation.
+            let k = (ys[0] * ys[1] * ys[2]) as f64;
+            assert_close(
+                &format!("{family}: case {i} dx"),
+                &read(gpu, g.dx.as_ref().unwrap()),
+                &dx,
+                RTOL,
+                ATOL,
+            );
+            assert_close(
+                &format!("{family}: case {i} dw"),
+                &read(gpu, &g.dw),
+                &dw,
+                RTOL,
+                ATOL * k.sqrt(),
+            );
+            assert_close(
+                &format!("{family}: case {i} db"),
+                &read(gpu, &g.db),
+                &db,
+                RTOL,
+                ATOL * k.sqrt(),
+            );
+        }
     }
 }
 
@@ -372,4 +385,22 @@ fn conv2d_rejects_mismatched_shapes_naming_both() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("5x5"), "{err}");
+}
+
+#[test]
+fn lavapipe_runs_both_kernel_families() {
+    let gpu = gpu_or_skip!();
+    let info = gpu.info();
+    // lavapipe at 256 bits has fixed 8-lane subgroups: the subgroup kernels must be in use there
+    // (and the tests above then cover both families), or a driver change went unnoticed.
+    if info.name.contains("llvmpipe") && info.name.contains("256 bits") {
+        assert!(gpu.subgroup_kernels(), "{info:?}");
+        assert_eq!(kernel_families().len(), 2);
+    } else {
+        eprintln!(
+            "skipped: {} is not lavapipe at 256 bits (subgroup kernels: {})",
+            info.name,
+            gpu.subgroup_kernels()
+        );
+    }
 }

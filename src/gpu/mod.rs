@@ -83,6 +83,10 @@ pub struct Gpu {
     limits: wgpu::Limits,
     features: wgpu::Features,
     binding_limit: u64,
+    /// Whether the GEMM-shaped ops use the subgroup kernels (gemm_sg.wgsl); see
+    /// [`Gpu::subgroup_kernels`].
+    subgroup8: std::sync::atomic::AtomicBool,
+    subgroup8_supported: bool,
     pipelines: pipeline::PipelineCache,
     pool: pool::BufferPool,
     pending: Mutex<Pending>,
@@ -125,12 +129,17 @@ impl Gpu {
         let adapter_limit = limits.max_storage_buffer_binding_size;
         let binding_limit = binding_limit.map_or(adapter_limit, |b| b.min(adapter_limit));
         let pool = pool::BufferPool::new(device.clone());
+        let subgroup8_supported = Self::supports_subgroup8(adapter, device.features());
         Self {
             info: adapter.get_info(),
             features: device.features(),
             pipelines: pipeline::PipelineCache::new(device.clone()),
             limits,
             binding_limit,
+            subgroup8: std::sync::atomic::AtomicBool::new(
+                subgroup8_supported && std::env::var_os("CNN_WGPU_NO_SUBGROUPS").is_none(),
+            ),
+            subgroup8_supported,
             pool,
             pending: Mutex::new(Pending::default()),
             device,
@@ -152,6 +161,31 @@ impl Gpu {
 
     pub fn adapter_name(&self) -> &str {
         &self.info.name
+    }
+
+    /// Subgroup operations with every subgroup exactly 8 lanes wide, which the subgroup GEMM
+    /// (shaders/gemm_sg.wgsl) is written for: lavapipe at 256 bits. Adapters whose subgroup
+    /// size varies (or is not 8) keep the workgroup-memory kernels.
+    fn supports_subgroup8(adapter: &wgpu::Adapter, features: wgpu::Features) -> bool {
+        let info = adapter.get_info();
+        features.contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size == 8
+            && info.subgroup_max_size == 8
+    }
+
+    /// True when convolutions with channel counts that are multiples of 4 run on the subgroup
+    /// kernels. On by default where supported; `CNN_WGPU_NO_SUBGROUPS=1` turns it off.
+    pub fn subgroup_kernels(&self) -> bool {
+        self.subgroup8.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Turns the subgroup kernels off (or back on, where the adapter supports them): tests run
+    /// both kernel families against the same CPU references, and `bench` compares them.
+    pub fn set_subgroup_kernels(&self, on: bool) {
+        self.subgroup8.store(
+            on && self.subgroup8_supported,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// The largest byte range one storage binding may cover on this device.

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ShaderId {
     Conv2d,
+    /// conv2d_sg.wgsl on gemm_sg.wgsl: the subgroup-broadcast GEMM, for 8-lane subgroups.
+    Conv2dSg,
     Matmul,
     Pool,
     Activation,
@@ -20,10 +22,12 @@ pub enum ShaderId {
 }
 
 const GEMM_CORE: &str = include_str!("../../shaders/gemm_core.wgsl");
+const GEMM_SG: &str = include_str!("../../shaders/gemm_sg.wgsl");
 
 impl ShaderId {
-    pub const ALL: [ShaderId; 9] = [
+    pub const ALL: [ShaderId; 10] = [
         ShaderId::Conv2d,
+        ShaderId::Conv2dSg,
         ShaderId::Matmul,
         ShaderId::Pool,
         ShaderId::Activation,
@@ -38,6 +42,7 @@ impl ShaderId {
     pub fn files(self) -> &'static [&'static str] {
         match self {
             ShaderId::Conv2d => &["conv2d.wgsl", "gemm_core.wgsl"],
+            ShaderId::Conv2dSg => &["conv2d_sg.wgsl", "gemm_sg.wgsl"],
             ShaderId::Matmul => &["matmul.wgsl", "gemm_core.wgsl"],
             ShaderId::Pool => &["pool.wgsl"],
             ShaderId::Activation => &["activation.wgsl"],
@@ -55,6 +60,7 @@ impl ShaderId {
     pub fn source(self) -> String {
         let own = match self {
             ShaderId::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
+            ShaderId::Conv2dSg => include_str!("../../shaders/conv2d_sg.wgsl"),
             ShaderId::Matmul => include_str!("../../shaders/matmul.wgsl"),
             ShaderId::Pool => include_str!("../../shaders/pool.wgsl"),
             ShaderId::Activation => include_str!("../../shaders/activation.wgsl"),
@@ -66,6 +72,7 @@ impl ShaderId {
         };
         match self {
             ShaderId::Conv2d | ShaderId::Matmul => format!("{own}\n{GEMM_CORE}"),
+            ShaderId::Conv2dSg => format!("{own}\n{GEMM_SG}"),
             _ => own.to_string(),
         }
     }

@@ -184,7 +184,8 @@ pub fn choose(request: &AdapterRequest) -> Result<wgpu::Adapter, GpuError> {
 pub fn open_adapter(adapter: &wgpu::Adapter, binding_limit: Option<u64>) -> Result<Gpu, GpuError> {
     let wanted = wgpu::Features::TIMESTAMP_QUERY
         | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
-        | wgpu::Features::SHADER_F16;
+        | wgpu::Features::SHADER_F16
+        | wgpu::Features::SUBGROUP;
     let features = adapter.features() & wanted;
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("cnn-wgpu"),

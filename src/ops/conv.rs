@@ -173,6 +173,49 @@ fn gemm_grid(gpu: &Gpu, m: usize, n: usize) -> [u32; 3] {
     ]
 }
 
+/// The GEMM entry point for one convolution product: the subgroup kernels (conv2d_sg.wgsl) when
+/// the adapter has 8-lane subgroups and both channel counts are multiples of 4 (every operand
+/// then moves as whole vec4s), the workgroup-memory kernel (conv2d.wgsl) otherwise. The weight
+/// gradient reads A along M (`gemm_sg_m`): its rows are input channels, contiguous in NHWC.
+fn gemm_kernel<'a>(
+    gpu: &Gpu,
+    g: &Geometry,
+    consts: &'a [(&'static str, f64)],
+    weight_grad: bool,
+) -> Kernel<'a> {
+    if gpu.subgroup_kernels() && g.cin.is_multiple_of(4) && g.cout.is_multiple_of(4) {
+        let entry = if weight_grad { "gemm_sg_m" } else { "gemm_sg" };
+        Kernel::new(ShaderId::Conv2dSg, entry, consts)
+    } else {
+        Kernel::new(ShaderId::Conv2d, "gemm", consts)
+    }
+}
+
+/// w (KH,KW,Cin,Cout) -> (KH,KW,Cout,Cin), for the subgroup input-gradient kernel.
+fn transpose_kernel(
+    gpu: &Gpu,
+    w: &Tensor,
+    g: &Geometry,
+    consts: &[(&'static str, f64)],
+) -> Result<Tensor> {
+    let wt = Tensor::uninit(gpu, [g.kh, g.kw, g.cout, g.cin])?;
+    let kernel = Kernel::new(ShaderId::Conv2dSg, "transpose_kernel", consts);
+    let groups = (g.kh * g.kw * g.cout * g.cin / 4).div_ceil(64).max(1) as u32;
+    let x = groups.min(gpu.limits().max_compute_workgroups_per_dimension);
+    gpu.dispatch(
+        &kernel,
+        &[
+            Arg::Unused,
+            Arg::Read(w.all()),
+            Arg::Unused,
+            Arg::Unused,
+            Arg::Write(wt.all()),
+        ],
+        [x, groups.div_ceil(x), 1],
+    );
+    Ok(wt)
+}
+
 impl Geometry {
     fn params(&self, n: usize, a_base: u32, b_base: u32, c_base: u32) -> Params {
         Params {
@@ -214,7 +257,7 @@ pub fn conv2d_forward(
     check_binding(gpu, OP, "kernel", w.byte_len())?;
     let y = Tensor::uninit(gpu, [g.n, g.oh, g.ow, g.cout])?;
     let consts = constants(&g, spec, 0);
-    let kernel = Kernel::new(ShaderId::Conv2d, "gemm", &consts);
+    let kernel = gemm_kernel(gpu, &g, &consts, false);
     let chunks = batch_chunks(
         gpu,
         OP,
@@ -285,7 +328,15 @@ pub fn conv2d_backward(
     let dx = if need_dx {
         let dx = Tensor::uninit(gpu, x.shape().clone())?;
         let consts = constants(&g, spec, 1);
-        let kernel = Kernel::new(ShaderId::Conv2d, "gemm", &consts);
+        let kernel = gemm_kernel(gpu, &g, &consts, false);
+        // The subgroup kernel reads the kernel as (KH,KW,Cout,Cin) so that its B rows are
+        // contiguous vec4s of input channels; the transpose costs one pass over the weights.
+        let wt = if kernel.shader == ShaderId::Conv2dSg {
+            Some(transpose_kernel(gpu, w, &g, &consts)?)
+        } else {
+            None
+        };
+        let wb = wt.as_ref().unwrap_or(w);
         for &(n0, nb) in &chunks {
             let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
             let (dxr, dxb) = dx.window(gpu, n0 * g.in_item(), nb * g.in_item());
@@ -295,8 +346,8 @@ pub fn conv2d_backward(
                 &[
                     Arg::Uniform(bytemuck::bytes_of(&p)),
                     Arg::Read(dyr),
-                    Arg::Read(w.all()),
-                    Arg::Read(w.all()),
+                    Arg::Read(wb.all()),
+                    Arg::Read(wb.all()),
                     Arg::Write(dxr),
                 ],
                 gemm_grid(gpu, nb * g.h * g.w, g.cin),
@@ -328,7 +379,7 @@ pub fn conv2d_backward(
         };
         let mut consts = constants(&g, spec, 2);
         consts.push(("ACCUM", f64::from(u32::from(i > 0 && partial.is_none()))));
-        let kernel = Kernel::new(ShaderId::Conv2d, "gemm", &consts);
+        let kernel = gemm_kernel(gpu, &g, &consts, true);
         let (xr, xb) = x.window(gpu, n0 * g.in_item(), nb * g.in_item());
         let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
         let mut p = g.params(nb, xb, dyb, 0);

@@ -10,6 +10,7 @@ use cnn_wgpu::{AdapterRequest, Gpu, Tensor};
 use rand::{Rng, SeedableRng};
 
 static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
+static PLAIN_GPU: OnceLock<Option<Gpu>> = OnceLock::new();
 static SMALL_BINDING_GPU: OnceLock<Option<Gpu>> = OnceLock::new();
 
 fn open(binding_limit: Option<u64>) -> Option<Gpu> {
@@ -40,6 +41,35 @@ pub fn small_binding_gpu() -> Option<&'static Gpu> {
     SMALL_BINDING_GPU
         .get_or_init(|| open(Some(64 * 1024)))
         .as_ref()
+}
+
+/// The shared device's kernel families: the default one, and where the adapter has the
+/// subgroup GEMM a second device with it turned off, so every GEMM-shaped op is checked on both
+/// the subgroup kernels and the workgroup-memory kernels.
+pub fn kernel_families() -> Vec<(&'static str, &'static Gpu)> {
+    let Some(g) = gpu() else {
+        return Vec::new();
+    };
+    let mut v = vec![(
+        if g.subgroup_kernels() {
+            "subgroup kernels"
+        } else {
+            "workgroup-memory kernels"
+        },
+        g,
+    )];
+    if g.subgroup_kernels() {
+        let plain = PLAIN_GPU
+            .get_or_init(|| {
+                let p = open(None)?;
+                p.set_subgroup_kernels(false);
+                Some(p)
+            })
+            .as_ref()
+            .expect("a second device on the same adapter");
+        v.push(("workgroup-memory kernels", plain));
+    }
+    v
 }
 
 /// A device of its own, for tests that count pipelines or pool buffers and must not see other

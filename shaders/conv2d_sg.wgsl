@@ -1,0 +1,169 @@
+// 2-D convolution on the subgroup GEMM (gemm_sg.wgsl), for channel counts that are multiples of
+// 4 so that every operand is read and written as whole vec4s along channels. Same layouts and
+// products as conv2d.wgsl (NHWC input, HWIO kernel):
+//   MODE 0 forward     y  (N*OH*OW, COUT) = im2col(x) * w + bias (then ReLU when RELU = 1);
+//                      entry gemm_sg, A read along K = (kh, kw, ci)
+//   MODE 1 input grad  dx (N*H*W, CIN) = gather(dy) (N*H*W, KH*KW*COUT) * wt; entry gemm_sg,
+//                      where wt (KH,KW,COUT,CIN) is w with its last two axes swapped by
+//                      `transpose_kernel` so that B's rows are contiguous along CIN
+//   MODE 2 weight grad dw (KH*KW*CIN, COUT) = im2col(x)^T * dy; entry gemm_sg_m, A read along
+//                      M = (kh, kw, ci) at one output position k; ACCUM and slices as conv2d.wgsl
+// Element offsets in Params (a_base, b_base, c_base) are multiples of 4 here.
+
+override MODE: u32 = 0u;
+override KH: u32 = 3u;
+override KW: u32 = 3u;
+override SH: u32 = 1u;
+override SW: u32 = 1u;
+override CIN: u32 = 4u;
+override COUT: u32 = 4u;
+override RELU: u32 = 0u;
+override ACCUM: u32 = 0u;
+
+struct Params {
+    n: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    pad_top: u32,
+    pad_left: u32,
+    a_base: u32,
+    c_base: u32,
+    b_base: u32,
+    slices: u32,
+    _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src_a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> src_b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> dst: array<vec4<f32>>;
+
+fn gemm_dims() -> vec3<u32> {
+    switch MODE {
+        case 0u: { return vec3<u32>(p.n * p.oh * p.ow, COUT, KH * KW * CIN); }
+        case 1u: { return vec3<u32>(p.n * p.h * p.w, CIN, KH * KW * COUT); }
+        default: { return vec3<u32>(KH * KW * CIN, COUT, p.n * p.oh * p.ow); }
+    }
+}
+
+fn gemm_slices() -> u32 {
+    return max(p.slices, 1u);
+}
+
+// One row of A, decoded once: the image's first row index `img` (in rows of the tensor A reads)
+// and the row's anchor (y, x) that each tap offsets.
+struct ARow {
+    img: u32,
+    y: i32,
+    x: i32,
+}
+
+fn a_row(m: u32) -> ARow {
+    if (MODE == 0u) {
+        // Output position (n, oh, ow); tap (kh, kw) reads x[n, oh*SH + kh - pad, ow*SW + kw - pad].
+        let ow = m % p.ow;
+        let t = m / p.ow;
+        return ARow((t / p.oh) * p.h, i32((t % p.oh) * SH) - i32(p.pad_top),
+                    i32(ow * SW) - i32(p.pad_left));
+    }
+    // Input position (n, ih, iw); tap (kh, kw) was fed to output ((ih + pad - kh) / SH, ...).
+    let iw = m % p.w;
+    let t = m / p.w;
+    return ARow((t / p.h) * p.oh, i32(t % p.h + p.pad_top), i32(iw + p.pad_left));
+}
+
+fn load_a4(r: ARow, k: u32) -> vec4<f32> {
+    if (MODE == 0u) {
+        let ci = k % CIN;
+        let tap = k / CIN;
+        let ih = r.y + i32(tap / KW);
+        let iw = r.x + i32(tap % KW);
+        if (ih < 0 || iw < 0 || ih >= i32(p.h) || iw >= i32(p.w)) {
+            return vec4<f32>(0.0);
+        }
+        return src_a[(p.a_base + ((r.img + u32(ih)) * p.w + u32(iw)) * CIN + ci) / 4u];
+    }
+    let co = k % COUT;
+    let tap = k / COUT;
+    let th = r.y - i32(tap / KW);
+    let tw = r.x - i32(tap % KW);
+    if (th < 0 || tw < 0) {
+        return vec4<f32>(0.0);
+    }
+    let uh = u32(th);
+    let uw = u32(tw);
+    if (uh % SH != 0u || uw % SW != 0u || uh / SH >= p.oh || uw / SW >= p.ow) {
+        return vec4<f32>(0.0);
+    }
+    return src_a[(p.a_base + ((r.img + uh / SH) * p.ow + uw / SW) * COUT + co) / 4u];
+}
+
+// MODE 2: A[m..m+3, k] = x at output position k through tap (kh, kw), channels ci..ci+3.
+fn load_a4m(m: u32, k: u32) -> vec4<f32> {
+    let ci = m % CIN;
+    let tap = m / CIN;
+    let ow = k % p.ow;
+    let t = k / p.ow;
+    let ih = i32((t % p.oh) * SH + tap / KW) - i32(p.pad_top);
+    let iw = i32(ow * SW + tap % KW) - i32(p.pad_left);
+    if (ih < 0 || iw < 0 || ih >= i32(p.h) || iw >= i32(p.w)) {
+        return vec4<f32>(0.0);
+    }
+    return src_a[(p.a_base + (((t / p.oh) * p.h + u32(ih)) * p.w + u32(iw)) * CIN + ci) / 4u];
+}
+
+fn load_b4(k: u32, n4: u32) -> vec4<f32> {
+    switch MODE {
+        case 0u: { return src_b[k * (COUT / 4u) + n4]; }
+        case 1u: { return src_b[k * (CIN / 4u) + n4]; }
+        default: { return src_b[p.b_base / 4u + k * (COUT / 4u) + n4]; }
+    }
+}
+
+fn store_c4(m: u32, n4: u32, v: vec4<f32>, slice: u32) {
+    switch MODE {
+        case 0u: {
+            var y = v + bias[n4];
+            if (RELU == 1u) {
+                y = max(y, vec4<f32>(0.0));
+            }
+            dst[p.c_base / 4u + m * (COUT / 4u) + n4] = y;
+        }
+        case 1u: { dst[p.c_base / 4u + m * (CIN / 4u) + n4] = v; }
+        default: {
+            let i = slice * (KH * KW * CIN * COUT / 4u) + m * (COUT / 4u) + n4;
+            if (ACCUM == 1u) {
+                dst[i] = dst[i] + v;
+            } else {
+                dst[i] = v;
+            }
+        }
+    }
+}
+
+// wt (KH,KW,COUT,CIN) from w (KH,KW,CIN,COUT), one vec4 of wt (four input channels) per
+// invocation: wt[tap, co, ci..ci+3] = w[tap, ci..ci+3, co]. Reads w through src_a.
+@compute @workgroup_size(64, 1, 1)
+fn transpose_kernel(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let i = gid.x + gid.y * groups.x * 64u;
+    let cin4 = CIN / 4u;
+    if (i >= KH * KW * COUT * cin4) {
+        return;
+    }
+    let ci = (i % cin4) * 4u;
+    let t = i / cin4;
+    let co = t % COUT;
+    let tap = t / COUT;
+    var v: vec4<f32>;
+    for (var c = 0u; c < 4u; c++) {
+        let e = (tap * CIN + ci + c) * COUT + co;
+        v[c] = src_a[e / 4u][e % 4u];
+    }
+    dst[i] = v;
+}

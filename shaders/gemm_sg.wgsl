@@ -1,0 +1,229 @@
+// Register-tiled GEMM for adapters whose subgroups are exactly 8 lanes (lavapipe at 256 bits):
+//   C[M,N] = A[M,K] * B[K,N]
+// No workgroup memory. On lavapipe every storage or workgroup load that differs per lane is a
+// per-lane scalar loop, while arithmetic runs 8 lanes wide, so a kernel is fast when each loaded
+// value feeds many FMAs. Here a lane loads a few vec4s of A and shares them with the other 7
+// lanes through subgroupBroadcast (a register shuffle), and every A value then meets 8 columns
+// of B held in the lane's registers: a 32x64 tile per subgroup, 32 rows x 8 columns per lane.
+// On the 1024^3 matmul this ran 8x faster than gemm_core.wgsl's workgroup-memory tiles.
+//
+// The op module in front of this one supplies
+//   gemm_dims() -> vec3<u32>          (M, N, K)
+//   gemm_slices() -> u32              K split into slices, one per workgroup z (as gemm_core)
+//   load_b4(k, n4) -> vec4<f32>       B[k, 4*n4 .. 4*n4+3]; k < K and 4*n4 < N
+//   store_c4(m, n4, v, slice)         C[m, 4*n4 .. +3] = v; m < M and 4*n4 < N
+// and, for the entry point it uses, one way of reading A:
+//   gemm_sg (A along K):  a_row(m) -> ARow once per row, then load_a4(row, k) = A[m, k..k+3]
+//                         for k % 4 == 0 (zero past K); rows are lanes, K advances by 4
+//   gemm_sg_m (A along M): load_a4m(m, k) = A[m..m+3, k] for m % 4 == 0; K advances by 1
+// N must be a multiple of 4 (whole vec4 columns), and for gemm_sg_m so must M.
+
+const SG_WG_SUBGROUPS: u32 = 2u; // subgroups per workgroup, stacked along M
+const SG_TILE_M: u32 = 64u;      // rows per workgroup (32 per subgroup)
+const SG_TILE_N4: u32 = 16u;     // vec4 columns per workgroup (2 per lane)
+
+// acc rows r (0..32) x vec4 columns j (0..2) at acc[2r + j]; b holds B[k+i, n4+j] at b[2i + j].
+fn sg_rank4(acc: ptr<function, array<vec4<f32>, 64>>, r: u32, s: vec4<f32>, b: ptr<function, array<vec4<f32>, 8>>) {
+    (*acc)[2u * r] = fma(vec4<f32>(s.w), (*b)[6], fma(vec4<f32>(s.z), (*b)[4],
+        fma(vec4<f32>(s.y), (*b)[2], fma(vec4<f32>(s.x), (*b)[0], (*acc)[2u * r]))));
+    (*acc)[2u * r + 1u] = fma(vec4<f32>(s.w), (*b)[7], fma(vec4<f32>(s.z), (*b)[5],
+        fma(vec4<f32>(s.y), (*b)[3], fma(vec4<f32>(s.x), (*b)[1], (*acc)[2u * r + 1u]))));
+}
+
+// Rows 4l..4l+3 (the four A values s at one k) times the lane's two B vec4s at that k.
+fn sg_rank1x4(acc: ptr<function, array<vec4<f32>, 64>>, l: u32, s: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>) {
+    let r = 8u * l;
+    (*acc)[r] = fma(vec4<f32>(s.x), b0, (*acc)[r]);
+    (*acc)[r + 1u] = fma(vec4<f32>(s.x), b1, (*acc)[r + 1u]);
+    (*acc)[r + 2u] = fma(vec4<f32>(s.y), b0, (*acc)[r + 2u]);
+    (*acc)[r + 3u] = fma(vec4<f32>(s.y), b1, (*acc)[r + 3u]);
+    (*acc)[r + 4u] = fma(vec4<f32>(s.z), b0, (*acc)[r + 4u]);
+    (*acc)[r + 5u] = fma(vec4<f32>(s.z), b1, (*acc)[r + 5u]);
+    (*acc)[r + 6u] = fma(vec4<f32>(s.w), b0, (*acc)[r + 6u]);
+    (*acc)[r + 7u] = fma(vec4<f32>(s.w), b1, (*acc)[r + 7u]);
+}
+
+struct SgTile {
+    m0: u32,     // first row of this subgroup's 32
+    n4: u32,     // this lane's first vec4 column
+    k_begin: u32,
+    k_end: u32,
+    slice: u32,
+}
+
+// Which rows, columns and K range (in units of `k_step`) this subgroup and lane own.
+fn sg_tile(wg: vec3<u32>, groups: vec3<u32>, sg: u32, lane: u32, k_units: u32) -> SgTile {
+    let slices = gemm_slices();
+    var t: SgTile;
+    t.slice = wg.z % slices;
+    let per = (k_units + slices - 1u) / slices;
+    t.k_begin = t.slice * per;
+    t.k_end = min(k_units, t.k_begin + per);
+    // M tiles beyond 65535 spill into z (after the slices), as in gemm_core.
+    t.m0 = (wg.y + (wg.z / slices) * groups.y) * SG_TILE_M + sg * 32u;
+    t.n4 = wg.x * SG_TILE_N4 + lane * 2u;
+    return t;
+}
+
+fn sg_store_row(t: SgTile, n4s: u32, r: u32, v0: vec4<f32>, v1: vec4<f32>) {
+    let m = t.m0 + r;
+    if (m < gemm_dims().x) {
+        if (t.n4 < n4s) {
+            store_c4(m, t.n4, v0, t.slice);
+        }
+        if (t.n4 + 1u < n4s) {
+            store_c4(m, t.n4 + 1u, v1, t.slice);
+        }
+    }
+}
+
+// Every index into acc is a constant, here as in the K loop: one dynamic index would make the
+// compiler keep all 64 accumulators in memory (on lavapipe: 4x slower and seconds to compile).
+fn sg_store(acc: ptr<function, array<vec4<f32>, 64>>, t: SgTile, dims: vec3<u32>) {
+    let n4s = dims.y / 4u;
+    sg_store_row(t, n4s, 0u, (*acc)[0], (*acc)[1]);
+    sg_store_row(t, n4s, 1u, (*acc)[2], (*acc)[3]);
+    sg_store_row(t, n4s, 2u, (*acc)[4], (*acc)[5]);
+    sg_store_row(t, n4s, 3u, (*acc)[6], (*acc)[7]);
+    sg_store_row(t, n4s, 4u, (*acc)[8], (*acc)[9]);
+    sg_store_row(t, n4s, 5u, (*acc)[10], (*acc)[11]);
+    sg_store_row(t, n4s, 6u, (*acc)[12], (*acc)[13]);
+    sg_store_row(t, n4s, 7u, (*acc)[14], (*acc)[15]);
+    sg_store_row(t, n4s, 8u, (*acc)[16], (*acc)[17]);
+    sg_store_row(t, n4s, 9u, (*acc)[18], (*acc)[19]);
+    sg_store_row(t, n4s, 10u, (*acc)[20], (*acc)[21]);
+    sg_store_row(t, n4s, 11u, (*acc)[22], (*acc)[23]);
+    sg_store_row(t, n4s, 12u, (*acc)[24], (*acc)[25]);
+    sg_store_row(t, n4s, 13u, (*acc)[26], (*acc)[27]);
+    sg_store_row(t, n4s, 14u, (*acc)[28], (*acc)[29]);
+    sg_store_row(t, n4s, 15u, (*acc)[30], (*acc)[31]);
+    sg_store_row(t, n4s, 16u, (*acc)[32], (*acc)[33]);
+    sg_store_row(t, n4s, 17u, (*acc)[34], (*acc)[35]);
+    sg_store_row(t, n4s, 18u, (*acc)[36], (*acc)[37]);
+    sg_store_row(t, n4s, 19u, (*acc)[38], (*acc)[39]);
+    sg_store_row(t, n4s, 20u, (*acc)[40], (*acc)[41]);
+    sg_store_row(t, n4s, 21u, (*acc)[42], (*acc)[43]);
+    sg_store_row(t, n4s, 22u, (*acc)[44], (*acc)[45]);
+    sg_store_row(t, n4s, 23u, (*acc)[46], (*acc)[47]);
+    sg_store_row(t, n4s, 24u, (*acc)[48], (*acc)[49]);
+    sg_store_row(t, n4s, 25u, (*acc)[50], (*acc)[51]);
+    sg_store_row(t, n4s, 26u, (*acc)[52], (*acc)[53]);
+    sg_store_row(t, n4s, 27u, (*acc)[54], (*acc)[55]);
+    sg_store_row(t, n4s, 28u, (*acc)[56], (*acc)[57]);
+    sg_store_row(t, n4s, 29u, (*acc)[58], (*acc)[59]);
+    sg_store_row(t, n4s, 30u, (*acc)[60], (*acc)[61]);
+    sg_store_row(t, n4s, 31u, (*acc)[62], (*acc)[63]);
+}
+
+fn sg_load_b(k: u32, n4: u32, dims: vec3<u32>) -> vec4<f32> {
+    if (k < dims.z && n4 < dims.y / 4u) {
+        return load_b4(k, n4);
+    }
+    return vec4<f32>(0.0);
+}
+
+@compute @workgroup_size(16, 1, 1)
+fn gemm_sg(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(subgroup_id) sg: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let dims = gemm_dims();
+    let t = sg_tile(wg, groups, sg, lane, (dims.z + 3u) / 4u);
+    // Lane l loads rows m0 + l, m0 + 8 + l, m0 + 16 + l, m0 + 24 + l; their index maps are
+    // worked out once here rather than once per K step.
+    let ok0 = t.m0 + lane < dims.x;
+    let ok1 = t.m0 + 8u + lane < dims.x;
+    let ok2 = t.m0 + 16u + lane < dims.x;
+    let ok3 = t.m0 + 24u + lane < dims.x;
+    let r0 = a_row(min(t.m0 + lane, dims.x - 1u));
+    let r1 = a_row(min(t.m0 + 8u + lane, dims.x - 1u));
+    let r2 = a_row(min(t.m0 + 16u + lane, dims.x - 1u));
+    let r3 = a_row(min(t.m0 + 24u + lane, dims.x - 1u));
+    var acc: array<vec4<f32>, 64>;
+    var b: array<vec4<f32>, 8>;
+    for (var k4 = t.k_begin; k4 < t.k_end; k4++) {
+        let k = k4 * 4u;
+        var a0 = vec4<f32>(0.0);
+        var a1 = vec4<f32>(0.0);
+        var a2 = vec4<f32>(0.0);
+        var a3 = vec4<f32>(0.0);
+        if (ok0) { a0 = load_a4(r0, k); }
+        if (ok1) { a1 = load_a4(r1, k); }
+        if (ok2) { a2 = load_a4(r2, k); }
+        if (ok3) { a3 = load_a4(r3, k); }
+        b[0] = sg_load_b(k, t.n4, dims);
+        b[1] = sg_load_b(k, t.n4 + 1u, dims);
+        b[2] = sg_load_b(k + 1u, t.n4, dims);
+        b[3] = sg_load_b(k + 1u, t.n4 + 1u, dims);
+        b[4] = sg_load_b(k + 2u, t.n4, dims);
+        b[5] = sg_load_b(k + 2u, t.n4 + 1u, dims);
+        b[6] = sg_load_b(k + 3u, t.n4, dims);
+        b[7] = sg_load_b(k + 3u, t.n4 + 1u, dims);
+        // Row 8q + l of the tile is lane l's a_q.
+        sg_rank4(&acc, 0u, subgroupBroadcast(a0, 0u), &b);
+        sg_rank4(&acc, 1u, subgroupBroadcast(a0, 1u), &b);
+        sg_rank4(&acc, 2u, subgroupBroadcast(a0, 2u), &b);
+        sg_rank4(&acc, 3u, subgroupBroadcast(a0, 3u), &b);
+        sg_rank4(&acc, 4u, subgroupBroadcast(a0, 4u), &b);
+        sg_rank4(&acc, 5u, subgroupBroadcast(a0, 5u), &b);
+        sg_rank4(&acc, 6u, subgroupBroadcast(a0, 6u), &b);
+        sg_rank4(&acc, 7u, subgroupBroadcast(a0, 7u), &b);
+        sg_rank4(&acc, 8u, subgroupBroadcast(a1, 0u), &b);
+        sg_rank4(&acc, 9u, subgroupBroadcast(a1, 1u), &b);
+        sg_rank4(&acc, 10u, subgroupBroadcast(a1, 2u), &b);
+        sg_rank4(&acc, 11u, subgroupBroadcast(a1, 3u), &b);
+        sg_rank4(&acc, 12u, subgroupBroadcast(a1, 4u), &b);
+        sg_rank4(&acc, 13u, subgroupBroadcast(a1, 5u), &b);
+        sg_rank4(&acc, 14u, subgroupBroadcast(a1, 6u), &b);
+        sg_rank4(&acc, 15u, subgroupBroadcast(a1, 7u), &b);
+        sg_rank4(&acc, 16u, subgroupBroadcast(a2, 0u), &b);
+        sg_rank4(&acc, 17u, subgroupBroadcast(a2, 1u), &b);
+        sg_rank4(&acc, 18u, subgroupBroadcast(a2, 2u), &b);
+        sg_rank4(&acc, 19u, subgroupBroadcast(a2, 3u), &b);
+        sg_rank4(&acc, 20u, subgroupBroadcast(a2, 4u), &b);
+        sg_rank4(&acc, 21u, subgroupBroadcast(a2, 5u), &b);
+        sg_rank4(&acc, 22u, subgroupBroadcast(a2, 6u), &b);
+        sg_rank4(&acc, 23u, subgroupBroadcast(a2, 7u), &b);
+        sg_rank4(&acc, 24u, subgroupBroadcast(a3, 0u), &b);
+        sg_rank4(&acc, 25u, subgroupBroadcast(a3, 1u), &b);
+        sg_rank4(&acc, 26u, subgroupBroadcast(a3, 2u), &b);
+        sg_rank4(&acc, 27u, subgroupBroadcast(a3, 3u), &b);
+        sg_rank4(&acc, 28u, subgroupBroadcast(a3, 4u), &b);
+        sg_rank4(&acc, 29u, subgroupBroadcast(a3, 5u), &b);
+        sg_rank4(&acc, 30u, subgroupBroadcast(a3, 6u), &b);
+        sg_rank4(&acc, 31u, subgroupBroadcast(a3, 7u), &b);
+    }
+    sg_store(&acc, t, dims);
+}
+
+@compute @workgroup_size(16, 1, 1)
+fn gemm_sg_m(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(subgroup_id) sg: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let dims = gemm_dims();
+    let t = sg_tile(wg, groups, sg, lane, dims.z);
+    // Lane l loads rows m0 + 4l .. m0 + 4l + 3 (M is a multiple of 4, so all or none exist).
+    let ma = t.m0 + 4u * lane;
+    let ok = ma < dims.x;
+    var acc: array<vec4<f32>, 64>;
+    for (var k = t.k_begin; k < t.k_end; k++) {
+        var a = vec4<f32>(0.0);
+        if (ok) { a = load_a4m(ma, k); }
+        let b0 = sg_load_b(k, t.n4, dims);
+        let b1 = sg_load_b(k, t.n4 + 1u, dims);
+        sg_rank1x4(&acc, 0u, subgroupBroadcast(a, 0u), b0, b1);
+        sg_rank1x4(&acc, 1u, subgroupBroadcast(a, 1u), b0, b1);
+        sg_rank1x4(&acc, 2u, subgroupBroadcast(a, 2u), b0, b1);
+        sg_rank1x4(&acc, 3u, subgroupBroadcast(a, 3u), b0, b1);
+        sg_rank1x4(&acc, 4u, subgroupBroadcast(a, 4u), b0, b1);
+        sg_rank1x4(&acc, 5u, subgroupBroadcast(a, 5u), b0, b1);
+        sg_rank1x4(&acc, 6u, subgroupBroadcast(a, 6u), b0, b1);
+        sg_rank1x4(&acc, 7u, subgroupBroadcast(a, 7u), b0, b1);
+    }
+    sg_store(&acc, t, dims);
+}
