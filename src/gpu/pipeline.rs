@@ -12,6 +12,8 @@ pub enum ShaderId {
     /// conv2d_sg.wgsl on gemm_sg.wgsl: the subgroup-broadcast GEMM, for 8-lane subgroups.
     Conv2dSg,
     Matmul,
+    /// matmul_sg.wgsl on gemm_sg.wgsl: dense layers on the subgroup GEMM.
+    MatmulSg,
     Pool,
     Activation,
     Dropout,
@@ -25,10 +27,11 @@ const GEMM_CORE: &str = include_str!("../../shaders/gemm_core.wgsl");
 const GEMM_SG: &str = include_str!("../../shaders/gemm_sg.wgsl");
 
 impl ShaderId {
-    pub const ALL: [ShaderId; 10] = [
+    pub const ALL: [ShaderId; 11] = [
         ShaderId::Conv2d,
         ShaderId::Conv2dSg,
         ShaderId::Matmul,
+        ShaderId::MatmulSg,
         ShaderId::Pool,
         ShaderId::Activation,
         ShaderId::Dropout,
@@ -44,6 +47,7 @@ impl ShaderId {
             ShaderId::Conv2d => &["conv2d.wgsl", "gemm_core.wgsl"],
             ShaderId::Conv2dSg => &["conv2d_sg.wgsl", "gemm_sg.wgsl"],
             ShaderId::Matmul => &["matmul.wgsl", "gemm_core.wgsl"],
+            ShaderId::MatmulSg => &["matmul_sg.wgsl", "gemm_sg.wgsl"],
             ShaderId::Pool => &["pool.wgsl"],
             ShaderId::Activation => &["activation.wgsl"],
             ShaderId::Dropout => &["dropout.wgsl"],
@@ -62,6 +66,7 @@ impl ShaderId {
             ShaderId::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
             ShaderId::Conv2dSg => include_str!("../../shaders/conv2d_sg.wgsl"),
             ShaderId::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            ShaderId::MatmulSg => include_str!("../../shaders/matmul_sg.wgsl"),
             ShaderId::Pool => include_str!("../../shaders/pool.wgsl"),
             ShaderId::Activation => include_str!("../../shaders/activation.wgsl"),
             ShaderId::Dropout => include_str!("../../shaders/dropout.wgsl"),
@@ -72,7 +77,7 @@ impl ShaderId {
         };
         match self {
             ShaderId::Conv2d | ShaderId::Matmul => format!("{own}\n{GEMM_CORE}"),
-            ShaderId::Conv2dSg => format!("{own}\n{GEMM_SG}"),
+            ShaderId::Conv2dSg | ShaderId::MatmulSg => format!("{own}\n{GEMM_SG}"),
             _ => own.to_string(),
         }
     }

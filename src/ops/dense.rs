@@ -45,6 +45,31 @@ fn dims(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize
     Ok((rows, inp, out))
 }
 
+/// True when this product runs on the subgroup GEMM (matmul_sg.wgsl): 8-lane subgroups and
+/// IN, OUT multiples of 4, so every operand moves as whole vec4s.
+fn subgroup_path(gpu: &Gpu, inp: usize, out: usize) -> bool {
+    gpu.subgroup_kernels() && inp.is_multiple_of(4) && out.is_multiple_of(4)
+}
+
+/// w (IN,OUT) -> (OUT,IN), for the subgroup input-gradient product.
+fn transpose_kernel(gpu: &Gpu, w: &Tensor, p: Params) -> Result<Tensor> {
+    let wt = Tensor::uninit(gpu, [p.out as usize, p.inp as usize])?;
+    let groups = (p.out as usize * p.inp as usize / 4).div_ceil(64).max(1) as u32;
+    let x = groups.min(gpu.limits().max_compute_workgroups_per_dimension);
+    gpu.dispatch(
+        &Kernel::new(ShaderId::MatmulSg, "transpose_kernel", &[]),
+        &[
+            Arg::Uniform(bytemuck::bytes_of(&p)),
+            Arg::Read(w.all()),
+            Arg::Unused,
+            Arg::Unused,
+            Arg::Write(wt.all()),
+        ],
+        [x, groups.div_ceil(x), 1],
+    );
+    Ok(wt)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run(
     gpu: &Gpu,
@@ -61,8 +86,18 @@ fn run(
     for (t, name) in [(a, "a"), (b, "b"), (c, "output")] {
         check_binding(gpu, op, name, t.byte_len())?;
     }
+    let kernel = if subgroup_path(gpu, p.inp as usize, p.out as usize) {
+        let mode2 = consts.iter().any(|&(k, v)| k == "MODE" && v == 2.0);
+        Kernel::new(
+            ShaderId::MatmulSg,
+            if mode2 { "gemm_sg_m" } else { "gemm_sg" },
+            consts,
+        )
+    } else {
+        Kernel::new(ShaderId::Matmul, "gemm", consts)
+    };
     gpu.dispatch(
-        &Kernel::new(ShaderId::Matmul, "gemm", consts),
+        &kernel,
         &[
             Arg::Uniform(bytemuck::bytes_of(&p)),
             Arg::Read(a.all()),
@@ -145,7 +180,14 @@ pub fn dense_backward(
     };
     let dx = if need_dx {
         let dx = Tensor::uninit(gpu, [rows, inp])?;
-        run(gpu, OP, &[("MODE", 1.0)], p, dy, w, w, &dx, rows, inp)?;
+        // The subgroup kernel reads the kernel transposed, so that B's rows are contiguous.
+        let wt = if subgroup_path(gpu, inp, out) {
+            Some(transpose_kernel(gpu, w, p)?)
+        } else {
+            None
+        };
+        let wb = wt.as_ref().unwrap_or(w);
+        run(gpu, OP, &[("MODE", 1.0)], p, dy, wb, wb, &dx, rows, inp)?;
         Some(dx)
     } else {
         None
