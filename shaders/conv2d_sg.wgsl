@@ -8,7 +8,9 @@
 //                      `transpose_kernel` so that B's rows are contiguous along CIN
 //   MODE 2 weight grad dw (KH*KW*CIN, COUT) = im2col(x)^T * dy; entry gemm_sg_m, A read along
 //                      M = (kh, kw, ci) at one output position k; ACCUM and slices as conv2d.wgsl
-// Element offsets in Params (a_base, b_base, c_base) are multiples of 4 here.
+// Element offsets in Params (a_base, b_base, c_base) are multiples of 4 here, except a_base in
+// MODE 0 with CIN not a multiple of 4 (an RGB input): that case gathers A's four values one by
+// one, each from its own tap.
 
 override MODE: u32 = 0u;
 override KH: u32 = 3u;
@@ -75,7 +77,26 @@ fn a_row(m: u32) -> ARow {
     return ARow((t / p.h) * p.oh, i32(t % p.h + p.pad_top), i32(iw + p.pad_left));
 }
 
+// x at tap (kh, kw) of row r, channel ci, as a scalar (MODE 0 with CIN % 4 != 0).
+fn x_scalar(r: ARow, k: u32) -> f32 {
+    if (k >= KH * KW * CIN) {
+        return 0.0;
+    }
+    let tap = k / CIN;
+    let ih = r.y + i32(tap / KW);
+    let iw = r.x + i32(tap % KW);
+    if (ih < 0 || iw < 0 || ih >= i32(p.h) || iw >= i32(p.w)) {
+        return 0.0;
+    }
+    let e = p.a_base + ((r.img + u32(ih)) * p.w + u32(iw)) * CIN + k % CIN;
+    return src_a[e / 4u][e % 4u];
+}
+
 fn load_a4(r: ARow, k: u32) -> vec4<f32> {
+    if (MODE == 0u && CIN % 4u != 0u) {
+        return vec4<f32>(x_scalar(r, k), x_scalar(r, k + 1u), x_scalar(r, k + 2u),
+                         x_scalar(r, k + 3u));
+    }
     if (MODE == 0u) {
         let ci = k % CIN;
         let tap = k / CIN;

@@ -56,6 +56,11 @@ fn cases() -> Vec<Case> {
         c([2, 6, 7, 36], (2, 3), 8, (1, 2), Same, false),
         c([1, 5, 5, 16], (1, 1), 132, (1, 1), Valid, false),
         c([4, 24, 20, 8], (3, 3), 4, (1, 1), Same, false),
+        // RGB-like inputs (Cin not a multiple of 4, input length not a multiple of 4) with Cout
+        // a multiple of 4: the subgroup forward gathers A value by value
+        c([2, 12, 11, 3], (3, 3), 32, (1, 1), Valid, true),
+        c([1, 5, 6, 3], (3, 3), 8, (2, 2), Same, false),
+        c([3, 6, 5, 5], (2, 2), 4, (1, 1), Same, false),
     ]
 }
 

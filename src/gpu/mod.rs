@@ -71,6 +71,20 @@ pub struct BufferRange<'a> {
     pub size: u64,
 }
 
+impl BufferRange<'_> {
+    /// The range grown to a multiple of `align` bytes where the buffer (and `limit`) allow:
+    /// a shader reading the range as `array<vec4<f32>>` then sees its last partial vec4.
+    /// Pool buffers are whole multiples of 256 bytes, so for them this always succeeds.
+    pub fn padded_to(self, align: u64, limit: u64) -> Self {
+        let want = self.size.div_ceil(align) * align;
+        let room = self.buffer.size() - self.offset;
+        Self {
+            size: want.min(room).min(limit.max(self.size)),
+            ..self
+        }
+    }
+}
+
 /// The device context every op runs on.
 ///
 /// Work is recorded into one pending command encoder; nothing reaches the GPU queue until

@@ -181,9 +181,12 @@ fn gemm_kernel<'a>(
     gpu: &Gpu,
     g: &Geometry,
     consts: &'a [(&'static str, f64)],
-    weight_grad: bool,
+    mode: u32,
 ) -> Kernel<'a> {
-    if gpu.subgroup_kernels() && g.cin.is_multiple_of(4) && g.cout.is_multiple_of(4) {
+    let weight_grad = mode == 2;
+    // The forward gathers an input whose channels are not a multiple of 4 (RGB) value by value.
+    let cin_ok = g.cin.is_multiple_of(4) || mode == 0;
+    if gpu.subgroup_kernels() && cin_ok && g.cout.is_multiple_of(4) {
         let entry = if weight_grad { "gemm_sg_m" } else { "gemm_sg" };
         Kernel::new(ShaderId::Conv2dSg, entry, consts)
     } else {
@@ -257,7 +260,7 @@ pub fn conv2d_forward(
     check_binding(gpu, OP, "kernel", w.byte_len())?;
     let y = Tensor::uninit(gpu, [g.n, g.oh, g.ow, g.cout])?;
     let consts = constants(&g, spec, 0);
-    let kernel = gemm_kernel(gpu, &g, &consts, false);
+    let kernel = gemm_kernel(gpu, &g, &consts, 0);
     let chunks = batch_chunks(
         gpu,
         OP,
@@ -269,6 +272,8 @@ pub fn conv2d_forward(
     )?;
     for (n0, nb) in chunks {
         let (xr, xb) = x.window(gpu, n0 * g.in_item(), nb * g.in_item());
+        // Read as vec4s, an RGB input's last values sit in a partial vec4: bind it whole.
+        let xr = xr.padded_to(16, gpu.binding_limit());
         let (yr, yb) = y.window(gpu, n0 * g.out_item(), nb * g.out_item());
         let p = g.params(nb, xb, 0, yb);
         gpu.dispatch(
@@ -328,7 +333,7 @@ pub fn conv2d_backward(
     let dx = if need_dx {
         let dx = Tensor::uninit(gpu, x.shape().clone())?;
         let consts = constants(&g, spec, 1);
-        let kernel = gemm_kernel(gpu, &g, &consts, false);
+        let kernel = gemm_kernel(gpu, &g, &consts, 1);
         // The subgroup kernel reads the kernel as (KH,KW,Cout,Cin) so that its B rows are
         // contiguous vec4s of input channels; the transpose costs one pass over the weights.
         let wt = if kernel.shader == ShaderId::Conv2dSg {
@@ -379,7 +384,7 @@ pub fn conv2d_backward(
         };
         let mut consts = constants(&g, spec, 2);
         consts.push(("ACCUM", f64::from(u32::from(i > 0 && partial.is_none()))));
-        let kernel = gemm_kernel(gpu, &g, &consts, true);
+        let kernel = gemm_kernel(gpu, &g, &consts, 2);
         let (xr, xb) = x.window(gpu, n0 * g.in_item(), nb * g.in_item());
         let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
         let mut p = g.params(nb, xb, dyb, 0);
