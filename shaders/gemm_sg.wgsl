@@ -18,9 +18,10 @@
 //   gemm_sg_m (A along M): load_a4m(m, k) = A[m..m+3, k] for m % 4 == 0; K advances by 1
 // N must be a multiple of 4 (whole vec4 columns), and for gemm_sg_m so must M.
 
-const SG_WG_SUBGROUPS: u32 = 2u; // subgroups per workgroup, stacked along M
-const SG_TILE_M: u32 = 64u;      // rows per workgroup (32 per subgroup)
-const SG_TILE_N4: u32 = 16u;     // vec4 columns per workgroup (2 per lane)
+// Subgroups per workgroup, stacked along M (32 rows each): 2 measured fastest on lavapipe; 1
+// when M is at most 32, where a second subgroup would only multiply zeros.
+override SG_PER_WG: u32 = 2u;
+const SG_TILE_N4: u32 = 16u; // vec4 columns per workgroup (2 per lane)
 
 // acc rows r (0..32) x vec4 columns j (0..2) at acc[2r + j]; b holds B[k+i, n4+j] at b[2i + j].
 fn sg_rank4(acc: ptr<function, array<vec4<f32>, 64>>, r: u32, s: vec4<f32>, b: ptr<function, array<vec4<f32>, 8>>) {
@@ -60,7 +61,7 @@ fn sg_tile(wg: vec3<u32>, groups: vec3<u32>, sg: u32, lane: u32, k_units: u32) -
     t.k_begin = t.slice * per;
     t.k_end = min(k_units, t.k_begin + per);
     // M tiles beyond 65535 spill into z (after the slices), as in gemm_core.
-    t.m0 = (wg.y + (wg.z / slices) * groups.y) * SG_TILE_M + sg * 32u;
+    t.m0 = ((wg.y + (wg.z / slices) * groups.y) * SG_PER_WG + sg) * 32u;
     t.n4 = wg.x * SG_TILE_N4 + lane * 2u;
     return t;
 }
@@ -122,7 +123,7 @@ fn sg_load_b(k: u32, n4: u32, dims: vec3<u32>) -> vec4<f32> {
     return vec4<f32>(0.0);
 }
 
-@compute @workgroup_size(16, 1, 1)
+@compute @workgroup_size(8u * SG_PER_WG, 1, 1)
 fn gemm_sg(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
@@ -198,7 +199,7 @@ fn gemm_sg(
     sg_store(&acc, t, dims);
 }
 
-@compute @workgroup_size(16, 1, 1)
+@compute @workgroup_size(8u * SG_PER_WG, 1, 1)
 fn gemm_sg_m(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,

@@ -16,8 +16,10 @@ struct Params {
     _pad: u32,
 }
 
-fn grid(gpu: &Gpu, m: usize, n: usize) -> [u32; 3] {
-    let tiles_m = m.div_ceil(64).max(1) as u64;
+/// Workgroups for an (M,N) product in tiles of `tile_m` rows by 64 columns; M tiles beyond the
+/// per-dimension limit spill into z.
+fn grid(gpu: &Gpu, m: usize, n: usize, tile_m: usize) -> [u32; 3] {
+    let tiles_m = m.div_ceil(tile_m).max(1) as u64;
     let max = u64::from(gpu.limits().max_compute_workgroups_per_dimension);
     let y = tiles_m.min(max);
     [
@@ -86,15 +88,19 @@ fn run(
     for (t, name) in [(a, "a"), (b, "b"), (c, "output")] {
         check_binding(gpu, op, name, t.byte_len())?;
     }
-    let kernel = if subgroup_path(gpu, p.inp as usize, p.out as usize) {
+    let sg_consts;
+    let (kernel, tile_m) = if subgroup_path(gpu, p.inp as usize, p.out as usize) {
         let mode2 = consts.iter().any(|&(k, v)| k == "MODE" && v == 2.0);
-        Kernel::new(
-            ShaderId::MatmulSg,
-            if mode2 { "gemm_sg_m" } else { "gemm_sg" },
-            consts,
+        // One subgroup (32 rows) per workgroup for a short product such as a dense head's.
+        let per_wg = if m <= 32 { 1 } else { 2 };
+        sg_consts = [consts, &[("SG_PER_WG", f64::from(per_wg))]].concat();
+        let entry = if mode2 { "gemm_sg_m" } else { "gemm_sg" };
+        (
+            Kernel::new(ShaderId::MatmulSg, entry, &sg_consts),
+            32 * per_wg as usize,
         )
     } else {
-        Kernel::new(ShaderId::Matmul, "gemm", consts)
+        (Kernel::new(ShaderId::Matmul, "gemm", consts), 64)
     };
     gpu.dispatch(
         &kernel,
@@ -105,7 +111,7 @@ fn run(
             Arg::Read(bias.all()),
             Arg::Write(c.all()),
         ],
-        grid(gpu, m, n),
+        grid(gpu, m, n, tile_m),
     );
     Ok(())
 }
