@@ -136,6 +136,24 @@ pub fn time_median(
     Ok(times[times.len() / 2])
 }
 
+/// One kernel workload, when `--only` selects it (None otherwise): its setup, then `run` timed
+/// on it as [`time_median`] does, and the allocator peak of setup and runs together.
+fn time_kernel<S>(
+    gpu: &Gpu,
+    opts: &BenchOptions,
+    id: &str,
+    setup: impl FnOnce() -> Result<S, BenchError>,
+    run: impl Fn(&S) -> Result<(), crate::ops::OpError>,
+) -> Result<Option<(S, f64, u64)>, BenchError> {
+    if !selected(opts, id) {
+        return Ok(None);
+    }
+    fresh_accounting(gpu);
+    let s = setup()?;
+    let ms = time_median(gpu, opts.warmup, opts.runs, || Ok(run(&s)?))?;
+    Ok(Some((s, ms, gpu.pool_stats().peak)))
+}
+
 fn seeded(n: usize, seed: u32) -> Vec<f32> {
     // Cheap deterministic data; the values only need to be finite and varied.
     (0..n)
@@ -261,46 +279,46 @@ pub fn run(
     let mut any = false;
     for c in &w.conv2d_forward {
         let id = format!("conv2d_forward/{}", c.name);
-        if !selected(opts, &id) {
-            continue;
+        let timed = time_kernel(
+            gpu,
+            opts,
+            &id,
+            || c.setup(gpu),
+            |s| conv::conv2d_forward(gpu, &s.x, &s.w, &s.b, &s.spec).map(drop),
+        )?;
+        if let Some((s, ms, bytes)) = timed {
+            any = true;
+            push(id, c.n, ms, s.forward_flops, bytes);
         }
-        any = true;
-        fresh_accounting(gpu);
-        let s = c.setup(gpu)?;
-        let ms = time_median(gpu, opts.warmup, opts.runs, || {
-            conv::conv2d_forward(gpu, &s.x, &s.w, &s.b, &s.spec)?;
-            Ok(())
-        })?;
-        push(id, c.n, ms, s.forward_flops, gpu.pool_stats().peak);
     }
     for c in &w.conv2d_backward {
         let id = format!("conv2d_backward/{}", c.name);
-        if !selected(opts, &id) {
-            continue;
+        let timed = time_kernel(
+            gpu,
+            opts,
+            &id,
+            || c.setup(gpu),
+            |s| conv::conv2d_backward(gpu, &s.x, &s.w, &s.dy, &s.spec, true).map(drop),
+        )?;
+        if let Some((s, ms, bytes)) = timed {
+            any = true;
+            // Input gradient + weight gradient: two products the size of the forward.
+            push(id, c.n, ms, 2.0 * s.forward_flops, bytes);
         }
-        any = true;
-        fresh_accounting(gpu);
-        let s = c.setup(gpu)?;
-        let ms = time_median(gpu, opts.warmup, opts.runs, || {
-            conv::conv2d_backward(gpu, &s.x, &s.w, &s.dy, &s.spec, true)?;
-            Ok(())
-        })?;
-        // Input gradient + weight gradient: two products the size of the forward.
-        push(id, c.n, ms, 2.0 * s.forward_flops, gpu.pool_stats().peak);
     }
     for m in &w.matmul {
         let id = format!("matmul/{}", m.name);
-        if !selected(opts, &id) {
-            continue;
+        let timed = time_kernel(
+            gpu,
+            opts,
+            &id,
+            || m.setup(gpu),
+            |s| dense::matmul(gpu, &s.a, &s.b).map(drop),
+        )?;
+        if let Some((s, ms, bytes)) = timed {
+            any = true;
+            push(id, m.n, ms, s.flops, bytes);
         }
-        any = true;
-        fresh_accounting(gpu);
-        let s = m.setup(gpu)?;
-        let ms = time_median(gpu, opts.warmup, opts.runs, || {
-            dense::matmul(gpu, &s.a, &s.b)?;
-            Ok(())
-        })?;
-        push(id, m.n, ms, s.flops, gpu.pool_stats().peak);
     }
     for net in &w.network {
         let Some(name) = net.get("name").and_then(|v| v.as_str()) else {
