@@ -716,8 +716,13 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                         a.max_compute_invocations_per_workgroup,
                         a.max_compute_workgroups_per_dimension
                     );
+                    let subgroups = match a.subgroup_sizes {
+                        Some((8, 8)) => "8 lanes (subgroup GEMM kernels)".to_string(),
+                        Some((lo, hi)) => format!("{lo}-{hi} lanes (workgroup-memory kernels)"),
+                        None => "none (workgroup-memory kernels)".to_string(),
+                    };
                     println!(
-                        "    timestamp queries: {}, shader f16: {}",
+                        "    timestamp queries: {}, shader f16: {}, subgroups: {subgroups}",
                         a.timestamp_query, a.shader_f16
                     );
                 }

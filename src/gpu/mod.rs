@@ -194,7 +194,7 @@ impl Gpu {
     }
 
     /// Turns the subgroup kernels off (or back on, where the adapter supports them): tests run
-    /// both kernel families against the same CPU references, and `bench` compares them.
+    /// both kernel families against the same CPU references.
     pub fn set_subgroup_kernels(&self, on: bool) {
         self.subgroup8.store(
             on && self.subgroup8_supported,

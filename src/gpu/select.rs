@@ -87,6 +87,9 @@ pub struct AdapterSummary {
     pub max_compute_workgroups_per_dimension: u32,
     pub timestamp_query: bool,
     pub shader_f16: bool,
+    /// Subgroup sizes (min, max) where the adapter has subgroup operations; the subgroup GEMM
+    /// kernels run where both are 8.
+    pub subgroup_sizes: Option<(u32, u32)>,
 }
 
 impl AdapterSummary {
@@ -107,6 +110,9 @@ impl AdapterSummary {
             max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
             timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroup_sizes: features
+                .contains(wgpu::Features::SUBGROUP)
+                .then_some((info.subgroup_min_size, info.subgroup_max_size)),
         }
     }
 }

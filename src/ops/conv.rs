@@ -173,10 +173,11 @@ fn gemm_grid(gpu: &Gpu, m: usize, n: usize) -> [u32; 3] {
     ]
 }
 
-/// The GEMM entry point for one convolution product: the subgroup kernels (conv2d_sg.wgsl) when
-/// the adapter has 8-lane subgroups and both channel counts are multiples of 4 (every operand
-/// then moves as whole vec4s), the workgroup-memory kernel (conv2d.wgsl) otherwise. The weight
-/// gradient reads A along M (`gemm_sg_m`): its rows are input channels, contiguous in NHWC.
+/// The GEMM entry point for one convolution product (`mode` as in the shaders): the subgroup
+/// kernels (conv2d_sg.wgsl) when the adapter has 8-lane subgroups and the channel counts let
+/// every operand move as whole vec4s (Cout a multiple of 4, and Cin too except in the forward),
+/// the workgroup-memory kernel (conv2d.wgsl) otherwise. The weight gradient reads A along M
+/// (`gemm_sg_m`): its rows are input channels, contiguous in NHWC.
 fn gemm_kernel<'a>(
     gpu: &Gpu,
     g: &Geometry,
