@@ -3,12 +3,13 @@
 // products as conv2d.wgsl (NHWC input, HWIO kernel):
 //   MODE 0 forward     y  (N*OH*OW, COUT) = im2col(x) * w + bias (then ReLU when RELU = 1);
 //                      entry gemm_sg, A read along K = (kh, kw, ci)
-//   MODE 1 input grad  dx (N*H*W, CIN) = gather(dy) (N*H*W, KH*KW*COUT) * wt; entry gemm_sg,
-//                      where wt (KH,KW,COUT,CIN) is w with its last two axes swapped by
-//                      `transpose_kernel` so that B's rows are contiguous along CIN
+//   MODE 1 input grad  dx (N*H*W, CIN) = gather(dy) (N*H*W, KH*KW*COUT) * w'; entry gemm_sg,
+//                      w'[(kh,kw,co), ci] = w[kh,kw,ci,co]
 //   MODE 2 weight grad dw (KH*KW*CIN, COUT) = im2col(x)^T * dy; entry gemm_sg_m, A read along
 //                      M = (kh, kw, ci) at one output position k; ACCUM and slices as conv2d.wgsl
-// Element offsets in Params (a_base, b_base, c_base) are multiples of 4 here, except a_base in
+// B (w, w' or dy) is bound packed into 64-column tiles by pack.wgsl when PACKED_B = 1 (always
+// for MODE 1; the host skips packing when only one row tile would read B).
+// Element offsets in Params (a_base, c_base) are multiples of 4 here, except a_base in
 // MODE 0 with CIN not a multiple of 4 (an RGB input): that case gathers A's four values one by
 // one, each from its own tap.
 
@@ -21,6 +22,7 @@ override CIN: u32 = 4u;
 override COUT: u32 = 4u;
 override RELU: u32 = 0u;
 override ACCUM: u32 = 0u;
+override PACKED_B: u32 = 1u;
 
 struct Params {
     n: u32,
@@ -137,11 +139,13 @@ fn load_a4m(m: u32, k: u32) -> vec4<f32> {
 }
 
 fn load_b4(k: u32, n4: u32) -> vec4<f32> {
-    switch MODE {
-        case 0u: { return src_b[k * (COUT / 4u) + n4]; }
-        case 1u: { return src_b[k * (CIN / 4u) + n4]; }
-        default: { return src_b[p.b_base / 4u + k * (COUT / 4u) + n4]; }
+    if (PACKED_B == 1u) {
+        return src_b[sg_packed_b(k, n4, gemm_dims().z)];
     }
+    if (MODE == 0u) {
+        return src_b[k * (COUT / 4u) + n4];
+    }
+    return src_b[p.b_base / 4u + k * (COUT / 4u) + n4];
 }
 
 fn store_c4(m: u32, n4: u32, v: vec4<f32>, slice: u32) {
@@ -163,28 +167,4 @@ fn store_c4(m: u32, n4: u32, v: vec4<f32>, slice: u32) {
             }
         }
     }
-}
-
-// wt (KH,KW,COUT,CIN) from w (KH,KW,CIN,COUT), one vec4 of wt (four input channels) per
-// invocation: wt[tap, co, ci..ci+3] = w[tap, ci..ci+3, co]. Reads w through src_a.
-@compute @workgroup_size(64, 1, 1)
-fn transpose_kernel(
-    @builtin(global_invocation_id) gid: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-) {
-    let i = gid.x + gid.y * groups.x * 64u;
-    let cin4 = CIN / 4u;
-    if (i >= KH * KW * COUT * cin4) {
-        return;
-    }
-    let ci = (i % cin4) * 4u;
-    let t = i / cin4;
-    let co = t % COUT;
-    let tap = t / COUT;
-    var v: vec4<f32>;
-    for (var c = 0u; c < 4u; c++) {
-        let e = (tap * CIN + ci + c) * COUT + co;
-        v[c] = src_a[e / 4u][e % 4u];
-    }
-    dst[i] = v;
 }

@@ -10,7 +10,8 @@
 // The op module in front of this one supplies
 //   gemm_dims() -> vec3<u32>          (M, N, K)
 //   gemm_slices() -> u32              K split into slices, one per workgroup z (as gemm_core)
-//   load_b4(k, n4) -> vec4<f32>       B[k, 4*n4 .. 4*n4+3]; k < K and 4*n4 < N
+//   load_b4(k, n4) -> vec4<f32>       B[k, 4*n4 .. 4*n4+3]; k < K and 4*n4 < N. B arrives packed
+//                                     by pack.wgsl; `sg_packed_b` gives the vec4 index
 //   store_c4(m, n4, v, slice)         C[m, 4*n4 .. +3] = v; m < M and 4*n4 < N
 // and, for the entry point it uses, one way of reading A:
 //   gemm_sg (A along K):  a_row(m) -> ARow once per row, then load_a4(row, k) = A[m, k..k+3]
@@ -42,6 +43,11 @@ fn sg_rank1x4(acc: ptr<function, array<vec4<f32>, 64>>, l: u32, s: vec4<f32>, b0
     (*acc)[r + 5u] = fma(vec4<f32>(s.z), b1, (*acc)[r + 5u]);
     (*acc)[r + 6u] = fma(vec4<f32>(s.w), b0, (*acc)[r + 6u]);
     (*acc)[r + 7u] = fma(vec4<f32>(s.w), b1, (*acc)[r + 7u]);
+}
+
+// Index of B[k, 4*n4..] in B packed as (ceil(N/64), K, 64) by pack.wgsl.
+fn sg_packed_b(k: u32, n4: u32, kdim: u32) -> u32 {
+    return ((n4 / SG_TILE_N4) * kdim + k) * SG_TILE_N4 + n4 % SG_TILE_N4;
 }
 
 struct SgTile {

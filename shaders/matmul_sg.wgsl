@@ -1,8 +1,9 @@
 // Dense layer / matmul on the subgroup GEMM (gemm_sg.wgsl), for IN and OUT multiples of 4 so
-// that every operand moves as whole vec4s. Same products and layouts as matmul.wgsl: x (ROWS,IN),
+// that every operand moves as whole vec4s. B (w, w^T or dy) is bound packed by pack.wgsl when
+// PACKED_B = 1 (always for MODE 1; the host skips packing when one row tile reads B once). Same products and layouts as matmul.wgsl: x (ROWS,IN),
 // kernel w (IN,OUT), y (ROWS,OUT):
 //   MODE 0 forward      y  = x w (+ bias when HAS_BIAS = 1, then ReLU when RELU = 1); gemm_sg
-//   MODE 1 input grad   dx = dy wt, wt (OUT,IN) = w^T made by `transpose_kernel`; gemm_sg
+//   MODE 1 input grad   dx = dy w^T; gemm_sg
 //   MODE 2 kernel grad  dw = x^T dy (+ dw's old value when ACCUM = 1); gemm_sg_m, reading x
 //                       along IN (contiguous) at one row k
 
@@ -10,6 +11,7 @@ override MODE: u32 = 0u;
 override HAS_BIAS: u32 = 1u;
 override RELU: u32 = 0u;
 override ACCUM: u32 = 0u;
+override PACKED_B: u32 = 1u;
 
 struct Params {
     rows: u32,
@@ -58,8 +60,8 @@ fn load_a4m(m: u32, k: u32) -> vec4<f32> {
 }
 
 fn load_b4(k: u32, n4: u32) -> vec4<f32> {
-    if (MODE == 1u) {
-        return src_b[k * (p.inp / 4u) + n4];
+    if (PACKED_B == 1u) {
+        return src_b[sg_packed_b(k, n4, gemm_dims().z)];
     }
     return src_b[k * (p.out / 4u) + n4];
 }
@@ -86,26 +88,4 @@ fn store_c4(m: u32, n4: u32, v: vec4<f32>, slice: u32) {
             }
         }
     }
-}
-
-// wt (OUT,IN) from w (IN,OUT), one vec4 of wt per invocation: wt[o, i..i+3] = w[i..i+3, o].
-// Reads w through src_a.
-@compute @workgroup_size(64, 1, 1)
-fn transpose_kernel(
-    @builtin(global_invocation_id) gid: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-) {
-    let j = gid.x + gid.y * groups.x * 64u;
-    let in4 = p.inp / 4u;
-    if (j >= p.out * in4) {
-        return;
-    }
-    let i = (j % in4) * 4u;
-    let o = j / in4;
-    var v: vec4<f32>;
-    for (var c = 0u; c < 4u; c++) {
-        let e = (i + c) * p.out + o;
-        v[c] = src_a[e / 4u][e % 4u];
-    }
-    dst[j] = v;
 }

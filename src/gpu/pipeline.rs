@@ -14,6 +14,8 @@ pub enum ShaderId {
     Matmul,
     /// matmul_sg.wgsl on gemm_sg.wgsl: dense layers on the subgroup GEMM.
     MatmulSg,
+    /// pack.wgsl: B operands of the subgroup GEMM repacked into contiguous column tiles.
+    Pack,
     Pool,
     Activation,
     Dropout,
@@ -27,11 +29,12 @@ const GEMM_CORE: &str = include_str!("../../shaders/gemm_core.wgsl");
 const GEMM_SG: &str = include_str!("../../shaders/gemm_sg.wgsl");
 
 impl ShaderId {
-    pub const ALL: [ShaderId; 11] = [
+    pub const ALL: [ShaderId; 12] = [
         ShaderId::Conv2d,
         ShaderId::Conv2dSg,
         ShaderId::Matmul,
         ShaderId::MatmulSg,
+        ShaderId::Pack,
         ShaderId::Pool,
         ShaderId::Activation,
         ShaderId::Dropout,
@@ -48,6 +51,7 @@ impl ShaderId {
             ShaderId::Conv2dSg => &["conv2d_sg.wgsl", "gemm_sg.wgsl"],
             ShaderId::Matmul => &["matmul.wgsl", "gemm_core.wgsl"],
             ShaderId::MatmulSg => &["matmul_sg.wgsl", "gemm_sg.wgsl"],
+            ShaderId::Pack => &["pack.wgsl"],
             ShaderId::Pool => &["pool.wgsl"],
             ShaderId::Activation => &["activation.wgsl"],
             ShaderId::Dropout => &["dropout.wgsl"],
@@ -67,6 +71,7 @@ impl ShaderId {
             ShaderId::Conv2dSg => include_str!("../../shaders/conv2d_sg.wgsl"),
             ShaderId::Matmul => include_str!("../../shaders/matmul.wgsl"),
             ShaderId::MatmulSg => include_str!("../../shaders/matmul_sg.wgsl"),
+            ShaderId::Pack => include_str!("../../shaders/pack.wgsl"),
             ShaderId::Pool => include_str!("../../shaders/pool.wgsl"),
             ShaderId::Activation => include_str!("../../shaders/activation.wgsl"),
             ShaderId::Dropout => include_str!("../../shaders/dropout.wgsl"),

@@ -5,6 +5,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::pack::{pack_b, Layout};
 use super::{batch_chunks, check_binding, reduce, shape_err, Result};
 use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
 use crate::tensor::Tensor;
@@ -177,47 +178,31 @@ fn gemm_grid(gpu: &Gpu, m: usize, n: usize) -> [u32; 3] {
 /// kernels (conv2d_sg.wgsl) when the adapter has 8-lane subgroups and the channel counts let
 /// every operand move as whole vec4s (Cout a multiple of 4, and Cin too except in the forward),
 /// the workgroup-memory kernel (conv2d.wgsl) otherwise. The weight gradient reads A along M
-/// (`gemm_sg_m`): its rows are input channels, contiguous in NHWC.
+/// (`gemm_sg_m`): its rows are input channels, contiguous in NHWC. The second value says whether
+/// the subgroup kernel reads B packed (pack.wgsl): always for the input gradient, whose B is the
+/// kernel read transposed, otherwise when more than one 64-row tile reads B, so that packing
+/// pays for itself.
 fn gemm_kernel<'a>(
     gpu: &Gpu,
     g: &Geometry,
-    consts: &'a [(&'static str, f64)],
+    consts: &'a mut Vec<(&'static str, f64)>,
     mode: u32,
-) -> Kernel<'a> {
-    let weight_grad = mode == 2;
+) -> (Kernel<'a>, bool) {
     // The forward gathers an input whose channels are not a multiple of 4 (RGB) value by value.
     let cin_ok = g.cin.is_multiple_of(4) || mode == 0;
     if gpu.subgroup_kernels() && cin_ok && g.cout.is_multiple_of(4) {
-        let entry = if weight_grad { "gemm_sg_m" } else { "gemm_sg" };
-        Kernel::new(ShaderId::Conv2dSg, entry, consts)
+        let rows = match mode {
+            0 => g.n * g.oh * g.ow,
+            1 => usize::MAX,
+            _ => g.kh * g.kw * g.cin,
+        };
+        let packed = rows > 64;
+        consts.push(("PACKED_B", f64::from(u32::from(packed))));
+        let entry = if mode == 2 { "gemm_sg_m" } else { "gemm_sg" };
+        (Kernel::new(ShaderId::Conv2dSg, entry, consts), packed)
     } else {
-        Kernel::new(ShaderId::Conv2d, "gemm", consts)
+        (Kernel::new(ShaderId::Conv2d, "gemm", consts), false)
     }
-}
-
-/// w (KH,KW,Cin,Cout) -> (KH,KW,Cout,Cin), for the subgroup input-gradient kernel.
-fn transpose_kernel(
-    gpu: &Gpu,
-    w: &Tensor,
-    g: &Geometry,
-    consts: &[(&'static str, f64)],
-) -> Result<Tensor> {
-    let wt = Tensor::uninit(gpu, [g.kh, g.kw, g.cout, g.cin])?;
-    let kernel = Kernel::new(ShaderId::Conv2dSg, "transpose_kernel", consts);
-    let groups = (g.kh * g.kw * g.cout * g.cin / 4).div_ceil(64).max(1) as u32;
-    let x = groups.min(gpu.limits().max_compute_workgroups_per_dimension);
-    gpu.dispatch(
-        &kernel,
-        &[
-            Arg::Unused,
-            Arg::Read(w.all()),
-            Arg::Unused,
-            Arg::Unused,
-            Arg::Write(wt.all()),
-        ],
-        [x, groups.div_ceil(x), 1],
-    );
-    Ok(wt)
 }
 
 impl Geometry {
@@ -260,8 +245,15 @@ pub fn conv2d_forward(
     }
     check_binding(gpu, OP, "kernel", w.byte_len())?;
     let y = Tensor::uninit(gpu, [g.n, g.oh, g.ow, g.cout])?;
-    let consts = constants(&g, spec, 0);
-    let kernel = gemm_kernel(gpu, &g, &consts, 0);
+    let mut consts = constants(&g, spec, 0);
+    let (kernel, pack) = gemm_kernel(gpu, &g, &mut consts, 0);
+    let packed = if pack {
+        let k = g.kh * g.kw * g.cin;
+        Some(pack_b(gpu, w.all(), 0, k, g.cout, Layout::RowMajor)?)
+    } else {
+        None
+    };
+    let wb = packed.as_ref().unwrap_or(w);
     let chunks = batch_chunks(
         gpu,
         OP,
@@ -282,7 +274,7 @@ pub fn conv2d_forward(
             &[
                 Arg::Uniform(bytemuck::bytes_of(&p)),
                 Arg::Read(xr),
-                Arg::Read(w.all()),
+                Arg::Read(wb.all()),
                 Arg::Read(b.all()),
                 Arg::Write(yr),
             ],
@@ -333,12 +325,13 @@ pub fn conv2d_backward(
 
     let dx = if need_dx {
         let dx = Tensor::uninit(gpu, x.shape().clone())?;
-        let consts = constants(&g, spec, 1);
-        let kernel = gemm_kernel(gpu, &g, &consts, 1);
-        // The subgroup kernel reads the kernel as (KH,KW,Cout,Cin) so that its B rows are
-        // contiguous vec4s of input channels; the transpose costs one pass over the weights.
-        let wt = if kernel.shader == ShaderId::Conv2dSg {
-            Some(transpose_kernel(gpu, w, &g, &consts)?)
+        let mut consts = constants(&g, spec, 1);
+        let (kernel, pack) = gemm_kernel(gpu, &g, &mut consts, 1);
+        // The subgroup kernel reads w' (KH*KW*Cout, Cin) packed: one pass over the weights.
+        let wt = if pack {
+            let k = g.kh * g.kw * g.cout;
+            let layout = Layout::TapTransposed { r: g.cout };
+            Some(pack_b(gpu, w.all(), 0, k, g.cin, layout)?)
         } else {
             None
         };
@@ -385,9 +378,16 @@ pub fn conv2d_backward(
         };
         let mut consts = constants(&g, spec, 2);
         consts.push(("ACCUM", f64::from(u32::from(i > 0 && partial.is_none()))));
-        let kernel = gemm_kernel(gpu, &g, &consts, 2);
+        let (kernel, pack) = gemm_kernel(gpu, &g, &mut consts, 2);
         let (xr, xb) = x.window(gpu, n0 * g.in_item(), nb * g.in_item());
         let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
+        // The subgroup kernel reads this chunk's dy (N*OH*OW, Cout) packed.
+        let dyp = if pack {
+            Some(pack_b(gpu, dyr, dyb, k, g.cout, Layout::RowMajor)?)
+        } else {
+            None
+        };
+        let dyr = dyp.as_ref().map_or(dyr, |t| t.all());
         let mut p = g.params(nb, xb, dyb, 0);
         p.slices = slices as u32;
         let out = partial.as_ref().unwrap_or(&dw);

@@ -3,6 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::pack::{pack_b, Layout};
 use super::{check_binding, reduce, shape_err, Result};
 use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
 use crate::tensor::Tensor;
@@ -53,25 +54,6 @@ fn subgroup_path(gpu: &Gpu, inp: usize, out: usize) -> bool {
     gpu.subgroup_kernels() && inp.is_multiple_of(4) && out.is_multiple_of(4)
 }
 
-/// w (IN,OUT) -> (OUT,IN), for the subgroup input-gradient product.
-fn transpose_kernel(gpu: &Gpu, w: &Tensor, p: Params) -> Result<Tensor> {
-    let wt = Tensor::uninit(gpu, [p.out as usize, p.inp as usize])?;
-    let groups = (p.out as usize * p.inp as usize / 4).div_ceil(64).max(1) as u32;
-    let x = groups.min(gpu.limits().max_compute_workgroups_per_dimension);
-    gpu.dispatch(
-        &Kernel::new(ShaderId::MatmulSg, "transpose_kernel", &[]),
-        &[
-            Arg::Uniform(bytemuck::bytes_of(&p)),
-            Arg::Read(w.all()),
-            Arg::Unused,
-            Arg::Unused,
-            Arg::Write(wt.all()),
-        ],
-        [x, groups.div_ceil(x), 1],
-    );
-    Ok(wt)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn run(
     gpu: &Gpu,
@@ -89,11 +71,35 @@ fn run(
         check_binding(gpu, op, name, t.byte_len())?;
     }
     let sg_consts;
+    let mut packed = None;
+    let mode = consts
+        .iter()
+        .find(|&&(k, _)| k == "MODE")
+        .map_or(0, |&(_, v)| v as u32);
     let (kernel, tile_m) = if subgroup_path(gpu, p.inp as usize, p.out as usize) {
-        let mode2 = consts.iter().any(|&(k, v)| k == "MODE" && v == 2.0);
+        let mode2 = mode == 2;
+        // B packed into 64-column tiles (w (IN,OUT), w read as (OUT,IN), or dy (ROWS,OUT)):
+        // always for the input gradient, otherwise when more than one row tile reads B.
+        let (inp, out, rows) = (p.inp as usize, p.out as usize, p.rows as usize);
+        let (k, cols, layout) = match mode {
+            0 => (inp, out, Layout::RowMajor),
+            1 => (out, inp, Layout::TapTransposed { r: out }),
+            _ => (rows, out, Layout::RowMajor),
+        };
+        let pack = mode == 1 || m > 64;
+        if pack {
+            packed = Some(pack_b(gpu, b.all(), 0, k, cols, layout)?);
+        }
         // One subgroup (32 rows) per workgroup for a short product such as a dense head's.
         let per_wg = if m <= 32 { 1 } else { 2 };
-        sg_consts = [consts, &[("SG_PER_WG", f64::from(per_wg))]].concat();
+        sg_consts = [
+            consts,
+            &[
+                ("SG_PER_WG", f64::from(per_wg)),
+                ("PACKED_B", f64::from(u32::from(pack))),
+            ],
+        ]
+        .concat();
         let entry = if mode2 { "gemm_sg_m" } else { "gemm_sg" };
         (
             Kernel::new(ShaderId::MatmulSg, entry, &sg_consts),
@@ -107,7 +113,7 @@ fn run(
         &[
             Arg::Uniform(bytemuck::bytes_of(&p)),
             Arg::Read(a.all()),
-            Arg::Read(b.all()),
+            Arg::Read(packed.as_ref().unwrap_or(b).all()),
             Arg::Read(bias.all()),
             Arg::Write(c.all()),
         ],
@@ -186,14 +192,7 @@ pub fn dense_backward(
     };
     let dx = if need_dx {
         let dx = Tensor::uninit(gpu, [rows, inp])?;
-        // The subgroup kernel reads the kernel transposed, so that B's rows are contiguous.
-        let wt = if subgroup_path(gpu, inp, out) {
-            Some(transpose_kernel(gpu, w, p)?)
-        } else {
-            None
-        };
-        let wb = wt.as_ref().unwrap_or(w);
-        run(gpu, OP, &[("MODE", 1.0)], p, dy, wb, wb, &dx, rows, inp)?;
+        run(gpu, OP, &[("MODE", 1.0)], p, dy, w, w, &dx, rows, inp)?;
         Some(dx)
     } else {
         None

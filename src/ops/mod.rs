@@ -8,6 +8,7 @@ pub mod dense;
 pub mod dropout;
 pub mod loss;
 pub mod optim;
+pub mod pack;
 pub mod pool;
 pub mod reduce;
 

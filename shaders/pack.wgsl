@@ -1,0 +1,51 @@
+// Packs the B operand of the subgroup GEMM (gemm_sg.wgsl) into column tiles:
+//   packed (ceil(N/64), K, 64) with packed[t, k, j] = B[k, 64t + j], zero where 64t + j >= N
+// so that the K x 64 slab one workgroup streams is contiguous (256 bytes per K step) instead of
+// 256 bytes every N*4 bytes: on lavapipe the strided slab ran at half the speed (TLB and
+// prefetch misses once it spans megabytes). One vec4 of the packed tensor per invocation.
+//   TRANSPOSED 0: B[k, n] = src[src_base + k*N + n]                 (row-major K x N)
+//   TRANSPOSED 1: B[k, n] = src[src_base + ((k / R)*N + n)*R + k % R]
+//                 K = taps * R: per tap, an (N, R) block read as its transpose. A conv kernel
+//                 (KH,KW,CIN,COUT) seen by the input gradient (R = COUT, N = CIN), or a dense
+//                 kernel (IN,OUT) seen as (OUT,IN) (one tap, R = OUT, N = IN).
+
+override TRANSPOSED: u32 = 0u;
+
+struct Params {
+    k: u32,
+    n: u32,
+    r: u32,
+    src_base: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+
+fn element(k: u32, n: u32) -> f32 {
+    if (n >= p.n) {
+        return 0.0;
+    }
+    if (TRANSPOSED == 1u) {
+        return src[p.src_base + ((k / p.r) * p.n + n) * p.r + k % p.r];
+    }
+    return src[p.src_base + k * p.n + n];
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn pack_b(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let j = gid.x + gid.y * groups.x * 64u;
+    let tiles = (p.n + 63u) / 64u;
+    if (j >= tiles * p.k * 16u) {
+        return;
+    }
+    let c4 = j % 16u;
+    let t = j / 16u;
+    let k = t % p.k;
+    let n = (t / p.k) * 64u + c4 * 4u;
+    dst[j] = vec4<f32>(element(k, n), element(k, n + 1u), element(k, n + 2u),
+                       element(k, n + 3u));
+}
