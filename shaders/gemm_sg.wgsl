@@ -10,8 +10,8 @@
 // The op module in front of this one supplies
 //   gemm_dims() -> vec3<u32>          (M, N, K)
 //   gemm_slices() -> u32              K split into slices, one per workgroup z (as gemm_core)
-//   load_b4(k, n4) -> vec4<f32>       B[k, 4*n4 .. 4*n4+3]; k < K and 4*n4 < N. B arrives packed
-//                                     by pack.wgsl; `sg_packed_b` gives the vec4 index
+//   load_b4(k, n4) -> vec4<f32>       B[k, 4*n4 .. 4*n4+3]; k < K and 4*n4 < N. Where B arrives
+//                                     packed by pack.wgsl, `sg_packed_b` gives the vec4 index
 //   store_c4(m, n4, v, slice)         C[m, 4*n4 .. +3] = v; m < M and 4*n4 < N
 // and, for the entry point it uses, one way of reading A:
 //   gemm_sg (A along K):  a_row(m) -> ARow once per row, then load_a4(row, k) = A[m, k..k+3]
@@ -22,27 +22,34 @@
 // Subgroups per workgroup, stacked along M (32 rows each): 2 measured fastest on lavapipe; 1
 // when M is at most 32, where a second subgroup would only multiply zeros.
 override SG_PER_WG: u32 = 2u;
-const SG_TILE_N4: u32 = 16u; // vec4 columns per workgroup (2 per lane)
+// vec4 columns per lane: 2 (64 columns per workgroup), or 1 (32) when N is at most 32, where
+// the second column would only multiply zeros.
+override SG_COLS4: u32 = 2u;
+override SG_TILE_N4: u32 = 8u * SG_COLS4; // vec4 columns per workgroup
 
 // acc rows r (0..32) x vec4 columns j (0..2) at acc[2r + j]; b holds B[k+i, n4+j] at b[2i + j].
 fn sg_rank4(acc: ptr<function, array<vec4<f32>, 64>>, r: u32, s: vec4<f32>, b: ptr<function, array<vec4<f32>, 8>>) {
     (*acc)[2u * r] = fma(vec4<f32>(s.w), (*b)[6], fma(vec4<f32>(s.z), (*b)[4],
         fma(vec4<f32>(s.y), (*b)[2], fma(vec4<f32>(s.x), (*b)[0], (*acc)[2u * r]))));
-    (*acc)[2u * r + 1u] = fma(vec4<f32>(s.w), (*b)[7], fma(vec4<f32>(s.z), (*b)[5],
-        fma(vec4<f32>(s.y), (*b)[3], fma(vec4<f32>(s.x), (*b)[1], (*acc)[2u * r + 1u]))));
+    if (SG_COLS4 == 2u) {
+        (*acc)[2u * r + 1u] = fma(vec4<f32>(s.w), (*b)[7], fma(vec4<f32>(s.z), (*b)[5],
+            fma(vec4<f32>(s.y), (*b)[3], fma(vec4<f32>(s.x), (*b)[1], (*acc)[2u * r + 1u]))));
+    }
 }
 
 // Rows 4l..4l+3 (the four A values s at one k) times the lane's two B vec4s at that k.
 fn sg_rank1x4(acc: ptr<function, array<vec4<f32>, 64>>, l: u32, s: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>) {
     let r = 8u * l;
     (*acc)[r] = fma(vec4<f32>(s.x), b0, (*acc)[r]);
-    (*acc)[r + 1u] = fma(vec4<f32>(s.x), b1, (*acc)[r + 1u]);
     (*acc)[r + 2u] = fma(vec4<f32>(s.y), b0, (*acc)[r + 2u]);
-    (*acc)[r + 3u] = fma(vec4<f32>(s.y), b1, (*acc)[r + 3u]);
     (*acc)[r + 4u] = fma(vec4<f32>(s.z), b0, (*acc)[r + 4u]);
-    (*acc)[r + 5u] = fma(vec4<f32>(s.z), b1, (*acc)[r + 5u]);
     (*acc)[r + 6u] = fma(vec4<f32>(s.w), b0, (*acc)[r + 6u]);
-    (*acc)[r + 7u] = fma(vec4<f32>(s.w), b1, (*acc)[r + 7u]);
+    if (SG_COLS4 == 2u) {
+        (*acc)[r + 1u] = fma(vec4<f32>(s.x), b1, (*acc)[r + 1u]);
+        (*acc)[r + 3u] = fma(vec4<f32>(s.y), b1, (*acc)[r + 3u]);
+        (*acc)[r + 5u] = fma(vec4<f32>(s.z), b1, (*acc)[r + 5u]);
+        (*acc)[r + 7u] = fma(vec4<f32>(s.w), b1, (*acc)[r + 7u]);
+    }
 }
 
 // Index of B[k, 4*n4..] in B packed as (ceil(N/64), K, 64) by pack.wgsl.
@@ -58,7 +65,8 @@ struct SgTile {
     slice: u32,
 }
 
-// Which rows, columns and K range (in units of `k_step`) this subgroup and lane own.
+// Which rows, columns and K range this subgroup and lane own; K is counted in `k_units` (steps
+// of 4 for gemm_sg, of 1 for gemm_sg_m).
 fn sg_tile(wg: vec3<u32>, groups: vec3<u32>, sg: u32, lane: u32, k_units: u32) -> SgTile {
     let slices = gemm_slices();
     var t: SgTile;
@@ -68,7 +76,7 @@ fn sg_tile(wg: vec3<u32>, groups: vec3<u32>, sg: u32, lane: u32, k_units: u32) -
     t.k_end = min(k_units, t.k_begin + per);
     // M tiles beyond 65535 spill into z (after the slices), as in gemm_core.
     t.m0 = ((wg.y + (wg.z / slices) * groups.y) * SG_PER_WG + sg) * 32u;
-    t.n4 = wg.x * SG_TILE_N4 + lane * 2u;
+    t.n4 = wg.x * SG_TILE_N4 + lane * SG_COLS4;
     return t;
 }
 
@@ -78,7 +86,7 @@ fn sg_store_row(t: SgTile, n4s: u32, r: u32, v0: vec4<f32>, v1: vec4<f32>) {
         if (t.n4 < n4s) {
             store_c4(m, t.n4, v0, t.slice);
         }
-        if (t.n4 + 1u < n4s) {
+        if (SG_COLS4 == 2u && t.n4 + 1u < n4s) {
             store_c4(m, t.n4 + 1u, v1, t.slice);
         }
     }
@@ -161,13 +169,13 @@ fn gemm_sg(
         if (ok2) { a2 = load_a4(r2, k); }
         if (ok3) { a3 = load_a4(r3, k); }
         b[0] = sg_load_b(k, t.n4, dims);
-        b[1] = sg_load_b(k, t.n4 + 1u, dims);
+        if (SG_COLS4 == 2u) { b[1] = sg_load_b(k, t.n4 + 1u, dims); }
         b[2] = sg_load_b(k + 1u, t.n4, dims);
-        b[3] = sg_load_b(k + 1u, t.n4 + 1u, dims);
+        if (SG_COLS4 == 2u) { b[3] = sg_load_b(k + 1u, t.n4 + 1u, dims); }
         b[4] = sg_load_b(k + 2u, t.n4, dims);
-        b[5] = sg_load_b(k + 2u, t.n4 + 1u, dims);
+        if (SG_COLS4 == 2u) { b[5] = sg_load_b(k + 2u, t.n4 + 1u, dims); }
         b[6] = sg_load_b(k + 3u, t.n4, dims);
-        b[7] = sg_load_b(k + 3u, t.n4 + 1u, dims);
+        if (SG_COLS4 == 2u) { b[7] = sg_load_b(k + 3u, t.n4 + 1u, dims); }
         // Row 8q + l of the tile is lane l's a_q.
         sg_rank4(&acc, 0u, subgroupBroadcast(a0, 0u), &b);
         sg_rank4(&acc, 1u, subgroupBroadcast(a0, 1u), &b);
@@ -222,7 +230,8 @@ fn gemm_sg_m(
         var a = vec4<f32>(0.0);
         if (ok) { a = load_a4m(ma, k); }
         let b0 = sg_load_b(k, t.n4, dims);
-        let b1 = sg_load_b(k, t.n4 + 1u, dims);
+        var b1 = vec4<f32>(0.0);
+        if (SG_COLS4 == 2u) { b1 = sg_load_b(k, t.n4 + 1u, dims); }
         sg_rank1x4(&acc, 0u, subgroupBroadcast(a, 0u), b0, b1);
         sg_rank1x4(&acc, 1u, subgroupBroadcast(a, 1u), b0, b1);
         sg_rank1x4(&acc, 2u, subgroupBroadcast(a, 2u), b0, b1);

@@ -1,5 +1,6 @@
 // Packs the B operand of the subgroup GEMM (gemm_sg.wgsl) into column tiles:
-//   packed (ceil(N/64), K, 64) with packed[t, k, j] = B[k, 64t + j], zero where 64t + j >= N
+//   packed (ceil(N/T), K, T) with packed[t, k, j] = B[k, Tt + j], zero where Tt + j >= N, for
+//   T = TILE_N columns (64, or 32 where the GEMM runs one vec4 column per lane)
 // so that the K x 64 slab one workgroup streams is contiguous (256 bytes per K step) instead of
 // 256 bytes every N*4 bytes: on lavapipe the strided slab ran at half the speed (TLB and
 // prefetch misses once it spans megabytes). One vec4 of the packed tensor per invocation.
@@ -10,6 +11,7 @@
 //                 kernel (IN,OUT) seen as (OUT,IN) (one tap, R = OUT, N = IN).
 
 override TRANSPOSED: u32 = 0u;
+override TILE_N: u32 = 64u;
 
 struct Params {
     k: u32,
@@ -38,14 +40,15 @@ fn pack_b(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let j = gid.x + gid.y * groups.x * 64u;
-    let tiles = (p.n + 63u) / 64u;
-    if (j >= tiles * p.k * 16u) {
+    let tile4 = TILE_N / 4u;
+    let tiles = (p.n + TILE_N - 1u) / TILE_N;
+    if (j >= tiles * p.k * tile4) {
         return;
     }
-    let c4 = j % 16u;
-    let t = j / 16u;
+    let c4 = j % tile4;
+    let t = j / tile4;
     let k = t % p.k;
-    let n = (t / p.k) * 64u + c4 * 4u;
+    let n = (t / p.k) * TILE_N + c4 * 4u;
     dst[j] = vec4<f32>(element(k, n), element(k, n + 1u), element(k, n + 2u),
                        element(k, n + 3u));
 }

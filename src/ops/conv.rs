@@ -163,12 +163,14 @@ fn constants(g: &Geometry, spec: &Conv2dSpec, mode: u32) -> Vec<(&'static str, f
     ]
 }
 
-fn gemm_grid(gpu: &Gpu, m: usize, n: usize) -> [u32; 3] {
+/// Workgroups for an (M,N) product in tiles of 64 rows by `tile_n` columns; M tiles beyond the
+/// per-dimension limit spill into z.
+fn gemm_grid(gpu: &Gpu, m: usize, n: usize, tile_n: usize) -> [u32; 3] {
     let tiles_m = m.div_ceil(64).max(1) as u64;
     let max = u64::from(gpu.limits().max_compute_workgroups_per_dimension);
     let y = tiles_m.min(max);
     [
-        n.div_ceil(64).max(1) as u32,
+        n.div_ceil(tile_n).max(1) as u32,
         y as u32,
         tiles_m.div_ceil(y) as u32,
     ]
@@ -181,13 +183,13 @@ fn gemm_grid(gpu: &Gpu, m: usize, n: usize) -> [u32; 3] {
 /// (`gemm_sg_m`): its rows are input channels, contiguous in NHWC. The second value says whether
 /// the subgroup kernel reads B packed (pack.wgsl): always for the input gradient, whose B is the
 /// kernel read transposed, otherwise when more than one 64-row tile reads B, so that packing
-/// pays for itself.
+/// pays for itself. The third is the kernel's columns per workgroup.
 fn gemm_kernel<'a>(
     gpu: &Gpu,
     g: &Geometry,
     consts: &'a mut Vec<(&'static str, f64)>,
     mode: u32,
-) -> (Kernel<'a>, bool) {
+) -> (Kernel<'a>, bool, usize) {
     // The forward gathers an input whose channels are not a multiple of 4 (RGB) value by value.
     let cin_ok = g.cin.is_multiple_of(4) || mode == 0;
     if gpu.subgroup_kernels() && cin_ok && g.cout.is_multiple_of(4) {
@@ -197,11 +199,16 @@ fn gemm_kernel<'a>(
             _ => g.kh * g.kw * g.cin,
         };
         let packed = rows > 64;
+        let n = if mode == 1 { g.cin } else { g.cout };
+        // One vec4 column per lane (32 per workgroup) for a narrow output.
+        let cols4 = if n <= 32 { 1 } else { 2 };
         consts.push(("PACKED_B", f64::from(u32::from(packed))));
+        consts.push(("SG_COLS4", f64::from(cols4)));
         let entry = if mode == 2 { "gemm_sg_m" } else { "gemm_sg" };
-        (Kernel::new(ShaderId::Conv2dSg, entry, consts), packed)
+        let kernel = Kernel::new(ShaderId::Conv2dSg, entry, consts);
+        (kernel, packed, 32 * cols4 as usize)
     } else {
-        (Kernel::new(ShaderId::Conv2d, "gemm", consts), false)
+        (Kernel::new(ShaderId::Conv2d, "gemm", consts), false, 64)
     }
 }
 
@@ -246,10 +253,11 @@ pub fn conv2d_forward(
     check_binding(gpu, OP, "kernel", w.byte_len())?;
     let y = Tensor::uninit(gpu, [g.n, g.oh, g.ow, g.cout])?;
     let mut consts = constants(&g, spec, 0);
-    let (kernel, pack) = gemm_kernel(gpu, &g, &mut consts, 0);
+    let (kernel, pack, tile_n) = gemm_kernel(gpu, &g, &mut consts, 0);
     let packed = if pack {
         let k = g.kh * g.kw * g.cin;
-        Some(pack_b(gpu, w.all(), 0, k, g.cout, Layout::RowMajor)?)
+        let dims = (k, g.cout);
+        Some(pack_b(gpu, w.all(), 0, dims, Layout::RowMajor, tile_n)?)
     } else {
         None
     };
@@ -278,7 +286,7 @@ pub fn conv2d_forward(
                 Arg::Read(b.all()),
                 Arg::Write(yr),
             ],
-            gemm_grid(gpu, nb * g.oh * g.ow, g.cout),
+            gemm_grid(gpu, nb * g.oh * g.ow, g.cout, tile_n),
         );
     }
     Ok(y)
@@ -326,12 +334,12 @@ pub fn conv2d_backward(
     let dx = if need_dx {
         let dx = Tensor::uninit(gpu, x.shape().clone())?;
         let mut consts = constants(&g, spec, 1);
-        let (kernel, pack) = gemm_kernel(gpu, &g, &mut consts, 1);
+        let (kernel, pack, tile_n) = gemm_kernel(gpu, &g, &mut consts, 1);
         // The subgroup kernel reads w' (KH*KW*Cout, Cin) packed: one pass over the weights.
         let wt = if pack {
-            let k = g.kh * g.kw * g.cout;
+            let dims = (g.kh * g.kw * g.cout, g.cin);
             let layout = Layout::TapTransposed { r: g.cout };
-            Some(pack_b(gpu, w.all(), 0, k, g.cin, layout)?)
+            Some(pack_b(gpu, w.all(), 0, dims, layout, tile_n)?)
         } else {
             None
         };
@@ -349,7 +357,7 @@ pub fn conv2d_backward(
                     Arg::Read(wb.all()),
                     Arg::Write(dxr),
                 ],
-                gemm_grid(gpu, nb * g.h * g.w, g.cin),
+                gemm_grid(gpu, nb * g.h * g.w, g.cin, tile_n),
             );
         }
         Some(dx)
@@ -378,12 +386,19 @@ pub fn conv2d_backward(
         };
         let mut consts = constants(&g, spec, 2);
         consts.push(("ACCUM", f64::from(u32::from(i > 0 && partial.is_none()))));
-        let (kernel, pack) = gemm_kernel(gpu, &g, &mut consts, 2);
+        let (kernel, pack, tile_n) = gemm_kernel(gpu, &g, &mut consts, 2);
         let (xr, xb) = x.window(gpu, n0 * g.in_item(), nb * g.in_item());
         let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
         // The subgroup kernel reads this chunk's dy (N*OH*OW, Cout) packed.
         let dyp = if pack {
-            Some(pack_b(gpu, dyr, dyb, k, g.cout, Layout::RowMajor)?)
+            Some(pack_b(
+                gpu,
+                dyr,
+                dyb,
+                (k, g.cout),
+                Layout::RowMajor,
+                tile_n,
+            )?)
         } else {
             None
         };
@@ -391,7 +406,7 @@ pub fn conv2d_backward(
         let mut p = g.params(nb, xb, dyb, 0);
         p.slices = slices as u32;
         let out = partial.as_ref().unwrap_or(&dw);
-        let mut grid = gemm_grid(gpu, m, n);
+        let mut grid = gemm_grid(gpu, m, n, tile_n);
         grid[2] = slices as u32;
         gpu.dispatch(
             &kernel,

@@ -17,14 +17,14 @@ struct Params {
     _pad: u32,
 }
 
-/// Workgroups for an (M,N) product in tiles of `tile_m` rows by 64 columns; M tiles beyond the
-/// per-dimension limit spill into z.
-fn grid(gpu: &Gpu, m: usize, n: usize, tile_m: usize) -> [u32; 3] {
+/// Workgroups for an (M,N) product in tiles of `tile_m` rows by `tile_n` columns; M tiles beyond
+/// the per-dimension limit spill into z.
+fn grid(gpu: &Gpu, m: usize, n: usize, (tile_m, tile_n): (usize, usize)) -> [u32; 3] {
     let tiles_m = m.div_ceil(tile_m).max(1) as u64;
     let max = u64::from(gpu.limits().max_compute_workgroups_per_dimension);
     let y = tiles_m.min(max);
     [
-        n.div_ceil(64).max(1) as u32,
+        n.div_ceil(tile_n).max(1) as u32,
         y as u32,
         tiles_m.div_ceil(y) as u32,
     ]
@@ -76,7 +76,7 @@ fn run(
         .iter()
         .find(|&&(k, _)| k == "MODE")
         .map_or(0, |&(_, v)| v as u32);
-    let (kernel, tile_m) = if subgroup_path(gpu, p.inp as usize, p.out as usize) {
+    let (kernel, tiles) = if subgroup_path(gpu, p.inp as usize, p.out as usize) {
         let mode2 = mode == 2;
         // B packed into 64-column tiles (w (IN,OUT), w read as (OUT,IN), or dy (ROWS,OUT)):
         // always for the input gradient, otherwise when more than one row tile reads B.
@@ -87,8 +87,11 @@ fn run(
             _ => (rows, out, Layout::RowMajor),
         };
         let pack = mode == 1 || m > 64;
+        // One vec4 column per lane (32 per workgroup) for a narrow output.
+        let cols4 = if n <= 32 { 1 } else { 2 };
+        let tile_n = 32 * cols4 as usize;
         if pack {
-            packed = Some(pack_b(gpu, b.all(), 0, k, cols, layout)?);
+            packed = Some(pack_b(gpu, b.all(), 0, (k, cols), layout, tile_n)?);
         }
         // One subgroup (32 rows) per workgroup for a short product such as a dense head's.
         let per_wg = if m <= 32 { 1 } else { 2 };
@@ -97,16 +100,17 @@ fn run(
             &[
                 ("SG_PER_WG", f64::from(per_wg)),
                 ("PACKED_B", f64::from(u32::from(pack))),
+                ("SG_COLS4", f64::from(cols4)),
             ],
         ]
         .concat();
         let entry = if mode2 { "gemm_sg_m" } else { "gemm_sg" };
         (
             Kernel::new(ShaderId::MatmulSg, entry, &sg_consts),
-            32 * per_wg as usize,
+            (32 * per_wg as usize, tile_n),
         )
     } else {
-        (Kernel::new(ShaderId::Matmul, "gemm", consts), 64)
+        (Kernel::new(ShaderId::Matmul, "gemm", consts), (64, 64))
     };
     gpu.dispatch(
         &kernel,
@@ -117,7 +121,7 @@ fn run(
             Arg::Read(bias.all()),
             Arg::Write(c.all()),
         ],
-        grid(gpu, m, n, tile_m),
+        grid(gpu, m, n, tiles),
     );
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! Repacking of the subgroup GEMM's B operand (shaders/pack.wgsl) into contiguous 64-column
-//! tiles (ceil(N/64), K, 64), zero-padded past N. The conv and dense modules pack their kernels
+//! Repacking of the subgroup GEMM's B operand (shaders/pack.wgsl) into contiguous column tiles
+//! (ceil(N/T), K, T) of T = 64 (or 32) columns, zero-padded past N. The conv and dense modules pack their kernels
 //! (and, for the kernel gradients, the output gradients) before running `gemm_sg`.
 
 use bytemuck::{Pod, Zeroable};
@@ -29,17 +29,17 @@ pub enum Layout {
 }
 
 /// B (K,N) read from `src` starting at element `src_base`, packed into a new tensor
-/// (ceil(N/64), K, 64).
+/// (ceil(N/tile), K, tile); `tile` is the GEMM's columns per workgroup, 64 or 32.
 pub fn pack_b(
     gpu: &Gpu,
     src: BufferRange<'_>,
     src_base: u32,
-    k: usize,
-    n: usize,
+    (k, n): (usize, usize),
     layout: Layout,
+    tile: usize,
 ) -> Result<Tensor> {
-    let tiles = n.div_ceil(64);
-    let packed = Tensor::uninit(gpu, [tiles, k, 64])?;
+    let tiles = n.div_ceil(tile);
+    let packed = Tensor::uninit(gpu, [tiles, k, tile])?;
     let (transposed, r) = match layout {
         Layout::RowMajor => (0.0, 1),
         Layout::TapTransposed { r } => (1.0, r),
@@ -50,10 +50,14 @@ pub fn pack_b(
         r: r as u32,
         src_base,
     };
-    let groups = (tiles * k * 16).div_ceil(64).max(1) as u32;
+    let groups = (tiles * k * tile / 4).div_ceil(64).max(1) as u32;
     let x = groups.min(gpu.limits().max_compute_workgroups_per_dimension);
     gpu.dispatch(
-        &Kernel::new(ShaderId::Pack, "pack_b", &[("TRANSPOSED", transposed)]),
+        &Kernel::new(
+            ShaderId::Pack,
+            "pack_b",
+            &[("TRANSPOSED", transposed), ("TILE_N", tile as f64)],
+        ),
         &[
             Arg::Uniform(bytemuck::bytes_of(&p)),
             Arg::Read(src),
