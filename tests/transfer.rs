@@ -178,16 +178,22 @@ fn three_stages_end_to_end_on_a_few_dozen_images() {
         String::from_utf8_lossy(&run.stderr)
     );
 
+    // The main job run in `cwd` with these extra arguments must fail; its stderr.
+    let main_job_error = |cwd: &std::path::Path, extra: &[&std::ffi::OsStr]| {
+        let run = cli()
+            .current_dir(cwd)
+            .args(extra)
+            .arg("--data")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(!run.status.success());
+        String::from_utf8_lossy(&run.stderr).into_owned()
+    };
+
     // The main job without weights says how to get them.
-    let run = cli()
-        .arg("--weights")
-        .arg(tmp.path().join("none.safetensors"))
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(!run.status.success());
-    let err = String::from_utf8_lossy(&run.stderr);
+    let none = tmp.path().join("none.safetensors");
+    let err = main_job_error(tmp.path(), &["--weights".as_ref(), none.as_os_str()]);
     assert!(
         err.contains("no VGG16 weights") && err.contains("weights/README.md"),
         "{err}"
@@ -195,14 +201,7 @@ fn three_stages_end_to_end_on_a_few_dozen_images() {
 
     // Without --weights the Keras file is looked for first, then the pinned download's name.
     let cwd = tempfile::tempdir().unwrap();
-    let run = cli()
-        .current_dir(cwd.path())
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(!run.status.success());
-    let err = String::from_utf8_lossy(&run.stderr);
+    let err = main_job_error(cwd.path(), &[]);
     assert!(
         err.contains("weights/vgg16_notop.safetensors")
             && err.contains("cargo xtask fetch-weights"),
@@ -214,13 +213,6 @@ fn three_stages_end_to_end_on_a_few_dozen_images() {
         b"not safetensors",
     )
     .unwrap();
-    let run = cli()
-        .current_dir(cwd.path())
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(!run.status.success());
-    let err = String::from_utf8_lossy(&run.stderr);
+    let err = main_job_error(cwd.path(), &[]);
     assert!(err.contains("vgg16_tv_in1k.safetensors"), "{err}");
 }
