@@ -300,13 +300,7 @@ pub fn cached_features(
             source,
         })?;
     }
-    let tmp = cache.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, cache))
-        .map_err(|source| TrainError::Io {
-            path: cache.to_path_buf(),
-            source,
-        })?;
+    crate::train::write_atomic(cache, &bytes)?;
     Ok(TensorDataset {
         values,
         sample,

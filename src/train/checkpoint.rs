@@ -50,21 +50,7 @@ pub fn save(
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let tmp = path.with_extension("safetensors.tmp");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        TrainError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    })
+    super::write_atomic(path, &bytes)
 }
 
 /// A checkpoint read into memory: f32 tensors by name, and the metadata.
