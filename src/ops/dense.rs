@@ -54,11 +54,14 @@ fn subgroup_path(gpu: &Gpu, inp: usize, out: usize) -> bool {
     gpu.subgroup_kernels() && inp.is_multiple_of(4) && out.is_multiple_of(4)
 }
 
+/// One product of matmul.wgsl / matmul_sg.wgsl: `mode` as there (0 forward, 1 input gradient,
+/// 2 kernel gradient), `epilogue` the forward's HAS_BIAS / RELU constants.
 #[allow(clippy::too_many_arguments)]
 fn run(
     gpu: &Gpu,
     op: &'static str,
-    consts: &[(&'static str, f64)],
+    mode: u32,
+    epilogue: &[(&'static str, f64)],
     p: Params,
     a: &Tensor,
     b: &Tensor,
@@ -70,12 +73,10 @@ fn run(
     for (t, name) in [(a, "a"), (b, "b"), (c, "output")] {
         check_binding(gpu, op, name, t.byte_len())?;
     }
+    let consts = [&[("MODE", f64::from(mode))], epilogue].concat();
+    let consts = consts.as_slice();
     let sg_consts;
     let mut packed = None;
-    let mode = consts
-        .iter()
-        .find(|&&(k, _)| k == "MODE")
-        .map_or(0, |&(_, v)| v as u32);
     let (kernel, tiles) = if subgroup_path(gpu, p.inp as usize, p.out as usize) {
         let mode2 = mode == 2;
         // B packed into 64-column tiles (w (IN,OUT), w read as (OUT,IN), or dy (ROWS,OUT)):
@@ -142,8 +143,7 @@ pub fn dense_forward(
         }
     }
     let y = Tensor::uninit(gpu, [rows, out])?;
-    let consts = [
-        ("MODE", 0.0),
+    let epilogue = [
         ("HAS_BIAS", f64::from(u32::from(b.is_some()))),
         ("RELU", f64::from(u32::from(relu))),
     ];
@@ -153,7 +153,19 @@ pub fn dense_forward(
         out: out as u32,
         _pad: 0,
     };
-    run(gpu, OP, &consts, p, x, w, b.unwrap_or(w), &y, rows, out)?;
+    run(
+        gpu,
+        OP,
+        0,
+        &epilogue,
+        p,
+        x,
+        w,
+        b.unwrap_or(w),
+        &y,
+        rows,
+        out,
+    )?;
     Ok(y)
 }
 
@@ -196,13 +208,13 @@ pub fn dense_backward(
     };
     let dx = if need_dx {
         let dx = Tensor::uninit(gpu, [rows, inp])?;
-        run(gpu, OP, &[("MODE", 1.0)], p, dy, w, w, &dx, rows, inp)?;
+        run(gpu, OP, 1, &[], p, dy, w, w, &dx, rows, inp)?;
         Some(dx)
     } else {
         None
     };
     let dw = Tensor::uninit(gpu, [inp, out])?;
-    run(gpu, OP, &[("MODE", 2.0)], p, x, dy, w, &dw, inp, out)?;
+    run(gpu, OP, 2, &[], p, x, dy, w, &dw, inp, out)?;
     let db = reduce::sum_rows(gpu, dy)?;
     Ok(DenseGrads { dx, dw, db })
 }
