@@ -316,28 +316,31 @@ fn train_writes_a_run_folder_and_evaluates_on_test() {
         }
     }
     std::fs::write(tmp.path().join("train/cats/broken.jpg"), b"").unwrap();
+    // `train` of the small convnet on this folder into `out`, with `extra` flags.
+    let train = |out: &std::path::Path, extra: &[&str]| {
+        let mut c = cli();
+        c.args([
+            "train",
+            "--model",
+            "small-convnet",
+            "--image-size",
+            "48",
+            "--epochs",
+            "2",
+            "--batch",
+            "4",
+            "--seed",
+            "5",
+            "--data",
+        ])
+        .arg(tmp.path())
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+        c
+    };
     let out = tmp.path().join("run");
-    run_ok(
-        cli()
-            .args([
-                "train",
-                "--model",
-                "small-convnet",
-                "--image-size",
-                "48",
-                "--epochs",
-                "2",
-                "--batch",
-                "4",
-                "--augment",
-                "--seed",
-                "5",
-                "--data",
-            ])
-            .arg(tmp.path())
-            .arg("--out")
-            .arg(&out),
-    );
+    run_ok(&mut train(&out, &["--augment"]));
     for f in [
         "config.json",
         "history.json",
@@ -359,28 +362,7 @@ fn train_writes_a_run_folder_and_evaluates_on_test() {
 
     // Time-boxed and resumed: stopped after one step (as Ctrl-C would), then continued.
     let resumable = tmp.path().join("resumable");
-    let args = |extra: &[&str]| {
-        let mut c = cli();
-        c.args([
-            "train",
-            "--model",
-            "small-convnet",
-            "--image-size",
-            "48",
-            "--epochs",
-            "2",
-            "--batch",
-            "4",
-            "--seed",
-            "5",
-            "--data",
-        ])
-        .arg(tmp.path())
-        .arg("--out")
-        .arg(&resumable)
-        .args(extra);
-        c.output().unwrap()
-    };
+    let args = |extra: &[&str]| train(&resumable, extra).output().unwrap();
     let run = args(&["--stop-after-steps", "1"]);
     assert!(!run.status.success());
     let err = String::from_utf8_lossy(&run.stderr);
