@@ -4,6 +4,8 @@
 //!   cargo xtask validate   naga validation of every shader (no GPU needed)
 //!   cargo xtask bench      the bench suite on the shared workloads, JSON lines with the FMA peak
 //!   cargo xtask fetch-weights [--url URL --sha256 HEX] [--out PATH]
+//!                          (--out defaults to weights/vgg16_tv_in1k.safetensors for the pinned
+//!                          file, weights/vgg16_notop.safetensors for a given --url)
 //!                          download weights with a progress bar; saved only if the checksum matches.
 //!                          Without --url: timm's torchvision VGG16 at a pinned hub revision.
 
@@ -76,18 +78,19 @@ fn fetch_weights(args: &[String]) -> Result<(), String> {
             other => return Err(format!("unknown option {other}")),
         }
     }
-    let (url, sha) = match (url, sha) {
+    // The pinned file lands under its own name; any other keeps the main job's first choice.
+    let (url, sha, default_out) = match (url, sha) {
         (None, None) => {
             eprintln!("fetching timm's torchvision VGG16 (vgg16.tv_in1k, pinned revision; torch preprocessing)");
-            (PINNED_URL.to_string(), PINNED_SHA256.to_string())
+            (PINNED_URL.to_string(), PINNED_SHA256.to_string(), PINNED_OUT)
         }
-        (Some(u), Some(s)) => (u, s),
+        (Some(u), Some(s)) => (u, s, "weights/vgg16_notop.safetensors"),
         (Some(_), None) => {
             return Err("--url needs --sha256 too: a download is only kept when its checksum matches (weights/README.md lists them)".into())
         }
         (None, Some(_)) => return Err("--sha256 without --url: give the address it belongs to".into()),
     };
-    let out = out.unwrap_or_else(|| PINNED_OUT.to_string());
+    let out = out.unwrap_or_else(|| default_out.to_string());
     fetch::fetch(&url, &sha, std::path::Path::new(&out))
 }
 
