@@ -26,9 +26,17 @@ override SG_PER_WG: u32 = 2u;
 // the second column would only multiply zeros.
 override SG_COLS4: u32 = 2u;
 override SG_TILE_N4: u32 = 8u * SG_COLS4; // vec4 columns per workgroup
+// vec4s of A each lane loads per K step: rows per subgroup are 8 * SG_AQ (4: 32 rows). 3 (24
+// rows) fits products whose row count 32-row tiles would pad, such as VGG16's 648-row blocks
+// 4-5 (27 tiles of 24 against 20.25 of 32).
+override SG_AQ: u32 = 4u;
+override SG_ROWS: u32 = 8u * SG_AQ;
 
 // acc rows r (0..32) x vec4 columns j (0..2) at acc[2r + j]; b holds B[k+i, n4+j] at b[2i + j].
 fn sg_rank4(acc: ptr<function, array<vec4<f32>, 64>>, r: u32, s: vec4<f32>, b: ptr<function, array<vec4<f32>, 8>>) {
+    if (r >= SG_ROWS) {
+        return;
+    }
     (*acc)[2u * r] = fma(vec4<f32>(s.w), (*b)[6], fma(vec4<f32>(s.z), (*b)[4],
         fma(vec4<f32>(s.y), (*b)[2], fma(vec4<f32>(s.x), (*b)[0], (*acc)[2u * r]))));
     if (SG_COLS4 == 2u) {
@@ -39,6 +47,9 @@ fn sg_rank4(acc: ptr<function, array<vec4<f32>, 64>>, r: u32, s: vec4<f32>, b: p
 
 // Rows 4l..4l+3 (the four A values s at one k) times the lane's two B vec4s at that k.
 fn sg_rank1x4(acc: ptr<function, array<vec4<f32>, 64>>, l: u32, s: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>) {
+    if (4u * l >= SG_ROWS) {
+        return;
+    }
     let r = 8u * l;
     (*acc)[r] = fma(vec4<f32>(s.x), b0, (*acc)[r]);
     (*acc)[r + 2u] = fma(vec4<f32>(s.y), b0, (*acc)[r + 2u]);
@@ -75,14 +86,14 @@ fn sg_tile(wg: vec3<u32>, groups: vec3<u32>, sg: u32, lane: u32, k_units: u32) -
     t.k_begin = t.slice * per;
     t.k_end = min(k_units, t.k_begin + per);
     // M tiles beyond 65535 spill into z (after the slices), as in gemm_core.
-    t.m0 = ((wg.y + (wg.z / slices) * groups.y) * SG_PER_WG + sg) * 32u;
+    t.m0 = ((wg.y + (wg.z / slices) * groups.y) * SG_PER_WG + sg) * SG_ROWS;
     t.n4 = wg.x * SG_TILE_N4 + lane * SG_COLS4;
     return t;
 }
 
 fn sg_store_row(t: SgTile, n4s: u32, r: u32, v0: vec4<f32>, v1: vec4<f32>) {
     let m = t.m0 + r;
-    if (m < gemm_dims().x) {
+    if (r < SG_ROWS && m < gemm_dims().x) {
         if (t.n4 < n4s) {
             store_c4(m, t.n4, v0, t.slice);
         }
@@ -149,9 +160,9 @@ fn gemm_sg(
     // Lane l loads rows m0 + l, m0 + 8 + l, m0 + 16 + l, m0 + 24 + l; their index maps are
     // worked out once here rather than once per K step.
     let ok0 = t.m0 + lane < dims.x;
-    let ok1 = t.m0 + 8u + lane < dims.x;
-    let ok2 = t.m0 + 16u + lane < dims.x;
-    let ok3 = t.m0 + 24u + lane < dims.x;
+    let ok1 = SG_AQ > 1u && t.m0 + 8u + lane < dims.x;
+    let ok2 = SG_AQ > 2u && t.m0 + 16u + lane < dims.x;
+    let ok3 = SG_AQ > 3u && t.m0 + 24u + lane < dims.x;
     let r0 = a_row(min(t.m0 + lane, dims.x - 1u));
     let r1 = a_row(min(t.m0 + 8u + lane, dims.x - 1u));
     let r2 = a_row(min(t.m0 + 16u + lane, dims.x - 1u));
@@ -224,7 +235,7 @@ fn gemm_sg_m(
     let t = sg_tile(wg, groups, sg, lane, dims.z);
     // Lane l loads rows m0 + 4l .. m0 + 4l + 3 (M is a multiple of 4, so all or none exist).
     let ma = t.m0 + 4u * lane;
-    let ok = ma < dims.x;
+    let ok = 4u * lane < SG_ROWS && ma < dims.x;
     var acc: array<vec4<f32>, 64>;
     for (var k = t.k_begin; k < t.k_end; k++) {
         var a = vec4<f32>(0.0);

@@ -113,17 +113,26 @@ pub struct BenchLine {
     pub runs: usize,
 }
 
-/// Times `f` (which records work) as whole flushed-and-synced submissions: `warmup` untimed runs,
-/// then the median of `runs` timed ones, in milliseconds.
+/// Untimed runs go on past the `warmup` count until this much time has passed: a millisecond
+/// kernel on lavapipe ran up to 2x slower for its first ten or so runs after a big set-up (the
+/// cores' clocks and caches coming back), which two runs did not cover.
+const MIN_WARMUP: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Times `f` (which records work) as whole flushed-and-synced submissions: `warmup` untimed runs
+/// (more while they take under 300 ms together), then the median of `runs` timed ones, in
+/// milliseconds.
 pub fn time_median(
     gpu: &Gpu,
     warmup: usize,
     runs: usize,
     mut f: impl FnMut() -> Result<(), BenchError>,
 ) -> Result<f64, BenchError> {
-    for _ in 0..warmup {
+    let start = Instant::now();
+    let mut done = 0;
+    while done < warmup || (done > 0 && start.elapsed() < MIN_WARMUP) {
         f()?;
         gpu.sync()?;
+        done += 1;
     }
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {

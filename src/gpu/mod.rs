@@ -101,6 +101,9 @@ pub struct Gpu {
     /// [`Gpu::subgroup_kernels`].
     subgroup8: std::sync::atomic::AtomicBool,
     subgroup8_supported: bool,
+    /// Rows per subgroup the subgroup GEMM must use (24 or 32), or 0 to let each product
+    /// choose; see [`Gpu::force_subgroup_tile_rows`].
+    subgroup_rows: std::sync::atomic::AtomicU32,
     pipelines: pipeline::PipelineCache,
     pool: pool::BufferPool,
     pending: Mutex<Pending>,
@@ -154,6 +157,7 @@ impl Gpu {
                 subgroup8_supported && std::env::var_os("CNN_WGPU_NO_SUBGROUPS").is_none(),
             ),
             subgroup8_supported,
+            subgroup_rows: std::sync::atomic::AtomicU32::new(0),
             pool,
             pending: Mutex::new(Pending::default()),
             device,
@@ -200,6 +204,29 @@ impl Gpu {
             on && self.subgroup8_supported,
             std::sync::atomic::Ordering::Relaxed,
         );
+    }
+
+    /// Makes every product on the subgroup GEMM use `rows` (24 or 32) rows per subgroup instead
+    /// of the height its cost model picks (None restores that): tests check both tile heights
+    /// of every kernel against the CPU references.
+    pub fn force_subgroup_tile_rows(&self, rows: Option<u32>) {
+        assert!(
+            matches!(rows, None | Some(24) | Some(32)),
+            "the subgroup GEMM has 24- and 32-row tiles, not {rows:?}"
+        );
+        self.subgroup_rows
+            .store(rows.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The tile height [`Gpu::force_subgroup_tile_rows`] set, if any.
+    pub fn forced_subgroup_tile_rows(&self) -> Option<u32> {
+        match self
+            .subgroup_rows
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            r => Some(r),
+        }
     }
 
     /// The largest byte range one storage binding may cover on this device.

@@ -5,6 +5,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::gemm::{grid, SgTiles};
 use super::pack::{pack_b, Layout};
 use super::{batch_chunks, check_binding, reduce, shape_err, Result};
 use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
@@ -163,52 +164,38 @@ fn constants(g: &Geometry, spec: &Conv2dSpec, mode: u32) -> Vec<(&'static str, f
     ]
 }
 
-/// Workgroups for an (M,N) product in tiles of 64 rows by `tile_n` columns; M tiles beyond the
-/// per-dimension limit spill into z.
-fn gemm_grid(gpu: &Gpu, m: usize, n: usize, tile_n: usize) -> [u32; 3] {
-    let tiles_m = m.div_ceil(64).max(1) as u64;
-    let max = u64::from(gpu.limits().max_compute_workgroups_per_dimension);
-    let y = tiles_m.min(max);
-    [
-        n.div_ceil(tile_n).max(1) as u32,
-        y as u32,
-        tiles_m.div_ceil(y) as u32,
-    ]
-}
-
 /// The GEMM entry point for one convolution product (`mode` as in the shaders): the subgroup
 /// kernels (conv2d_sg.wgsl) when the adapter has 8-lane subgroups and the channel counts let
 /// every operand move as whole vec4s (Cout a multiple of 4, and Cin too except in the forward),
 /// the workgroup-memory kernel (conv2d.wgsl) otherwise. The weight gradient reads A along M
 /// (`gemm_sg_m`): its rows are input channels, contiguous in NHWC. The second value says whether
 /// the subgroup kernel reads B packed (pack.wgsl): always for the input gradient, whose B is the
-/// kernel read transposed, otherwise when more than one 64-row tile reads B, so that packing
-/// pays for itself. The third is the kernel's columns per workgroup.
+/// kernel read transposed, otherwise when more than one row tile reads B, so that packing pays
+/// for itself. The third is the (rows, columns) tile of one workgroup.
 fn gemm_kernel<'a>(
     gpu: &Gpu,
     g: &Geometry,
     consts: &'a mut Vec<(&'static str, f64)>,
     mode: u32,
-) -> (Kernel<'a>, bool, usize) {
+    rows: usize,
+) -> (Kernel<'a>, bool, (usize, usize)) {
     // The forward gathers an input whose channels are not a multiple of 4 (RGB) value by value.
     let cin_ok = g.cin.is_multiple_of(4) || mode == 0;
     if gpu.subgroup_kernels() && cin_ok && g.cout.is_multiple_of(4) {
-        let rows = match mode {
-            0 => g.n * g.oh * g.ow,
-            1 => usize::MAX,
-            _ => g.kh * g.kw * g.cin,
-        };
-        let packed = rows > 64;
         let n = if mode == 1 { g.cin } else { g.cout };
-        // One vec4 column per lane (32 per workgroup) for a narrow output.
-        let cols4 = if n <= 32 { 1 } else { 2 };
+        let tiles = SgTiles::choose(gpu, rows, n, mode != 2);
+        let packed = mode == 1 || rows > tiles.rows();
         consts.push(("PACKED_B", f64::from(u32::from(packed))));
-        consts.push(("SG_COLS4", f64::from(cols4)));
+        consts.extend(tiles.constants());
         let entry = if mode == 2 { "gemm_sg_m" } else { "gemm_sg" };
         let kernel = Kernel::new(ShaderId::Conv2dSg, entry, consts);
-        (kernel, packed, 32 * cols4 as usize)
+        (kernel, packed, (tiles.rows(), tiles.cols()))
     } else {
-        (Kernel::new(ShaderId::Conv2d, "gemm", consts), false, 64)
+        (
+            Kernel::new(ShaderId::Conv2d, "gemm", consts),
+            false,
+            (64, 64),
+        )
     }
 }
 
@@ -253,11 +240,13 @@ pub fn conv2d_forward(
     check_binding(gpu, OP, "kernel", w.byte_len())?;
     let y = Tensor::uninit(gpu, [g.n, g.oh, g.ow, g.cout])?;
     let mut consts = constants(&g, spec, 0);
-    let (kernel, pack, tile_n) = gemm_kernel(gpu, &g, &mut consts, 0);
+    // Rows of the largest chunk decide the tile; smaller chunks only pad more.
+    let rows = g.n * g.oh * g.ow;
+    let (kernel, pack, tile) = gemm_kernel(gpu, &g, &mut consts, 0, rows);
     let packed = if pack {
         let k = g.kh * g.kw * g.cin;
         let dims = (k, g.cout);
-        Some(pack_b(gpu, w.all(), 0, dims, Layout::RowMajor, tile_n)?)
+        Some(pack_b(gpu, w.all(), 0, dims, Layout::RowMajor, tile.1)?)
     } else {
         None
     };
@@ -286,7 +275,7 @@ pub fn conv2d_forward(
                 Arg::Read(b.all()),
                 Arg::Write(yr),
             ],
-            gemm_grid(gpu, nb * g.oh * g.ow, g.cout, tile_n),
+            grid(gpu, nb * g.oh * g.ow, g.cout, tile),
         );
     }
     Ok(y)
@@ -334,12 +323,12 @@ pub fn conv2d_backward(
     let dx = if need_dx {
         let dx = Tensor::uninit(gpu, x.shape().clone())?;
         let mut consts = constants(&g, spec, 1);
-        let (kernel, pack, tile_n) = gemm_kernel(gpu, &g, &mut consts, 1);
+        let (kernel, pack, tile) = gemm_kernel(gpu, &g, &mut consts, 1, g.n * g.h * g.w);
         // The subgroup kernel reads w' (KH*KW*Cout, Cin) packed: one pass over the weights.
         let wt = if pack {
             let dims = (g.kh * g.kw * g.cout, g.cin);
             let layout = Layout::TapTransposed { r: g.cout };
-            Some(pack_b(gpu, w.all(), 0, dims, layout, tile_n)?)
+            Some(pack_b(gpu, w.all(), 0, dims, layout, tile.1)?)
         } else {
             None
         };
@@ -357,7 +346,7 @@ pub fn conv2d_backward(
                     Arg::Read(wb.all()),
                     Arg::Write(dxr),
                 ],
-                gemm_grid(gpu, nb * g.h * g.w, g.cin, tile_n),
+                grid(gpu, nb * g.h * g.w, g.cin, tile),
             );
         }
         Some(dx)
@@ -386,7 +375,7 @@ pub fn conv2d_backward(
         };
         let mut consts = constants(&g, spec, 2);
         consts.push(("ACCUM", f64::from(u32::from(i > 0 && partial.is_none()))));
-        let (kernel, pack, tile_n) = gemm_kernel(gpu, &g, &mut consts, 2);
+        let (kernel, pack, tile) = gemm_kernel(gpu, &g, &mut consts, 2, m);
         let (xr, xb) = x.window(gpu, n0 * g.in_item(), nb * g.in_item());
         let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
         // The subgroup kernel reads this chunk's dy (N*OH*OW, Cout) packed.
@@ -397,7 +386,7 @@ pub fn conv2d_backward(
                 dyb,
                 (k, g.cout),
                 Layout::RowMajor,
-                tile_n,
+                tile.1,
             )?)
         } else {
             None
@@ -406,7 +395,7 @@ pub fn conv2d_backward(
         let mut p = g.params(nb, xb, dyb, 0);
         p.slices = slices as u32;
         let out = partial.as_ref().unwrap_or(&dw);
-        let mut grid = gemm_grid(gpu, m, n, tile_n);
+        let mut grid = grid(gpu, m, n, tile);
         grid[2] = slices as u32;
         gpu.dispatch(
             &kernel,

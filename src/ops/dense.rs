@@ -3,6 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::gemm::{grid, SgTiles};
 use super::pack::{pack_b, Layout};
 use super::{check_binding, reduce, shape_err, Result};
 use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
@@ -15,19 +16,6 @@ struct Params {
     inp: u32,
     out: u32,
     _pad: u32,
-}
-
-/// Workgroups for an (M,N) product in tiles of `tile_m` rows by `tile_n` columns; M tiles beyond
-/// the per-dimension limit spill into z.
-fn grid(gpu: &Gpu, m: usize, n: usize, (tile_m, tile_n): (usize, usize)) -> [u32; 3] {
-    let tiles_m = m.div_ceil(tile_m).max(1) as u64;
-    let max = u64::from(gpu.limits().max_compute_workgroups_per_dimension);
-    let y = tiles_m.min(max);
-    [
-        n.div_ceil(tile_n).max(1) as u32,
-        y as u32,
-        tiles_m.div_ceil(y) as u32,
-    ]
 }
 
 fn dims(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
@@ -87,28 +75,21 @@ fn run(
             1 => (out, inp, Layout::TapTransposed { r: out }),
             _ => (rows, out, Layout::RowMajor),
         };
-        let pack = mode == 1 || m > 64;
-        // One vec4 column per lane (32 per workgroup) for a narrow output.
-        let cols4 = if n <= 32 { 1 } else { 2 };
-        let tile_n = 32 * cols4 as usize;
+        let tiles = SgTiles::choose(gpu, m, n, false);
+        let pack = mode == 1 || m > tiles.rows();
         if pack {
-            packed = Some(pack_b(gpu, b.all(), 0, (k, cols), layout, tile_n)?);
+            packed = Some(pack_b(gpu, b.all(), 0, (k, cols), layout, tiles.cols())?);
         }
-        // One subgroup (32 rows) per workgroup for a short product such as a dense head's.
-        let per_wg = if m <= 32 { 1 } else { 2 };
         sg_consts = [
             consts,
-            &[
-                ("SG_PER_WG", f64::from(per_wg)),
-                ("PACKED_B", f64::from(u32::from(pack))),
-                ("SG_COLS4", f64::from(cols4)),
-            ],
+            &[("PACKED_B", f64::from(u32::from(pack)))],
+            &tiles.constants(),
         ]
         .concat();
         let entry = if mode2 { "gemm_sg_m" } else { "gemm_sg" };
         (
             Kernel::new(ShaderId::MatmulSg, entry, &sg_consts),
-            (32 * per_wg as usize, tile_n),
+            (tiles.rows(), tiles.cols()),
         )
     } else {
         (Kernel::new(ShaderId::Matmul, "gemm", consts), (64, 64))

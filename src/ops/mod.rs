@@ -6,6 +6,7 @@ pub mod activation;
 pub mod conv;
 pub mod dense;
 pub mod dropout;
+mod gemm;
 pub mod loss;
 pub mod optim;
 pub mod pack;

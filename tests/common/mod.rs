@@ -43,33 +43,37 @@ pub fn small_binding_gpu() -> Option<&'static Gpu> {
         .as_ref()
 }
 
-/// The shared device's kernel families: the default one, and where the adapter has the
-/// subgroup GEMM a second device with it turned off, so every GEMM-shaped op is checked on both
-/// the subgroup kernels and the workgroup-memory kernels.
+static SHORT_TILE_GPU: OnceLock<Option<Gpu>> = OnceLock::new();
+static TALL_TILE_GPU: OnceLock<Option<Gpu>> = OnceLock::new();
+
+/// The adapter's kernel families: where it has the subgroup GEMM, that GEMM forced to 24-row
+/// tiles and forced to 32-row tiles, and the workgroup-memory kernels (subgroups off), each on
+/// a device of its own, so every GEMM-shaped op is checked on each; elsewhere just the shared
+/// device. The shared device keeps choosing tile heights by its cost model.
 pub fn kernel_families() -> Vec<(&'static str, &'static Gpu)> {
     let Some(g) = gpu() else {
         return Vec::new();
     };
-    let mut v = vec![(
-        if g.subgroup_kernels() {
-            "subgroup kernels"
-        } else {
-            "workgroup-memory kernels"
-        },
-        g,
-    )];
-    if g.subgroup_kernels() {
-        let plain = PLAIN_GPU
-            .get_or_init(|| {
-                let p = open(None)?;
-                p.set_subgroup_kernels(false);
-                Some(p)
-            })
-            .as_ref()
-            .expect("a second device on the same adapter");
-        v.push(("workgroup-memory kernels", plain));
+    if !g.subgroup_kernels() {
+        return vec![("workgroup-memory kernels", g)];
     }
-    v
+    let second = |cell: &'static OnceLock<Option<Gpu>>, setup: fn(&Gpu)| {
+        cell.get_or_init(|| {
+            let p = open(None)?;
+            setup(&p);
+            Some(p)
+        })
+        .as_ref()
+        .expect("a second device on the same adapter")
+    };
+    let short = second(&SHORT_TILE_GPU, |p| p.force_subgroup_tile_rows(Some(24)));
+    let tall = second(&TALL_TILE_GPU, |p| p.force_subgroup_tile_rows(Some(32)));
+    let plain = second(&PLAIN_GPU, |p| p.set_subgroup_kernels(false));
+    vec![
+        ("subgroup kernels, 24-row tiles", short),
+        ("subgroup kernels, 32-row tiles", tall),
+        ("workgroup-memory kernels", plain),
+    ]
 }
 
 /// A device of its own, for tests that count pipelines or pool buffers and must not see other
