@@ -4,7 +4,8 @@
 // per-lane scalar loop, while arithmetic runs 8 lanes wide, so a kernel is fast when each loaded
 // value feeds many FMAs. Here a lane loads a few vec4s of A and shares them with the other 7
 // lanes through subgroupBroadcast (a register shuffle), and every A value then meets 8 columns
-// of B held in the lane's registers: a 32x64 tile per subgroup, 32 rows x 8 columns per lane.
+// of B held in the lane's registers: a 32x64 (or 24x64) tile per subgroup, all its rows x 8
+// columns per lane.
 // On the 1024^3 matmul this ran 8x faster than gemm_core.wgsl's workgroup-memory tiles.
 //
 // The op module in front of this one supplies
@@ -19,20 +20,22 @@
 //   gemm_sg_m (A along M): load_a4m(m, k) = A[m..m+3, k] for m % 4 == 0; K advances by 1
 // N must be a multiple of 4 (whole vec4 columns), and for gemm_sg_m so must M.
 
-// Subgroups per workgroup, stacked along M (32 rows each): 2 measured fastest on lavapipe; 1
-// when M is at most 32, where a second subgroup would only multiply zeros.
+// Subgroups per workgroup, stacked along M (SG_ROWS rows each): 2 measured fastest on lavapipe;
+// 1 when one subgroup covers M, where a second would only multiply zeros.
 override SG_PER_WG: u32 = 2u;
 // vec4 columns per lane: 2 (64 columns per workgroup), or 1 (32) when N is at most 32, where
 // the second column would only multiply zeros.
 override SG_COLS4: u32 = 2u;
 override SG_TILE_N4: u32 = 8u * SG_COLS4; // vec4 columns per workgroup
-// vec4s of A each lane loads per K step: rows per subgroup are 8 * SG_AQ (4: 32 rows). 3 (24
-// rows) fits products whose row count 32-row tiles would pad, such as VGG16's 648-row blocks
-// 4-5 (27 tiles of 24 against 20.25 of 32).
+// vec4s of A each lane loads per K step: rows per subgroup are 8 * SG_AQ, 3 or 4. The host's
+// cost model (src/ops/gemm.rs) picks 3 (24 rows) for convolutions, whose im2col rows each keep
+// an index map live across the K loop, and where 32-row tiles would pad more (20 dense-head
+// rows; VGG16 blocks 4-5 have 648 = 27 x 24).
 override SG_AQ: u32 = 4u;
 override SG_ROWS: u32 = 8u * SG_AQ;
 
-// acc rows r (0..32) x vec4 columns j (0..2) at acc[2r + j]; b holds B[k+i, n4+j] at b[2i + j].
+// acc rows r (0..SG_ROWS; calls for rows past it fold away) x vec4 columns j (0..2) at
+// acc[2r + j]; b holds B[k+i, n4+j] at b[2i + j].
 fn sg_rank4(acc: ptr<function, array<vec4<f32>, 64>>, r: u32, s: vec4<f32>, b: ptr<function, array<vec4<f32>, 8>>) {
     if (r >= SG_ROWS) {
         return;

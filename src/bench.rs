@@ -118,15 +118,27 @@ pub struct BenchLine {
 /// cores' clocks and caches coming back), which two runs did not cover.
 const MIN_WARMUP: std::time::Duration = std::time::Duration::from_millis(300);
 
+/// Timed runs go on past the asked-for count until they span this long, so that the median of a
+/// millisecond kernel is not at the mercy of one burst of load on a shared machine.
+const MIN_TIMED: std::time::Duration = std::time::Duration::from_millis(500);
+const MAX_RUNS: usize = 1000;
+
+/// A median time and how many runs it was taken over.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub ms: f64,
+    pub runs: usize,
+}
+
 /// Times `f` (which records work) as whole flushed-and-synced submissions: `warmup` untimed runs
-/// (more while they take under 300 ms together), then the median of `runs` timed ones, in
-/// milliseconds.
+/// (more while they take under 300 ms together), then the median of at least `runs` timed ones
+/// (more, up to 1000, while they take under 500 ms together).
 pub fn time_median(
     gpu: &Gpu,
     warmup: usize,
     runs: usize,
     mut f: impl FnMut() -> Result<(), BenchError>,
-) -> Result<f64, BenchError> {
+) -> Result<Timing, BenchError> {
     let start = Instant::now();
     let mut done = 0;
     while done < warmup || (done > 0 && start.elapsed() < MIN_WARMUP) {
@@ -135,14 +147,18 @@ pub fn time_median(
         done += 1;
     }
     let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
+    let start = Instant::now();
+    while times.len() < runs.max(1) || (start.elapsed() < MIN_TIMED && times.len() < MAX_RUNS) {
         let t = Instant::now();
         f()?;
         gpu.sync()?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(|a, b| a.total_cmp(b));
-    Ok(times[times.len() / 2])
+    Ok(Timing {
+        ms: times[times.len() / 2],
+        runs: times.len(),
+    })
 }
 
 /// One kernel workload, when `--only` selects it (None otherwise): its setup, then `run` timed
@@ -153,14 +169,14 @@ fn time_kernel<S>(
     id: &str,
     setup: impl FnOnce() -> Result<S, BenchError>,
     run: impl Fn(&S) -> Result<(), crate::ops::OpError>,
-) -> Result<Option<(S, f64, u64)>, BenchError> {
+) -> Result<Option<(S, Timing, u64)>, BenchError> {
     if !selected(opts, id) {
         return Ok(None);
     }
     fresh_accounting(gpu);
     let s = setup()?;
-    let ms = time_median(gpu, opts.warmup, opts.runs, || Ok(run(&s)?))?;
-    Ok(Some((s, ms, gpu.pool_stats().peak)))
+    let t = time_median(gpu, opts.warmup, opts.runs, || Ok(run(&s)?))?;
+    Ok(Some((s, t, gpu.pool_stats().peak)))
 }
 
 fn seeded(n: usize, seed: u32) -> Vec<f32> {
@@ -269,18 +285,18 @@ pub fn run(
 ) -> Result<Vec<BenchLine>, BenchError> {
     let mut lines = Vec::new();
     let engine = format!("cnn-wgpu {}", env!("CARGO_PKG_VERSION"));
-    let mut push = |workload: String, n: usize, ms: f64, flops: f64, gpu_bytes: u64| {
-        let gflops = flops / (ms * 1e6);
+    let mut push = |workload: String, n: usize, t: Timing, flops: f64, gpu_bytes: u64| {
+        let gflops = flops / (t.ms * 1e6);
         let line = BenchLine {
             engine: engine.clone(),
             adapter: gpu.adapter_name().to_string(),
             workload,
             n,
-            ms,
+            ms: t.ms,
             gflops,
             peak_fraction: opts.peak_gflops.map(|p| gflops / p),
             gpu_bytes,
-            runs: opts.runs,
+            runs: t.runs,
         };
         report(&line);
         lines.push(line);
@@ -295,9 +311,9 @@ pub fn run(
             || c.setup(gpu),
             |s| conv::conv2d_forward(gpu, &s.x, &s.w, &s.b, &s.spec).map(drop),
         )?;
-        if let Some((s, ms, bytes)) = timed {
+        if let Some((s, t, bytes)) = timed {
             any = true;
-            push(id, c.n, ms, s.forward_flops, bytes);
+            push(id, c.n, t, s.forward_flops, bytes);
         }
     }
     for c in &w.conv2d_backward {
@@ -309,10 +325,10 @@ pub fn run(
             || c.setup(gpu),
             |s| conv::conv2d_backward(gpu, &s.x, &s.w, &s.dy, &s.spec, true).map(drop),
         )?;
-        if let Some((s, ms, bytes)) = timed {
+        if let Some((s, t, bytes)) = timed {
             any = true;
             // Input gradient + weight gradient: two products the size of the forward.
-            push(id, c.n, ms, 2.0 * s.forward_flops, bytes);
+            push(id, c.n, t, 2.0 * s.forward_flops, bytes);
         }
     }
     for m in &w.matmul {
@@ -324,9 +340,9 @@ pub fn run(
             || m.setup(gpu),
             |s| dense::matmul(gpu, &s.a, &s.b).map(drop),
         )?;
-        if let Some((s, ms, bytes)) = timed {
+        if let Some((s, t, bytes)) = timed {
             any = true;
-            push(id, m.n, ms, s.flops, bytes);
+            push(id, m.n, t, s.flops, bytes);
         }
     }
     for net in &w.network {
@@ -345,7 +361,7 @@ pub fn run(
                 .map_or(d, |v| v as usize)
         };
         let (n, h, wd) = (dim("n", 2), dim("h", 150), dim("w", 150));
-        let (ms, flops) = match name {
+        let (t, flops) = match name {
             "vgg16_base_forward_150" => {
                 vgg16_base_forward(gpu, n, h, wd, opts.warmup.min(1), opts.runs)?
             }
@@ -364,7 +380,7 @@ pub fn run(
                 opts,
             )?,
         };
-        push(id, n, ms, flops, gpu.pool_stats().peak);
+        push(id, n, t, flops, gpu.pool_stats().peak);
     }
     // `pipeline` is measured by the CLI beside these sections, so asking only for it is fine.
     if !any && !opts.only.is_empty() && !opts.only.iter().any(|o| is_pipeline_filter(o)) {
@@ -440,7 +456,7 @@ pub fn vgg16_base_forward(
     w: usize,
     warmup: usize,
     runs: usize,
-) -> Result<(f64, f64), BenchError> {
+) -> Result<(Timing, f64), BenchError> {
     let mut layers = Vec::new();
     let (mut cin, mut hh, mut ww, mut flops) = (3, h, w, 0.0);
     for (i, &(cout, pool)) in VGG16_BASE.iter().enumerate() {
@@ -463,7 +479,7 @@ pub fn vgg16_base_forward(
     }
     let x = Tensor::from_slice(gpu, [n, h, w, 3], &seeded(n * h * w * 3, 7))?;
     let spec = Conv2dSpec::new(1, Padding::Same, true);
-    let ms = time_median(gpu, warmup, runs, || {
+    let t = time_median(gpu, warmup, runs, || {
         let mut t = x.clone();
         for (k, b, pool) in &layers {
             t = conv::conv2d_forward(gpu, &t, k, b, &spec)?;
@@ -473,7 +489,7 @@ pub fn vgg16_base_forward(
         }
         Ok(())
     })?;
-    Ok((ms, flops))
+    Ok((t, flops))
 }
 
 /// The network workloads this engine runs.
@@ -492,7 +508,7 @@ fn train_step(
     trainable_from: Option<&str>,
     n: usize,
     opts: &BenchOptions,
-) -> Result<(f64, f64), BenchError> {
+) -> Result<(Timing, f64), BenchError> {
     let mut model = crate::model::Model::new(gpu, spec, 1)?;
     if let Some(name) = trainable_from {
         model.trainable_from(name)?;
@@ -525,12 +541,12 @@ fn train_step(
     )?;
     let opt = crate::ops::optim::Optimizer::rmsprop(1e-5);
     let mut step = 0u64;
-    let ms = time_median(gpu, opts.warmup.min(1), opts.runs, || {
+    let t = time_median(gpu, opts.warmup.min(1), opts.runs, || {
         step += 1;
         model.train_step(gpu, &opt, &x, &y, step)?;
         Ok(())
     })?;
-    Ok((ms, flops))
+    Ok((t, flops))
 }
 
 /// Drops the pool's cached buffers and restarts the peak, so `gpu_bytes` is this workload's own.
@@ -547,7 +563,7 @@ pub fn measure_peak(gpu: &Gpu) -> Result<f64, BenchError> {
     let consts = [("ITERS", f64::from(ITERS))];
     let kernel = Kernel::new(ShaderId::Peak, "fma_peak", &consts);
     let params = [1.0f32, 0.0, 0.0, 0.0];
-    let ms = time_median(gpu, 1, 5, || {
+    let t = time_median(gpu, 1, 5, || {
         gpu.dispatch(
             &kernel,
             &[
@@ -559,7 +575,7 @@ pub fn measure_peak(gpu: &Gpu) -> Result<f64, BenchError> {
         Ok(())
     })?;
     let flops = threads as f64 * f64::from(ITERS) * 8.0 * 4.0 * 2.0;
-    Ok(flops / (ms * 1e6))
+    Ok(flops / (t.ms * 1e6))
 }
 
 /// Prints lines as an aligned table.

@@ -111,7 +111,8 @@ enum Command {
         /// Measure the adapter's FMA peak first and report each workload's share of it.
         #[arg(long)]
         peak: bool,
-        /// Timed runs per workload (the median is reported).
+        /// Timed runs per workload, at least (more while they span under 500 ms); the median is
+        /// reported
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
         runs: u64,
         /// Training images (class sub-folders) for the `pipeline` section (default: the shared
