@@ -10,8 +10,9 @@
 // B (w, w' or dy) is bound packed into 64-column tiles by pack.wgsl when PACKED_B = 1 (always
 // for MODE 1; the host skips packing when only one row tile would read B).
 // Element offsets in Params (a_base, c_base) are multiples of 4 here, except a_base in
-// MODE 0 with CIN not a multiple of 4 (an RGB input): that case gathers A's four values one by
-// one, each from its own tap.
+// MODES 0 and 2 with CIN not a multiple of 4 (an RGB input): those gather A's four values one
+// by one, each from its own tap. (The input gradient of such a layer, MODE 1, would write
+// partial vec4s and runs on conv2d.wgsl.)
 
 override MODE: u32 = 0u;
 override KH: u32 = 3u;
@@ -124,8 +125,32 @@ fn load_a4(r: ARow, k: u32) -> vec4<f32> {
     return src_a[(p.a_base + ((r.img + uh / SH) * p.ow + uw / SW) * COUT + co) / 4u];
 }
 
-// MODE 2: A[m..m+3, k] = x at output position k through tap (kh, kw), channels ci..ci+3.
+// MODE 2 with CIN % 4 != 0 (an RGB input): A[m, k] for the single row m = (kh, kw, ci), zero
+// past the last row.
+fn x_scalar_m(m: u32, k: u32) -> f32 {
+    if (m >= KH * KW * CIN) {
+        return 0.0;
+    }
+    let ci = m % CIN;
+    let tap = m / CIN;
+    let ow = k % p.ow;
+    let t = k / p.ow;
+    let ih = i32((t % p.oh) * SH + tap / KW) - i32(p.pad_top);
+    let iw = i32(ow * SW + tap % KW) - i32(p.pad_left);
+    if (ih < 0 || iw < 0 || ih >= i32(p.h) || iw >= i32(p.w)) {
+        return 0.0;
+    }
+    let e = p.a_base + (((t / p.oh) * p.h + u32(ih)) * p.w + u32(iw)) * CIN + ci;
+    return src_a[e / 4u][e % 4u];
+}
+
+// MODE 2: A[m..m+3, k] = x at output position k through tap (kh, kw), channels ci..ci+3; with
+// CIN not a multiple of 4 the four rows may straddle taps and are gathered one by one.
 fn load_a4m(m: u32, k: u32) -> vec4<f32> {
+    if (CIN % 4u != 0u) {
+        return vec4<f32>(x_scalar_m(m, k), x_scalar_m(m + 1u, k), x_scalar_m(m + 2u, k),
+                         x_scalar_m(m + 3u, k));
+    }
     let ci = m % CIN;
     let tap = m / CIN;
     let ow = k % p.ow;

@@ -18,7 +18,8 @@
 //   gemm_sg (A along K):  a_row(m) -> ARow once per row, then load_a4(row, k) = A[m, k..k+3]
 //                         for k % 4 == 0 (zero past K); rows are lanes, K advances by 4
 //   gemm_sg_m (A along M): load_a4m(m, k) = A[m..m+3, k] for m % 4 == 0; K advances by 1
-// N must be a multiple of 4 (whole vec4 columns), and for gemm_sg_m so must M.
+// N must be a multiple of 4 (whole vec4 columns). gemm_sg_m reads rows in fours: where M is not
+// a multiple of 4, load_a4m must return zeros for the rows past it.
 
 // Subgroups per workgroup, stacked along M (SG_ROWS rows each): 2 measured fastest on lavapipe;
 // 1 when one subgroup covers M, where a second would only multiply zeros.
@@ -236,7 +237,7 @@ fn gemm_sg_m(
 ) {
     let dims = gemm_dims();
     let t = sg_tile(wg, groups, sg, lane, dims.z);
-    // Lane l loads rows m0 + 4l .. m0 + 4l + 3 (M is a multiple of 4, so all or none exist).
+    // Lane l loads rows m0 + 4l .. m0 + 4l + 3 (load_a4m zero-fills those past M).
     let ma = t.m0 + 4u * lane;
     let ok = 4u * lane < SG_ROWS && ma < dims.x;
     var acc: array<vec4<f32>, 64>;

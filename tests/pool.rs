@@ -24,6 +24,10 @@ fn specs() -> Vec<([usize; 4], PoolSpec)> {
         ([3, 1, 1, 7], s((1, 1), (1, 1), Padding::Valid)),
         // big channel count, batch 1
         ([1, 4, 4, 300], PoolSpec::square(2)),
+        // C a multiple of 4 (max pooling moves four channels per invocation) on odd sizes,
+        // 'same' padding and a window that does not divide the input
+        ([1, 7, 5, 8], s((2, 2), (2, 2), Padding::Same)),
+        ([3, 11, 9, 12], PoolSpec::square(3)),
     ]
 }
 

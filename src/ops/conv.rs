@@ -166,7 +166,7 @@ fn constants(g: &Geometry, spec: &Conv2dSpec, mode: u32) -> Vec<(&'static str, f
 
 /// The GEMM entry point for one convolution product (`mode` as in the shaders): the subgroup
 /// kernels (conv2d_sg.wgsl) when the adapter has 8-lane subgroups and the channel counts let
-/// every operand move as whole vec4s (Cout a multiple of 4, and Cin too except in the forward),
+/// every operand move as whole vec4s (Cout a multiple of 4, and Cin too for the input gradient),
 /// the workgroup-memory kernel (conv2d.wgsl) otherwise. The weight gradient reads A along M
 /// (`gemm_sg_m`): its rows are input channels, contiguous in NHWC. The second value says whether
 /// the subgroup kernel reads B packed (pack.wgsl): always for the input gradient, whose B is the
@@ -179,8 +179,9 @@ fn gemm_kernel<'a>(
     mode: u32,
     rows: usize,
 ) -> (Kernel<'a>, bool, (usize, usize)) {
-    // The forward gathers an input whose channels are not a multiple of 4 (RGB) value by value.
-    let cin_ok = g.cin.is_multiple_of(4) || mode == 0;
+    // The forward and the weight gradient gather an input whose channels are not a multiple of
+    // 4 (RGB) value by value; the input gradient would write partial vec4s.
+    let cin_ok = g.cin.is_multiple_of(4) || mode != 1;
     if gpu.subgroup_kernels() && cin_ok && g.cout.is_multiple_of(4) {
         let n = if mode == 1 { g.cin } else { g.cout };
         let tiles = SgTiles::choose(gpu, rows, n, mode != 2);
@@ -377,6 +378,8 @@ pub fn conv2d_backward(
         consts.push(("ACCUM", f64::from(u32::from(i > 0 && partial.is_none()))));
         let (kernel, pack, tile) = gemm_kernel(gpu, &g, &mut consts, 2, m);
         let (xr, xb) = x.window(gpu, n0 * g.in_item(), nb * g.in_item());
+        // Read as vec4s, an RGB input's last values sit in a partial vec4: bind it whole.
+        let xr = xr.padded_to(16, gpu.binding_limit());
         let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
         // The subgroup kernel reads this chunk's dy (N*OH*OW, Cout) packed.
         let dyp = if pack {

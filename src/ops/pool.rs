@@ -31,21 +31,9 @@ impl PoolSpec {
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Params {
     n: u32,
-    h: u32,
-    w: u32,
-    c: u32,
-    oh: u32,
-    ow: u32,
-    ph: u32,
-    pw: u32,
-    sh: u32,
-    sw: u32,
-    pad_top: u32,
-    pad_left: u32,
     src_base: u32,
     dst_base: u32,
     aux_base: u32,
-    _pad: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -112,22 +100,38 @@ impl Geometry {
     fn params(&self, n: usize, src_base: u32, dst_base: u32, aux_base: u32) -> Params {
         Params {
             n: n as u32,
-            h: self.h as u32,
-            w: self.w as u32,
-            c: self.c as u32,
-            oh: self.oh as u32,
-            ow: self.ow as u32,
-            ph: self.spec.window.0 as u32,
-            pw: self.spec.window.1 as u32,
-            sh: self.spec.stride.0 as u32,
-            sw: self.spec.stride.1 as u32,
-            pad_top: self.pad_top as u32,
-            pad_left: self.pad_left as u32,
             src_base,
             dst_base,
             aux_base,
-            _pad: 0,
         }
+    }
+    /// The layer's geometry as the shader's override constants (the batch stays a uniform).
+    fn constants(&self) -> [(&'static str, f64); 11] {
+        [
+            ("H", self.h as f64),
+            ("W", self.w as f64),
+            ("C", self.c as f64),
+            ("OH", self.oh as f64),
+            ("OW", self.ow as f64),
+            ("PH", self.spec.window.0 as f64),
+            ("PW", self.spec.window.1 as f64),
+            ("SH", self.spec.stride.0 as f64),
+            ("SW", self.spec.stride.1 as f64),
+            ("PAD_TOP", self.pad_top as f64),
+            ("PAD_LEFT", self.pad_left as f64),
+        ]
+    }
+}
+
+/// The entry point that runs `entry` and the elements each invocation handles: max pooling
+/// moves four channels per invocation (`*_4`, vec4 bindings) when the channel count and every
+/// binding's element base are multiples of 4.
+fn vectorised(entry: &'static str, c: usize, bases: &[u32]) -> (&'static str, usize) {
+    let aligned = c.is_multiple_of(4) && bases.iter().all(|b| b % 4 == 0);
+    match entry {
+        "max_forward" if aligned => ("max_forward_4", 4),
+        "max_backward" if aligned => ("max_backward_4", 4),
+        _ => (entry, 1),
     }
 }
 
@@ -147,7 +151,7 @@ fn forward(
     } else {
         None
     };
-    let kernel = Kernel::new(ShaderId::Pool, entry, &[]);
+    let consts = g.constants();
     let per = [
         ("input", g.in_item() as u64 * 4),
         ("output", g.out_item() as u64 * 4),
@@ -164,7 +168,10 @@ fn forward(
         }
         let p = g.params(nb, xb, yb, ab);
         args.insert(0, Arg::Uniform(bytemuck::bytes_of(&p)));
-        gpu.dispatch(&kernel, &args, grid_1d(gpu, nb * g.out_item(), 256));
+        let (entry, per_thread) = vectorised(entry, g.c, &[xb, yb, ab]);
+        let kernel = Kernel::new(ShaderId::Pool, entry, &consts);
+        let threads = nb * g.out_item() / per_thread;
+        gpu.dispatch(&kernel, &args, grid_1d(gpu, threads, 256));
     }
     Ok((y, arg))
 }
@@ -200,7 +207,7 @@ fn backward(
         }
     }
     let dx = Tensor::uninit(gpu, x_dims)?;
-    let kernel = Kernel::new(ShaderId::Pool, entry, &[]);
+    let consts = g.constants();
     let per = [
         ("input", g.in_item() as u64 * 4),
         ("output", g.out_item() as u64 * 4),
@@ -217,7 +224,10 @@ fn backward(
         }
         let p = g.params(nb, dyb, dxb, ab);
         args.insert(0, Arg::Uniform(bytemuck::bytes_of(&p)));
-        gpu.dispatch(&kernel, &args, grid_1d(gpu, nb * g.in_item(), 256));
+        let (entry, per_thread) = vectorised(entry, g.c, &[dyb, dxb, ab]);
+        let kernel = Kernel::new(ShaderId::Pool, entry, &consts);
+        let threads = nb * g.in_item() / per_thread;
+        gpu.dispatch(&kernel, &args, grid_1d(gpu, threads, 256));
     }
     Ok(dx)
 }
