@@ -28,14 +28,17 @@ fn elementwise_forward_matches_definitions() {
     x[1] = -100.0;
     x[2] = 0.0;
     let xt = upload(gpu, &[10, 100], &x);
-    let relu: Vec<f64> = x.iter().map(|&v| f64::from(v).max(0.0)).collect();
-    assert_close(
-        "relu",
-        &read(gpu, &act::relu(gpu, &xt).unwrap()),
-        &relu,
-        0.0,
-        0.0,
-    );
+    // ReLU runs four values per invocation on lengths that are multiples of 4, one otherwise.
+    for len in [1000, 999] {
+        let relu: Vec<f64> = x[..len].iter().map(|&v| f64::from(v).max(0.0)).collect();
+        assert_close(
+            &format!("relu of {len}"),
+            &read(gpu, &act::relu(gpu, &upload(gpu, &[len], &x[..len])).unwrap()),
+            &relu,
+            0.0,
+            0.0,
+        );
+    }
     let sig: Vec<f64> = x.iter().map(|&v| sigmoid(f64::from(v))).collect();
     assert_close(
         "sigmoid",
@@ -65,6 +68,7 @@ fn softmax_is_stable_and_matches_definition() {
 #[test]
 fn activation_backward_matches_finite_differences() {
     let gpu = gpu_or_skip!();
+    // 36 values: ReLU's backward runs four per invocation; the 15 below, one.
     let (rows, cols) = (4, 9);
     // Keep ReLU inputs away from the kink at 0 so the difference quotient is the derivative.
     let x: Vec<f32> = rand_vec(rows * cols, 3)
@@ -88,6 +92,17 @@ fn activation_backward_matches_finite_differences() {
         1e-4,
         1e-5,
     );
+    let n = 15;
+    let num15 = numeric_grad(&x64[..n], 1e-4, |v| {
+        dot(&v.iter().map(|a| a.max(0.0)).collect::<Vec<_>>(), &r64[..n])
+    });
+    let dx15 = act::relu_backward(
+        gpu,
+        &upload(gpu, &[n], &r[..n]),
+        &act::relu(gpu, &upload(gpu, &[n], &x[..n])).unwrap(),
+    )
+    .unwrap();
+    assert_close("relu dx of 15", &read(gpu, &dx15), &num15, 1e-4, 1e-5);
 
     let y = act::sigmoid(gpu, &xt).unwrap();
     let num = numeric_grad(&x64, 1e-4, |v| {

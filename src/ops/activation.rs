@@ -32,10 +32,17 @@ fn elementwise(
         }
     }
     let out = Tensor::uninit(gpu, src.shape().clone())?;
+    // ReLU moves four values per invocation where the length allows (chunks start on multiples
+    // of 64 elements, so every window does too).
+    let (entry, per_thread) = match entry {
+        "relu_forward" if src.numel().is_multiple_of(4) => ("relu_forward_4", 4),
+        "relu_backward" if src.numel().is_multiple_of(4) => ("relu_backward_4", 4),
+        _ => (entry, 1),
+    };
     let kernel = Kernel::new(ShaderId::Activation, entry, &[]);
     for (start, len) in flat_chunks(gpu, src.numel()) {
         let p = Params {
-            len: len as u32,
+            len: (len / per_thread) as u32,
             cols: 0,
             _pad: [0; 2],
         };
@@ -50,7 +57,7 @@ fn elementwise(
                 Arg::Read(b),
                 Arg::Write(o),
             ],
-            grid_1d(gpu, len, 256),
+            grid_1d(gpu, len / per_thread, 256),
         );
     }
     Ok(out)
