@@ -33,7 +33,10 @@ fn elementwise_forward_matches_definitions() {
         let relu: Vec<f64> = x[..len].iter().map(|&v| f64::from(v).max(0.0)).collect();
         assert_close(
             &format!("relu of {len}"),
-            &read(gpu, &act::relu(gpu, &upload(gpu, &[len], &x[..len])).unwrap()),
+            &read(
+                gpu,
+                &act::relu(gpu, &upload(gpu, &[len], &x[..len])).unwrap(),
+            ),
             &relu,
             0.0,
             0.0,
