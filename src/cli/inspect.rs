@@ -1,0 +1,152 @@
+//! `devices`, `summary` and `features`: what the machine and the models look like.
+
+use std::path::PathBuf;
+
+use cnn_wgpu::gpu::{select, AdapterRequest};
+
+#[derive(clap::Args)]
+pub struct DevicesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn devices(request: &AdapterRequest, a: DevicesArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let DevicesArgs { json } = a;
+    let list = select::list(request);
+    if list.is_empty() {
+        return Err(Box::new(cnn_wgpu::GpuError::NoAdapter {
+            backends: format!("{:?}", request.backend),
+        }));
+    }
+    if json {
+        for a in &list {
+            println!("{}", serde_json::to_string(a)?);
+        }
+    } else {
+        for (i, a) in list.iter().enumerate() {
+            println!("[{i}] {} ({}, {})", a.name, a.backend, a.device_type);
+            println!("    driver: {} {}", a.driver, a.driver_info);
+            println!(
+                "    max storage binding {} MiB, max buffer {} MiB, workgroup storage {} KiB, {} invocations/workgroup, {} workgroups/dim",
+                a.max_storage_buffer_binding_size >> 20,
+                a.max_buffer_size >> 20,
+                a.max_compute_workgroup_storage_size >> 10,
+                a.max_compute_invocations_per_workgroup,
+                a.max_compute_workgroups_per_dimension
+            );
+            let subgroups = match a.subgroup_sizes {
+                Some((8, 8)) => "8 lanes (subgroup GEMM kernels)".to_string(),
+                Some((lo, hi)) => format!("{lo}-{hi} lanes (workgroup-memory kernels)"),
+                None => "none (workgroup-memory kernels)".to_string(),
+            };
+            println!(
+                "    timestamp queries: {}, shader f16: {}, subgroups: {subgroups}",
+                a.timestamp_query, a.shader_f16
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct SummaryArgs {
+    /// small-convnet, small-convnet-dropout, convnet-180, vgg16-base, vgg16-classifier,
+    /// mnist-convnet or conv1d-net.
+    #[arg(long)]
+    model: String,
+    /// Image side for the image models (default: the model's own).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Sequence length and channels for conv1d-net.
+    #[arg(long, num_args = 2, value_names = ["LEN", "CHANNELS"])]
+    sequence: Option<Vec<usize>>,
+    /// Freeze every layer before this one (e.g. flatten, block5_conv1).
+    #[arg(long)]
+    trainable_from: Option<String>,
+}
+
+pub fn summary(a: SummaryArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let SummaryArgs {
+        model,
+        image_size,
+        sequence,
+        trainable_from,
+    } = a;
+    let seq = sequence.map(|v| (v[0], v[1]));
+    let spec = cnn_wgpu::model::zoo::by_name(&model, image_size, seq)?;
+    let first = match &trainable_from {
+        Some(name) => spec.require_layer(name)?,
+        None => 0,
+    };
+    let mask: Vec<bool> = (0..spec.layers.len()).map(|i| i >= first).collect();
+    print!("{}", spec.summary(&mask)?);
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct FeaturesArgs {
+    #[arg(long)]
+    weights: PathBuf,
+    /// A VGG16 layer name, e.g. block1_conv1, block3_pool, block5_pool.
+    #[arg(long)]
+    layer: String,
+    #[arg(long, required = true, num_args = 1..)]
+    images: Vec<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 150)]
+    image_size: usize,
+}
+
+pub fn features(
+    request: &AdapterRequest,
+    a: FeaturesArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let FeaturesArgs {
+        weights,
+        layer,
+        images,
+        out,
+        image_size,
+    } = a;
+    let gpu = select::open(request)?;
+    let mut model =
+        cnn_wgpu::model::Model::new(&gpu, cnn_wgpu::model::zoo::vgg16_base(image_size), 0)?;
+    let loaded = cnn_wgpu::model::weights::load_vgg16(&gpu, &mut model, &weights)?;
+    eprintln!(
+        "{:?} weights, {:?} preprocessing (from the {})",
+        loaded.naming, loaded.preprocessing, loaded.preprocessing_source
+    );
+    let mut px = Vec::new();
+    for path in &images {
+        let mut v = cnn_wgpu::data::image_io::load(path, (image_size, image_size), 3)?.to_f32();
+        loaded.preprocessing.apply(&mut v, 3);
+        px.extend(v);
+    }
+    let x = cnn_wgpu::Tensor::from_slice(&gpu, [images.len(), image_size, image_size, 3], &px)?;
+    let y = model.features(&gpu, &x, &layer)?;
+    let data = y.to_vec(&gpu)?;
+    let view = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        y.dims().to_vec(),
+        bytemuck::cast_slice(&data),
+    )?;
+    let files: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
+    let meta = std::collections::HashMap::from([
+        ("layout".to_string(), "NHWC".to_string()),
+        ("files".to_string(), serde_json::to_string(&files)?),
+        (
+            "preprocessing".to_string(),
+            format!("{:?}", loaded.preprocessing).to_lowercase(),
+        ),
+        ("weights".to_string(), weights.display().to_string()),
+    ]);
+    std::fs::write(
+        &out,
+        safetensors::serialize([(layer.as_str(), view)], Some(meta))?,
+    )
+    .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    println!("wrote {} {:?} to {}", layer, y.dims(), out.display());
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! `train`, `evaluate` and `predict`: the training loop on a zoo model, and checkpoints put to use.
+
+use std::path::PathBuf;
+
+use cnn_wgpu::data::{Augment, Dataset, DirectoryDataset, Loader, LoaderConfig, Preprocessing};
+use cnn_wgpu::gpu::{select, AdapterRequest};
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    #[arg(long)]
+    model: String,
+    /// Folder with train/ and validation/ (and test/) class folders, or MNIST IDX files.
+    #[arg(long)]
+    data: PathBuf,
+    /// The book's augmentation on the training images (rotation 40, shifts/shear/zoom 0.2, flip).
+    #[arg(long)]
+    augment: bool,
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    #[arg(long, default_value_t = 20)]
+    batch: usize,
+    /// rmsprop, adam or sgd (Keras defaults otherwise).
+    #[arg(long, default_value = "rmsprop")]
+    optimizer: String,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f32,
+    /// Image side (default: the model's).
+    #[arg(long)]
+    image_size: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Run folder (default runs/<model>-<seed>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Metric for the best checkpoint and the callbacks: val_loss, val_accuracy, loss, accuracy.
+    #[arg(long, default_value = "val_loss")]
+    monitor: String,
+    /// Stop after this many epochs without improvement.
+    #[arg(long)]
+    early_stopping: Option<usize>,
+    /// With --early-stopping: put back the best epoch's weights at the end.
+    #[arg(long)]
+    restore_best: bool,
+    /// Reduce the learning rate after this many epochs without improvement.
+    #[arg(long)]
+    reduce_lr_patience: Option<usize>,
+    #[arg(long, default_value_t = 0.1)]
+    reduce_lr_factor: f32,
+    #[arg(long, default_value_t = 0.0)]
+    min_lr: f32,
+    /// Fail on an unreadable image instead of skipping it.
+    #[arg(long)]
+    strict: bool,
+    /// Loader threads (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// For a CSV file: which column is the label (only `last` is supported).
+    #[arg(long, default_value = "last")]
+    csv_label: String,
+    /// For a CSV file: the last fraction of rows used for validation.
+    #[arg(long, default_value_t = 0.25)]
+    validation_split: f32,
+    /// Continue the run in --out from its last.safetensors (after Ctrl-C or a crash).
+    #[arg(long)]
+    resume: bool,
+    /// Print per-layer GPU time (timestamp queries) and peak GPU memory over a few steps.
+    #[arg(long)]
+    profile: bool,
+    /// Stop after this many steps as Ctrl-C would (saved, resumable): time-boxed runs.
+    #[arg(long)]
+    stop_after_steps: Option<usize>,
+}
+
+pub fn train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use cnn_wgpu::data::{mnist, LoaderConfig};
+    use cnn_wgpu::model::{zoo, Model};
+    use cnn_wgpu::ops::optim::Optimizer;
+    use cnn_wgpu::train::{self, EarlyStopping, FitConfig, Monitor, ReduceLrOnPlateau};
+    use std::sync::Arc;
+
+    let monitor = Monitor::new(&a.monitor)?;
+    let optimizer = match a.optimizer.as_str() {
+        "rmsprop" => Optimizer::rmsprop(a.lr),
+        "adam" => Optimizer::adam(a.lr),
+        "sgd" => Optimizer::sgd(a.lr),
+        o => return Err(format!("--optimizer {o:?}: expected rmsprop, adam or sgd").into()),
+    };
+    type Ds = Arc<dyn Dataset>;
+    let is_csv = a
+        .data
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let mut csv_parts: Option<(Ds, Ds)> = None;
+    let spec = if is_csv {
+        if a.csv_label != "last" {
+            return Err(format!(
+                "--csv-label {:?}: only `last` (label in the last column) is supported",
+                a.csv_label
+            )
+            .into());
+        }
+        let (tr, va) = cnn_wgpu::data::csv::CsvDataset::read(&a.data)?.split(a.validation_split)?;
+        let len = tr.sequence_len();
+        csv_parts = Some((Arc::new(tr), Arc::new(va)));
+        zoo::by_name(&a.model, None, Some((len, 1)))?
+    } else {
+        zoo::by_name(&a.model, a.image_size, None)?
+    };
+    let (h, w, c) = match (spec.input.as_slice(), is_csv) {
+        (&[h, w, c], false) => (h, w, c),
+        (&[l, c], true) => (1, l, c),
+        _ => {
+            return Err(format!(
+                "model {} does not take {} input",
+                a.model,
+                if is_csv { "sequence (CSV)" } else { "image" }
+            )
+            .into())
+        }
+    };
+    let augment = a.augment.then(Augment::book);
+    let mut train_cfg = LoaderConfig::training(a.batch, a.seed, Preprocessing::Rescale, augment);
+    train_cfg.strict = a.strict;
+    train_cfg.workers = a.workers;
+    let mut eval_cfg = LoaderConfig::evaluation(a.batch, Preprocessing::Rescale);
+    eval_cfg.strict = a.strict;
+    eval_cfg.workers = a.workers;
+    let (train_ds, val_ds, test_ds): (Ds, Ds, Option<Ds>) = if let Some((tr, va)) = csv_parts {
+        (tr, va, None)
+    } else if a.data.join("train").is_dir() {
+        let open = |split: &str| -> Result<Ds, Box<dyn std::error::Error>> {
+            let ds = DirectoryDataset::open(&a.data.join(split), (h, w), 2)?;
+            Ok(Arc::new(if c == 1 { ds.grayscale() } else { ds }))
+        };
+        let test = if a.data.join("test").is_dir() {
+            Some(open("test")?)
+        } else {
+            None
+        };
+        (open("train")?, open("validation")?, test)
+    } else if a.data.join("t10k-images-idx3-ubyte.gz").is_file()
+        || a.data.join("t10k-images-idx3-ubyte").is_file()
+    {
+        let (tr, va) = mnist::train_validation(&a.data)?;
+        (Arc::new(tr), Arc::new(va), None)
+    } else {
+        return Err(format!(
+            "{}: expected train/ and validation/ class folders, MNIST IDX files, or a .csv file",
+            a.data.display()
+        )
+        .into());
+    };
+    let (dh, dw, dc) = train_ds.sample_shape();
+    if (dh, dw, dc) != (h, w, c) {
+        return Err(format!(
+            "the data is {dh}x{dw}x{dc}, model {} takes {h}x{w}x{c}",
+            a.model
+        )
+        .into());
+    }
+    let train = Loader::new(train_ds, train_cfg)?;
+    let val = Loader::new(val_ds, eval_cfg.clone())?;
+    let out = a
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", a.model, a.seed)));
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let gpu = select::open(request)?;
+    let mut model = Model::new(&gpu, spec, a.seed)?;
+    eprintln!(
+        "{}: {} trainable weight tensors; training on {} ({:?})",
+        model.spec.name,
+        model.trainable_weight_count(),
+        gpu.adapter_name(),
+        gpu.info().backend
+    );
+    let config = serde_json::json!({
+        "model": model.spec, "data": a.data, "augment": augment, "epochs": a.epochs, "batch": a.batch,
+        "optimizer": optimizer, "seed": a.seed, "monitor": a.monitor, "early_stopping": a.early_stopping,
+        "restore_best": a.restore_best, "reduce_lr_patience": a.reduce_lr_patience, "reduce_lr_factor": a.reduce_lr_factor,
+        "min_lr": a.min_lr, "adapter": gpu.adapter_name(),
+    });
+    std::fs::write(
+        out.join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
+    let mut cfg = FitConfig::new(a.epochs, optimizer, a.seed);
+    cfg.resume = a.resume;
+    cfg.profile = a.profile;
+    cfg.stop_after_steps = a.stop_after_steps;
+    let flag = cfg.interrupt.clone();
+    super::install_interrupt(flag);
+    cfg.meta = vec![
+        (
+            "preprocessing".into(),
+            serde_json::to_string(&Preprocessing::Rescale)?,
+        ),
+        (
+            "class_names".into(),
+            serde_json::to_string(train.dataset().class_names())?,
+        ),
+    ];
+    cfg.monitor = monitor;
+    cfg.out = Some(out.clone());
+    cfg.early_stopping = a
+        .early_stopping
+        .map(|p| EarlyStopping::new(p, a.restore_best));
+    cfg.reduce_lr = a
+        .reduce_lr_patience
+        .map(|p| ReduceLrOnPlateau::new(a.reduce_lr_factor, p, a.min_lr));
+    let history = train::fit(&gpu, &mut model, &train, Some(&val), &cfg)?;
+    let mut metrics = serde_json::json!({"epochs_run": history.len()});
+    if let Some(test_ds) = test_ds {
+        let test = Loader::new(test_ds, eval_cfg)?;
+        let (loss, acc) = train::evaluate(&gpu, &model, &test)?;
+        println!("test loss {loss:.4} accuracy {acc:.4}");
+        metrics["test_loss"] = loss.into();
+        metrics["test_accuracy"] = acc.into();
+    }
+    let skipped = train.skipped();
+    metrics["skipped_files"] = skipped.len().into();
+    std::fs::write(
+        out.join("metrics.json"),
+        serde_json::to_string_pretty(&metrics)?,
+    )?;
+    println!(
+        "run folder {}: config.json, history.json, history.csv, last.safetensors, best.safetensors, metrics.json; {} unreadable file(s) skipped",
+        out.display(),
+        skipped.len()
+    );
+    Ok(())
+}
+
+/// A checkpoint's model with its weights, and the preprocessing and class names it was trained with.
+fn load_checkpoint(
+    gpu: &cnn_wgpu::Gpu,
+    path: &std::path::Path,
+) -> Result<(cnn_wgpu::model::Model, Preprocessing, Vec<String>), Box<dyn std::error::Error>> {
+    let ck = cnn_wgpu::train::checkpoint::Checkpoint::read(path)?;
+    let mut model = cnn_wgpu::model::Model::new(gpu, ck.spec()?, 0)?;
+    ck.load_params(gpu, &mut model)?;
+    let pre = match ck.meta.get("preprocessing") {
+        Some(p) => serde_json::from_str(p)?,
+        None => Preprocessing::Rescale,
+    };
+    let classes = match ck.meta.get("class_names") {
+        Some(c) => serde_json::from_str(c)?,
+        None => Vec::new(),
+    };
+    Ok((model, pre, classes))
+}
+
+#[derive(clap::Args)]
+pub struct EvaluateArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Where the JSON goes (default: evaluation.json beside the checkpoint).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn evaluate(
+    request: &AdapterRequest,
+    a: EvaluateArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let EvaluateArgs {
+        checkpoint,
+        data,
+        batch,
+        out,
+    } = a;
+    let gpu = select::open(request)?;
+    let (model, pre, _) = load_checkpoint(&gpu, &checkpoint)?;
+    let dir = if data.join("test").is_dir() {
+        data.join("test")
+    } else {
+        data
+    };
+    let (h, w, c) = match model.spec.input.as_slice() {
+        &[h, w, c] => (h, w, c),
+        _ => return Err("evaluate takes image models".into()),
+    };
+    let ds = DirectoryDataset::open(&dir, (h, w), 2)?;
+    let ds = if c == 1 { ds.grayscale() } else { ds };
+    let n = ds.len();
+    let loader = Loader::new(
+        std::sync::Arc::new(ds),
+        LoaderConfig::evaluation(batch, pre),
+    )?;
+    let (loss, acc) = cnn_wgpu::train::evaluate(&gpu, &model, &loader)?;
+    println!(
+        "{}: loss {loss:.4} accuracy {acc:.4} on {n} images",
+        dir.display()
+    );
+    let out = out.unwrap_or_else(|| checkpoint.with_file_name("evaluation.json"));
+    let json = serde_json::json!({"checkpoint": checkpoint, "data": dir, "images": n, "loss": loss, "accuracy": acc, "skipped_files": loader.skipped()});
+    std::fs::write(&out, serde_json::to_string_pretty(&json)?)
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct PredictArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+pub fn predict(request: &AdapterRequest, a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let PredictArgs { checkpoint, images } = a;
+    let gpu = select::open(request)?;
+    let (model, pre, classes) = load_checkpoint(&gpu, &checkpoint)?;
+    let (h, w, c) = match model.spec.input.as_slice() {
+        &[h, w, c] => (h, w, c),
+        _ => return Err("predict takes image models".into()),
+    };
+    for path in &images {
+        let img = cnn_wgpu::data::image_io::load(path, (h, w), c)?;
+        let mut px = img.to_f32();
+        pre.apply(&mut px, c);
+        let x = cnn_wgpu::Tensor::from_slice(&gpu, [1, h, w, c], &px)?;
+        let p = model.predict(&gpu, &x)?.to_vec(&gpu)?;
+        let name = |k: usize| classes.get(k).cloned().unwrap_or_else(|| k.to_string());
+        if p.len() == 1 {
+            println!(
+                "{}: p = {:.4} -> {}",
+                path.display(),
+                p[0],
+                name(usize::from(p[0] > 0.5))
+            );
+        } else {
+            let k = p
+                .iter()
+                .enumerate()
+                .fold(0, |b, (i, v)| if *v > p[b] { i } else { b });
+            println!("{}: {} (p = {:.4})", path.display(), name(k), p[k]);
+        }
+    }
+    Ok(())
+}

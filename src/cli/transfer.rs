@@ -1,0 +1,223 @@
+//! Stages 1-3 of the VGG16 workflow: `extract`, `finetune` and the main job (no subcommand).
+
+use std::path::{Path, PathBuf};
+
+use cnn_wgpu::data::prepare;
+use cnn_wgpu::gpu::{select, AdapterRequest};
+
+#[derive(clap::Args, Clone)]
+pub struct TransferArgs {
+    /// Prepared split (train/, validation/, test/ class folders) or Kaggle's flat folder.
+    #[arg(long, default_value = "data/cats_and_dogs_small")]
+    pub data: PathBuf,
+    /// VGG16 weights [default: weights/vgg16_notop.safetensors, else
+    /// weights/vgg16_tv_in1k.safetensors].
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 20)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 150)]
+    pub image_size: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Run folder (default runs/vgg16-<stage>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    /// Stop after this many steps as Ctrl-C would (saved, resumable).
+    #[arg(long)]
+    pub stop_after_steps: Option<usize>,
+    /// Continue the stage's run folder from its last.safetensors.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Stage {
+    Frozen,
+    Block5,
+}
+
+#[derive(clap::Args)]
+pub struct FinetuneArgs {
+    #[command(flatten)]
+    args: TransferArgs,
+    #[arg(long, value_enum)]
+    stage: Stage,
+    /// Stage 3's starting checkpoint (default runs/vgg16-frozen/best.safetensors).
+    #[arg(long)]
+    from: Option<PathBuf>,
+    /// Train without augmentation.
+    #[arg(long)]
+    no_augment: bool,
+}
+
+/// The main job: the book's stages 2 and 3 on cats vs dogs, then a short report. `args` carries
+/// stage 2's settings; stage 3 runs `finetune_epochs` into `runs`/vgg16-block5.
+pub fn main_job(
+    request: &AdapterRequest,
+    args: TransferArgs,
+    finetune_epochs: usize,
+    runs: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let frozen = transfer_config(&args, "frozen")?;
+    let gpu = select::open(request)?;
+    let r2 = cnn_wgpu::transfer::finetune_frozen(&gpu, &frozen)?;
+    let mut block5 = frozen.clone();
+    block5.epochs = finetune_epochs;
+    block5.out = runs.join("vgg16-block5");
+    let r3 =
+        cnn_wgpu::transfer::finetune_block5(&gpu, &block5, &frozen.out.join("best.safetensors"))?;
+    print_reports(&gpu, &[r2, r3]);
+    Ok(())
+}
+
+pub fn extract(
+    request: &AdapterRequest,
+    args: TransferArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let cfg = transfer_config(&args, "extract")?;
+    let gpu = select::open(request)?;
+    let r = cnn_wgpu::transfer::extract(&gpu, &cfg)?;
+    print_reports(&gpu, &[r]);
+    Ok(())
+}
+
+pub fn finetune(
+    request: &AdapterRequest,
+    a: FinetuneArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let FinetuneArgs {
+        args,
+        stage,
+        from,
+        no_augment,
+    } = a;
+    let name = match stage {
+        Stage::Frozen => "frozen",
+        Stage::Block5 => "block5",
+    };
+    let mut cfg = transfer_config(&args, name)?;
+    cfg.augment = !no_augment;
+    let gpu = select::open(request)?;
+    let r = match stage {
+        Stage::Frozen => cnn_wgpu::transfer::finetune_frozen(&gpu, &cfg)?,
+        Stage::Block5 => {
+            let from = from.unwrap_or_else(|| PathBuf::from("runs/vgg16-frozen/best.safetensors"));
+            cnn_wgpu::transfer::finetune_block5(&gpu, &cfg, &from)?
+        }
+    };
+    print_reports(&gpu, &[r]);
+    Ok(())
+}
+
+/// Where the VGG16 weights are looked for when `--weights` is not given: the Keras file first (the
+/// book's weights), then what `cargo xtask fetch-weights` downloads.
+const DEFAULT_WEIGHTS: [&str; 2] = [
+    "weights/vgg16_notop.safetensors",
+    "weights/vgg16_tv_in1k.safetensors",
+];
+
+fn weights_or_default(given: Option<&std::path::Path>) -> PathBuf {
+    match given {
+        Some(p) => p.to_path_buf(),
+        None => DEFAULT_WEIGHTS
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_WEIGHTS[0])),
+    }
+}
+
+/// Checks the main job's inputs, preparing Kaggle's flat layout when that is what `data` is.
+fn transfer_inputs(
+    data: &std::path::Path,
+    weights: &std::path::Path,
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    if !weights.is_file() {
+        return Err(format!(
+            "no VGG16 weights at {w}.\n  Get them one of these ways:\n  \
+             - copy the project's shared Keras copy: cp ../shared/weights/vgg16_notop.safetensors weights/\n  \
+             - download timm's torchvision VGG16 (553 MB, checksum-verified): cargo xtask fetch-weights\n  \
+             - or pass --weights PATH to any VGG16 safetensors in Keras or torchvision naming\n  \
+             (see weights/README.md for sources, licences and checksums)",
+            w = weights.display()
+        )
+        .into());
+    }
+    if !data.exists() {
+        return Err(format!(
+            "no dataset at {d}.\n  Put the book's split there (train/, validation/, test/ with cats/ and dogs/), e.g.\n  \
+             cnn-wgpu prepare --from ~/kaggle/train --to {d}\n  or pass --data ../shared/data/cats_and_dogs_small",
+            d = data.display()
+        )
+        .into());
+    }
+    if prepare::is_flat_layout(data) {
+        let to = data.with_file_name(format!(
+            "{}_small",
+            data.file_name().and_then(|n| n.to_str()).unwrap_or("data")
+        ));
+        eprintln!(
+            "{} is Kaggle's flat layout; preparing the book's split into {}",
+            data.display(),
+            to.display()
+        );
+        let done = prepare::prepare(data, &to, prepare::Split::default())?;
+        eprintln!(
+            "{} images copied, {} already there",
+            done.copied, done.already_there
+        );
+        return Ok(to);
+    }
+    Ok(data.to_path_buf())
+}
+
+fn transfer_config(
+    a: &TransferArgs,
+    stage: &str,
+) -> Result<cnn_wgpu::transfer::TransferConfig, Box<dyn std::error::Error>> {
+    let weights = weights_or_default(a.weights.as_deref());
+    let data = transfer_inputs(&a.data, &weights)?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/vgg16-{stage}")));
+    let mut c = cnn_wgpu::transfer::TransferConfig::new(&data, &weights, &out);
+    c.epochs = a.epochs;
+    c.batch = a.batch;
+    c.image_size = a.image_size;
+    c.seed = a.seed;
+    c.workers = a.workers;
+    c.stop_after_steps = a.stop_after_steps;
+    c.resume = a.resume;
+    let flag = c.interrupt.clone();
+    super::install_interrupt(flag);
+    Ok(c)
+}
+
+fn print_reports(gpu: &cnn_wgpu::Gpu, reports: &[cnn_wgpu::transfer::StageReport]) {
+    println!(
+        "\nVGG16 transfer learning on {} ({:?})",
+        gpu.adapter_name(),
+        gpu.info().backend
+    );
+    println!(
+        "{:<32} {:>7} {:>10} {:>10} {:>9}  run folder",
+        "stage", "epochs", "s/epoch", "images/s", "test acc"
+    );
+    for r in reports {
+        println!(
+            "{:<32} {:>7} {:>10.1} {:>10.2} {:>8.2}%  {} (curves.png, best.safetensors, last.safetensors)",
+            r.stage,
+            r.epochs,
+            r.seconds_per_epoch,
+            r.train_images_per_s,
+            100.0 * r.test_accuracy,
+            r.run_dir.display()
+        );
+    }
+}
