@@ -17,8 +17,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
 
 // The same bindings as vec4s, for the ReLU entries `*_4` the host picks when the length is a
-// multiple of 4: on lavapipe each per-lane load or store is a loop over the lanes, so moving four
-// values per invocation makes these memory-bound passes about 4x cheaper there.
+// multiple of 4: on lavapipe each per-lane load or store is a loop over the lanes, and four
+// values per invocation took ReLU's backward over 14M values from 29 to 21 ms.
 @group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> src24: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> dst4: array<vec4<f32>>;
