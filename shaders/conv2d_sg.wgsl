@@ -125,12 +125,14 @@ fn load_a4(r: ARow, k: u32) -> vec4<f32> {
     return src_a[(p.a_base + ((r.img + uh / SH) * p.ow + uw / SW) * COUT + co) / 4u];
 }
 
-// MODE 2 with CIN % 4 != 0 (an RGB input): A[m, k] for the single row m = (kh, kw, ci), zero
-// past the last row.
-fn x_scalar_m(m: u32, k: u32) -> f32 {
-    if (m >= KH * KW * CIN) {
-        return 0.0;
-    }
+// MODE 2: where row m = (kh, kw, ci) of A reads x at output position k: the element index into
+// src_a, and whether that tap falls inside the image (outside it A is 0, the zero padding).
+struct XAt {
+    e: u32,
+    inside: bool,
+}
+
+fn x_at_m(m: u32, k: u32) -> XAt {
     let ci = m % CIN;
     let tap = m / CIN;
     let ow = k % p.ow;
@@ -138,10 +140,18 @@ fn x_scalar_m(m: u32, k: u32) -> f32 {
     let ih = i32((t % p.oh) * SH + tap / KW) - i32(p.pad_top);
     let iw = i32(ow * SW + tap % KW) - i32(p.pad_left);
     if (ih < 0 || iw < 0 || ih >= i32(p.h) || iw >= i32(p.w)) {
+        return XAt(0u, false);
+    }
+    return XAt(p.a_base + (((t / p.oh) * p.h + u32(ih)) * p.w + u32(iw)) * CIN + ci, true);
+}
+
+// MODE 2 with CIN % 4 != 0 (an RGB input): A[m, k] for the single row m, zero past the last row.
+fn x_scalar_m(m: u32, k: u32) -> f32 {
+    let x = x_at_m(m, k);
+    if (m >= KH * KW * CIN || !x.inside) {
         return 0.0;
     }
-    let e = p.a_base + (((t / p.oh) * p.h + u32(ih)) * p.w + u32(iw)) * CIN + ci;
-    return src_a[e / 4u][e % 4u];
+    return src_a[x.e / 4u][x.e % 4u];
 }
 
 // MODE 2: A[m..m+3, k] = x at output position k through tap (kh, kw), channels ci..ci+3; with
@@ -151,16 +161,11 @@ fn load_a4m(m: u32, k: u32) -> vec4<f32> {
         return vec4<f32>(x_scalar_m(m, k), x_scalar_m(m + 1u, k), x_scalar_m(m + 2u, k),
                          x_scalar_m(m + 3u, k));
     }
-    let ci = m % CIN;
-    let tap = m / CIN;
-    let ow = k % p.ow;
-    let t = k / p.ow;
-    let ih = i32((t % p.oh) * SH + tap / KW) - i32(p.pad_top);
-    let iw = i32(ow * SW + tap % KW) - i32(p.pad_left);
-    if (ih < 0 || iw < 0 || ih >= i32(p.h) || iw >= i32(p.w)) {
+    let x = x_at_m(m, k);
+    if (!x.inside) {
         return vec4<f32>(0.0);
     }
-    return src_a[(p.a_base + (((t / p.oh) * p.h + u32(ih)) * p.w + u32(iw)) * CIN + ci) / 4u];
+    return src_a[x.e / 4u];
 }
 
 fn load_b4(k: u32, n4: u32) -> vec4<f32> {

@@ -43,10 +43,11 @@ fn linear_id(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
     return gid.x + gid.y * groups.x * 256u;
 }
 
-// Flat NHWC index -> (n, y, x, c) for an (N, rows, cols, C) tensor.
-fn split_index(i: u32, rows: u32, cols: u32) -> vec4<u32> {
-    let c = i % C;
-    let t = i / C;
+// Flat NHWC index -> (n, y, x, c) for an (N, rows, cols, chans) tensor (chans = C / 4 where
+// the index counts vec4s).
+fn split_index(i: u32, rows: u32, cols: u32, chans: u32) -> vec4<u32> {
+    let c = i % chans;
+    let t = i / chans;
     let t2 = t / cols;
     return vec4<u32>(t2 / rows, t2 % rows, t % cols, c);
 }
@@ -58,7 +59,7 @@ fn max_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     if (i >= p.n * OH * OW * C) {
         return;
     }
-    let o = split_index(i, OH, OW);
+    let o = split_index(i, OH, OW, C);
     let n = o.x;
     let oy = o.y;
     let ox = o.z;
@@ -106,7 +107,7 @@ fn max_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if (i >= p.n * H * W * C) {
         return;
     }
-    let q = split_index(i, H, W);
+    let q = split_index(i, H, W, C);
     let n = q.x;
     let iy = q.y;
     let ix = q.z;
@@ -143,7 +144,7 @@ fn avg_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     if (i >= p.n * OH * OW * C) {
         return;
     }
-    let o = split_index(i, OH, OW);
+    let o = split_index(i, OH, OW, C);
     let n = o.x;
     let oy = o.y;
     let ox = o.z;
@@ -172,7 +173,7 @@ fn avg_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if (i >= p.n * H * W * C) {
         return;
     }
-    let q = split_index(i, H, W);
+    let q = split_index(i, H, W, C);
     let n = q.x;
     let iy = q.y;
     let ix = q.z;
@@ -189,7 +190,7 @@ fn avg_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     dst[p.dst_base + i] = g;
 }
 
-// max_forward on four channels at once; i counts vec4s of y, C4 = C / 4 per position.
+// max_forward on four channels at once; i counts vec4s of y, C / 4 per position.
 @compute @workgroup_size(256)
 fn max_forward_4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = linear_id(gid, groups);
@@ -197,12 +198,11 @@ fn max_forward_4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if (i >= p.n * OH * OW * c4s) {
         return;
     }
-    let c4 = i % c4s;
-    let t = i / c4s;
-    let ox = t % OW;
-    let t2 = t / OW;
-    let oy = t2 % OH;
-    let n = t2 / OH;
+    let o = split_index(i, OH, OW, c4s);
+    let n = o.x;
+    let oy = o.y;
+    let ox = o.z;
+    let c4 = o.w;
     var best = vec4<f32>(-3.402823e38);
     var best_tap = vec4<f32>(0.0);
     for (var ky = 0u; ky < PH; ky++) {
@@ -234,12 +234,11 @@ fn max_backward_4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     if (i >= p.n * H * W * c4s) {
         return;
     }
-    let c4 = i % c4s;
-    let t = i / c4s;
-    let ix = t % W;
-    let t2 = t / W;
-    let iy = t2 % H;
-    let n = t2 / H;
+    let q = split_index(i, H, W, c4s);
+    let n = q.x;
+    let iy = q.y;
+    let ix = q.z;
+    let c4 = q.w;
     let ry = covering(iy, PH, SH, PAD_TOP, OH);
     let rx = covering(ix, PW, SW, PAD_LEFT, OW);
     var g = vec4<f32>(0.0);
