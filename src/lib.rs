@@ -10,6 +10,7 @@
 //! - [`transfer`]: the VGG16 transfer-learning workflow (the three stages).
 //! - [`bench`]: the shader-throughput bench suite.
 
+pub mod atomic_file;
 pub mod bench;
 pub mod data;
 pub mod gpu;

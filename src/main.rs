@@ -26,6 +26,11 @@ struct Cli {
     /// More logging (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Measure the choices this adapter's tuning cache lacks (how far to split each weight
+    /// gradient's sum) and save the fastest; same as CNN_WGPU_TUNE=1. Cached choices are used
+    /// either way; CNN_WGPU_TUNE=0 ignores them.
+    #[arg(long, global = true)]
+    tune: bool,
     /// Main job: the dataset (prepared split, or Kaggle's flat cat.N.jpg/dog.N.jpg folder).
     #[arg(long, default_value = "data/cats_and_dogs_small")]
     data: PathBuf,
@@ -115,6 +120,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    if cli.tune {
+        // Read when each command opens its device; nothing else runs yet.
+        std::env::set_var("CNN_WGPU_TUNE", "1");
+    }
     let request = AdapterRequest {
         name: cli.adapter,
         backend: cli.backend,

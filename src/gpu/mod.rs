@@ -7,6 +7,7 @@
 pub mod pipeline;
 pub mod pool;
 pub mod select;
+pub mod tune;
 
 use std::sync::Mutex;
 
@@ -15,6 +16,7 @@ use thiserror::Error;
 pub use pipeline::{Access, Kernel, ShaderId};
 pub use pool::PoolStats;
 pub use select::{AdapterRequest, AdapterSummary, BackendChoice};
+pub use tune::TuneMode;
 
 /// Errors of the GPU runtime layer: finding an adapter, opening a device, moving data.
 #[derive(Debug, Error)]
@@ -104,6 +106,7 @@ pub struct Gpu {
     /// Rows per subgroup the subgroup GEMM must use (24 or 32), or 0 to let each product
     /// choose; see [`Gpu::force_subgroup_tile_rows`].
     subgroup_rows: std::sync::atomic::AtomicU32,
+    tuner: tune::Tuner,
     pipelines: pipeline::PipelineCache,
     pool: pool::BufferPool,
     pending: Mutex<Pending>,
@@ -158,6 +161,7 @@ impl Gpu {
             ),
             subgroup8_supported,
             subgroup_rows: std::sync::atomic::AtomicU32::new(0),
+            tuner: tune::Tuner::open(&adapter.get_info(), TuneMode::from_env()),
             pool,
             pending: Mutex::new(Pending::default()),
             device,
@@ -227,6 +231,62 @@ impl Gpu {
             0 => None,
             r => Some(r),
         }
+    }
+
+    /// How this device uses its tuning cache (see [`tune`]); `CNN_WGPU_TUNE` sets it at open.
+    pub fn tune_mode(&self) -> TuneMode {
+        self.tuner.mode()
+    }
+
+    pub fn set_tune_mode(&self, mode: TuneMode) {
+        self.tuner.set_mode(mode);
+    }
+
+    /// The tuning cache file of this adapter and driver, where there is a cache directory.
+    pub fn tune_cache_path(&self) -> Option<&std::path::Path> {
+        self.tuner.path()
+    }
+
+    /// The choice for `key` among `candidates`: the cached one where the tuning cache holds
+    /// one; else, in [`TuneMode::Measure`] and where the caller says `run` may repeat
+    /// (`measurable`), the fastest candidate, saved; else `default`. Measuring flushes the work
+    /// recorded so far, then times `run(c)` for each candidate after one warm-up run (which also
+    /// builds its pipelines), best of three.
+    pub fn tuned<E: From<GpuError>>(
+        &self,
+        key: &str,
+        candidates: &[u32],
+        default: u32,
+        measurable: bool,
+        mut run: impl FnMut(u32) -> Result<(), E>,
+    ) -> Result<u32, E> {
+        if let Some(v) = self.tuner.get(key).filter(|v| candidates.contains(v)) {
+            return Ok(v);
+        }
+        if self.tuner.mode() != TuneMode::Measure || !measurable || candidates.len() < 2 {
+            return Ok(default);
+        }
+        self.sync()?;
+        let mut best = (f64::INFINITY, default);
+        let mut times = Vec::new();
+        for &c in candidates {
+            run(c)?;
+            self.sync()?;
+            let mut t = f64::INFINITY;
+            for _ in 0..3 {
+                let start = std::time::Instant::now();
+                run(c)?;
+                self.sync()?;
+                t = t.min(start.elapsed().as_secs_f64() * 1e3);
+            }
+            times.push(format!("{c}: {t:.2} ms"));
+            if t < best.0 {
+                best = (t, c);
+            }
+        }
+        tracing::info!("tuned {key} = {} ({})", best.1, times.join(", "));
+        self.tuner.record(key, best.1);
+        Ok(best.1)
     }
 
     /// The largest byte range one storage binding may cover on this device.

@@ -359,28 +359,23 @@ pub fn conv2d_backward(
     let (m, n) = (g.kh * g.kw * g.cin, g.cout);
     let tiles = m.div_ceil(64) * n.div_ceil(64);
     for (i, &(n0, nb)) in chunks.iter().enumerate() {
-        // Split the long sum over N*OH*OW when the output has fewer tiles than the adapter runs
-        // workgroups at once (each slice keeps 256 or more terms); the partial kernels are added
-        // by the column-sum reduction. On lavapipe (2 threads) a split of 5 tiles into 35
-        // workgroups measured 15% slower, so it only splits what would leave threads idle.
+        // The long sum over N*OH*OW may be split into slices (each of 256 or more terms), one
+        // per workgroup z, whose partial kernels the column-sum reduction adds. By default it
+        // splits only what would leave the adapter's threads idle (a guess on a GPU, whose
+        // width `parallelism_hint` does not know); the tuning cache may hold a measured choice
+        // (gpu::tune).
         let k = nb * g.oh * g.ow;
-        let slices = gpu
-            .parallelism_hint()
-            .div_ceil(tiles)
-            .min(k.div_ceil(256))
-            .clamp(1, 64);
-        let partial = if slices > 1 {
-            Some(Tensor::uninit(gpu, [slices, m * n])?)
-        } else {
-            None
-        };
-        let mut consts = constants(&g, spec, 2);
-        consts.push(("ACCUM", f64::from(u32::from(i > 0 && partial.is_none()))));
-        let (kernel, pack, tile) = gemm_kernel(gpu, &g, &mut consts, 2, m);
+        let most = k.div_ceil(256).clamp(1, 64) as u32;
+        let default = (gpu.parallelism_hint().div_ceil(tiles) as u32).clamp(1, most);
         let (xr, xb) = x.window(gpu, n0 * g.in_item(), nb * g.in_item());
         // Read as vec4s, an RGB input's last values sit in a partial vec4: bind it whole.
         let xr = xr.padded_to(16, gpu.binding_limit());
         let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
+        let (pack, tile) = {
+            let mut c = constants(&g, spec, 2);
+            let (_, pack, tile) = gemm_kernel(gpu, &g, &mut c, 2, m);
+            (pack, tile)
+        };
         // The subgroup kernel reads this chunk's dy (N*OH*OW, Cout) packed.
         let dyp = if pack {
             Some(pack_b(
@@ -395,25 +390,55 @@ pub fn conv2d_backward(
             None
         };
         let dyr = dyp.as_ref().map_or(dyr, |t| t.all());
-        let mut p = g.params(nb, xb, dyb, 0);
-        p.slices = slices as u32;
-        let out = partial.as_ref().unwrap_or(&dw);
-        let mut grid = grid(gpu, m, n, tile);
-        grid[2] = slices as u32;
-        gpu.dispatch(
-            &kernel,
-            &[
-                Arg::Uniform(bytemuck::bytes_of(&p)),
-                Arg::Read(xr),
-                Arg::Read(dyr),
-                Arg::Read(w.all()),
-                Arg::Write(out.all()),
-            ],
-            grid,
+        let mut run = |slices: u32| -> Result<()> {
+            let partial = if slices > 1 {
+                Some(Tensor::uninit(gpu, [slices as usize, m * n])?)
+            } else {
+                None
+            };
+            let mut consts = constants(&g, spec, 2);
+            consts.push(("ACCUM", f64::from(u32::from(i > 0 && partial.is_none()))));
+            let (kernel, _, _) = gemm_kernel(gpu, &g, &mut consts, 2, m);
+            let mut p = g.params(nb, xb, dyb, 0);
+            p.slices = slices;
+            let out = partial.as_ref().unwrap_or(&dw);
+            let mut grid = grid(gpu, m, n, tile);
+            grid[2] = slices;
+            gpu.dispatch(
+                &kernel,
+                &[
+                    Arg::Uniform(bytemuck::bytes_of(&p)),
+                    Arg::Read(xr),
+                    Arg::Read(dyr),
+                    Arg::Read(w.all()),
+                    Arg::Write(out.all()),
+                ],
+                grid,
+            );
+            if let Some(partial) = partial {
+                reduce::sum_rows_into(gpu, &partial, &dw.reshape([m * n]), i > 0)?;
+            }
+            Ok(())
+        };
+        let family = if gpu.subgroup_kernels() {
+            format!("subgroup {}x{}", tile.0, tile.1)
+        } else {
+            "workgroup-memory".to_string()
+        };
+        let key = format!(
+            "conv2d kernel gradient: x ({nb},{},{},{}) kernel {}x{} stride {:?} pad ({},{}) cout {} on {family}: slices",
+            g.h, g.w, g.cin, g.kh, g.kw, spec.stride, g.pad_top, g.pad_left, g.cout
         );
-        if let Some(partial) = partial {
-            reduce::sum_rows_into(gpu, &partial, &dw.reshape([m * n]), i > 0)?;
+        let mut candidates: Vec<u32> = [1, 2, 4, 8, 16, 32, 64]
+            .into_iter()
+            .filter(|&c| c <= most)
+            .collect();
+        if !candidates.contains(&default) {
+            candidates.push(default);
         }
+        // Later chunks accumulate into dw, so only the first may run more than once.
+        let slices = gpu.tuned(&key, &candidates, default, i == 0, &mut run)?;
+        run(slices)?;
     }
     let db = reduce::sum_rows(gpu, &dy.reshape([g.n * g.oh * g.ow, g.cout]))?;
     Ok(Conv2dGrads { dx, dw, db })

@@ -184,26 +184,12 @@ pub fn evaluate(gpu: &Gpu, model: &Model, loader: &Loader) -> Result<(f64, f64),
     Ok((loss / n, correct / n))
 }
 
-/// Writes `bytes` to `path` through a temporary file beside it (`<name>.tmp`), synced, then
-/// renamed over `path`: a reader never sees half a file, and a failed write leaves the old file
-/// and no temporary behind. Checkpoints, feature caches and history files all go through here.
+/// [`crate::atomic_file::write_atomic`] with the error naming the file: checkpoints, feature
+/// caches and history files all go through here.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        TrainError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+    crate::atomic_file::write_atomic(path, bytes).map_err(|source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
     })
 }
 

@@ -1,0 +1,160 @@
+//! The tuning cache: choices no fixed rule gets right on every adapter, measured once per shape
+//! and kept on disk per adapter and driver. The one tuned so far is how far to split a weight
+//! gradient's long sum over workgroups: the default splits only what would leave the adapter's
+//! threads idle, a guess on a GPU (`Gpu::parallelism_hint`); on lavapipe single timings had one
+//! layer faster split 8 ways and another slower, and a tuning run of the small convnet kept
+//! the default everywhere but the RGB layer (1 slice instead of 2).
+//!
+//! Modes (`CNN_WGPU_TUNE`, or `--tune` on the command line): `0`/`off` ignores the file; unset,
+//! cached choices are used and everything else keeps its default; `1`/`measure` also times the
+//! candidates of every choice the file does not hold yet and saves the winner. The file is
+//! `$CNN_WGPU_TUNE_CACHE`, else `<cache dir>/cnn-wgpu/tune-<adapter>-<driver>.json`. A file that
+//! cannot be read or parsed is reported (naming it) and ignored: tuning never stops a run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+
+/// What the tuning cache does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TuneMode {
+    /// Defaults only; the file is not read.
+    Off,
+    /// Cached choices where the file has them, defaults elsewhere.
+    Cached,
+    /// As `Cached`, and choices the file lacks are measured and saved.
+    Measure,
+}
+
+impl TuneMode {
+    /// The mode `CNN_WGPU_TUNE` asks for (`Cached` when unset or unrecognised).
+    pub fn from_env() -> Self {
+        match std::env::var("CNN_WGPU_TUNE").as_deref() {
+            Ok("0") | Ok("off") => TuneMode::Off,
+            Ok("1") | Ok("measure") => TuneMode::Measure,
+            _ => TuneMode::Cached,
+        }
+    }
+}
+
+pub(crate) struct Tuner {
+    mode: AtomicU8,
+    path: Option<PathBuf>,
+    choices: Mutex<BTreeMap<String, u32>>,
+}
+
+/// `<cache dir>/cnn-wgpu/tune-<adapter>-<driver>.json`, the names reduced to [a-z0-9-].
+pub fn default_cache_path(info: &wgpu::AdapterInfo) -> Option<PathBuf> {
+    let raw = format!(
+        "{}-{:?}-{}-{}",
+        info.name, info.backend, info.driver, info.driver_info
+    );
+    let mut slug = String::new();
+    for c in raw.to_ascii_lowercase().chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_matches('-');
+    Some(
+        dirs::cache_dir()?
+            .join("cnn-wgpu")
+            .join(format!("tune-{slug}.json")),
+    )
+}
+
+fn load(path: &Path) -> BTreeMap<String, u32> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return BTreeMap::new(),
+        Err(e) => {
+            tracing::warn!("tuning cache {} unreadable, ignored: {e}", path.display());
+            return BTreeMap::new();
+        }
+    };
+    serde_json::from_str(&text).unwrap_or_else(|e| {
+        tracing::warn!(
+            "tuning cache {} is not a JSON map of choices, ignored (it is rewritten when a choice is measured): {e}",
+            path.display()
+        );
+        BTreeMap::new()
+    })
+}
+
+impl Tuner {
+    pub(crate) fn open(info: &wgpu::AdapterInfo, mode: TuneMode) -> Self {
+        let path = std::env::var_os("CNN_WGPU_TUNE_CACHE")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| default_cache_path(info));
+        let choices = match (&path, mode) {
+            (Some(p), TuneMode::Cached | TuneMode::Measure) => load(p),
+            _ => BTreeMap::new(),
+        };
+        Self {
+            mode: AtomicU8::new(mode as u8),
+            path,
+            choices: Mutex::new(choices),
+        }
+    }
+
+    pub(crate) fn mode(&self) -> TuneMode {
+        match self.mode.load(Ordering::Relaxed) {
+            0 => TuneMode::Off,
+            1 => TuneMode::Cached,
+            _ => TuneMode::Measure,
+        }
+    }
+
+    pub(crate) fn set_mode(&self, mode: TuneMode) {
+        if mode != TuneMode::Off && self.mode() == TuneMode::Off {
+            // Turned on after opening with tuning off: read the file now.
+            if let Some(p) = &self.path {
+                let mut c = self.choices.lock().expect("tuning cache lock");
+                for (k, v) in load(p) {
+                    c.entry(k).or_insert(v);
+                }
+            }
+        }
+        self.mode.store(mode as u8, Ordering::Relaxed);
+    }
+
+    pub(crate) fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The cached choice for `key`, unless tuning is off.
+    pub(crate) fn get(&self, key: &str) -> Option<u32> {
+        if self.mode() == TuneMode::Off {
+            return None;
+        }
+        self.choices
+            .lock()
+            .expect("tuning cache lock")
+            .get(key)
+            .copied()
+    }
+
+    /// Keeps `value` for `key` and rewrites the file (a failed write is reported, not fatal).
+    pub(crate) fn record(&self, key: &str, value: u32) {
+        let mut c = self.choices.lock().expect("tuning cache lock");
+        c.insert(key.to_string(), value);
+        let Some(path) = &self.path else {
+            return;
+        };
+        let json = serde_json::to_string_pretty(&*c).expect("choices serialise");
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| crate::atomic_file::write_atomic(path, json.as_bytes()));
+        if let Err(e) = written {
+            tracing::warn!(
+                "tuning cache {}: could not save {key} = {value}: {e}",
+                path.display()
+            );
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The tuning cache: a measured choice is saved per adapter, read back by the next device, and a
+//! damaged file is reported and replaced, never fatal; results equal the CPU definition
+//! whatever was chosen. One test in this binary: it points CNN_WGPU_TUNE_CACHE at a temporary
+//! file before any device opens.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use cnn_wgpu::gpu::TuneMode;
+use cnn_wgpu::ops::conv::{self, Conv2dSpec, Padding};
+use common::*;
+
+/// dw[ky,kx,ci,co] = sum over n, oy, ox of x[n, oy+ky, ox+kx, ci] * dy[n, oy, ox, co] (valid,
+/// stride 1): the kernel gradient straight from its definition.
+fn kernel_grad_ref(x: &[f32], xs: [usize; 4], dy: &[f32], k: usize, co: usize) -> Vec<f64> {
+    let [n, h, w, ci] = xs;
+    let (oh, ow) = (h - k + 1, w - k + 1);
+    let mut dw = vec![0.0; k * k * ci * co];
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        for c in 0..ci {
+                            let xv = f64::from(x[((b * h + oy + ky) * w + ox + kx) * ci + c]);
+                            for o in 0..co {
+                                let g = f64::from(dy[((b * oh + oy) * ow + ox) * co + o]);
+                                dw[((ky * k + kx) * ci + c) * co + o] += xv * g;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dw
+}
+
+fn read_cache(path: &std::path::Path) -> BTreeMap<String, u32> {
+    let text = std::fs::read_to_string(path).expect("the tuning cache was written");
+    serde_json::from_str(&text).expect("the tuning cache is a JSON map")
+}
+
+#[test]
+fn tuning_cache_measures_saves_reuses_and_survives_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tune.json");
+    std::env::set_var("CNN_WGPU_TUNE_CACHE", &path);
+    let Some(gpu) = fresh_gpu() else { return };
+    assert_eq!(gpu.tune_cache_path(), Some(path.as_path()));
+
+    // 2 x 20 x 20: 648 output positions, so the weight gradient's sum may split into 1 or 2
+    // slices (256 terms each at least).
+    let xs = [2, 20, 20, 8];
+    let (k, co) = (3, 8);
+    let x = rand_vec(xs.iter().product(), 1);
+    let w = rand_vec(k * k * 8 * co, 2);
+    let dy = rand_vec(2 * 18 * 18 * co, 3);
+    let want = kernel_grad_ref(&x, xs, &dy, k, co);
+    let spec = Conv2dSpec::new(1, Padding::Valid, false);
+    let dw_on = |g: &cnn_wgpu::Gpu| {
+        let grads = conv::conv2d_backward(
+            g,
+            &upload(g, &xs, &x),
+            &upload(g, &[k, k, 8, co], &w),
+            &upload(g, &[2, 18, 18, co], &dy),
+            &spec,
+            false,
+        )
+        .unwrap();
+        read(g, &grads.dw)
+    };
+
+    // Cached mode with no file: defaults, nothing written.
+    assert_eq!(gpu.tune_mode(), TuneMode::Cached);
+    assert_close("dw, defaults", &dw_on(&gpu), &want, 1e-4, 1e-4);
+    assert!(!path.exists(), "cached mode must not write the cache");
+
+    // Measure mode: the choice is timed, saved, and the result is still the definition's.
+    gpu.set_tune_mode(TuneMode::Measure);
+    assert_close("dw, measured", &dw_on(&gpu), &want, 1e-4, 1e-4);
+    let saved = read_cache(&path);
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    let (key, &slices) = saved.iter().next().unwrap();
+    assert!(key.contains("conv2d kernel gradient"), "{key}");
+    assert!([1, 2].contains(&slices), "{key} = {slices}");
+
+    // Another device reads the file. Profiled, a split shows as one more dispatch (the
+    // reduction of the partial kernels): find the default's count with tuning off, then force
+    // the other split through the file and check that it is the one that runs.
+    let dispatches = |g: &cnn_wgpu::Gpu| {
+        assert!(g.begin_profile());
+        g.set_scope("dw");
+        assert_close("dw, profiled", &dw_on(g), &want, 1e-4, 1e-4);
+        g.end_profile().unwrap().scopes[0].2
+    };
+    let off = fresh_gpu().unwrap();
+    off.set_tune_mode(TuneMode::Off);
+    if off.can_profile() {
+        let unsplit_or_default = dispatches(&off);
+        let mut file = saved.clone();
+        file.insert(key.clone(), 1);
+        std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
+        let one = dispatches(&fresh_gpu().unwrap());
+        file.insert(key.clone(), 2);
+        std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
+        let two = dispatches(&fresh_gpu().unwrap());
+        assert_eq!(two, one + 1, "2 slices add the reduction's dispatch");
+        assert!([one, two].contains(&unsplit_or_default));
+    } else {
+        eprintln!(
+            "skipped the dispatch counts: {} has no timestamp queries",
+            off.adapter_name()
+        );
+    }
+
+    // A damaged file is ignored (with a warning naming it) and rewritten once a choice is
+    // measured; the run goes on.
+    std::fs::write(&path, "{ not json").unwrap();
+    let third = fresh_gpu().unwrap();
+    third.set_tune_mode(TuneMode::Measure);
+    assert_close("dw, damaged cache", &dw_on(&third), &want, 1e-4, 1e-4);
+    assert_eq!(read_cache(&path).len(), 1);
+
+    // Off: the file is not consulted, the defaults give the definition's dw too.
+    assert_close("dw, tuning off", &dw_on(&off), &want, 1e-4, 1e-4);
+}
