@@ -85,6 +85,14 @@ fn tuning_cache_measures_saves_reuses_and_survives_damage() {
     let (key, &slices) = saved.iter().next().unwrap();
     assert!(key.contains("conv2d kernel gradient"), "{key}");
     assert!([1, 2].contains(&slices), "{key} = {slices}");
+    // `devices` reports the file and what it holds.
+    let listed = cnn_wgpu::gpu::select::list(&cnn_wgpu::AdapterRequest::from_env().unwrap());
+    let this = listed
+        .iter()
+        .find(|a| a.name == gpu.adapter_name())
+        .expect("the open adapter is listed");
+    assert_eq!(this.tune_cache.as_deref(), Some(path.to_str().unwrap()));
+    assert_eq!(this.tuned_choices, 1);
 
     // Another device reads the file. Profiled, a split shows as one more dispatch (the
     // reduction of the partial kernels): find the default's count with tuning off, then force

@@ -44,6 +44,12 @@ pub fn devices(request: &AdapterRequest, a: DevicesArgs) -> Result<(), Box<dyn s
                 "    timestamp queries: {}, shader f16: {}, subgroups: {subgroups}",
                 a.timestamp_query, a.shader_f16
             );
+            if let Some(path) = &a.tune_cache {
+                println!(
+                    "    tuning cache: {path} ({} choices; `--tune` measures new shapes)",
+                    a.tuned_choices
+                );
+            }
         }
     }
     Ok(())

@@ -90,6 +90,9 @@ pub struct AdapterSummary {
     /// Subgroup sizes (min, max) where the adapter has subgroup operations; the subgroup GEMM
     /// kernels run where both are 8.
     pub subgroup_sizes: Option<(u32, u32)>,
+    /// This adapter's tuning cache file (see `gpu::tune`) and how many choices it holds.
+    pub tune_cache: Option<String>,
+    pub tuned_choices: usize,
 }
 
 impl AdapterSummary {
@@ -97,7 +100,10 @@ impl AdapterSummary {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let features = adapter.features();
+        let tune_cache = super::tune::cache_path(&info);
         Self {
+            tuned_choices: tune_cache.as_deref().map_or(0, super::tune::cached_choices),
+            tune_cache: tune_cache.map(|p| p.display().to_string()),
             name: info.name,
             backend: format!("{:?}", info.backend),
             device_type: format!("{:?}", info.device_type),

@@ -84,12 +84,22 @@ fn load(path: &Path) -> BTreeMap<String, u32> {
     })
 }
 
+/// The tuning cache file of an adapter: `$CNN_WGPU_TUNE_CACHE`, else [`default_cache_path`].
+pub fn cache_path(info: &wgpu::AdapterInfo) -> Option<PathBuf> {
+    std::env::var_os("CNN_WGPU_TUNE_CACHE")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| default_cache_path(info))
+}
+
+/// How many choices the tuning cache file at `path` holds (0 when it is missing or damaged).
+pub fn cached_choices(path: &Path) -> usize {
+    load(path).len()
+}
+
 impl Tuner {
     pub(crate) fn open(info: &wgpu::AdapterInfo, mode: TuneMode) -> Self {
-        let path = std::env::var_os("CNN_WGPU_TUNE_CACHE")
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| default_cache_path(info));
+        let path = cache_path(info);
         let choices = match (&path, mode) {
             (Some(p), TuneMode::Cached | TuneMode::Measure) => load(p),
             _ => BTreeMap::new(),
