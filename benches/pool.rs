@@ -3,6 +3,8 @@
 //! the layer's input (these passes are memory-bound). `cargo bench --bench pool -- vgg16`
 //! picks shapes by name.
 
+// This bench opens the device through `support` but has no workloads-file section.
+#[allow(dead_code)]
 mod support;
 
 use cnn_wgpu::ops::pool::{self, PoolSpec};
