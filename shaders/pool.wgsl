@@ -43,6 +43,18 @@ fn linear_id(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
     return gid.x + gid.y * groups.x * 256u;
 }
 
+// Input row (or column) that tap k of output o's window reads, given the stride, the padding
+// before and the input size; -1 where the tap falls in the padding.
+fn tap_input(o: u32, k: u32, stride: u32, pad: u32, size: u32) -> i32 {
+    let i = i32(o * stride + k) - i32(pad);
+    return select(-1, i, i >= 0 && i < i32(size));
+}
+
+// The tap (ky * PW + kx) through which output (oy, ox)'s window reads input (iy, ix).
+fn tap_of(iy: u32, ix: u32, oy: i32, ox: i32) -> u32 {
+    return u32(i32(iy + PAD_TOP) - oy * i32(SH)) * PW + u32(i32(ix + PAD_LEFT) - ox * i32(SW));
+}
+
 // Flat NHWC index -> (n, y, x, c) for an (N, rows, cols, chans) tensor (chans = C / 4 where
 // the index counts vec4s).
 fn split_index(i: u32, rows: u32, cols: u32, chans: u32) -> vec4<u32> {
@@ -67,13 +79,13 @@ fn max_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     var best = -3.402823e38;
     var best_tap = 0u;
     for (var ky = 0u; ky < PH; ky++) {
-        let iy = i32(oy * SH + ky) - i32(PAD_TOP);
-        if (iy < 0 || iy >= i32(H)) {
+        let iy = tap_input(oy, ky, SH, PAD_TOP, H);
+        if (iy < 0) {
             continue;
         }
         for (var kx = 0u; kx < PW; kx++) {
-            let ix = i32(ox * SW + kx) - i32(PAD_LEFT);
-            if (ix < 0 || ix >= i32(W)) {
+            let ix = tap_input(ox, kx, SW, PAD_LEFT, W);
+            if (ix < 0) {
                 continue;
             }
             let v = src[p.src_base + ((n * H + u32(iy)) * W + u32(ix)) * C + c];
@@ -117,8 +129,7 @@ fn max_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     var g = 0.0;
     for (var oy = ry.x; oy <= ry.y; oy++) {
         for (var ox = rx.x; ox <= rx.y; ox++) {
-            let tap = (u32(i32(iy + PAD_TOP) - oy * i32(SH))) * PW
-                + u32(i32(ix + PAD_LEFT) - ox * i32(SW));
+            let tap = tap_of(iy, ix, oy, ox);
             let o = ((n * OH + u32(oy)) * OW + u32(ox)) * C + c;
             if (u32(arg[p.aux_base + o]) == tap) {
                 g += src[p.src_base + o];
@@ -151,13 +162,13 @@ fn avg_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let c = o.w;
     var s = 0.0;
     for (var ky = 0u; ky < PH; ky++) {
-        let iy = i32(oy * SH + ky) - i32(PAD_TOP);
-        if (iy < 0 || iy >= i32(H)) {
+        let iy = tap_input(oy, ky, SH, PAD_TOP, H);
+        if (iy < 0) {
             continue;
         }
         for (var kx = 0u; kx < PW; kx++) {
-            let ix = i32(ox * SW + kx) - i32(PAD_LEFT);
-            if (ix < 0 || ix >= i32(W)) {
+            let ix = tap_input(ox, kx, SW, PAD_LEFT, W);
+            if (ix < 0) {
                 continue;
             }
             s += src[p.src_base + ((n * H + u32(iy)) * W + u32(ix)) * C + c];
@@ -206,13 +217,13 @@ fn max_forward_4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     var best = vec4<f32>(-3.402823e38);
     var best_tap = vec4<f32>(0.0);
     for (var ky = 0u; ky < PH; ky++) {
-        let iy = i32(oy * SH + ky) - i32(PAD_TOP);
-        if (iy < 0 || iy >= i32(H)) {
+        let iy = tap_input(oy, ky, SH, PAD_TOP, H);
+        if (iy < 0) {
             continue;
         }
         for (var kx = 0u; kx < PW; kx++) {
-            let ix = i32(ox * SW + kx) - i32(PAD_LEFT);
-            if (ix < 0 || ix >= i32(W)) {
+            let ix = tap_input(ox, kx, SW, PAD_LEFT, W);
+            if (ix < 0) {
                 continue;
             }
             let v = src4[p.src_base / 4u + ((n * H + u32(iy)) * W + u32(ix)) * c4s + c4];
@@ -244,8 +255,7 @@ fn max_backward_4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     var g = vec4<f32>(0.0);
     for (var oy = ry.x; oy <= ry.y; oy++) {
         for (var ox = rx.x; ox <= rx.y; ox++) {
-            let tap = (u32(i32(iy + PAD_TOP) - oy * i32(SH))) * PW
-                + u32(i32(ix + PAD_LEFT) - ox * i32(SW));
+            let tap = tap_of(iy, ix, oy, ox);
             let o = ((n * OH + u32(oy)) * OW + u32(ox)) * c4s + c4;
             let won = arg4[p.aux_base / 4u + o] == vec4<f32>(f32(tap));
             g += select(vec4<f32>(0.0), src4[p.src_base / 4u + o], won);
