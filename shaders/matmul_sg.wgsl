@@ -12,6 +12,8 @@ override HAS_BIAS: u32 = 1u;
 override RELU: u32 = 0u;
 override ACCUM: u32 = 0u;
 override PACKED_B: u32 = 1u;
+// 1: packed B is read from tex_b (pack.wgsl's pack_b_texture), and src_b is a placeholder.
+override B_TEXTURE: u32 = 0u;
 
 struct Params {
     rows: u32,
@@ -25,6 +27,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> src_b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> dst: array<vec4<f32>>;
+@group(0) @binding(5) var tex_b: texture_2d<f32>;
 
 fn gemm_dims() -> vec3<u32> {
     switch MODE {
@@ -61,7 +64,11 @@ fn load_a4m(m: u32, k: u32) -> vec4<f32> {
 
 fn load_b4(k: u32, n4: u32) -> vec4<f32> {
     if (PACKED_B == 1u) {
-        return src_b[sg_packed_b(k, n4, gemm_dims().z)];
+        let t = sg_packed_b(k, n4, gemm_dims().z);
+        if (B_TEXTURE == 1u) {
+            return textureLoad(tex_b, sg_texel(t), 0);
+        }
+        return src_b[t];
     }
     return src_b[k * (p.out / 4u) + n4];
 }

@@ -4,6 +4,8 @@
 // so that the K x 64 slab one workgroup streams is contiguous (256 bytes per K step) instead of
 // 256 bytes every N*4 bytes: on lavapipe the strided slab ran at half the speed (TLB and
 // prefetch misses once it spans megabytes). One vec4 of the packed tensor per invocation.
+// Where the GEMM reads B from a texture, the host copies this buffer into it, vec4 j to texel
+// (j mod width, j / width).
 //   TRANSPOSED 0: B[k, n] = src[src_base + k*N + n]                 (row-major K x N)
 //   TRANSPOSED 1: B[k, n] = src[src_base + ((k / R)*N + n)*R + k % R]
 //                 K = taps * R: per tap, an (N, R) block read as its transpose. A conv kernel

@@ -2,7 +2,7 @@
 
 mod common;
 
-use cnn_wgpu::ops::pack::{pack_b, Layout};
+use cnn_wgpu::ops::pack::{pack_b, BSource, Layout};
 use common::*;
 
 /// packed[t, k, j] = B[k, T*t + j], zero past N; B[k, n] read from `src` as `layout` says.
@@ -45,15 +45,56 @@ fn packing_matches_the_cpu_repack() {
     {
         let src = rand_vec(base + k * n, 70 + i as u64);
         let t = upload(gpu, &[src.len()], &src);
-        let packed = pack_b(gpu, t.all(), base as u32, (k, n), layout, tile).unwrap();
-        assert_eq!(packed.dims(), [n.div_ceil(tile), k, tile]);
         let want = pack_ref(&src, base, k, n, layout, tile);
-        assert_close(
-            &format!("case {i} {layout:?}"),
-            &read(gpu, &packed),
-            &want,
-            0.0,
-            0.0,
+        // A buffer, and textures 16 and 4096 texels wide: the first wraps every case over
+        // several rows and most end mid-row.
+        for source in [
+            BSource::Packed,
+            BSource::Texture { shift: 4 },
+            BSource::Texture { shift: 12 },
+        ] {
+            let packed = pack_b(gpu, t.all(), base as u32, (k, n), layout, tile, source)
+                .unwrap()
+                .expect("packed");
+            assert_close(
+                &format!("case {i} {layout:?} into {source:?}"),
+                &packed.to_vec(gpu, want.len()).unwrap(),
+                &want,
+                0.0,
+                0.0,
+            );
+        }
+        assert!(
+            pack_b(gpu, t.all(), 0, (k, n), layout, tile, BSource::Plain)
+                .unwrap()
+                .is_none(),
+            "plain B is not packed"
         );
     }
+}
+
+#[test]
+fn b_goes_to_a_texture_only_where_it_fits() {
+    let Some(gpu) = fresh_gpu() else {
+        eprintln!("skipped: no adapter");
+        return;
+    };
+    let max_rows = gpu.limits().max_texture_dimension_2d as usize;
+    // 16 texels a row: B (K,64) in one 64-column tile takes K * 16 texels, one row per k.
+    gpu.force_texture_width(Some(16));
+    let fits = BSource::choose(&gpu, true, (max_rows / 2, 64), 64);
+    assert_eq!(fits, BSource::Texture { shift: 4 });
+    let too_tall = BSource::choose(&gpu, true, (max_rows + 1, 64), 64);
+    assert_eq!(
+        too_tall,
+        BSource::Packed,
+        "past the adapter's texture height"
+    );
+    assert_eq!(
+        BSource::choose(&gpu, false, (8, 64), 64),
+        BSource::Plain,
+        "unpacked B stays where it is"
+    );
+    gpu.set_texture_operands(false);
+    assert_eq!(BSource::choose(&gpu, true, (8, 64), 64), BSource::Packed);
 }

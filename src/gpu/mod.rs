@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use thiserror::Error;
 
 pub use pipeline::{Access, Kernel, ShaderId};
-pub use pool::PoolStats;
+pub use pool::{PoolStats, PooledTexture};
 pub use select::{AdapterRequest, AdapterSummary, BackendChoice};
 pub use tune::TuneMode;
 
@@ -53,7 +53,17 @@ pub enum GpuError {
     Readback { bytes: u64, reason: String },
 }
 
+/// Operand textures are this many texels wide where the adapter allows: wide enough that a
+/// VGG16 kernel (4608 x 512 floats) needs 144 rows, and a power of two so that the shader
+/// finds a texel with a mask and a shift.
+const OPERAND_TEXTURE_WIDTH: u32 = 4096;
+
+fn prev_power_of_two(x: u32) -> u32 {
+    1 << (31 - x.max(1).leading_zeros())
+}
+
 /// One argument of a dispatch, in binding order (binding 0 first).
+#[derive(Clone, Copy)]
 pub enum Arg<'a> {
     /// A small uniform block (binding-local copy, created per dispatch).
     Uniform(&'a [u8]),
@@ -61,6 +71,8 @@ pub enum Arg<'a> {
     Read(BufferRange<'a>),
     /// A byte range of a storage buffer, read-write in the shader.
     Write(BufferRange<'a>),
+    /// An rgba32float texture read with textureLoad (`texture_2d<f32>`).
+    Texture(&'a wgpu::TextureView),
     /// A binding the entry point never touches: left out of the layout and the bind group.
     Unused,
 }
@@ -106,6 +118,13 @@ pub struct Gpu {
     /// Rows per subgroup the subgroup GEMM must use (24 or 32), or 0 to let each product
     /// choose; see [`Gpu::force_subgroup_tile_rows`].
     subgroup_rows: std::sync::atomic::AtomicU32,
+    /// Whether the subgroup GEMM reads packed B operands from textures; see
+    /// [`Gpu::texture_operands`].
+    textures: std::sync::atomic::AtomicBool,
+    /// Operand texture width in texels (a power of two); see [`Gpu::force_texture_width`].
+    texture_width: std::sync::atomic::AtomicU32,
+    /// Bound where a kernel declares an operand texture it is told not to read.
+    dummy_texture: wgpu::TextureView,
     tuner: tune::Tuner,
     pipelines: pipeline::PipelineCache,
     pool: pool::BufferPool,
@@ -150,6 +169,24 @@ impl Gpu {
         let binding_limit = binding_limit.map_or(adapter_limit, |b| b.min(adapter_limit));
         let pool = pool::BufferPool::new(device.clone());
         let subgroup8_supported = Self::supports_subgroup8(adapter, device.features());
+        let dummy_texture = device
+            .create_texture(&wgpu::TextureDescriptor {
+                label: Some("unread operand texture"),
+                size: wgpu::Extent3d {
+                    width: 1,
+                    height: 1,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Float,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING,
+                view_formats: &[],
+            })
+            .create_view(&Default::default());
+        let texture_width =
+            OPERAND_TEXTURE_WIDTH.min(prev_power_of_two(limits.max_texture_dimension_2d));
         Self {
             info: adapter.get_info(),
             features: device.features(),
@@ -161,6 +198,11 @@ impl Gpu {
             ),
             subgroup8_supported,
             subgroup_rows: std::sync::atomic::AtomicU32::new(0),
+            textures: std::sync::atomic::AtomicBool::new(
+                std::env::var_os("CNN_WGPU_NO_TEXTURES").is_none(),
+            ),
+            texture_width: std::sync::atomic::AtomicU32::new(texture_width),
+            dummy_texture,
             tuner: tune::Tuner::open(&adapter.get_info(), TuneMode::from_env()),
             pool,
             pending: Mutex::new(Pending::default()),
@@ -220,6 +262,59 @@ impl Gpu {
         );
         self.subgroup_rows
             .store(rows.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// True when the subgroup GEMM reads its packed B operand from an rgba32float texture
+    /// rather than a storage buffer: on lavapipe a texel fetch moves a lane's vec4 in one
+    /// load, where a storage load differing per lane is a branchy per-lane loop, and the
+    /// products ran 15-60% faster (BENCHMARKS.md). On by default; `CNN_WGPU_NO_TEXTURES=1`
+    /// turns it off. Only the subgroup kernels read textures.
+    pub fn texture_operands(&self) -> bool {
+        self.textures.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Turns texture operands off (or back on): tests run both ways of reading B.
+    pub fn set_texture_operands(&self, on: bool) {
+        self.textures
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Makes operand textures `width` texels wide (a power of two) instead of 4096 (None
+    /// restores that), so small test products wrap over many texture rows.
+    pub fn force_texture_width(&self, width: Option<u32>) {
+        let default =
+            OPERAND_TEXTURE_WIDTH.min(prev_power_of_two(self.limits.max_texture_dimension_2d));
+        let width = width.unwrap_or(default);
+        assert!(
+            width.is_power_of_two() && width <= self.limits.max_texture_dimension_2d,
+            "operand textures are a power of two wide, up to the adapter's limit, not {width}"
+        );
+        self.texture_width
+            .store(width, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// log2 of the operand texture width when `texels` rgba32float texels fit one texture
+    /// (texel t at (t mod width, t / width)) and texture operands are on; None otherwise, and
+    /// the caller keeps B in a buffer.
+    pub(crate) fn operand_texture_shift(&self, texels: usize) -> Option<u32> {
+        if !self.texture_operands() {
+            return None;
+        }
+        let width = self
+            .texture_width
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let height = pool::texture_height(width, texels as u64);
+        (height <= u64::from(self.limits.max_texture_dimension_2d)).then(|| width.trailing_zeros())
+    }
+
+    /// A pooled operand texture of `texels` texels, `1 << shift` wide.
+    pub(crate) fn operand_texture(&self, shift: u32, texels: usize) -> PooledTexture {
+        self.pool.alloc_texture(1 << shift, texels as u64)
+    }
+
+    /// A 1x1 texture for kernels that declare an operand texture they will not read.
+    pub(crate) fn unread_texture(&self) -> &wgpu::TextureView {
+        &self.dummy_texture
     }
 
     /// The tile height [`Gpu::force_subgroup_tile_rows`] set, if any.
@@ -420,6 +515,7 @@ impl Gpu {
                 Arg::Uniform(_) => Access::Uniform,
                 Arg::Read(_) => Access::Read,
                 Arg::Write(_) => Access::Write,
+                Arg::Texture(_) => Access::Texture,
                 Arg::Unused => Access::Unused,
             })
             .collect();
@@ -441,6 +537,7 @@ impl Gpu {
                     Arg::Uniform(_) | Arg::Unused => {
                         u.as_ref().expect("uniform buffer").as_entire_binding()
                     }
+                    Arg::Texture(view) => wgpu::BindingResource::TextureView(view),
                     Arg::Read(r) | Arg::Write(r) => {
                         debug_assert!(r.size <= self.binding_limit, "binding over the limit");
                         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -577,6 +674,40 @@ impl Gpu {
         offset: u64,
         size: u64,
     ) -> Result<Vec<u8>, GpuError> {
+        self.read_staged(size, |enc, staging| {
+            enc.copy_buffer_to_buffer(buffer, offset, staging, 0, size)
+        })
+    }
+
+    /// Copies the texels of an rgba32float operand texture back to the host, row after row,
+    /// after all pending work.
+    pub fn read_texture(&self, texture: &PooledTexture) -> Result<Vec<f32>, GpuError> {
+        let t = texture.texture();
+        let row_bytes = u64::from(t.width()) * pool::TEXEL_BYTES;
+        let size = row_bytes * u64::from(t.height());
+        let bytes = self.read_staged(size, |enc, staging| {
+            enc.copy_texture_to_buffer(
+                t.as_image_copy(),
+                wgpu::TexelCopyBufferInfo {
+                    buffer: staging,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: 0,
+                        bytes_per_row: Some(row_bytes as u32),
+                        rows_per_image: None,
+                    },
+                },
+                t.size(),
+            )
+        })?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Records `copy` into a fresh `size`-byte staging buffer, submits, and maps it back.
+    fn read_staged(
+        &self,
+        size: u64,
+        copy: impl FnOnce(&mut wgpu::CommandEncoder, &wgpu::Buffer),
+    ) -> Result<Vec<u8>, GpuError> {
         if size == 0 {
             return Ok(Vec::new());
         }
@@ -586,7 +717,7 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.record(|enc| enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size));
+        self.record(|enc| copy(enc, &staging));
         self.flush();
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {

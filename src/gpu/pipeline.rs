@@ -94,6 +94,8 @@ pub enum Access {
     Uniform,
     Read,
     Write,
+    /// An rgba32float texture read with textureLoad.
+    Texture,
     /// Not used by the entry point; no layout entry.
     Unused,
 }
@@ -202,6 +204,11 @@ impl PipelineCache {
                         },
                         has_dynamic_offset: false,
                         min_binding_size: None,
+                    },
+                    Access::Texture => wgpu::BindingType::Texture {
+                        sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                        view_dimension: wgpu::TextureViewDimension::D2,
+                        multisampled: false,
                     },
                 },
                 count: None,

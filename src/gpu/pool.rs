@@ -1,6 +1,7 @@
 //! A pool of storage buffers: a freed tensor's buffer goes back to a free list of its size class
 //! and the next allocation of a fitting size takes it, so a training step allocates nothing
-//! after the first one.
+//! after the first one. The operand textures of the subgroup GEMM (B packed as rgba32float
+//! texels, see `ops::pack`) are pooled the same way and counted in the same figures.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,7 +24,22 @@ pub struct PoolStats {
 #[derive(Default)]
 struct Inner {
     free: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Free operand textures by (width, height) in texels.
+    free_textures: HashMap<(u32, u32), Vec<(wgpu::Texture, wgpu::TextureView)>>,
     stats: PoolStats,
+}
+
+impl Inner {
+    fn lend(&mut self, class: u64, reused: bool) {
+        if reused {
+            self.stats.cached -= class;
+            self.stats.reused += 1;
+        } else {
+            self.stats.created += 1;
+        }
+        self.stats.in_use += class;
+        self.stats.peak = self.stats.peak.max(self.stats.in_use + self.stats.cached);
+    }
 }
 
 #[derive(Clone)]
@@ -56,6 +72,50 @@ impl Drop for PooledBuffer {
     }
 }
 
+/// Bytes of one rgba32float texel.
+pub const TEXEL_BYTES: u64 = 16;
+
+/// An operand texture on loan from the pool; it returns itself when dropped.
+pub struct PooledTexture {
+    texture: Option<(wgpu::Texture, wgpu::TextureView)>,
+    key: (u32, u32),
+    bytes: u64,
+    pool: Arc<Mutex<Inner>>,
+}
+
+impl PooledTexture {
+    pub fn view(&self) -> &wgpu::TextureView {
+        &self.texture.as_ref().expect("texture present until drop").1
+    }
+
+    pub fn texture(&self) -> &wgpu::Texture {
+        &self.texture.as_ref().expect("texture present until drop").0
+    }
+
+    /// Width in texels.
+    pub fn width(&self) -> u32 {
+        self.key.0
+    }
+}
+
+impl Drop for PooledTexture {
+    fn drop(&mut self) {
+        if let Some(t) = self.texture.take() {
+            let mut inner = self.pool.lock().expect("pool lock");
+            inner.stats.in_use -= self.bytes;
+            inner.stats.cached += self.bytes;
+            inner.free_textures.entry(self.key).or_default().push(t);
+        }
+    }
+}
+
+/// Rows of the pooled texture `width` texels wide that holds `texels` texels: whole rows,
+/// rounded up to the buffers' size classes so that similar sizes share textures.
+pub fn texture_height(width: u32, texels: u64) -> u64 {
+    let row_bytes = u64::from(width) * TEXEL_BYTES;
+    size_class(texels.div_ceil(u64::from(width)).max(1) * row_bytes) / row_bytes
+}
+
 /// Rounds a request up to its size class: multiples of 256 bytes up to 4 KiB, then steps of an
 /// eighth of a power of two, so reuse wastes at most 12.5%.
 pub fn size_class(bytes: u64) -> u64 {
@@ -80,29 +140,17 @@ impl BufferPool {
         let class = size_class(bytes);
         let mut inner = self.inner.lock().expect("pool lock");
         let reused = inner.free.get_mut(&class).and_then(|v| v.pop());
-        let buffer = match reused {
-            Some(b) => {
-                inner.stats.cached -= class;
-                inner.stats.reused += 1;
-                b
-            }
-            None => {
-                inner.stats.created += 1;
-                self.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("tensor"),
-                    size: class,
-                    usage: wgpu::BufferUsages::STORAGE
-                        | wgpu::BufferUsages::COPY_SRC
-                        | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
-            }
-        };
-        inner.stats.in_use += class;
-        inner.stats.peak = inner
-            .stats
-            .peak
-            .max(inner.stats.in_use + inner.stats.cached);
+        inner.lend(class, reused.is_some());
+        let buffer = reused.unwrap_or_else(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("tensor"),
+                size: class,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
         PooledBuffer {
             buffer: Some(buffer),
             class,
@@ -114,9 +162,48 @@ impl BufferPool {
         self.inner.lock().expect("pool lock").stats
     }
 
+    /// An rgba32float texture `width` texels wide with room for `texels` texels, filled by
+    /// buffer copies and read with textureLoad. Heights are rounded up to the buffers' size
+    /// classes so that similar sizes share textures.
+    pub fn alloc_texture(&self, width: u32, texels: u64) -> PooledTexture {
+        let height = texture_height(width, texels) as u32;
+        let key = (width, height);
+        let bytes = u64::from(height) * u64::from(width) * TEXEL_BYTES;
+        let mut inner = self.inner.lock().expect("pool lock");
+        let reused = inner.free_textures.get_mut(&key).and_then(|v| v.pop());
+        inner.lend(bytes, reused.is_some());
+        let (texture, view) = reused.unwrap_or_else(|| {
+            let texture = self.device.create_texture(&wgpu::TextureDescriptor {
+                label: Some("operand texture"),
+                size: wgpu::Extent3d {
+                    width,
+                    height,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Float,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING
+                    | wgpu::TextureUsages::COPY_DST
+                    | wgpu::TextureUsages::COPY_SRC,
+                view_formats: &[],
+            });
+            let view = texture.create_view(&Default::default());
+            (texture, view)
+        });
+        PooledTexture {
+            texture: Some((texture, view)),
+            key,
+            bytes,
+            pool: self.inner.clone(),
+        }
+    }
+
     pub fn trim(&self) {
         let mut inner = self.inner.lock().expect("pool lock");
         inner.free.clear();
+        inner.free_textures.clear();
         inner.stats.cached = 0;
     }
 
@@ -128,7 +215,27 @@ impl BufferPool {
 
 #[cfg(test)]
 mod tests {
-    use super::size_class;
+    use super::{size_class, texture_height};
+
+    #[test]
+    fn texture_heights_hold_the_texels_in_whole_rows() {
+        for (width, texels) in [
+            (16u32, 1u64),
+            (16, 16),
+            (16, 17),
+            (4096, 589_824),
+            (64, 1_000_003),
+        ] {
+            let h = texture_height(width, texels);
+            assert!(
+                h * u64::from(width) >= texels,
+                "{texels} texels in {h} rows of {width}"
+            );
+            // Rounded up by at most an eighth of the rows needed (and one partial row).
+            let need = texels.div_ceil(u64::from(width));
+            assert!(h <= need + need / 8 + 1, "{h} rows for {need} needed");
+        }
+    }
 
     #[test]
     fn size_classes_fit_and_waste_little() {

@@ -5,8 +5,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::gemm::{grid, SgTiles};
-use super::pack::{pack_b, Layout};
+use super::gemm::{grid, ARead, SgTiles};
+use super::pack::{b_args, pack_b, BSource, Layout};
 use super::{batch_chunks, check_binding, reduce, shape_err, Result};
 use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
 use crate::tensor::Tensor;
@@ -178,23 +178,30 @@ fn gemm_kernel<'a>(
     consts: &'a mut Vec<(&'static str, f64)>,
     mode: u32,
     rows: usize,
-) -> (Kernel<'a>, bool, (usize, usize)) {
+    b_dims: (usize, usize),
+) -> (Kernel<'a>, Option<BSource>, (usize, usize)) {
     // The forward and the weight gradient gather an input whose channels are not a multiple of
     // 4 (RGB) value by value; the input gradient would write partial vec4s.
     let cin_ok = g.cin.is_multiple_of(4) || mode != 1;
     if gpu.subgroup_kernels() && cin_ok && g.cout.is_multiple_of(4) {
         let n = if mode == 1 { g.cin } else { g.cout };
-        let tiles = SgTiles::choose(gpu, rows, n, mode != 2);
-        let packed = mode == 1 || rows > tiles.rows();
-        consts.push(("PACKED_B", f64::from(u32::from(packed))));
+        let a = if mode == 2 {
+            ARead::AlongM
+        } else {
+            ARead::Gathered
+        };
+        let tiles = SgTiles::choose(gpu, rows, n, a);
+        let pack = mode == 1 || rows > tiles.rows();
+        let source = BSource::choose(gpu, pack, b_dims, tiles.cols());
+        consts.extend(source.constants());
         consts.extend(tiles.constants());
         let entry = if mode == 2 { "gemm_sg_m" } else { "gemm_sg" };
         let kernel = Kernel::new(ShaderId::Conv2dSg, entry, consts);
-        (kernel, packed, (tiles.rows(), tiles.cols()))
+        (kernel, Some(source), (tiles.rows(), tiles.cols()))
     } else {
         (
             Kernel::new(ShaderId::Conv2d, "gemm", consts),
-            false,
+            None,
             (64, 64),
         )
     }
@@ -243,15 +250,13 @@ pub fn conv2d_forward(
     let mut consts = constants(&g, spec, 0);
     // Rows of the largest chunk decide the tile; smaller chunks only pad more.
     let rows = g.n * g.oh * g.ow;
-    let (kernel, pack, tile) = gemm_kernel(gpu, &g, &mut consts, 0, rows);
-    let packed = if pack {
-        let k = g.kh * g.kw * g.cin;
-        let dims = (k, g.cout);
-        Some(pack_b(gpu, w.all(), 0, dims, Layout::RowMajor, tile.1)?)
-    } else {
-        None
+    let dims = (g.kh * g.kw * g.cin, g.cout);
+    let (kernel, source, tile) = gemm_kernel(gpu, &g, &mut consts, 0, rows, dims);
+    let packed = match source {
+        Some(source) => pack_b(gpu, w.all(), 0, dims, Layout::RowMajor, tile.1, source)?,
+        None => None,
     };
-    let wb = packed.as_ref().unwrap_or(w);
+    let [wb, wt] = b_args(gpu, source.is_some(), packed.as_ref(), w.all());
     let chunks = batch_chunks(
         gpu,
         OP,
@@ -272,9 +277,10 @@ pub fn conv2d_forward(
             &[
                 Arg::Uniform(bytemuck::bytes_of(&p)),
                 Arg::Read(xr),
-                Arg::Read(wb.all()),
+                wb,
                 Arg::Read(b.all()),
                 Arg::Write(yr),
+                wt,
             ],
             grid(gpu, nb * g.oh * g.ow, g.cout, tile),
         );
@@ -324,16 +330,16 @@ pub fn conv2d_backward(
     let dx = if need_dx {
         let dx = Tensor::uninit(gpu, x.shape().clone())?;
         let mut consts = constants(&g, spec, 1);
-        let (kernel, pack, tile) = gemm_kernel(gpu, &g, &mut consts, 1, g.n * g.h * g.w);
+        let dims = (g.kh * g.kw * g.cout, g.cin);
+        let rows = g.n * g.h * g.w;
+        let (kernel, source, tile) = gemm_kernel(gpu, &g, &mut consts, 1, rows, dims);
         // The subgroup kernel reads w' (KH*KW*Cout, Cin) packed: one pass over the weights.
-        let wt = if pack {
-            let dims = (g.kh * g.kw * g.cout, g.cin);
-            let layout = Layout::TapTransposed { r: g.cout };
-            Some(pack_b(gpu, w.all(), 0, dims, layout, tile.1)?)
-        } else {
-            None
+        let layout = Layout::TapTransposed { r: g.cout };
+        let packed = match source {
+            Some(source) => pack_b(gpu, w.all(), 0, dims, layout, tile.1, source)?,
+            None => None,
         };
-        let wb = wt.as_ref().unwrap_or(w);
+        let [wb, wt] = b_args(gpu, source.is_some(), packed.as_ref(), w.all());
         for &(n0, nb) in &chunks {
             let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
             let (dxr, dxb) = dx.window(gpu, n0 * g.in_item(), nb * g.in_item());
@@ -343,9 +349,10 @@ pub fn conv2d_backward(
                 &[
                     Arg::Uniform(bytemuck::bytes_of(&p)),
                     Arg::Read(dyr),
-                    Arg::Read(wb.all()),
-                    Arg::Read(wb.all()),
+                    wb,
+                    Arg::Read(w.all()),
                     Arg::Write(dxr),
+                    wt,
                 ],
                 grid(gpu, nb * g.h * g.w, g.cin, tile),
             );
@@ -371,25 +378,18 @@ pub fn conv2d_backward(
         // Read as vec4s, an RGB input's last values sit in a partial vec4: bind it whole.
         let xr = xr.padded_to(16, gpu.binding_limit());
         let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
-        let (pack, tile) = {
+        let dims = (k, g.cout);
+        let (source, tile) = {
             let mut c = constants(&g, spec, 2);
-            let (_, pack, tile) = gemm_kernel(gpu, &g, &mut c, 2, m);
-            (pack, tile)
+            let (_, source, tile) = gemm_kernel(gpu, &g, &mut c, 2, m, dims);
+            (source, tile)
         };
         // The subgroup kernel reads this chunk's dy (N*OH*OW, Cout) packed.
-        let dyp = if pack {
-            Some(pack_b(
-                gpu,
-                dyr,
-                dyb,
-                (k, g.cout),
-                Layout::RowMajor,
-                tile.1,
-            )?)
-        } else {
-            None
+        let packed = match source {
+            Some(source) => pack_b(gpu, dyr, dyb, dims, Layout::RowMajor, tile.1, source)?,
+            None => None,
         };
-        let dyr = dyp.as_ref().map_or(dyr, |t| t.all());
+        let [dyb_arg, dyt] = b_args(gpu, source.is_some(), packed.as_ref(), dyr);
         let mut run = |slices: u32| -> Result<()> {
             let partial = if slices > 1 {
                 Some(Tensor::uninit(gpu, [slices as usize, m * n])?)
@@ -398,7 +398,7 @@ pub fn conv2d_backward(
             };
             let mut consts = constants(&g, spec, 2);
             consts.push(("ACCUM", f64::from(u32::from(i > 0 && partial.is_none()))));
-            let (kernel, _, _) = gemm_kernel(gpu, &g, &mut consts, 2, m);
+            let (kernel, _, _) = gemm_kernel(gpu, &g, &mut consts, 2, m, dims);
             let mut p = g.params(nb, xb, dyb, 0);
             p.slices = slices;
             let out = partial.as_ref().unwrap_or(&dw);
@@ -409,9 +409,10 @@ pub fn conv2d_backward(
                 &[
                     Arg::Uniform(bytemuck::bytes_of(&p)),
                     Arg::Read(xr),
-                    Arg::Read(dyr),
+                    dyb_arg,
                     Arg::Read(w.all()),
                     Arg::Write(out.all()),
+                    dyt,
                 ],
                 grid,
             );

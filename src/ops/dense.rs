@@ -3,8 +3,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::gemm::{grid, SgTiles};
-use super::pack::{pack_b, Layout};
+use super::gemm::{grid, ARead, SgTiles};
+use super::pack::{b_args, pack_b, BSource, Layout};
 use super::{check_binding, reduce, shape_err, Result};
 use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
 use crate::tensor::Tensor;
@@ -65,7 +65,8 @@ fn run(
     let consts = consts.as_slice();
     let sg_consts;
     let mut packed = None;
-    let (kernel, tiles) = if subgroup_path(gpu, p.inp as usize, p.out as usize) {
+    let subgroup = subgroup_path(gpu, p.inp as usize, p.out as usize);
+    let (kernel, tiles) = if subgroup {
         let mode2 = mode == 2;
         // B packed into 64-column tiles (w (IN,OUT), w read as (OUT,IN), or dy (ROWS,OUT)):
         // always for the input gradient, otherwise when more than one row tile reads B.
@@ -75,17 +76,12 @@ fn run(
             1 => (out, inp, Layout::TapTransposed { r: out }),
             _ => (rows, out, Layout::RowMajor),
         };
-        let tiles = SgTiles::choose(gpu, m, n, false);
+        let a = if mode2 { ARead::AlongM } else { ARead::Plain };
+        let tiles = SgTiles::choose(gpu, m, n, a);
         let pack = mode == 1 || m > tiles.rows();
-        if pack {
-            packed = Some(pack_b(gpu, b.all(), 0, (k, cols), layout, tiles.cols())?);
-        }
-        sg_consts = [
-            consts,
-            &[("PACKED_B", f64::from(u32::from(pack)))],
-            &tiles.constants(),
-        ]
-        .concat();
+        let source = BSource::choose(gpu, pack, (k, cols), tiles.cols());
+        packed = pack_b(gpu, b.all(), 0, (k, cols), layout, tiles.cols(), source)?;
+        sg_consts = [consts, &source.constants(), &tiles.constants()].concat();
         let entry = if mode2 { "gemm_sg_m" } else { "gemm_sg" };
         (
             Kernel::new(ShaderId::MatmulSg, entry, &sg_consts),
@@ -94,14 +90,16 @@ fn run(
     } else {
         (Kernel::new(ShaderId::Matmul, "gemm", consts), (64, 64))
     };
+    let [b_buf, b_tex] = b_args(gpu, subgroup, packed.as_ref(), b.all());
     gpu.dispatch(
         &kernel,
         &[
             Arg::Uniform(bytemuck::bytes_of(&p)),
             Arg::Read(a.all()),
-            Arg::Read(packed.as_ref().unwrap_or(b).all()),
+            b_buf,
             Arg::Read(bias.all()),
             Arg::Write(c.all()),
+            b_tex,
         ],
         grid(gpu, m, n, tiles),
     );

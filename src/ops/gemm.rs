@@ -15,25 +15,43 @@ pub(crate) struct SgTiles {
     cols4: u32,
 }
 
+/// How a product on the subgroup GEMM reads A, which decides the tile height.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ARead {
+    /// Through an im2col index map, K along the rows (conv forward and input gradient; gemm_sg).
+    Gathered,
+    /// A plain row-major matrix, K along the rows (dense forward and input gradient; gemm_sg).
+    Plain,
+    /// Four rows at one k (the weight gradients; gemm_sg_m).
+    AlongM,
+}
+
 impl SgTiles {
-    /// The tile for an (M,N) product. `gathered` says A is read through an im2col index map
-    /// (conv forward and input gradient) rather than as a plain row-major matrix.
+    /// The tile for an (M,N) product whose A is read as `a` says.
     ///
     /// Rows per subgroup are 24 or 32, whichever costs less once M is padded to whole tiles,
     /// weighted by how fast each ran on lavapipe (LLVM 15, 256 bits): with gathered rows the
     /// 24-row tile was 17-23% faster on every VGG16 conv layer, forward and input gradient
     /// (each row's index map stays live across the K loop, and four of them crowd the
-    /// registers); on plain operands (the 1024^3 matmul, the weight gradients) the 32-row tile
-    /// was about 14% faster.
+    /// registers). On plain operands the 32-row tile was about 14% faster while B came from a
+    /// buffer, but with B in a texture (Gpu::texture_operands) gemm_sg's 32-row tile lost 17%
+    /// to the 24-row one on the 1024^3 matmul. The weight gradients (gemm_sg_m) keep 32.
     ///
     /// A height forced by [`Gpu::force_subgroup_tile_rows`] wins.
-    pub fn choose(gpu: &Gpu, m: usize, n: usize, gathered: bool) -> Self {
+    pub fn choose(gpu: &Gpu, m: usize, n: usize, a: ARead) -> Self {
         // One vec4 column per lane (32 per workgroup) for a narrow output, whose second column
         // would only multiply zeros.
         let cols4 = if n <= 32 { 1 } else { 2 };
+        // Where B would not fit a texture and stays in a buffer, this picks as if it did: it
+        // only happens past 64M texels.
+        let short = match a {
+            ARead::Gathered => true,
+            ARead::Plain => gpu.texture_operands(),
+            ARead::AlongM => false,
+        };
         let rows = gpu
             .forced_subgroup_tile_rows()
-            .unwrap_or_else(|| tile_rows(m, gathered));
+            .unwrap_or_else(|| tile_rows(m, short));
         let aq = rows / 8;
         // One subgroup per workgroup when one covers M, as in a dense head; otherwise two,
         // which run one after the other on a lavapipe thread and share B through its cache.
@@ -60,10 +78,11 @@ impl SgTiles {
     }
 }
 
-/// Rows per subgroup, 24 or 32, for an M-row product (see [`SgTiles::choose`]).
-fn tile_rows(m: usize, gathered: bool) -> u32 {
+/// Rows per subgroup, 24 or 32, for an M-row product (see [`SgTiles::choose`]); `short` where
+/// the 24-row tile runs faster per row.
+fn tile_rows(m: usize, short: bool) -> u32 {
     // Relative time per computed row of each height.
-    let (cost24, cost32) = if gathered { (1.0, 1.2) } else { (1.14, 1.0) };
+    let (cost24, cost32) = if short { (1.0, 1.2) } else { (1.14, 1.0) };
     let padded = |rows: usize| (m.max(1).div_ceil(rows) * rows) as f64;
     if padded(24) * cost24 < padded(32) * cost32 {
         24
@@ -94,9 +113,11 @@ mod tests {
         // VGG16 block4/5 forward: 648 rows fill 27 tiles of 24; 32-row tiles would pad to 672
         // and run slower per row anyway.
         assert_eq!(tile_rows(648, true), 24);
-        // Gathered rows prefer 24 even where 32 divides M (4096 = 128 * 32).
+        // Gathered rows (or plain ones with B in a texture) prefer 24 even where 32 divides M
+        // (4096 = 128 * 32).
         assert_eq!(tile_rows(4096, true), 24);
-        // Plain rows prefer 32 where it pads no more: 1024 = 32 * 32 against 43 * 24 = 1032.
+        assert_eq!(tile_rows(1024, true), 24);
+        // Otherwise 32 where it pads no more: 1024 = 32 * 32 against 43 * 24 = 1032.
         assert_eq!(tile_rows(1024, false), 32);
         // A 20-row dense head: 24 rows compute 4 padding rows, 32 would compute 12, which
         // outweighs the 14% the taller tile saves per row (24 * 1.14 = 27.4 < 32).

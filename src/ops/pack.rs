@@ -1,12 +1,100 @@
 //! Repacking of the subgroup GEMM's B operand (shaders/pack.wgsl) into contiguous column tiles
-//! (ceil(N/T), K, T) of T = 64 (or 32) columns, zero-padded past N. The conv and dense modules pack their kernels
-//! (and, for the kernel gradients, the output gradients) before running `gemm_sg`.
+//! (ceil(N/T), K, T) of T = 64 (or 32) columns, zero-padded past N. The conv and dense modules
+//! pack their kernels (and, for the kernel gradients, the output gradients) before running
+//! `gemm_sg`, into an rgba32float texture where the adapter takes one ([`BSource`]), else
+//! into a storage buffer.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::Result;
-use crate::gpu::{Arg, BufferRange, Gpu, Kernel, ShaderId};
+use crate::gpu::pool::TEXEL_BYTES;
+use crate::gpu::{Arg, BufferRange, Gpu, Kernel, PooledTexture, ShaderId};
 use crate::tensor::Tensor;
+
+/// Where the subgroup GEMM reads B from; [`BSource::constants`] tells the shader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BSource {
+    /// The op's own row-major tensor: one row tile reads B once, so packing would not pay.
+    Plain,
+    /// Packed into column tiles in a storage buffer.
+    Packed,
+    /// Packed into column tiles held as the texels of a texture `1 << shift` texels wide:
+    /// vec4 t of the packed tensor at texel (t mod width, t / width).
+    Texture { shift: u32 },
+}
+
+impl BSource {
+    /// Plain unless `pack`; packed into a texture where [`Gpu::operand_texture_shift`] finds
+    /// room for B (K,N) in `tile`-column tiles, else into a buffer.
+    pub fn choose(gpu: &Gpu, pack: bool, (k, n): (usize, usize), tile: usize) -> Self {
+        if !pack {
+            return Self::Plain;
+        }
+        match gpu.operand_texture_shift(packed_vec4s(k, n, tile)) {
+            Some(shift) => Self::Texture { shift },
+            None => Self::Packed,
+        }
+    }
+
+    /// PACKED_B, B_TEXTURE and TEX_SHIFT for conv2d_sg.wgsl / matmul_sg.wgsl.
+    pub fn constants(self) -> [(&'static str, f64); 3] {
+        let (packed, texture, shift) = match self {
+            Self::Plain => (0, 0, 0),
+            Self::Packed => (1, 0, 0),
+            Self::Texture { shift } => (1, 1, shift),
+        };
+        [
+            ("PACKED_B", f64::from(packed)),
+            ("B_TEXTURE", f64::from(texture)),
+            ("TEX_SHIFT", f64::from(shift)),
+        ]
+    }
+}
+
+/// A packed B operand: a tensor (ceil(N/tile), K, tile) or the same vec4s in a texture.
+pub enum PackedB {
+    Buffer(Tensor),
+    Texture(PooledTexture),
+}
+
+impl PackedB {
+    /// The packed tensor's `len` values back on the host, in order (tests read both forms).
+    pub fn to_vec(&self, gpu: &Gpu, len: usize) -> Result<Vec<f32>> {
+        let mut v = match self {
+            Self::Buffer(t) => t.to_vec(gpu)?,
+            Self::Texture(t) => gpu.read_texture(t)?,
+        };
+        v.truncate(len);
+        Ok(v)
+    }
+}
+
+/// vec4s of B (K,N) packed into `tile`-column tiles.
+fn packed_vec4s(k: usize, n: usize, tile: usize) -> usize {
+    n.div_ceil(tile) * k * tile / 4
+}
+
+/// The two B bindings of a GEMM dispatch, (storage buffer, texture): the packed operand where
+/// there is one, else `plain`, and the 1x1 placeholder texture or `plain` for the binding the
+/// shader is told not to read. The workgroup-memory kernels (`subgroup` false) declare no
+/// texture.
+pub fn b_args<'a>(
+    gpu: &'a Gpu,
+    subgroup: bool,
+    packed: Option<&'a PackedB>,
+    plain: BufferRange<'a>,
+) -> [Arg<'a>; 2] {
+    let unread = if subgroup {
+        Arg::Texture(gpu.unread_texture())
+    } else {
+        Arg::Unused
+    };
+    match packed {
+        None => [Arg::Read(plain), unread],
+        Some(PackedB::Buffer(t)) => [Arg::Read(t.all()), unread],
+        Some(PackedB::Texture(t)) => [Arg::Read(plain), Arg::Texture(t.view())],
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -28,8 +116,9 @@ pub enum Layout {
     TapTransposed { r: usize },
 }
 
-/// B (K,N) read from `src` starting at element `src_base`, packed into a new tensor
-/// (ceil(N/tile), K, tile); `tile` is the GEMM's columns per workgroup, 64 or 32.
+/// B (K,N) read from `src` starting at element `src_base`, packed as `source` says into
+/// (ceil(N/tile), K, tile), `tile` being the GEMM's columns per workgroup (64 or 32); None
+/// for [`BSource::Plain`].
 pub fn pack_b(
     gpu: &Gpu,
     src: BufferRange<'_>,
@@ -37,9 +126,20 @@ pub fn pack_b(
     (k, n): (usize, usize),
     layout: Layout,
     tile: usize,
-) -> Result<Tensor> {
+    source: BSource,
+) -> Result<Option<PackedB>> {
     let tiles = n.div_ceil(tile);
-    let packed = Tensor::uninit(gpu, [tiles, k, tile])?;
+    let vec4s = packed_vec4s(k, n, tile);
+    // A texture is filled by copying whole rows of texels from a buffer: the packed tensor is
+    // written to a buffer padded to whole rows, then copied. (Writing the texture from the
+    // shader with textureStore took 12 ms for a 9 MB VGG16 kernel on lavapipe; the copy is a
+    // memcpy.)
+    let buffer_len = match source {
+        BSource::Plain => return Ok(None),
+        BSource::Packed => vec4s * 4,
+        BSource::Texture { shift } => vec4s.div_ceil(1 << shift) * (4 << shift),
+    };
+    let buffer = Tensor::uninit(gpu, [buffer_len])?;
     let (transposed, r) = match layout {
         Layout::RowMajor => (0.0, 1),
         Layout::TapTransposed { r } => (1.0, r),
@@ -50,7 +150,7 @@ pub fn pack_b(
         r: r as u32,
         src_base,
     };
-    let groups = (tiles * k * tile / 4).div_ceil(64).max(1) as u32;
+    let groups = vec4s.div_ceil(64).max(1) as u32;
     let x = groups.min(gpu.limits().max_compute_workgroups_per_dimension);
     gpu.dispatch(
         &Kernel::new(
@@ -61,9 +161,38 @@ pub fn pack_b(
         &[
             Arg::Uniform(bytemuck::bytes_of(&p)),
             Arg::Read(src),
-            Arg::Write(packed.all()),
+            Arg::Write(buffer.all()),
         ],
         [x, groups.div_ceil(x), 1],
     );
-    Ok(packed)
+    let BSource::Texture { shift } = source else {
+        return Ok(Some(PackedB::Buffer(buffer.reshape([tiles, k, tile]))));
+    };
+    let texture = gpu.operand_texture(shift, vec4s);
+    let width = 1u32 << shift;
+    let rows = vec4s.div_ceil(width as usize) as u32;
+    gpu.record(|encoder| {
+        encoder.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer: buffer.buffer(),
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(width * TEXEL_BYTES as u32),
+                    rows_per_image: None,
+                },
+            },
+            wgpu::TexelCopyTextureInfo {
+                texture: texture.texture(),
+                mip_level: 0,
+                origin: wgpu::Origin3d::ZERO,
+                aspect: wgpu::TextureAspect::All,
+            },
+            wgpu::Extent3d {
+                width,
+                height: rows,
+                depth_or_array_layers: 1,
+            },
+        );
+    });
+    Ok(Some(PackedB::Texture(texture)))
 }

@@ -66,12 +66,23 @@ pub fn kernel_families() -> Vec<(&'static str, &'static Gpu)> {
         .as_ref()
         .expect("a second device on the same adapter")
     };
-    let short = second(&SHORT_TILE_GPU, |p| p.force_subgroup_tile_rows(Some(24)));
-    let tall = second(&TALL_TILE_GPU, |p| p.force_subgroup_tile_rows(Some(32)));
+    // Operand textures only 64 texels wide, so that even small test operands wrap over many
+    // texture rows.
+    let short = second(&SHORT_TILE_GPU, |p| {
+        p.force_subgroup_tile_rows(Some(24));
+        p.force_texture_width(Some(64));
+    });
+    let tall = second(&TALL_TILE_GPU, |p| {
+        p.force_subgroup_tile_rows(Some(32));
+        p.set_texture_operands(false);
+    });
     let plain = second(&PLAIN_GPU, |p| p.set_subgroup_kernels(false));
     vec![
-        ("subgroup kernels, 24-row tiles", short),
-        ("subgroup kernels, 32-row tiles", tall),
+        (
+            "subgroup kernels, 24-row tiles, B in 64-texel-wide textures",
+            short,
+        ),
+        ("subgroup kernels, 32-row tiles, B in buffers", tall),
         ("workgroup-memory kernels", plain),
     ]
 }
