@@ -266,9 +266,9 @@ impl Gpu {
 
     /// True when the subgroup GEMM reads its packed B operand from an rgba32float texture
     /// rather than a storage buffer: on lavapipe a texel fetch moves a lane's vec4 in one
-    /// load, where a storage load differing per lane is a branchy per-lane loop, and the
-    /// products ran 15-60% faster (BENCHMARKS.md). On by default; `CNN_WGPU_NO_TEXTURES=1`
-    /// turns it off. Only the subgroup kernels read textures.
+    /// load, where a storage load differing per lane is a branchy per-lane loop: VGG16 conv
+    /// layers ran 4-18% faster forward and 13-17% backward (BENCHMARKS.md). On by default;
+    /// `CNN_WGPU_NO_TEXTURES=1` turns it off. Only the subgroup kernels read textures.
     pub fn texture_operands(&self) -> bool {
         self.textures.load(std::sync::atomic::Ordering::Relaxed)
     }
