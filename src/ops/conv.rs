@@ -164,46 +164,68 @@ fn constants(g: &Geometry, spec: &Conv2dSpec, mode: u32) -> Vec<(&'static str, f
     ]
 }
 
-/// The GEMM entry point for one convolution product (`mode` as in the shaders): the subgroup
-/// kernels (conv2d_sg.wgsl) when the adapter has 8-lane subgroups and the channel counts let
-/// every operand move as whole vec4s (Cout a multiple of 4, and Cin too for the input gradient),
+/// How one convolution product (`mode` as in the shaders) runs: on the subgroup kernels
+/// (conv2d_sg.wgsl) when the adapter has 8-lane subgroups and the channel counts let every
+/// operand move as whole vec4s (Cout a multiple of 4, and Cin too for the input gradient), on
 /// the workgroup-memory kernel (conv2d.wgsl) otherwise. The weight gradient reads A along M
-/// (`gemm_sg_m`): its rows are input channels, contiguous in NHWC. The second value says whether
-/// the subgroup kernel reads B packed (pack.wgsl): always for the input gradient, whose B is the
-/// kernel read transposed, otherwise when more than one row tile reads B, so that packing pays
-/// for itself. The third is the (rows, columns) tile of one workgroup.
-fn gemm_kernel<'a>(
-    gpu: &Gpu,
-    g: &Geometry,
-    consts: &'a mut Vec<(&'static str, f64)>,
+/// (`gemm_sg_m`): its rows are input channels, contiguous in NHWC.
+struct Plan {
     mode: u32,
-    rows: usize,
-    b_dims: (usize, usize),
-) -> (Kernel<'a>, Option<BSource>, (usize, usize)) {
-    // The forward and the weight gradient gather an input whose channels are not a multiple of
-    // 4 (RGB) value by value; the input gradient would write partial vec4s.
-    let cin_ok = g.cin.is_multiple_of(4) || mode != 1;
-    if gpu.subgroup_kernels() && cin_ok && g.cout.is_multiple_of(4) {
-        let n = if mode == 1 { g.cin } else { g.cout };
+    /// The subgroup kernel's tile and where it reads B; None on the workgroup-memory kernel.
+    sg: Option<(SgTiles, BSource)>,
+}
+
+impl Plan {
+    /// The plan for an M = `rows` product whose B is (K,N) = `b_dims`. The subgroup kernel
+    /// reads B packed (pack.wgsl) for the input gradient, whose B is the kernel read
+    /// transposed, and otherwise where more than one row tile reads B, so that packing pays.
+    fn new(gpu: &Gpu, g: &Geometry, mode: u32, rows: usize, b_dims: (usize, usize)) -> Self {
+        // The forward and the weight gradient gather an input whose channels are not a
+        // multiple of 4 (RGB) value by value; the input gradient would write partial vec4s.
+        let cin_ok = g.cin.is_multiple_of(4) || mode != 1;
+        if !(gpu.subgroup_kernels() && cin_ok && g.cout.is_multiple_of(4)) {
+            return Self { mode, sg: None };
+        }
         let a = if mode == 2 {
             ARead::AlongM
         } else {
             ARead::Gathered
         };
-        let tiles = SgTiles::choose(gpu, rows, n, a);
+        let tiles = SgTiles::choose(gpu, rows, b_dims.1, a);
         let pack = mode == 1 || rows > tiles.rows();
         let source = BSource::choose(gpu, pack, b_dims, tiles.cols());
-        consts.extend(source.constants());
-        consts.extend(tiles.constants());
-        let entry = if mode == 2 { "gemm_sg_m" } else { "gemm_sg" };
-        let kernel = Kernel::new(ShaderId::Conv2dSg, entry, consts);
-        (kernel, Some(source), (tiles.rows(), tiles.cols()))
-    } else {
-        (
-            Kernel::new(ShaderId::Conv2d, "gemm", consts),
-            None,
-            (64, 64),
-        )
+        Self {
+            mode,
+            sg: Some((tiles, source)),
+        }
+    }
+
+    /// Where the subgroup kernel reads B; None on the workgroup-memory kernel.
+    fn source(&self) -> Option<BSource> {
+        self.sg.map(|(_, source)| source)
+    }
+
+    /// (rows, columns) of C per workgroup.
+    fn tile(&self) -> (usize, usize) {
+        self.sg
+            .map_or((64, 64), |(tiles, _)| (tiles.rows(), tiles.cols()))
+    }
+
+    /// The kernel, with the plan's override constants added to the op's `consts`.
+    fn kernel<'a>(&self, consts: &'a mut Vec<(&'static str, f64)>) -> Kernel<'a> {
+        match self.sg {
+            Some((tiles, source)) => {
+                consts.extend(source.constants());
+                consts.extend(tiles.constants());
+                let entry = if self.mode == 2 {
+                    "gemm_sg_m"
+                } else {
+                    "gemm_sg"
+                };
+                Kernel::new(ShaderId::Conv2dSg, entry, consts)
+            }
+            None => Kernel::new(ShaderId::Conv2d, "gemm", consts),
+        }
     }
 }
 
@@ -251,7 +273,8 @@ pub fn conv2d_forward(
     // Rows of the largest chunk decide the tile; smaller chunks only pad more.
     let rows = g.n * g.oh * g.ow;
     let dims = (g.kh * g.kw * g.cin, g.cout);
-    let (kernel, source, tile) = gemm_kernel(gpu, &g, &mut consts, 0, rows, dims);
+    let plan = Plan::new(gpu, &g, 0, rows, dims);
+    let (kernel, source, tile) = (plan.kernel(&mut consts), plan.source(), plan.tile());
     let packed = match source {
         Some(source) => pack_b(gpu, w.all(), 0, dims, Layout::RowMajor, tile.1, source)?,
         None => None,
@@ -332,7 +355,8 @@ pub fn conv2d_backward(
         let mut consts = constants(&g, spec, 1);
         let dims = (g.kh * g.kw * g.cout, g.cin);
         let rows = g.n * g.h * g.w;
-        let (kernel, source, tile) = gemm_kernel(gpu, &g, &mut consts, 1, rows, dims);
+        let plan = Plan::new(gpu, &g, 1, rows, dims);
+        let (kernel, source, tile) = (plan.kernel(&mut consts), plan.source(), plan.tile());
         // The subgroup kernel reads w' (KH*KW*Cout, Cin) packed: one pass over the weights.
         let layout = Layout::TapTransposed { r: g.cout };
         let packed = match source {
@@ -364,7 +388,6 @@ pub fn conv2d_backward(
 
     let dw = Tensor::uninit(gpu, w.shape().clone())?;
     let (m, n) = (g.kh * g.kw * g.cin, g.cout);
-    let tiles = m.div_ceil(64) * n.div_ceil(64);
     for (i, &(n0, nb)) in chunks.iter().enumerate() {
         // The long sum over N*OH*OW may be split into slices (each of 256 or more terms), one
         // per workgroup z, whose partial kernels the column-sum reduction adds. By default it
@@ -372,18 +395,16 @@ pub fn conv2d_backward(
         // width `parallelism_hint` does not know); the tuning cache may hold a measured choice
         // (gpu::tune).
         let k = nb * g.oh * g.ow;
+        let dims = (k, g.cout);
+        let plan = Plan::new(gpu, &g, 2, m, dims);
+        let (source, tile) = (plan.source(), plan.tile());
+        let tiles = m.div_ceil(tile.0) * n.div_ceil(tile.1);
         let most = k.div_ceil(256).clamp(1, 64) as u32;
         let default = (gpu.parallelism_hint().div_ceil(tiles) as u32).clamp(1, most);
         let (xr, xb) = x.window(gpu, n0 * g.in_item(), nb * g.in_item());
         // Read as vec4s, an RGB input's last values sit in a partial vec4: bind it whole.
         let xr = xr.padded_to(16, gpu.binding_limit());
         let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
-        let dims = (k, g.cout);
-        let (source, tile) = {
-            let mut c = constants(&g, spec, 2);
-            let (_, source, tile) = gemm_kernel(gpu, &g, &mut c, 2, m, dims);
-            (source, tile)
-        };
         // The subgroup kernel reads this chunk's dy (N*OH*OW, Cout) packed.
         let packed = match source {
             Some(source) => pack_b(gpu, dyr, dyb, dims, Layout::RowMajor, tile.1, source)?,
@@ -398,7 +419,7 @@ pub fn conv2d_backward(
             };
             let mut consts = constants(&g, spec, 2);
             consts.push(("ACCUM", f64::from(u32::from(i > 0 && partial.is_none()))));
-            let (kernel, _, _) = gemm_kernel(gpu, &g, &mut consts, 2, m, dims);
+            let kernel = plan.kernel(&mut consts);
             let mut p = g.params(nb, xb, dyb, 0);
             p.slices = slices;
             let out = partial.as_ref().unwrap_or(&dw);
