@@ -1,5 +1,7 @@
 //! Criterion benches of the conv2d kernels on the reference workloads (forward and backward).
-//! `cargo bench --bench conv2d -- block3` picks workloads by name.
+//! `cargo bench --bench conv2d -- block3` picks workloads by name. Where the subgroup kernels
+//! run, the forward also runs with B read from a buffer instead of an operand texture
+//! (`forward-b-in-buffer/...`), to compare the two ways of reading it.
 
 mod support;
 
@@ -11,15 +13,24 @@ fn conv2d(c: &mut Criterion) {
     let w = support::workloads();
     let mut group = c.benchmark_group(format!("conv2d/{}", gpu.adapter_name()));
     group.sample_size(10);
+    let variants: &[(&str, bool)] = if gpu.subgroup_kernels() && gpu.texture_operands() {
+        &[("forward", true), ("forward-b-in-buffer", false)]
+    } else {
+        &[("forward", gpu.texture_operands())]
+    };
     for wl in &w.conv2d_forward {
         let s = wl.setup(&gpu).expect("setup");
         group.throughput(Throughput::Elements(s.forward_flops as u64));
-        group.bench_function(format!("forward/{}", wl.name), |b| {
-            b.iter(|| {
-                conv::conv2d_forward(&gpu, &s.x, &s.w, &s.b, &s.spec).unwrap();
-                gpu.sync().unwrap();
-            })
-        });
+        for &(name, textures) in variants {
+            gpu.set_texture_operands(textures);
+            group.bench_function(format!("{name}/{}", wl.name), |b| {
+                b.iter(|| {
+                    conv::conv2d_forward(&gpu, &s.x, &s.w, &s.b, &s.spec).unwrap();
+                    gpu.sync().unwrap();
+                })
+            });
+        }
+        gpu.set_texture_operands(variants[0].1);
     }
     for wl in &w.conv2d_backward {
         let s = wl.setup(&gpu).expect("setup");
