@@ -222,7 +222,13 @@ fn profiler_times_dispatches_by_scope() {
         eprintln!("skipped: {} has no timestamp queries", gpu.adapter_name());
         return;
     }
+    let textures = gpu.texture_operands();
     assert!(gpu.begin_profile());
+    // A software adapter's timestamps miss passes that read operand textures, so profiling
+    // there runs the buffer path.
+    if gpu.info().device_type == wgpu::DeviceType::Cpu {
+        assert!(!gpu.texture_operands(), "operand textures off while profiling");
+    }
     let x = upload(&gpu, &[2, 16, 16, 8], &rand_vec(4096, 1));
     let w = upload(&gpu, &[3, 3, 8, 8], &rand_vec(576, 2));
     let b = upload(&gpu, &[8], &[0.0; 8]);
@@ -233,6 +239,7 @@ fn profiler_times_dispatches_by_scope() {
     pool::max_pool2d(&gpu, &y, pool::PoolSpec::square(2)).unwrap();
     pool::max_pool2d(&gpu, &y, pool::PoolSpec::square(2)).unwrap();
     let p = gpu.end_profile().unwrap();
+    assert_eq!(gpu.texture_operands(), textures, "restored after profiling");
     let names: Vec<&str> = p.scopes.iter().map(|s| s.0.as_str()).collect();
     assert_eq!(names, ["first", "second"]);
     // The subgroup conv first packs its kernel (pack.wgsl), then runs the GEMM.

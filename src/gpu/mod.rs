@@ -144,6 +144,8 @@ struct Pending {
 struct Profiler {
     sets: Vec<wgpu::QuerySet>,
     labels: Vec<String>,
+    /// Texture operands were on and are off while profiling (see [`Gpu::begin_profile`]).
+    textures_off: bool,
 }
 
 const QUERIES_PER_SET: u32 = wgpu::QUERY_SET_MAX_QUERIES;
@@ -447,14 +449,28 @@ impl Gpu {
     }
 
     /// Starts timing every dispatch; false when the adapter has no timestamp queries.
+    ///
+    /// On a software adapter this turns texture operands off until [`Gpu::end_profile`]:
+    /// lavapipe's timestamps around a pass that reads a texture filled by a copy miss most of
+    /// its work (a small-convnet step summed to 34 ms of its 634), so the profile times the
+    /// buffer path instead, and says so.
     pub fn begin_profile(&self) -> bool {
         if !self.can_profile() {
             return false;
         }
         let mut pending = self.pending.lock().expect("pending lock");
+        let textures_off =
+            self.info.device_type == wgpu::DeviceType::Cpu && self.texture_operands();
+        if textures_off {
+            tracing::warn!(
+                "profiling with operand textures off: this adapter's timestamps miss passes that read them; unprofiled runs are faster than this profile"
+            );
+            self.set_texture_operands(false);
+        }
         pending.profiler = Some(Profiler {
             sets: Vec::new(),
             labels: Vec::new(),
+            textures_off,
         });
         true
     }
@@ -464,6 +480,9 @@ impl Gpu {
         let Some(prof) = self.pending.lock().expect("pending lock").profiler.take() else {
             return Ok(Profile::default());
         };
+        if prof.textures_off {
+            self.set_texture_operands(true);
+        }
         let period = f64::from(self.queue.get_timestamp_period());
         let mut ticks: Vec<u64> = Vec::with_capacity(prof.labels.len() * 2);
         let queries = prof.labels.len() as u32 * 2;
