@@ -227,7 +227,10 @@ fn profiler_times_dispatches_by_scope() {
     // A software adapter's timestamps miss passes that read operand textures, so profiling
     // there runs the buffer path.
     if gpu.info().device_type == wgpu::DeviceType::Cpu {
-        assert!(!gpu.texture_operands(), "operand textures off while profiling");
+        assert!(
+            !gpu.texture_operands(),
+            "operand textures off while profiling"
+        );
     }
     let x = upload(&gpu, &[2, 16, 16, 8], &rand_vec(4096, 1));
     let w = upload(&gpu, &[3, 3, 8, 8], &rand_vec(576, 2));

@@ -30,6 +30,13 @@ struct Inner {
 }
 
 impl Inner {
+    /// Accounts for `class` bytes going back on a free list.
+    fn take_back(&mut self, class: u64) {
+        self.stats.in_use -= class;
+        self.stats.cached += class;
+    }
+
+    /// Accounts for `class` bytes lent out, from a free list or newly created.
     fn lend(&mut self, class: u64, reused: bool) {
         if reused {
             self.stats.cached -= class;
@@ -65,8 +72,7 @@ impl Drop for PooledBuffer {
     fn drop(&mut self) {
         if let Some(buf) = self.buffer.take() {
             let mut inner = self.pool.lock().expect("pool lock");
-            inner.stats.in_use -= self.class;
-            inner.stats.cached += self.class;
+            inner.take_back(self.class);
             inner.free.entry(self.class).or_default().push(buf);
         }
     }
@@ -91,19 +97,13 @@ impl PooledTexture {
     pub fn texture(&self) -> &wgpu::Texture {
         &self.texture.as_ref().expect("texture present until drop").0
     }
-
-    /// Width in texels.
-    pub fn width(&self) -> u32 {
-        self.key.0
-    }
 }
 
 impl Drop for PooledTexture {
     fn drop(&mut self) {
         if let Some(t) = self.texture.take() {
             let mut inner = self.pool.lock().expect("pool lock");
-            inner.stats.in_use -= self.bytes;
-            inner.stats.cached += self.bytes;
+            inner.take_back(self.bytes);
             inner.free_textures.entry(self.key).or_default().push(t);
         }
     }
