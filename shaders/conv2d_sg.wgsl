@@ -24,7 +24,8 @@ override COUT: u32 = 4u;
 override RELU: u32 = 0u;
 override ACCUM: u32 = 0u;
 override PACKED_B: u32 = 1u;
-// 1: packed B is read from tex_b (pack.wgsl's pack_b_texture), and src_b is a placeholder.
+// 1: packed B is read from tex_b, an operand texture the host filled by copying pack.wgsl's
+// output into it, and src_b is a placeholder.
 override B_TEXTURE: u32 = 0u;
 
 struct Params {

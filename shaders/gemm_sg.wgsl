@@ -73,8 +73,9 @@ fn sg_packed_b(k: u32, n4: u32, kdim: u32) -> u32 {
     return ((n4 / SG_TILE_N4) * kdim + k) * SG_TILE_N4 + n4 % SG_TILE_N4;
 }
 
-// Where pack.wgsl's pack_b_texture put the packed vec4 t: an operand texture is 2^TEX_SHIFT
-// texels wide. The op module reads it with textureLoad when its B_TEXTURE constant is 1.
+// Where the packed vec4 t sits once the host has copied pack.wgsl's output into an operand
+// texture 2^TEX_SHIFT texels wide. The op module reads it with textureLoad when its B_TEXTURE
+// constant is 1.
 override TEX_SHIFT: u32 = 12u;
 fn sg_texel(t: u32) -> vec2<u32> {
     return vec2<u32>(t & ((1u << TEX_SHIFT) - 1u), t >> TEX_SHIFT);
