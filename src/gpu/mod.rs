@@ -58,8 +58,10 @@ pub enum GpuError {
 /// finds a texel with a mask and a shift.
 const OPERAND_TEXTURE_WIDTH: u32 = 4096;
 
-fn prev_power_of_two(x: u32) -> u32 {
-    1 << (31 - x.max(1).leading_zeros())
+/// [`OPERAND_TEXTURE_WIDTH`], or the widest power of two the adapter's 2-D textures allow.
+fn default_texture_width(limits: &wgpu::Limits) -> u32 {
+    let widest = 1 << (31 - limits.max_texture_dimension_2d.max(1).leading_zeros());
+    OPERAND_TEXTURE_WIDTH.min(widest)
 }
 
 /// One argument of a dispatch, in binding order (binding 0 first).
@@ -187,8 +189,7 @@ impl Gpu {
                 view_formats: &[],
             })
             .create_view(&Default::default());
-        let texture_width =
-            OPERAND_TEXTURE_WIDTH.min(prev_power_of_two(limits.max_texture_dimension_2d));
+        let texture_width = default_texture_width(&limits);
         Self {
             info: adapter.get_info(),
             features: device.features(),
@@ -284,9 +285,7 @@ impl Gpu {
     /// Makes operand textures `width` texels wide (a power of two) instead of 4096 (None
     /// restores that), so small test products wrap over many texture rows.
     pub fn force_texture_width(&self, width: Option<u32>) {
-        let default =
-            OPERAND_TEXTURE_WIDTH.min(prev_power_of_two(self.limits.max_texture_dimension_2d));
-        let width = width.unwrap_or(default);
+        let width = width.unwrap_or_else(|| default_texture_width(&self.limits));
         assert!(
             width.is_power_of_two() && width <= self.limits.max_texture_dimension_2d,
             "operand textures are a power of two wide, up to the adapter's limit, not {width}"
