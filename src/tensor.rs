@@ -166,6 +166,7 @@ impl Tensor {
             .expect("freshly mapped staging buffer")
             .copy_from_slice(bytes);
         staging.unmap();
+        self.mark_written();
         gpu.record(|enc| {
             enc.copy_buffer_to_buffer(&staging, 0, self.buffer(), 0, bytes.len() as u64)
         });
@@ -173,7 +174,20 @@ impl Tensor {
 
     pub fn fill_zero(&self, gpu: &Gpu) {
         let size = self.byte_len();
+        self.mark_written();
         gpu.record(|enc| enc.clear_buffer(self.buffer(), 0, Some(size)));
+    }
+
+    /// Counts a recorded write, so packed copies kept of the old contents are not reused.
+    fn mark_written(&self) {
+        self.buf
+            .writes()
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The pooled buffer behind this tensor (shared by its reshapes and clones).
+    pub(crate) fn pooled(&self) -> &PooledBuffer {
+        &self.buf
     }
 
     /// Copies the data back to the host (flushes pending work first).
@@ -185,6 +199,7 @@ impl Tensor {
     /// A copy of this tensor in a fresh buffer.
     pub fn duplicate(&self, gpu: &Gpu) -> Result<Self, GpuError> {
         let t = Self::uninit(gpu, self.shape.clone())?;
+        t.mark_written();
         gpu.record(|enc| {
             enc.copy_buffer_to_buffer(self.buffer(), 0, t.buffer(), 0, self.byte_len())
         });
@@ -239,6 +254,7 @@ impl Tensor {
                 buffer: self.buffer(),
                 offset: aligned,
                 size: end - aligned,
+                writes: self.buf.writes(),
             },
             ((begin - aligned) / 4) as u32,
         )
@@ -250,6 +266,7 @@ impl Tensor {
             buffer: self.buffer(),
             offset: 0,
             size: self.byte_len(),
+            writes: self.buf.writes(),
         }
     }
 }

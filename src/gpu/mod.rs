@@ -85,6 +85,8 @@ pub struct BufferRange<'a> {
     pub buffer: &'a wgpu::Buffer,
     pub offset: u64,
     pub size: u64,
+    /// The pooled buffer's write counter, bumped when the range is bound for writing.
+    pub(crate) writes: &'a std::sync::atomic::AtomicU64,
 }
 
 impl BufferRange<'_> {
@@ -532,7 +534,11 @@ impl Gpu {
             .map(|a| match a {
                 Arg::Uniform(_) => Access::Uniform,
                 Arg::Read(_) => Access::Read,
-                Arg::Write(_) => Access::Write,
+                Arg::Write(r) => {
+                    // Packed copies kept of this buffer's contents are stale from here on.
+                    r.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Access::Write
+                }
                 Arg::Texture(_) => Access::Texture,
                 Arg::Unused => Access::Unused,
             })

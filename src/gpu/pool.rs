@@ -4,6 +4,7 @@
 //! texels, see `ops::pack`) are pooled the same way and counted in the same figures.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Allocator accounting, in bytes of GPU memory.
@@ -53,23 +54,79 @@ impl Inner {
 pub(crate) struct BufferPool {
     device: wgpu::Device,
     inner: Arc<Mutex<Inner>>,
+    derived: Arc<Mutex<Derived>>,
 }
+
+/// Operand textures derived from a loaned buffer's contents (the subgroup GEMM's packed B of a
+/// layer's kernel), by loan: kept while the buffer is unchanged, dropped with the loan.
+#[derive(Default)]
+struct Derived(HashMap<u64, Vec<DerivedEntry>>);
+
+struct DerivedEntry {
+    /// Which derivation (the packing's parameters, hashed by the caller).
+    key: u64,
+    /// The buffer's write count when this was seen or derived.
+    version: u64,
+    texture: Option<Arc<PooledTexture>>,
+}
+
+/// What [`BufferPool::derivation`] knows of a derivation of a buffer's contents.
+pub enum Derivation {
+    /// Derived from these very contents before, and kept.
+    Kept(Arc<PooledTexture>),
+    /// Asked for before with the buffer unchanged since, but not kept: worth keeping now.
+    Unchanged,
+    /// First asked for, or the buffer was written since.
+    Changed,
+}
+
+/// Loans are numbered so that a derivation never outlives the tensor it was made from, even
+/// when the pool hands the same buffer to a new tensor.
+static NEXT_LOAN: AtomicU64 = AtomicU64::new(1);
 
 /// A buffer on loan from the pool; it returns itself when dropped.
 pub struct PooledBuffer {
     buffer: Option<wgpu::Buffer>,
     class: u64,
     pool: Arc<Mutex<Inner>>,
+    derived: Arc<Mutex<Derived>>,
+    loan: u64,
+    /// Bumped by every recorded write (`Gpu::dispatch` for its `Arg::Write` ranges, uploads,
+    /// zero fills), so that a derivation can tell whether the contents changed.
+    writes: AtomicU64,
 }
 
 impl PooledBuffer {
     pub fn buffer(&self) -> &wgpu::Buffer {
         self.buffer.as_ref().expect("buffer present until drop")
     }
+
+    /// This loan's number (unique for the process).
+    pub fn loan(&self) -> u64 {
+        self.loan
+    }
+
+    /// The write counter; see [`PooledBuffer::version`].
+    pub fn writes(&self) -> &AtomicU64 {
+        &self.writes
+    }
+
+    /// How many writes have been recorded into the buffer during this loan.
+    pub fn version(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
+        // The derived textures go back to the pool (which locks it) before the buffer does.
+        let derived = self
+            .derived
+            .lock()
+            .expect("derived lock")
+            .0
+            .remove(&self.loan);
+        drop(derived);
         if let Some(buf) = self.buffer.take() {
             let mut inner = self.pool.lock().expect("pool lock");
             inner.take_back(self.class);
@@ -133,7 +190,49 @@ impl BufferPool {
         Self {
             device,
             inner: Arc::new(Mutex::new(Inner::default())),
+            derived: Arc::new(Mutex::new(Derived::default())),
         }
+    }
+
+    /// What is known of derivation `key` of `buffer`'s current contents; records the asking,
+    /// and drops a kept texture made from older contents.
+    pub fn derivation(&self, buffer: &PooledBuffer, key: u64) -> Derivation {
+        let version = buffer.version();
+        let mut derived = self.derived.lock().expect("derived lock");
+        let list = derived.0.entry(buffer.loan).or_default();
+        match list.iter_mut().find(|e| e.key == key) {
+            Some(e) if e.version == version => match &e.texture {
+                Some(t) => Derivation::Kept(t.clone()),
+                None => Derivation::Unchanged,
+            },
+            Some(e) => {
+                e.version = version;
+                e.texture = None;
+                Derivation::Changed
+            }
+            None => {
+                list.push(DerivedEntry {
+                    key,
+                    version,
+                    texture: None,
+                });
+                Derivation::Changed
+            }
+        }
+    }
+
+    /// Keeps `texture`, derivation `key` of `buffer`'s current contents, until the buffer is
+    /// written or its loan ends.
+    pub fn keep_derived(&self, buffer: &PooledBuffer, key: u64, texture: Arc<PooledTexture>) {
+        let version = buffer.version();
+        let mut derived = self.derived.lock().expect("derived lock");
+        let list = derived.0.entry(buffer.loan).or_default();
+        list.retain(|e| e.key != key);
+        list.push(DerivedEntry {
+            key,
+            version,
+            texture: Some(texture),
+        });
     }
 
     pub fn alloc(&self, bytes: u64) -> PooledBuffer {
@@ -155,6 +254,9 @@ impl BufferPool {
             buffer: Some(buffer),
             class,
             pool: self.inner.clone(),
+            derived: self.derived.clone(),
+            loan: NEXT_LOAN.fetch_add(1, Ordering::Relaxed),
+            writes: AtomicU64::new(0),
         }
     }
 

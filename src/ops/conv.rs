@@ -6,7 +6,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::gemm::{grid, ARead, SgTiles};
-use super::pack::{b_args, pack_b, BSource, Layout};
+use super::pack::{b_args, pack_b, pack_kernel, BSource, Layout, PackedB};
 use super::{batch_chunks, check_binding, reduce, shape_err, Result};
 use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
 use crate::tensor::Tensor;
@@ -200,6 +200,23 @@ impl Plan {
         }
     }
 
+    /// Packs the layer's kernel `w` as B (K,N) = `b_dims` read by `layout`, or takes the
+    /// packed texture `w` keeps (`pack::pack_kernel`), and notes where B is then read from.
+    fn pack_kernel(
+        &mut self,
+        gpu: &Gpu,
+        w: &Tensor,
+        b_dims: (usize, usize),
+        layout: Layout,
+    ) -> Result<Option<PackedB>> {
+        let Some((tiles, source)) = self.sg else {
+            return Ok(None);
+        };
+        let (source, packed) = pack_kernel(gpu, w, b_dims, layout, tiles.cols(), source)?;
+        self.sg = Some((tiles, source));
+        Ok(packed)
+    }
+
     /// Where the subgroup kernel reads B; None on the workgroup-memory kernel.
     fn source(&self) -> Option<BSource> {
         self.sg.map(|(_, source)| source)
@@ -273,13 +290,10 @@ pub fn conv2d_forward(
     // Rows of the largest chunk decide the tile; smaller chunks only pad more.
     let rows = g.n * g.oh * g.ow;
     let dims = (g.kh * g.kw * g.cin, g.cout);
-    let plan = Plan::new(gpu, &g, 0, rows, dims);
-    let (kernel, source, tile) = (plan.kernel(&mut consts), plan.source(), plan.tile());
-    let packed = match source {
-        Some(source) => pack_b(gpu, w.all(), 0, dims, Layout::RowMajor, tile.1, source)?,
-        None => None,
-    };
-    let [wb, wt] = b_args(gpu, source.is_some(), packed.as_ref(), w.all());
+    let mut plan = Plan::new(gpu, &g, 0, rows, dims);
+    let packed = plan.pack_kernel(gpu, w, dims, Layout::RowMajor)?;
+    let (kernel, tile) = (plan.kernel(&mut consts), plan.tile());
+    let [wb, wt] = b_args(gpu, plan.source().is_some(), packed.as_ref(), w.all());
     let chunks = batch_chunks(
         gpu,
         OP,
@@ -355,15 +369,12 @@ pub fn conv2d_backward(
         let mut consts = constants(&g, spec, 1);
         let dims = (g.kh * g.kw * g.cout, g.cin);
         let rows = g.n * g.h * g.w;
-        let plan = Plan::new(gpu, &g, 1, rows, dims);
-        let (kernel, source, tile) = (plan.kernel(&mut consts), plan.source(), plan.tile());
+        let mut plan = Plan::new(gpu, &g, 1, rows, dims);
         // The subgroup kernel reads w' (KH*KW*Cout, Cin) packed: one pass over the weights.
         let layout = Layout::TapTransposed { r: g.cout };
-        let packed = match source {
-            Some(source) => pack_b(gpu, w.all(), 0, dims, layout, tile.1, source)?,
-            None => None,
-        };
-        let [wb, wt] = b_args(gpu, source.is_some(), packed.as_ref(), w.all());
+        let packed = plan.pack_kernel(gpu, w, dims, layout)?;
+        let (kernel, tile) = (plan.kernel(&mut consts), plan.tile());
+        let [wb, wt] = b_args(gpu, plan.source().is_some(), packed.as_ref(), w.all());
         for &(n0, nb) in &chunks {
             let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
             let (dxr, dxb) = dx.window(gpu, n0 * g.in_item(), nb * g.in_item());

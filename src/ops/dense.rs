@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::gemm::{grid, ARead, SgTiles};
-use super::pack::{b_args, pack_b, BSource, Layout};
+use super::pack::{b_args, pack_b, pack_kernel, BSource, Layout};
 use super::{check_binding, reduce, shape_err, Result};
 use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
 use crate::tensor::Tensor;
@@ -80,7 +80,16 @@ fn run(
         let tiles = SgTiles::choose(gpu, m, n, a);
         let pack = mode == 1 || m > tiles.rows();
         let source = BSource::choose(gpu, pack, (k, cols), tiles.cols());
-        packed = pack_b(gpu, b.all(), 0, (k, cols), layout, tiles.cols(), source)?;
+        // B is the layer's kernel in the forward and the input gradient: a frozen one keeps
+        // its packed texture between calls (pack::pack_kernel). dy changes every call.
+        let source = if mode2 {
+            packed = pack_b(gpu, b.all(), 0, (k, cols), layout, tiles.cols(), source)?;
+            source
+        } else {
+            let (source, p) = pack_kernel(gpu, b, (k, cols), layout, tiles.cols(), source)?;
+            packed = p;
+            source
+        };
         sg_consts = [consts, &source.constants(), &tiles.constants()].concat();
         let entry = if mode2 { "gemm_sg_m" } else { "gemm_sg" };
         (

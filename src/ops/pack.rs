@@ -7,7 +7,10 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::Result;
-use crate::gpu::pool::TEXEL_BYTES;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use crate::gpu::pool::{Derivation, TEXEL_BYTES};
 use crate::gpu::{Arg, BufferRange, Gpu, Kernel, PooledTexture, ShaderId};
 use crate::tensor::Tensor;
 
@@ -51,10 +54,11 @@ impl BSource {
     }
 }
 
-/// A packed B operand: a tensor (ceil(N/tile), K, tile) or the same vec4s in a texture.
+/// A packed B operand: a tensor (ceil(N/tile), K, tile) or the same vec4s in a texture (which
+/// the kernel's tensor may also keep, see [`pack_kernel`]).
 pub enum PackedB {
     Buffer(Tensor),
-    Texture(PooledTexture),
+    Texture(Arc<PooledTexture>),
 }
 
 impl PackedB {
@@ -106,7 +110,7 @@ struct Params {
 }
 
 /// How B (K,N) sits in the source buffer.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Hash)]
 pub enum Layout {
     /// Row-major (K,N): a conv kernel (KH*KW*CIN, COUT), a dense kernel, an output gradient.
     RowMajor,
@@ -194,5 +198,48 @@ pub fn pack_b(
             },
         );
     });
-    Ok(Some(PackedB::Texture(texture)))
+    Ok(Some(PackedB::Texture(Arc::new(texture))))
+}
+
+/// B for the subgroup GEMM from the whole of `w`, a layer's kernel read as (K,N) = `dims` by
+/// `layout`: packed as `source` says, except where `w` has not been written since an earlier
+/// call asked for the same packing (a frozen layer, inference over many batches). Then the
+/// packed texture is made once, kept with `w` until `w` is written or dropped, and reused; a
+/// plain B (one row tile reads it, as in a dense head) moves into a texture the same way, since
+/// a kept copy costs nothing per call. Returns where B is read from and the packed operand.
+/// A kernel that changes every step (a trainable layer) is packed per call, as `pack_b` does,
+/// and nothing is kept.
+pub fn pack_kernel(
+    gpu: &Gpu,
+    w: &Tensor,
+    dims: (usize, usize),
+    layout: Layout,
+    tile: usize,
+    source: BSource,
+) -> Result<(BSource, Option<PackedB>)> {
+    let per_call = |source| Ok((source, pack_b(gpu, w.all(), 0, dims, layout, tile, source)?));
+    let shift = match source {
+        BSource::Texture { shift } => shift,
+        // Where B does not fit a texture (or textures are off), nothing is kept.
+        BSource::Packed => return per_call(source),
+        BSource::Plain => match gpu.operand_texture_shift(packed_vec4s(dims.0, dims.1, tile)) {
+            Some(shift) => shift,
+            None => return per_call(source),
+        },
+    };
+    let mut h = std::hash::DefaultHasher::new();
+    (dims, layout, tile, shift).hash(&mut h);
+    let key = h.finish();
+    let texture = BSource::Texture { shift };
+    match gpu.pool().derivation(w.pooled(), key) {
+        Derivation::Kept(t) => Ok((texture, Some(PackedB::Texture(t)))),
+        Derivation::Unchanged => {
+            let packed = pack_b(gpu, w.all(), 0, dims, layout, tile, texture)?;
+            if let Some(PackedB::Texture(t)) = &packed {
+                gpu.pool().keep_derived(w.pooled(), key, t.clone());
+            }
+            Ok((texture, packed))
+        }
+        Derivation::Changed => per_call(source),
+    }
 }
