@@ -233,6 +233,9 @@ impl Tensor {
     pub fn byte_len(&self) -> u64 {
         (self.numel() as u64 * 4).max(4)
     }
+    /// The raw buffer, for reading (copies out, readback). Write through the ops or
+    /// [`Tensor::write`] only: those count the write, so that a packed copy kept of the old
+    /// contents (`ops::pack::pack_kernel`) is not used again.
     pub fn buffer(&self) -> &wgpu::Buffer {
         self.buf.buffer()
     }
