@@ -24,9 +24,6 @@ override COUT: u32 = 4u;
 override RELU: u32 = 0u;
 override ACCUM: u32 = 0u;
 override PACKED_B: u32 = 1u;
-// 1: packed B is read from tex_b, an operand texture the host filled by copying pack.wgsl's
-// output into it, and src_b is a placeholder.
-override B_TEXTURE: u32 = 0u;
 
 struct Params {
     n: u32,
@@ -48,7 +45,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read> src_b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> dst: array<vec4<f32>>;
-@group(0) @binding(5) var tex_b: texture_2d<f32>;
 
 fn gemm_dims() -> vec3<u32> {
     switch MODE {
@@ -174,11 +170,8 @@ fn load_a4m(m: u32, k: u32) -> vec4<f32> {
 
 fn load_b4(k: u32, n4: u32) -> vec4<f32> {
     if (PACKED_B == 1u) {
-        let t = sg_packed_b(k, n4, gemm_dims().z);
-        if (B_TEXTURE == 1u) {
-            return textureLoad(tex_b, sg_texel(t), 0);
-        }
-        return src_b[t];
+        // From src_b or from an operand texture, as the appended gemm_sg_b_*.wgsl says.
+        return sg_packed_b4(sg_packed_b(k, n4, gemm_dims().z));
     }
     if (MODE == 0u) {
         return src_b[k * (COUT / 4u) + n4];

@@ -13,7 +13,8 @@
 //   gemm_slices() -> u32              K split into slices, one per workgroup z (as gemm_core)
 //   load_b4(k, n4) -> vec4<f32>       B[k, 4*n4 .. 4*n4+3]; k < K and 4*n4 < N. Where B arrives
 //                                     packed by pack.wgsl, `sg_packed_b` gives the vec4 index
-//                                     (and `sg_texel` its texel, where B sits in a texture)
+//                                     and `sg_packed_b4` reads it (gemm_sg_b_buffer.wgsl or
+//                                     gemm_sg_b_texture.wgsl, appended after this file)
 //   store_c4(m, n4, v, slice)         C[m, 4*n4 .. +3] = v; m < M and 4*n4 < N
 // and, for the entry point it uses, one way of reading A:
 //   gemm_sg (A along K):  a_row(m) -> ARow once per row, then load_a4(row, k) = A[m, k..k+3]
@@ -71,14 +72,6 @@ fn sg_rank1x4(acc: ptr<function, array<vec4<f32>, 64>>, l: u32, s: vec4<f32>, b0
 // Index of B[k, 4*n4..] in B packed as (ceil(N/64), K, 64) by pack.wgsl.
 fn sg_packed_b(k: u32, n4: u32, kdim: u32) -> u32 {
     return ((n4 / SG_TILE_N4) * kdim + k) * SG_TILE_N4 + n4 % SG_TILE_N4;
-}
-
-// Where the packed vec4 t sits once the host has copied pack.wgsl's output into an operand
-// texture 2^TEX_SHIFT texels wide. The op module reads it with textureLoad when its B_TEXTURE
-// constant is 1.
-override TEX_SHIFT: u32 = 12u;
-fn sg_texel(t: u32) -> vec2<u32> {
-    return vec2<u32>(t & ((1u << TEX_SHIFT) - 1u), t >> TEX_SHIFT);
 }
 
 struct SgTile {

@@ -127,8 +127,6 @@ pub struct Gpu {
     textures: std::sync::atomic::AtomicBool,
     /// Operand texture width in texels (a power of two); see [`Gpu::force_texture_width`].
     texture_width: std::sync::atomic::AtomicU32,
-    /// Bound where a kernel declares an operand texture it is told not to read.
-    dummy_texture: wgpu::TextureView,
     tuner: tune::Tuner,
     pipelines: pipeline::PipelineCache,
     pool: pool::BufferPool,
@@ -175,22 +173,6 @@ impl Gpu {
         let binding_limit = binding_limit.map_or(adapter_limit, |b| b.min(adapter_limit));
         let pool = pool::BufferPool::new(device.clone());
         let subgroup8_supported = Self::supports_subgroup8(adapter, device.features());
-        let dummy_texture = device
-            .create_texture(&wgpu::TextureDescriptor {
-                label: Some("unread operand texture"),
-                size: wgpu::Extent3d {
-                    width: 1,
-                    height: 1,
-                    depth_or_array_layers: 1,
-                },
-                mip_level_count: 1,
-                sample_count: 1,
-                dimension: wgpu::TextureDimension::D2,
-                format: wgpu::TextureFormat::Rgba32Float,
-                usage: wgpu::TextureUsages::TEXTURE_BINDING,
-                view_formats: &[],
-            })
-            .create_view(&Default::default());
         let texture_width = default_texture_width(&limits);
         Self {
             info: adapter.get_info(),
@@ -207,7 +189,6 @@ impl Gpu {
                 std::env::var_os("CNN_WGPU_NO_TEXTURES").is_none(),
             ),
             texture_width: std::sync::atomic::AtomicU32::new(texture_width),
-            dummy_texture,
             tuner: tune::Tuner::open(&adapter.get_info(), TuneMode::from_env()),
             pool,
             pending: Mutex::new(Pending::default()),
@@ -313,11 +294,6 @@ impl Gpu {
     /// A pooled operand texture of `texels` texels, `1 << shift` wide.
     pub(crate) fn operand_texture(&self, shift: u32, texels: usize) -> PooledTexture {
         self.pool.alloc_texture(1 << shift, texels as u64)
-    }
-
-    /// A 1x1 texture for kernels that declare an operand texture they will not read.
-    pub(crate) fn unread_texture(&self) -> &wgpu::TextureView {
-        &self.dummy_texture
     }
 
     /// The tile height [`Gpu::force_subgroup_tile_rows`] set, if any.
@@ -452,9 +428,10 @@ impl Gpu {
     /// Starts timing every dispatch; false when the adapter has no timestamp queries.
     ///
     /// On a software adapter this turns texture operands off until [`Gpu::end_profile`]:
-    /// lavapipe's timestamps around a pass that reads a texture filled by a copy miss most of
-    /// its work (a small-convnet step summed to 34 ms of its 634; submitting right after each
-    /// copy did not change that), so the profile times the buffer path instead, and says so.
+    /// lavapipe's timestamps go wrong once passes bind textures (a small-convnet step summed
+    /// to 34 ms of its 634; submitting after each texture copy did not help, and an unread
+    /// placeholder texture in every GEMM pass skewed even the passes without one), so the
+    /// profile times the buffer path instead, and says so.
     pub fn begin_profile(&self) -> bool {
         if !self.can_profile() {
             return false;

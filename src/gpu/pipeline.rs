@@ -9,11 +9,18 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ShaderId {
     Conv2d,
-    /// conv2d_sg.wgsl on gemm_sg.wgsl: the subgroup-broadcast GEMM, for 8-lane subgroups.
+    /// conv2d_sg.wgsl on gemm_sg.wgsl: the subgroup-broadcast GEMM, for 8-lane subgroups,
+    /// reading a packed B from a storage buffer (gemm_sg_b_buffer.wgsl).
     Conv2dSg,
+    /// The same reading a packed B from an operand texture (gemm_sg_b_texture.wgsl). A separate
+    /// module because a texture binding must not be declared where none is bound: on lavapipe
+    /// even an unread placeholder texture threw off the timestamps of every pass.
+    Conv2dSgTexture,
     Matmul,
-    /// matmul_sg.wgsl on gemm_sg.wgsl: dense layers on the subgroup GEMM.
+    /// matmul_sg.wgsl on gemm_sg.wgsl: dense layers on the subgroup GEMM, B as for Conv2dSg.
     MatmulSg,
+    /// The same with B in an operand texture.
+    MatmulSgTexture,
     /// pack.wgsl: B operands of the subgroup GEMM repacked into contiguous column tiles.
     Pack,
     Pool,
@@ -27,13 +34,17 @@ pub enum ShaderId {
 
 const GEMM_CORE: &str = include_str!("../../shaders/gemm_core.wgsl");
 const GEMM_SG: &str = include_str!("../../shaders/gemm_sg.wgsl");
+const GEMM_SG_B_BUFFER: &str = include_str!("../../shaders/gemm_sg_b_buffer.wgsl");
+const GEMM_SG_B_TEXTURE: &str = include_str!("../../shaders/gemm_sg_b_texture.wgsl");
 
 impl ShaderId {
-    pub const ALL: [ShaderId; 12] = [
+    pub const ALL: [ShaderId; 14] = [
         ShaderId::Conv2d,
         ShaderId::Conv2dSg,
+        ShaderId::Conv2dSgTexture,
         ShaderId::Matmul,
         ShaderId::MatmulSg,
+        ShaderId::MatmulSgTexture,
         ShaderId::Pack,
         ShaderId::Pool,
         ShaderId::Activation,
@@ -48,9 +59,15 @@ impl ShaderId {
     pub fn files(self) -> &'static [&'static str] {
         match self {
             ShaderId::Conv2d => &["conv2d.wgsl", "gemm_core.wgsl"],
-            ShaderId::Conv2dSg => &["conv2d_sg.wgsl", "gemm_sg.wgsl"],
+            ShaderId::Conv2dSg => &["conv2d_sg.wgsl", "gemm_sg.wgsl", "gemm_sg_b_buffer.wgsl"],
+            ShaderId::Conv2dSgTexture => {
+                &["conv2d_sg.wgsl", "gemm_sg.wgsl", "gemm_sg_b_texture.wgsl"]
+            }
             ShaderId::Matmul => &["matmul.wgsl", "gemm_core.wgsl"],
-            ShaderId::MatmulSg => &["matmul_sg.wgsl", "gemm_sg.wgsl"],
+            ShaderId::MatmulSg => &["matmul_sg.wgsl", "gemm_sg.wgsl", "gemm_sg_b_buffer.wgsl"],
+            ShaderId::MatmulSgTexture => {
+                &["matmul_sg.wgsl", "gemm_sg.wgsl", "gemm_sg_b_texture.wgsl"]
+            }
             ShaderId::Pack => &["pack.wgsl"],
             ShaderId::Pool => &["pool.wgsl"],
             ShaderId::Activation => &["activation.wgsl"],
@@ -68,9 +85,13 @@ impl ShaderId {
     pub fn source(self) -> String {
         let own = match self {
             ShaderId::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
-            ShaderId::Conv2dSg => include_str!("../../shaders/conv2d_sg.wgsl"),
+            ShaderId::Conv2dSg | ShaderId::Conv2dSgTexture => {
+                include_str!("../../shaders/conv2d_sg.wgsl")
+            }
             ShaderId::Matmul => include_str!("../../shaders/matmul.wgsl"),
-            ShaderId::MatmulSg => include_str!("../../shaders/matmul_sg.wgsl"),
+            ShaderId::MatmulSg | ShaderId::MatmulSgTexture => {
+                include_str!("../../shaders/matmul_sg.wgsl")
+            }
             ShaderId::Pack => include_str!("../../shaders/pack.wgsl"),
             ShaderId::Pool => include_str!("../../shaders/pool.wgsl"),
             ShaderId::Activation => include_str!("../../shaders/activation.wgsl"),
@@ -82,7 +103,12 @@ impl ShaderId {
         };
         match self {
             ShaderId::Conv2d | ShaderId::Matmul => format!("{own}\n{GEMM_CORE}"),
-            ShaderId::Conv2dSg | ShaderId::MatmulSg => format!("{own}\n{GEMM_SG}"),
+            ShaderId::Conv2dSg | ShaderId::MatmulSg => {
+                format!("{own}\n{GEMM_SG}\n{GEMM_SG_B_BUFFER}")
+            }
+            ShaderId::Conv2dSgTexture | ShaderId::MatmulSgTexture => {
+                format!("{own}\n{GEMM_SG}\n{GEMM_SG_B_TEXTURE}")
+            }
             _ => own.to_string(),
         }
     }

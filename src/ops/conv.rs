@@ -239,7 +239,8 @@ impl Plan {
                 } else {
                     "gemm_sg"
                 };
-                Kernel::new(ShaderId::Conv2dSg, entry, consts)
+                let shader = source.shader(ShaderId::Conv2dSg, ShaderId::Conv2dSgTexture);
+                Kernel::new(shader, entry, consts)
             }
             None => Kernel::new(ShaderId::Conv2d, "gemm", consts),
         }
@@ -293,7 +294,7 @@ pub fn conv2d_forward(
     let mut plan = Plan::new(gpu, &g, 0, rows, dims);
     let packed = plan.pack_kernel(gpu, w, dims, Layout::RowMajor)?;
     let (kernel, tile) = (plan.kernel(&mut consts), plan.tile());
-    let [wb, wt] = b_args(gpu, plan.source().is_some(), packed.as_ref(), w.all());
+    let [wb, wt] = b_args(packed.as_ref(), w.all());
     let chunks = batch_chunks(
         gpu,
         OP,
@@ -374,7 +375,7 @@ pub fn conv2d_backward(
         let layout = Layout::TapTransposed { r: g.cout };
         let packed = plan.pack_kernel(gpu, w, dims, layout)?;
         let (kernel, tile) = (plan.kernel(&mut consts), plan.tile());
-        let [wb, wt] = b_args(gpu, plan.source().is_some(), packed.as_ref(), w.all());
+        let [wb, wt] = b_args(packed.as_ref(), w.all());
         for &(n0, nb) in &chunks {
             let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
             let (dxr, dxb) = dx.window(gpu, n0 * g.in_item(), nb * g.in_item());
@@ -421,7 +422,7 @@ pub fn conv2d_backward(
             Some(source) => pack_b(gpu, dyr, dyb, dims, Layout::RowMajor, tile.1, source)?,
             None => None,
         };
-        let [dyb_arg, dyt] = b_args(gpu, source.is_some(), packed.as_ref(), dyr);
+        let [dyb_arg, dyt] = b_args(packed.as_ref(), dyr);
         let mut run = |slices: u32| -> Result<()> {
             let partial = if slices > 1 {
                 Some(Tensor::uninit(gpu, [slices as usize, m * n])?)

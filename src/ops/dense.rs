@@ -92,14 +92,15 @@ fn run(
         };
         sg_consts = [consts, &source.constants(), &tiles.constants()].concat();
         let entry = if mode2 { "gemm_sg_m" } else { "gemm_sg" };
+        let shader = source.shader(ShaderId::MatmulSg, ShaderId::MatmulSgTexture);
         (
-            Kernel::new(ShaderId::MatmulSg, entry, &sg_consts),
+            Kernel::new(shader, entry, &sg_consts),
             (tiles.rows(), tiles.cols()),
         )
     } else {
         (Kernel::new(ShaderId::Matmul, "gemm", consts), (64, 64))
     };
-    let [b_buf, b_tex] = b_args(gpu, subgroup, packed.as_ref(), b.all());
+    let [b_buf, b_tex] = b_args(packed.as_ref(), b.all());
     gpu.dispatch(
         &kernel,
         &[

@@ -39,18 +39,22 @@ impl BSource {
         }
     }
 
-    /// PACKED_B, B_TEXTURE and TEX_SHIFT for conv2d_sg.wgsl / matmul_sg.wgsl.
-    pub fn constants(self) -> [(&'static str, f64); 3] {
-        let (packed, texture, shift) = match self {
-            Self::Plain => (0, 0, 0),
-            Self::Packed => (1, 0, 0),
-            Self::Texture { shift } => (1, 1, shift),
-        };
-        [
-            ("PACKED_B", f64::from(packed)),
-            ("B_TEXTURE", f64::from(texture)),
-            ("TEX_SHIFT", f64::from(shift)),
-        ]
+    /// The override constants saying so: PACKED_B, and TEX_SHIFT for a texture.
+    pub fn constants(self) -> Vec<(&'static str, f64)> {
+        match self {
+            Self::Plain => vec![("PACKED_B", 0.0)],
+            Self::Packed => vec![("PACKED_B", 1.0)],
+            Self::Texture { shift } => vec![("PACKED_B", 1.0), ("TEX_SHIFT", f64::from(shift))],
+        }
+    }
+
+    /// The op's subgroup module for this source: `buffer` (B bound as a storage buffer), or
+    /// `texture`, its twin that reads packed B from an operand texture.
+    pub fn shader(self, buffer: ShaderId, texture: ShaderId) -> ShaderId {
+        match self {
+            Self::Texture { .. } => texture,
+            _ => buffer,
+        }
     }
 }
 
@@ -79,23 +83,12 @@ fn packed_vec4s(k: usize, n: usize, tile: usize) -> usize {
 }
 
 /// The two B bindings of a GEMM dispatch, (storage buffer, texture): the packed operand where
-/// there is one, else `plain`, and the 1x1 placeholder texture or `plain` for the binding the
-/// shader is told not to read. The workgroup-memory kernels (`subgroup` false) declare no
-/// texture.
-pub fn b_args<'a>(
-    gpu: &'a Gpu,
-    subgroup: bool,
-    packed: Option<&'a PackedB>,
-    plain: BufferRange<'a>,
-) -> [Arg<'a>; 2] {
-    let unread = if subgroup {
-        Arg::Texture(gpu.unread_texture())
-    } else {
-        Arg::Unused
-    };
+/// there is one, else `plain`; a texture binding only where B is in one (a module reading B
+/// from a buffer declares none), with `plain` bound, unread, as the storage buffer.
+pub fn b_args<'a>(packed: Option<&'a PackedB>, plain: BufferRange<'a>) -> [Arg<'a>; 2] {
     match packed {
-        None => [Arg::Read(plain), unread],
-        Some(PackedB::Buffer(t)) => [Arg::Read(t.all()), unread],
+        None => [Arg::Read(plain), Arg::Unused],
+        Some(PackedB::Buffer(t)) => [Arg::Read(t.all()), Arg::Unused],
         Some(PackedB::Texture(t)) => [Arg::Read(plain), Arg::Texture(t.view())],
     }
 }
