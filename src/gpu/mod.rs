@@ -437,8 +437,10 @@ impl Gpu {
             return false;
         }
         let mut pending = self.pending.lock().expect("pending lock");
-        let textures_off =
-            self.info.device_type == wgpu::DeviceType::Cpu && self.texture_operands();
+        // Only the subgroup kernels read textures.
+        let textures_off = self.info.device_type == wgpu::DeviceType::Cpu
+            && self.subgroup_kernels()
+            && self.texture_operands();
         if textures_off {
             tracing::warn!(
                 "profiling with operand textures off: this adapter's timestamps miss passes that read them; unprofiled runs are faster than this profile"
