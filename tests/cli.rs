@@ -51,6 +51,8 @@ fn devices_lists_adapters_with_limits() {
         "driver",
         "max_storage_buffer_binding_size",
         "max_buffer_size",
+        "operand_textures",
+        "max_texture_dimension_2d",
     ] {
         assert!(
             first.get(key).is_some(),

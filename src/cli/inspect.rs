@@ -36,7 +36,14 @@ pub fn devices(request: &AdapterRequest, a: DevicesArgs) -> Result<(), Box<dyn s
                 a.max_compute_workgroups_per_dimension
             );
             let subgroups = match a.subgroup_sizes {
-                Some((8, 8)) => "8 lanes (subgroup GEMM kernels)".to_string(),
+                Some((8, 8)) if a.operand_textures => format!(
+                    "8 lanes (subgroup GEMM kernels, packed weights read from textures of up to {} rows)",
+                    a.max_texture_dimension_2d
+                ),
+                Some((8, 8)) => {
+                    "8 lanes (subgroup GEMM kernels, packed weights in buffers: CNN_WGPU_NO_TEXTURES)"
+                        .to_string()
+                }
                 Some((lo, hi)) => format!("{lo}-{hi} lanes (workgroup-memory kernels)"),
                 None => "none (workgroup-memory kernels)".to_string(),
             };

@@ -90,6 +90,10 @@ pub struct AdapterSummary {
     /// Subgroup sizes (min, max) where the adapter has subgroup operations; the subgroup GEMM
     /// kernels run where both are 8.
     pub subgroup_sizes: Option<(u32, u32)>,
+    /// Whether the subgroup GEMM kernels would read their packed weights from textures here
+    /// (8-lane subgroups, `CNN_WGPU_NO_TEXTURES` unset; see `Gpu::texture_operands`).
+    pub operand_textures: bool,
+    pub max_texture_dimension_2d: u32,
     /// This adapter's tuning cache file (see `gpu::tune`) and how many choices it holds.
     pub tune_cache: Option<String>,
     pub tuned_choices: usize,
@@ -119,6 +123,10 @@ impl AdapterSummary {
             subgroup_sizes: features
                 .contains(wgpu::Features::SUBGROUP)
                 .then_some((info.subgroup_min_size, info.subgroup_max_size)),
+            operand_textures: features.contains(wgpu::Features::SUBGROUP)
+                && (info.subgroup_min_size, info.subgroup_max_size) == (8, 8)
+                && std::env::var_os("CNN_WGPU_NO_TEXTURES").is_none(),
+            max_texture_dimension_2d: limits.max_texture_dimension_2d,
         }
     }
 }
