@@ -265,13 +265,16 @@ impl Gpu {
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Makes operand textures `width` texels wide (a power of two) instead of 4096 (None
-    /// restores that), so small test products wrap over many texture rows.
+    /// Makes operand textures `width` texels wide (a power of two, at least 16) instead of 4096
+    /// (None restores that), so small test products wrap over many texture rows.
     pub fn force_texture_width(&self, width: Option<u32>) {
         let width = width.unwrap_or_else(|| default_texture_width(&self.limits));
+        // Rows are filled by buffer copies, whose rows must be whole multiples of 256 bytes.
+        let narrowest = wgpu::COPY_BYTES_PER_ROW_ALIGNMENT / pool::TEXEL_BYTES as u32;
         assert!(
-            width.is_power_of_two() && width <= self.limits.max_texture_dimension_2d,
-            "operand textures are a power of two wide, up to the adapter's limit, not {width}"
+            width.is_power_of_two()
+                && (narrowest..=self.limits.max_texture_dimension_2d).contains(&width),
+            "operand textures are a power of two from {narrowest} texels wide up to the adapter's limit, not {width}"
         );
         self.texture_width
             .store(width, std::sync::atomic::Ordering::Relaxed);
