@@ -8,7 +8,7 @@ use bytemuck::{Pod, Zeroable};
 use super::gemm::{grid, ARead, SgTiles};
 use super::pack::{b_args, pack_b, pack_kernel, BSource, Layout, PackedB};
 use super::{batch_chunks, check_binding, reduce, shape_err, Result};
-use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
+use crate::gpu::{Arg, BufferRange, Gpu, Kernel, ShaderId};
 use crate::tensor::Tensor;
 
 /// Keras padding modes.
@@ -264,6 +264,18 @@ impl Geometry {
             _pad: 0,
         }
     }
+    /// Batch items n0..n0+nb of the input x, bound for the kernels that read it as vec4s: an
+    /// RGB input's last values sit in a partial vec4, so the range is padded to whole vec4s.
+    fn input_window<'a>(
+        &self,
+        gpu: &Gpu,
+        x: &'a Tensor,
+        n0: usize,
+        nb: usize,
+    ) -> (BufferRange<'a>, u32) {
+        let (xr, xb) = x.window(gpu, n0 * self.in_item(), nb * self.in_item());
+        (xr.padded_to(16, gpu.binding_limit()), xb)
+    }
     fn in_item(&self) -> usize {
         self.h * self.w * self.cin
     }
@@ -305,9 +317,7 @@ pub fn conv2d_forward(
         ],
     )?;
     for (n0, nb) in chunks {
-        let (xr, xb) = x.window(gpu, n0 * g.in_item(), nb * g.in_item());
-        // Read as vec4s, an RGB input's last values sit in a partial vec4: bind it whole.
-        let xr = xr.padded_to(16, gpu.binding_limit());
+        let (xr, xb) = g.input_window(gpu, x, n0, nb);
         let (yr, yb) = y.window(gpu, n0 * g.out_item(), nb * g.out_item());
         let p = g.params(nb, xb, 0, yb);
         gpu.dispatch(
@@ -413,9 +423,7 @@ pub fn conv2d_backward(
         let tiles = m.div_ceil(tile.0) * n.div_ceil(tile.1);
         let most = k.div_ceil(256).clamp(1, 64) as u32;
         let default = (gpu.parallelism_hint().div_ceil(tiles) as u32).clamp(1, most);
-        let (xr, xb) = x.window(gpu, n0 * g.in_item(), nb * g.in_item());
-        // Read as vec4s, an RGB input's last values sit in a partial vec4: bind it whole.
-        let xr = xr.padded_to(16, gpu.binding_limit());
+        let (xr, xb) = g.input_window(gpu, x, n0, nb);
         let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
         // The subgroup kernel reads this chunk's dy (N*OH*OW, Cout) packed.
         let packed = match source {
