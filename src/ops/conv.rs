@@ -462,7 +462,7 @@ pub fn conv2d_backward(
             }
             Ok(())
         };
-        let family = if gpu.subgroup_kernels() {
+        let family = if plan.source().is_some() {
             format!("subgroup {}x{}", tile.0, tile.1)
         } else {
             "workgroup-memory".to_string()
