@@ -65,8 +65,7 @@ fn run(
     let consts = consts.as_slice();
     let sg_consts;
     let mut packed = None;
-    let subgroup = subgroup_path(gpu, p.inp as usize, p.out as usize);
-    let (kernel, tiles) = if subgroup {
+    let (kernel, tiles) = if subgroup_path(gpu, p.inp as usize, p.out as usize) {
         let mode2 = mode == 2;
         // B packed into 64-column tiles (w (IN,OUT), w read as (OUT,IN), or dy (ROWS,OUT)):
         // always for the input gradient, otherwise when more than one row tile reads B.
@@ -82,14 +81,13 @@ fn run(
         let source = BSource::choose(gpu, pack, (k, cols), tiles.cols());
         // B is the layer's kernel in the forward and the input gradient: a frozen one keeps
         // its packed texture between calls (pack::pack_kernel). dy changes every call.
-        let source = if mode2 {
-            packed = pack_b(gpu, b.all(), 0, (k, cols), layout, tiles.cols(), source)?;
-            source
+        let (source, b_packed) = if mode2 {
+            let dy = pack_b(gpu, b.all(), 0, (k, cols), layout, tiles.cols(), source)?;
+            (source, dy)
         } else {
-            let (source, p) = pack_kernel(gpu, b, (k, cols), layout, tiles.cols(), source)?;
-            packed = p;
-            source
+            pack_kernel(gpu, b, (k, cols), layout, tiles.cols(), source)?
         };
+        packed = b_packed;
         sg_consts = [consts, &source.constants(), &tiles.constants()].concat();
         let entry = if mode2 { "gemm_sg_m" } else { "gemm_sg" };
         let shader = source.shader(ShaderId::MatmulSg, ShaderId::MatmulSgTexture);
