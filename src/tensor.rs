@@ -91,8 +91,19 @@ fn check_size(gpu: &Gpu, op: &'static str, numel: usize) -> Result<u64, GpuError
 }
 
 impl Tensor {
-    /// An uninitialised tensor (whatever the pooled buffer held); every op writes all of its output.
+    /// An uninitialised tensor (whatever the pooled buffer held); every op writes all of its
+    /// output. Where [`Gpu::set_poison_uninit`] is on, it holds NaN instead.
     pub fn uninit(gpu: &Gpu, shape: impl Into<Shape>) -> Result<Self, GpuError> {
+        let t = Self::alloc(gpu, shape)?;
+        if gpu.poisons_uninit() {
+            t.mark_written();
+            gpu.record_poison(t.buffer(), t.byte_len());
+        }
+        Ok(t)
+    }
+
+    /// A pooled buffer as it comes, for constructors that overwrite all of it at once.
+    fn alloc(gpu: &Gpu, shape: impl Into<Shape>) -> Result<Self, GpuError> {
         let shape = shape.into();
         let bytes = check_size(gpu, "alloc", shape.numel())?;
         Ok(Self {
@@ -102,7 +113,7 @@ impl Tensor {
     }
 
     pub fn zeros(gpu: &Gpu, shape: impl Into<Shape>) -> Result<Self, GpuError> {
-        let t = Self::uninit(gpu, shape)?;
+        let t = Self::alloc(gpu, shape)?;
         t.fill_zero(gpu);
         Ok(t)
     }
@@ -118,7 +129,7 @@ impl Tensor {
             shape.numel(),
             data.len()
         );
-        let t = Self::uninit(gpu, shape)?;
+        let t = Self::alloc(gpu, shape)?;
         t.write(gpu, data);
         Ok(t)
     }
@@ -198,7 +209,7 @@ impl Tensor {
 
     /// A copy of this tensor in a fresh buffer.
     pub fn duplicate(&self, gpu: &Gpu) -> Result<Self, GpuError> {
-        let t = Self::uninit(gpu, self.shape.clone())?;
+        let t = Self::alloc(gpu, self.shape.clone())?;
         t.mark_written();
         gpu.record(|enc| {
             enc.copy_buffer_to_buffer(self.buffer(), 0, t.buffer(), 0, self.byte_len())

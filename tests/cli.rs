@@ -1,5 +1,7 @@
 //! The command line: adapter listing and choice, and the bench's JSON lines, run as a user would.
 
+mod common;
+
 use std::process::Command;
 
 fn cli() -> Command {
@@ -484,15 +486,16 @@ fn conv1d_net_learns_a_local_pattern_from_csv() {
 
 #[test]
 fn features_writes_a_layers_activations() {
-    let shared = cnn_wgpu::bench::shared_dir();
-    let weights = shared.join("weights/vgg16_notop.safetensors");
-    if !weights.is_file() || !has_adapter() {
-        eprintln!(
-            "skipped: no VGG16 weights at {} or no adapter",
-            weights.display()
-        );
+    let Some(shared) = common::shared(&[
+        "weights/vgg16_notop.safetensors",
+        "data/cats_and_dogs_small/train/cats/cat.0.jpg",
+    ]) else {
+        return;
+    };
+    if !has_adapter() {
         return;
     }
+    let weights = shared.join("weights/vgg16_notop.safetensors");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("f.safetensors");
     let img = shared.join("data/cats_and_dogs_small/train/cats/cat.0.jpg");

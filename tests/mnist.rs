@@ -12,11 +12,13 @@ use cnn_wgpu::train::{self, FitConfig};
 
 #[test]
 fn mnist_convnet_reaches_97_percent() {
-    let dir = cnn_wgpu::bench::shared_dir().join("data/mnist");
-    if !dir.is_dir() {
-        eprintln!("skipped: {} not found (set CNN_WGPU_SHARED)", dir.display());
+    let Some(shared) = common::shared(&[
+        "data/mnist/t10k-images-idx3-ubyte.gz",
+        "data/mnist/t10k-labels-idx1-ubyte.gz",
+    ]) else {
         return;
-    }
+    };
+    let dir = shared.join("data/mnist");
     let gpu = gpu_or_skip!();
     let (tr, va) = mnist::train_validation(&dir).unwrap();
     assert_eq!((tr.images.len(), va.images.len()), (8000, 2000));

@@ -99,10 +99,16 @@ fn half_precision_uploads_widen_exactly() {
 /// (forward, input gradient, pooling) and closely for the chunk-accumulated weight gradient.
 #[test]
 fn batch_splitting_gives_the_unsplit_results() {
-    let gpu = gpu_or_skip!();
-    let Some(small) = common::small_binding_gpu() else {
-        return;
-    };
+    gpu_or_skip!();
+    let whole = common::kernel_families();
+    let split = common::families_with(Some(common::SMALL_BINDING), None);
+    assert_eq!(whole.len(), split.len());
+    for ((family, gpu), (_, small)) in whole.into_iter().zip(split) {
+        batch_splitting_on(family, gpu, small);
+    }
+}
+
+fn batch_splitting_on(family: &str, gpu: &cnn_wgpu::Gpu, small: &cnn_wgpu::Gpu) {
     assert_eq!(small.binding_limit(), 64 * 1024);
     // (5,20,20,16) f32 = 128000 bytes: two images per binding at most.
     let xs = [5, 20, 20, 16];
@@ -134,10 +140,20 @@ fn batch_splitting_gives_the_unsplit_results() {
     let split = run(small);
     let names = ["forward", "dx", "dw", "db", "pool", "pool dx"];
     for i in [0, 1, 4, 5] {
-        assert_eq!(whole[i], split[i], "{} differs when split", names[i]);
+        assert_eq!(
+            whole[i], split[i],
+            "{family}: {} differs when split",
+            names[i]
+        );
     }
     for i in [2, 3] {
-        assert_close(names[i], &split[i], &to_f64(&whole[i]), 1e-5, 1e-5);
+        assert_close(
+            &format!("{family}: {}", names[i]),
+            &split[i],
+            &to_f64(&whole[i]),
+            1e-5,
+            1e-5,
+        );
     }
     // The dispatch really was split: one image more than fits would fail outright.
     let big = Tensor::zeros(small, [1, 100, 100, 16]).unwrap();

@@ -219,17 +219,55 @@ fn non_finite_loss_stops_with_the_epoch_and_step() {
     );
 }
 
+/// Training labels are the validation labels flipped, so the better the model fits its
+/// training set the worse it does on validation: val_loss rises after its best epoch, early
+/// stopping ends the run `patience` epochs later, and the weights it leaves are the best
+/// epoch's, seen by evaluating them again.
 #[test]
 fn early_stopping_ends_the_run_and_restores_the_best_weights() {
     let gpu = gpu_or_skip!();
-    let (train, val) = loaders(3);
-    let mut model = Model::new(gpu, net(), 3).unwrap();
-    // lr 0 never improves val_loss after the first epoch: stop after 1 + patience epochs.
-    let mut cfg = FitConfig::new(10, Optimizer::sgd(0.0), 1);
-    cfg.early_stopping = Some(EarlyStopping::new(2, true));
-    cfg.progress = false;
-    let history = train::fit(gpu, &mut model, &train, Some(&val), &cfg).unwrap();
-    assert_eq!(history.len(), 3);
+    let mut flipped = squares(96, 1);
+    for c in &mut flipped.classes {
+        *c = 1 - *c;
+    }
+    let train = Loader::new(
+        Arc::new(flipped),
+        LoaderConfig::training(16, 3, Preprocessing::Rescale, None),
+    )
+    .unwrap();
+    let val = Loader::new(
+        Arc::new(squares(32, 2)),
+        LoaderConfig::evaluation(16, Preprocessing::Rescale),
+    )
+    .unwrap();
+    let patience = 2;
+    for restore in [true, false] {
+        let mut model = Model::new(gpu, net(), 3).unwrap();
+        let mut cfg = FitConfig::new(10, Optimizer::rmsprop(3e-3), 1);
+        cfg.early_stopping = Some(EarlyStopping::new(patience, restore));
+        cfg.progress = false;
+        let history = train::fit(gpu, &mut model, &train, Some(&val), &cfg).unwrap();
+        let losses: Vec<f64> = history.iter().map(|r| r.val_loss.unwrap()).collect();
+        let best = (0..losses.len())
+            .min_by(|&a, &b| losses[a].total_cmp(&losses[b]))
+            .unwrap();
+        assert_eq!(
+            history.len(),
+            best + 1 + patience,
+            "stops {patience} epochs after the best: {losses:?}"
+        );
+        let last = *losses.last().unwrap();
+        assert!(
+            last > losses[best] * 1.01,
+            "validation got worse: {losses:?}"
+        );
+        let (now, _) = train::evaluate(gpu, &model, &val).unwrap();
+        let want = if restore { losses[best] } else { last };
+        assert!(
+            (now - want).abs() <= 1e-5 * want,
+            "restore_best {restore}: the weights left give val_loss {now}, want {want} ({losses:?})"
+        );
+    }
 }
 
 /// Interrupt mid-epoch (as Ctrl-C does), resume from last.safetensors, and get exactly the

@@ -1,8 +1,19 @@
-//! End-to-end smoke test of the VGG16 workflow: all three stages, through the command line, on a
-//! few dozen of the shared images at 32x32 (VGG16's base ends at 1x1x512 there).
+//! End to end, through the command line, the VGG16 workflow's three stages and the commands that
+//! use their checkpoints (evaluate, predict): on a few dozen of the shared images with the real
+//! weights, and everywhere on synthetic images with synthetic weights of VGG16's shapes, at
+//! 32x32 (VGG16's base ends at 1x1x512 there). Each stage's reported test metrics are checked
+//! against an independent computation: stage 1's head recomputed on the CPU in f64 from its
+//! checkpoint and cached features, the later stages by `evaluate`, and `evaluate` by `predict`.
+
+mod common;
 
 use std::path::Path;
 use std::process::Command;
+
+use cnn_wgpu::data::{Dataset, DirectoryDataset};
+use cnn_wgpu::train::checkpoint;
+use common::*;
+use rand::{Rng, SeedableRng};
 
 fn cli() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cnn-wgpu"))
@@ -29,44 +40,232 @@ fn copy_subset(shared: &Path, to: &Path, per_class: &[(&str, usize)]) {
     }
 }
 
-#[test]
-fn three_stages_end_to_end_on_a_few_dozen_images() {
-    let shared = cnn_wgpu::bench::shared_dir();
-    let weights = shared.join("weights/vgg16_notop.safetensors");
-    if !weights.is_file() || !shared.join("data/cats_and_dogs_small").is_dir() {
-        eprintln!(
-            "skipped: shared data or VGG16 weights not found under {} (set CNN_WGPU_SHARED)",
-            shared.display()
-        );
-        return;
+/// Cats reddish, dogs bluish, each image with its own gradient and noise: 40x40 PNGs.
+fn synthetic_images(to: &Path, per_class: &[(&str, usize)]) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    for (split, n) in per_class {
+        for (class, tint) in [("cats", [200u8, 60, 40]), ("dogs", [40, 70, 210])] {
+            let dir = to.join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..*n {
+                let slope: f32 = rng.random_range(-1.5..1.5);
+                let noise: Vec<f32> = (0..40 * 40 * 3)
+                    .map(|_| rng.random_range(-25.0..25.0))
+                    .collect();
+                image::RgbImage::from_fn(40, 40, |x, y| {
+                    let k = ((y * 40 + x) * 3) as usize;
+                    let g = slope * (x as f32 - 20.0);
+                    image::Rgb(std::array::from_fn(|c| {
+                        (f32::from(tint[c]) + g + noise[k + c]).clamp(0.0, 255.0) as u8
+                    }))
+                })
+                .save(dir.join(format!("{class}.{i}.png")))
+                .unwrap();
+            }
+        }
     }
-    if cnn_wgpu::gpu::select::choose(&cnn_wgpu::AdapterRequest::default()).is_err() {
-        assert!(
-            std::env::var_os("CNN_WGPU_REQUIRE_GPU").is_none(),
-            "no adapter but CNN_WGPU_REQUIRE_GPU is set"
-        );
-        eprintln!("skipped: no GPU adapter");
-        return;
+}
+
+/// A VGG16 base with Keras names and shapes (f16, caffe preprocessing in the metadata), its
+/// kernels He-uniform scaled by 0.7 per layer so that activations shrink slowly instead of
+/// saturating the head: weights for the workflow's plumbing, not for recognising anything.
+fn synthetic_vgg16(path: &Path) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+    let mut tensors = Vec::new();
+    let mut cin = 3;
+    for (b, (convs, cout)) in [(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)]
+        .into_iter()
+        .enumerate()
+    {
+        for i in 0..convs {
+            let name = format!("block{}_conv{}", b + 1, i + 1);
+            let limit = 0.7 * (6.0f32 / (9 * cin) as f32).sqrt();
+            let kernel: Vec<half::f16> = (0..9 * cin * cout)
+                .map(|_| half::f16::from_f32(rng.random_range(-limit..limit)))
+                .collect();
+            let bias = vec![half::f16::from_f32(0.01); cout];
+            tensors.push((format!("{name}.kernel"), vec![3, 3, cin, cout], kernel));
+            tensors.push((format!("{name}.bias"), vec![cout], bias));
+            cin = cout;
+        }
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    copy_subset(
-        &shared,
-        &data,
-        &[("train", 12), ("validation", 6), ("test", 6)],
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, shape, data)| {
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F16,
+                shape.clone(),
+                bytemuck::cast_slice(data),
+            )
+            .unwrap();
+            (n.clone(), view)
+        })
+        .collect();
+    let meta = [
+        ("format", "keras"),
+        ("layout", "HWIO"),
+        ("preprocessing", "caffe"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    safetensors::serialize_to_file(views, Some(meta), path).unwrap();
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Label 1 for the images under a `dogs` folder (the second class in sorted order).
+fn label(path: &Path) -> f64 {
+    f64::from(u8::from(path.parent().unwrap().ends_with("dogs")))
+}
+
+/// Stage 1's reported test loss and accuracy against its head recomputed on the CPU, in f64,
+/// from last.safetensors (the weights the stage evaluated with) and the cached test features.
+fn check_stage1_on_the_cpu(run: &Path, data: &Path) {
+    let m = json(&run.join("metrics.json"));
+    let ck = run.join("last.safetensors");
+    let spec = checkpoint::read_spec(&ck).unwrap();
+    let bytes = std::fs::read(&ck).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut params = Values::new();
+    for i in 0..spec.layers.len() {
+        for (name, _) in spec.param_shapes(i).unwrap() {
+            let t = st.tensor(&name).unwrap();
+            params.insert(
+                name,
+                to_f64(&bytemuck::pod_collect_to_vec::<u8, f32>(t.data())),
+            );
+        }
+    }
+    let fbytes = std::fs::read(run.join("features/test-block5_pool.safetensors")).unwrap();
+    let fst = safetensors::SafeTensors::deserialize(&fbytes).unwrap();
+    let feats = fst.tensor("features").unwrap();
+    let n = feats.shape()[0];
+    let x = to_f64(&bytemuck::pod_collect_to_vec::<u8, f32>(feats.data()));
+    let test = DirectoryDataset::open(&data.join("test"), (32, 32), 2).unwrap();
+    assert_eq!(test.len(), n, "a feature row per test image");
+    let y: Vec<f64> = (0..n).map(|i| label(test.path(i))).collect();
+    let z = cpu_logits(&spec, &params, &Default::default(), &x, n);
+    let correct = z
+        .iter()
+        .zip(&y)
+        .filter(|(z, y)| (**z > 0.0) == (**y == 1.0))
+        .count();
+    let (loss, acc) = (cpu_loss(&z, &y, n), correct as f64 / n as f64);
+    let (got_loss, got_acc) = (
+        m["test_loss"].as_f64().unwrap(),
+        m["test_accuracy"].as_f64().unwrap(),
     );
-    let runs = tmp.path().join("runs");
+    assert!(
+        (got_acc - acc).abs() < 1e-9 && (got_loss - loss).abs() <= 1e-4 * loss + 1e-5,
+        "stage 1 reports test loss {got_loss}, accuracy {got_acc}; its head on the CPU gives {loss}, {acc}"
+    );
+}
+
+/// `evaluate` on the test split agrees with what the stage reported, and `predict` on every
+/// test image agrees with `evaluate`: the accuracy exactly, the binary cross-entropy of the
+/// printed probabilities within their 4-decimal rounding.
+fn check_with_evaluate_and_predict(run: &Path, data: &Path) {
+    let m = json(&run.join("metrics.json"));
+    let ck = run.join("last.safetensors");
+    let out = run.join("evaluation-test.json");
+    let eval = cli()
+        .args(["evaluate", "--checkpoint"])
+        .arg(&ck)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    let e = json(&out);
+    let (loss, acc) = (e["loss"].as_f64().unwrap(), e["accuracy"].as_f64().unwrap());
+    assert!(
+        (acc - m["test_accuracy"].as_f64().unwrap()).abs() < 1e-9
+            && (loss - m["test_loss"].as_f64().unwrap()).abs() <= 1e-5 * loss + 1e-6,
+        "evaluate gives {e}, the stage reported {m}"
+    );
+
+    let test = DirectoryDataset::open(&data.join("test"), (32, 32), 2).unwrap();
+    let paths: Vec<_> = (0..test.len())
+        .map(|i| test.path(i).to_path_buf())
+        .collect();
+    let run_predict = cli()
+        .args(["predict", "--checkpoint"])
+        .arg(&ck)
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(
+        run_predict.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run_predict.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&run_predict.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), paths.len(), "a line per image: {stdout}");
+    let (mut correct, mut bce, mut slack) = (0, 0.0, 0.0);
+    for (line, path) in lines.iter().zip(&paths) {
+        // "<path>: p = 0.1234 -> <class>"
+        assert!(line.starts_with(&path.display().to_string()), "{line}");
+        let (_, rest) = line.rsplit_once(": p = ").unwrap();
+        let (p, class) = rest.split_once(" -> ").unwrap();
+        let p: f64 = p.parse().unwrap();
+        assert!((0.0..=1.0).contains(&p), "{line}");
+        assert_eq!(class, if p > 0.5 { "dogs" } else { "cats" }, "{line}");
+        let y = label(path);
+        correct += usize::from((p > 0.5) == (y == 1.0));
+        let q = if y == 1.0 { p } else { 1.0 - p };
+        bce -= q.max(1e-12).ln();
+        // d(-ln q)/dq = -1/q: a rounding of 5e-5 in q moves the loss by up to 5e-5/q.
+        slack += 5e-5 / (q - 5e-5).max(1e-12);
+    }
+    let n = paths.len() as f64;
+    assert!(
+        (correct as f64 / n - acc).abs() < 1e-9,
+        "predict is right on {correct} of {n} images, evaluate says accuracy {acc}"
+    );
+    assert!(
+        (bce / n - loss).abs() <= slack / n + 1e-6,
+        "predict's probabilities give a loss of {}, evaluate {loss}",
+        bce / n
+    );
+
+    let missing = data.join("no-such.png");
+    let run_predict = cli()
+        .args(["predict", "--checkpoint"])
+        .arg(&ck)
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run_predict.stderr);
+    assert!(
+        !run_predict.status.success() && err.contains("no-such.png"),
+        "{err}"
+    );
+}
+
+/// The three stages and the checks above, on `data` with `weights`, in `tmp`.
+fn three_stages(data: &Path, weights: &Path, tmp: &Path) {
+    let runs = tmp.join("runs");
     let common = |c: &mut Command, out: &str| {
         c.arg("--data")
-            .arg(&data)
+            .arg(data)
             .arg("--weights")
-            .arg(&weights)
+            .arg(weights)
             .args(["--image-size", "32", "--batch", "8", "--epochs", "2"])
             .arg("--out")
             .arg(runs.join(out));
     };
-    let check = |out: &Command, name: &str| {
-        let _ = out;
+    let check = |name: &str| {
         let dir = runs.join(name);
         for f in [
             "config.json",
@@ -79,24 +278,27 @@ fn three_stages_end_to_end_on_a_few_dozen_images() {
         ] {
             assert!(dir.join(f).is_file(), "{name}/{f} missing");
         }
-        let m: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap())
-                .unwrap();
-        let acc = m["test_accuracy"].as_f64().unwrap();
-        assert!((0.0..=1.0).contains(&acc), "{m}");
+        let m = json(&dir.join("metrics.json"));
         assert_eq!(m["epochs"], 2, "{m}");
+        let history = json(&dir.join("history.json"));
+        assert_eq!(history.as_array().unwrap().len(), 2, "{history}");
+    };
+    let run_ok = |c: &mut Command| {
+        let run = c.output().unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        run
     };
 
     let mut c = cli();
     c.arg("extract");
     common(&mut c, "extract");
-    let run = c.output().unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    check(&c, "extract");
+    let run = run_ok(&mut c);
+    check("extract");
+    check_stage1_on_the_cpu(&runs.join("extract"), data);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         stdout.contains("1: feature extraction") && stdout.contains("test acc"),
@@ -107,76 +309,49 @@ fn three_stages_end_to_end_on_a_few_dozen_images() {
             .join(format!("extract/features/{split}-block5_pool.safetensors"))
             .is_file());
     }
-    // A second run reuses the cached features.
+    // A second run reuses the cached features, and reports the same.
     let mut again = cli();
     again.arg("extract");
     common(&mut again, "extract");
-    let run = again.output().unwrap();
+    let run = run_ok(&mut again);
     assert!(
-        run.status.success()
-            && String::from_utf8_lossy(&run.stderr).contains("reusing block5_pool features"),
+        String::from_utf8_lossy(&run.stderr).contains("reusing block5_pool features"),
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    check_stage1_on_the_cpu(&runs.join("extract"), data);
 
     let mut c = cli();
     c.args(["finetune", "--stage", "frozen"]);
     common(&mut c, "frozen");
-    let run = c.output().unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = run_ok(&mut c);
     assert!(String::from_utf8_lossy(&run.stderr).contains("4 trainable weight tensors"));
-    check(&c, "frozen");
+    check("frozen");
+    check_with_evaluate_and_predict(&runs.join("frozen"), data);
 
     let mut c = cli();
     c.args(["finetune", "--stage", "block5", "--from"])
         .arg(runs.join("frozen/best.safetensors"));
     common(&mut c, "block5");
-    let run = c.output().unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = run_ok(&mut c);
     assert!(String::from_utf8_lossy(&run.stderr).contains("10 trainable weight tensors"));
-    check(&c, "block5");
+    check("block5");
+    check_with_evaluate_and_predict(&runs.join("block5"), data);
 
     // Without augmentation stage 3 trains on cached block4_pool outputs and says how much faster.
     let mut c = cli();
     c.args(["finetune", "--stage", "block5", "--no-augment", "--from"])
         .arg(runs.join("frozen/best.safetensors"));
     common(&mut c, "block5-cached");
-    let run = c.output().unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    check(&c, "block5-cached");
-    let m: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(runs.join("block5-cached/metrics.json")).unwrap(),
-    )
-    .unwrap();
+    run_ok(&mut c);
+    check("block5-cached");
+    let m = json(&runs.join("block5-cached/metrics.json"));
     assert!(m["prefix_cache_speedup"].as_f64().unwrap() > 1.0, "{m}");
     assert!(runs
         .join("block5-cached/features/train-block4_pool.safetensors")
         .is_file());
-    // Its checkpoint is the whole classifier: it evaluates on images.
-    let run = cli()
-        .args(["evaluate", "--checkpoint"])
-        .arg(runs.join("block5-cached/best.safetensors"))
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    // Its checkpoint is the whole classifier: it evaluates and predicts on images.
+    check_with_evaluate_and_predict(&runs.join("block5-cached"), data);
 
     // The main job run in `cwd` with these extra arguments must fail; its stderr.
     let main_job_error = |cwd: &std::path::Path, extra: &[&std::ffi::OsStr]| {
@@ -184,7 +359,7 @@ fn three_stages_end_to_end_on_a_few_dozen_images() {
             .current_dir(cwd)
             .args(extra)
             .arg("--data")
-            .arg(&data)
+            .arg(data)
             .output()
             .unwrap();
         assert!(!run.status.success());
@@ -192,8 +367,8 @@ fn three_stages_end_to_end_on_a_few_dozen_images() {
     };
 
     // The main job without weights says how to get them.
-    let none = tmp.path().join("none.safetensors");
-    let err = main_job_error(tmp.path(), &["--weights".as_ref(), none.as_os_str()]);
+    let none = tmp.join("none.safetensors");
+    let err = main_job_error(tmp, &["--weights".as_ref(), none.as_os_str()]);
     assert!(
         err.contains("no VGG16 weights") && err.contains("weights/README.md"),
         "{err}"
@@ -215,4 +390,57 @@ fn three_stages_end_to_end_on_a_few_dozen_images() {
     .unwrap();
     let err = main_job_error(cwd.path(), &[]);
     assert!(err.contains("vgg16_tv_in1k.safetensors"), "{err}");
+}
+
+fn adapter_or_skip() -> bool {
+    if cnn_wgpu::gpu::select::choose(&cnn_wgpu::AdapterRequest::default()).is_err() {
+        assert!(
+            std::env::var_os("CNN_WGPU_REQUIRE_GPU").is_none(),
+            "no adapter but CNN_WGPU_REQUIRE_GPU is set"
+        );
+        eprintln!("skipped: no GPU adapter");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn three_stages_end_to_end_on_a_few_dozen_shared_images() {
+    let Some(shared) = common::shared(&[
+        "weights/vgg16_notop.safetensors",
+        "data/cats_and_dogs_small/train",
+        "data/cats_and_dogs_small/validation",
+        "data/cats_and_dogs_small/test",
+    ]) else {
+        return;
+    };
+    if !adapter_or_skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_subset(
+        &shared,
+        &data,
+        &[("train", 12), ("validation", 6), ("test", 6)],
+    );
+    three_stages(
+        &data,
+        &shared.join("weights/vgg16_notop.safetensors"),
+        tmp.path(),
+    );
+}
+
+/// The same on images and weights the test makes, so it runs on any clone with an adapter.
+#[test]
+fn three_stages_end_to_end_on_synthetic_images_and_weights() {
+    if !adapter_or_skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synthetic_images(&data, &[("train", 12), ("validation", 6), ("test", 6)]);
+    let weights = tmp.path().join("vgg16-synthetic.safetensors");
+    synthetic_vgg16(&weights);
+    three_stages(&data, &weights, tmp.path());
 }

@@ -11,19 +11,15 @@ use cnn_wgpu::model::weights::{self, Naming};
 use cnn_wgpu::model::{zoo, Model};
 use common::*;
 
+/// The weights, the golden fixture and the three images it was computed from.
 fn shared() -> Option<PathBuf> {
-    let dir = cnn_wgpu::bench::shared_dir();
-    if dir.join("weights/vgg16_notop.safetensors").is_file()
-        && dir.join("fixtures/vgg16_golden.safetensors").is_file()
-    {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: VGG16 weights or golden fixture not found under {} (set CNN_WGPU_SHARED)",
-            dir.display()
-        );
-        None
-    }
+    common::shared(&[
+        "weights/vgg16_notop.safetensors",
+        "fixtures/vgg16_golden.safetensors",
+        "data/cats_and_dogs_small/train/cats/cat.0.jpg",
+        "data/cats_and_dogs_small/train/dogs/dog.0.jpg",
+        "data/cats_and_dogs_small/train/cats/cat.1.jpg",
+    ])
 }
 
 fn fixture(dir: &std::path::Path) -> Vec<u8> {

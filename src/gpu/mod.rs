@@ -127,6 +127,13 @@ pub struct Gpu {
     textures: std::sync::atomic::AtomicBool,
     /// Operand texture width in texels (a power of two); see [`Gpu::force_texture_width`].
     texture_width: std::sync::atomic::AtomicU32,
+    /// Slices every kernel gradient's sum must be split into (0: the default or the tuned
+    /// choice); see [`Gpu::force_kernel_gradient_slices`].
+    kgrad_slices: std::sync::atomic::AtomicU32,
+    /// Whether uninitialised tensors are filled with NaN; see [`Gpu::set_poison_uninit`].
+    poison: std::sync::atomic::AtomicBool,
+    /// A buffer of NaN bytes the poison fills copy from, made on first use.
+    nan_source: std::sync::OnceLock<wgpu::Buffer>,
     tuner: tune::Tuner,
     pipelines: pipeline::PipelineCache,
     pool: pool::BufferPool,
@@ -189,6 +196,9 @@ impl Gpu {
                 std::env::var_os("CNN_WGPU_NO_TEXTURES").is_none(),
             ),
             texture_width: std::sync::atomic::AtomicU32::new(texture_width),
+            kgrad_slices: std::sync::atomic::AtomicU32::new(0),
+            poison: std::sync::atomic::AtomicBool::new(false),
+            nan_source: std::sync::OnceLock::new(),
             tuner: tune::Tuner::open(&adapter.get_info(), TuneMode::from_env()),
             pool,
             pending: Mutex::new(Pending::default()),
@@ -278,6 +288,68 @@ impl Gpu {
         );
         self.texture_width
             .store(width, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Makes every kernel gradient split its sum over N*OH*OW into `slices` (at most what the
+    /// sum's length allows, one slice per 256 terms) instead of the default or tuned choice;
+    /// None restores that. The default depends on the core count, so tests force both one
+    /// slice and many to reach every path on any machine.
+    pub fn force_kernel_gradient_slices(&self, slices: Option<u32>) {
+        assert!(
+            slices != Some(0),
+            "a kernel gradient has at least one slice"
+        );
+        self.kgrad_slices
+            .store(slices.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The forced kernel-gradient slice count, if any; see
+    /// [`Gpu::force_kernel_gradient_slices`].
+    pub fn forced_kernel_gradient_slices(&self) -> Option<u32> {
+        match self.kgrad_slices.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            s => Some(s),
+        }
+    }
+
+    /// Fills every tensor from [`crate::Tensor::uninit`] with NaN before handing it out (off by
+    /// default). The pool recycles buffers, so a kernel that fails to write part of its output
+    /// would otherwise leave the previous, often identical, result there and pass a repeated
+    /// test; with poison on, every unwritten element reads NaN. The test suite turns it on for
+    /// every device it opens.
+    pub fn set_poison_uninit(&self, on: bool) {
+        self.poison.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn poisons_uninit(&self) -> bool {
+        self.poison.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records copies of NaN bytes (0xFF: a quiet NaN in every f32) over `size` bytes of
+    /// `buffer`, ordered with the other recorded work.
+    pub(crate) fn record_poison(&self, buffer: &wgpu::Buffer, size: u64) {
+        const CHUNK: u64 = 1 << 20;
+        let source = self.nan_source.get_or_init(|| {
+            let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("NaN poison source"),
+                size: CHUNK,
+                usage: wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: true,
+            });
+            b.get_mapped_range_mut(..)
+                .expect("freshly mapped poison buffer")
+                .copy_from_slice(&vec![0xFF; CHUNK as usize]);
+            b.unmap();
+            b
+        });
+        self.record(|enc| {
+            let mut at = 0;
+            while at < size {
+                let n = CHUNK.min(size - at);
+                enc.copy_buffer_to_buffer(source, 0, buffer, at, n);
+                at += n;
+            }
+        });
     }
 
     /// log2 of the operand texture width when `texels` rgba32float texels fit one texture

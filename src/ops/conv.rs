@@ -478,8 +478,11 @@ pub fn conv2d_backward(
         if !candidates.contains(&default) {
             candidates.push(default);
         }
-        // Later chunks accumulate into dw, so only the first may run more than once.
-        let slices = gpu.tuned(&key, &candidates, default, i == 0, &mut run)?;
+        let slices = match gpu.forced_kernel_gradient_slices() {
+            Some(forced) => forced.min(most),
+            // Later chunks accumulate into dw, so only the first may run more than once.
+            None => gpu.tuned(&key, &candidates, default, i == 0, &mut run)?,
+        };
         run(slices)?;
     }
     let db = reduce::sum_rows(gpu, &dy.reshape([g.n * g.oh * g.ow, g.cout]))?;

@@ -65,15 +65,3 @@ pub fn dropout(gpu: &Gpu, x: &Tensor, rate: f32, seed: u64) -> Result<Tensor> {
 pub fn dropout_backward(gpu: &Gpu, dy: &Tensor, rate: f32, seed: u64) -> Result<Tensor> {
     apply(gpu, "dropout_backward", dy, rate, seed)
 }
-
-/// The host mirror of the shader's hash, so tests and tools can reproduce a mask exactly.
-pub fn keep_mask_value(seed: u64, index: u32, rate: f32) -> bool {
-    fn pcg(v: u32) -> u32 {
-        let state = v.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
-        let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277_803_737);
-        (word >> 22) ^ word
-    }
-    let h = pcg(index ^ pcg((seed as u32) ^ pcg((seed >> 32) as u32)));
-    let u = (h >> 8) as f32 * (1.0 / 16_777_216.0);
-    u >= rate
-}

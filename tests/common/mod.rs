@@ -2,23 +2,37 @@
 //! references (f64, straight from the definitions) that the GPU kernels are checked against.
 #![allow(dead_code)]
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
 
 use cnn_wgpu::gpu::select;
+use cnn_wgpu::model::spec::{Activation, LayerKind};
+use cnn_wgpu::model::ModelSpec;
 use cnn_wgpu::ops::conv::Padding;
 use cnn_wgpu::{AdapterRequest, Gpu, Tensor};
 use rand::{Rng, SeedableRng};
 
 static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
-static PLAIN_GPU: OnceLock<Option<Gpu>> = OnceLock::new();
 static SMALL_BINDING_GPU: OnceLock<Option<Gpu>> = OnceLock::new();
 
+/// The binding limit of the `small_binding` devices: 64 KiB, so that the split-by-batch paths
+/// run on small tensors on any adapter.
+pub const SMALL_BINDING: u64 = 64 * 1024;
+
+/// Opens a device on the adapter the environment names. Every test device fills the tensors it
+/// hands out uninitialised with NaN (`Gpu::set_poison_uninit`): the pool recycles buffers, so a
+/// kernel that leaves part of its output unwritten would otherwise pass a repeated call on the
+/// previous call's result.
 fn open(binding_limit: Option<u64>) -> Option<Gpu> {
     let mut request =
         AdapterRequest::from_env().expect("CNN_WGPU_ADAPTER / CNN_WGPU_BACKEND are valid");
     request.binding_limit = binding_limit;
     match select::open(&request) {
-        Ok(g) => Some(g),
+        Ok(g) => {
+            g.set_poison_uninit(true);
+            Some(g)
+        }
         Err(e) => {
             if std::env::var_os("CNN_WGPU_REQUIRE_GPU").is_some() {
                 panic!("CNN_WGPU_REQUIRE_GPU is set but no adapter opened: {e}");
@@ -35,62 +49,199 @@ pub fn gpu() -> Option<&'static Gpu> {
     GPU.get_or_init(|| open(None)).as_ref()
 }
 
-/// A second device whose binding limit is lowered to 64 KiB, so the split-by-batch paths run on
-/// small tensors on any adapter.
+/// A second device whose binding limit is lowered to [`SMALL_BINDING`], so the split-by-batch
+/// paths run on small tensors on any adapter.
 pub fn small_binding_gpu() -> Option<&'static Gpu> {
     SMALL_BINDING_GPU
-        .get_or_init(|| open(Some(64 * 1024)))
+        .get_or_init(|| open(Some(SMALL_BINDING)))
         .as_ref()
 }
 
-static SHORT_TILE_GPU: OnceLock<Option<Gpu>> = OnceLock::new();
-static TALL_TILE_GPU: OnceLock<Option<Gpu>> = OnceLock::new();
+/// The configurations [`kernel_families`] runs every GEMM-shaped op on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Variant {
+    /// Subgroup GEMM, 24-row tiles, B in operand textures only 64 texels wide, so that even
+    /// small test operands wrap over many texture rows.
+    Short,
+    /// Subgroup GEMM, 32-row tiles, B read from buffers.
+    Tall,
+    /// Workgroup-memory kernels (subgroups off).
+    Plain,
+}
+
+/// A device's configuration: its variant, binding limit and forced kernel-gradient slices.
+type DeviceKey = (Variant, Option<u64>, Option<u32>);
+type VariantDevices = Vec<(DeviceKey, &'static Gpu)>;
+static VARIANTS: Mutex<VariantDevices> = Mutex::new(Vec::new());
+
+/// The device of `key`, opened once per test binary.
+fn variant_gpu(key: DeviceKey) -> &'static Gpu {
+    let (variant, binding_limit, slices) = key;
+    let mut devices = VARIANTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, g)) = devices.iter().find(|(k, _)| *k == key) {
+        return g;
+    }
+    let g: &'static Gpu = Box::leak(Box::new(
+        open(binding_limit).expect("a second device on the same adapter"),
+    ));
+    match variant {
+        Variant::Short => {
+            g.force_subgroup_tile_rows(Some(24));
+            g.force_texture_width(Some(64));
+        }
+        Variant::Tall => {
+            g.force_subgroup_tile_rows(Some(32));
+            g.set_texture_operands(false);
+        }
+        Variant::Plain => g.set_subgroup_kernels(false),
+    }
+    g.force_kernel_gradient_slices(slices);
+    devices.push((key, g));
+    g
+}
 
 /// The adapter's kernel families: where it has the subgroup GEMM, that GEMM forced to 24-row
 /// tiles and forced to 32-row tiles, and the workgroup-memory kernels (subgroups off), each on
 /// a device of its own, so every GEMM-shaped op is checked on each; elsewhere just the shared
-/// device. The shared device keeps choosing tile heights by its cost model.
+/// device. The shared device keeps choosing tile heights by its cost model. Fails when the
+/// adapter's families are not the ones `CNN_WGPU_EXPECT_KERNELS` lists (see
+/// [`check_expected_families`]).
 pub fn kernel_families() -> Vec<(&'static str, &'static Gpu)> {
+    families_with(None, None)
+}
+
+/// [`kernel_families`] on devices of their own whose binding limit is `binding_limit` (the
+/// split-by-batch paths; [`SMALL_BINDING`] splits small tensors) and whose kernel gradients
+/// split their sums into `slices` (`Gpu::force_kernel_gradient_slices`: the default depends on
+/// the core count).
+pub fn families_with(
+    binding_limit: Option<u64>,
+    slices: Option<u32>,
+) -> Vec<(&'static str, &'static Gpu)> {
     let Some(g) = gpu() else {
         return Vec::new();
     };
+    check_expected_families(g);
     if !g.subgroup_kernels() {
-        return vec![("workgroup-memory kernels", g)];
+        let plain = match (binding_limit, slices) {
+            (None, None) => g,
+            _ => variant_gpu((Variant::Plain, binding_limit, slices)),
+        };
+        return vec![("workgroup-memory kernels", plain)];
     }
-    let second = |cell: &'static OnceLock<Option<Gpu>>, setup: fn(&Gpu)| {
-        cell.get_or_init(|| {
-            let p = open(None)?;
-            setup(&p);
-            Some(p)
-        })
-        .as_ref()
-        .expect("a second device on the same adapter")
-    };
-    // Operand textures only 64 texels wide, so that even small test operands wrap over many
-    // texture rows.
-    let short = second(&SHORT_TILE_GPU, |p| {
-        p.force_subgroup_tile_rows(Some(24));
-        p.force_texture_width(Some(64));
-    });
-    let tall = second(&TALL_TILE_GPU, |p| {
-        p.force_subgroup_tile_rows(Some(32));
-        p.set_texture_operands(false);
-    });
-    let plain = second(&PLAIN_GPU, |p| p.set_subgroup_kernels(false));
     vec![
         (
             "subgroup kernels, 24-row tiles, B in 64-texel-wide textures",
-            short,
+            variant_gpu((Variant::Short, binding_limit, slices)),
         ),
-        ("subgroup kernels, 32-row tiles, B in buffers", tall),
-        ("workgroup-memory kernels", plain),
+        (
+            "subgroup kernels, 32-row tiles, B in buffers",
+            variant_gpu((Variant::Tall, binding_limit, slices)),
+        ),
+        (
+            "workgroup-memory kernels",
+            variant_gpu((Variant::Plain, binding_limit, slices)),
+        ),
     ]
+}
+
+/// The kernel families `g`'s adapter runs, by name: `subgroup-W` (the subgroup GEMM, at the
+/// adapter's fixed subgroup width W) where it runs, and `workgroup-memory` everywhere.
+pub fn adapter_families(g: &Gpu) -> Vec<String> {
+    let mut names = Vec::new();
+    if g.subgroup_kernels() {
+        names.push(format!("subgroup-{}", g.info().subgroup_min_size));
+    }
+    names.push("workgroup-memory".to_string());
+    names
+}
+
+/// The kernel families `CNN_WGPU_EXPECT_KERNELS` (comma-separated, as [`adapter_families`]
+/// names them) says the adapter must run; empty where it is not set.
+pub fn expected_families() -> Vec<String> {
+    let Ok(list) = std::env::var("CNN_WGPU_EXPECT_KERNELS") else {
+        return Vec::new();
+    };
+    let names: Vec<String> = list
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for n in &names {
+        let known = n == "workgroup-memory"
+            || n.strip_prefix("subgroup-")
+                .and_then(|w| w.parse::<u32>().ok())
+                .is_some_and(u32::is_power_of_two);
+        assert!(
+            known,
+            "CNN_WGPU_EXPECT_KERNELS={list:?}: {n:?} is no kernel family (subgroup-8, subgroup-16, ..., workgroup-memory)"
+        );
+    }
+    names
+}
+
+/// Where `CNN_WGPU_EXPECT_KERNELS` is set (CI states its adapter's families), fails unless the
+/// adapter runs exactly those families: a driver or detection change that drops the subgroup
+/// kernels would otherwise shrink every op test to one family without a sound.
+pub fn check_expected_families(g: &Gpu) {
+    let mut expected = expected_families();
+    if expected.is_empty() {
+        return;
+    }
+    let mut have = adapter_families(g);
+    expected.sort();
+    have.sort();
+    assert_eq!(
+        have,
+        expected,
+        "{} runs the kernel families {have:?}, but CNN_WGPU_EXPECT_KERNELS lists {expected:?}",
+        g.adapter_name()
+    );
+}
+
+/// True where `CNN_WGPU_EXPECT_KERNELS` lists a subgroup family: tests of the subgroup kernels
+/// then must not skip.
+pub fn subgroup_family_expected() -> bool {
+    expected_families()
+        .iter()
+        .any(|f| f.starts_with("subgroup-"))
 }
 
 /// A device of its own, for tests that count pipelines or pool buffers and must not see other
 /// tests' work.
 pub fn fresh_gpu() -> Option<Gpu> {
     open(None)
+}
+
+/// True where CNN_WGPU_REQUIRE_SHARED says the shared data must be there (CI sets it).
+pub fn shared_required() -> bool {
+    std::env::var("CNN_WGPU_REQUIRE_SHARED").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The shared folder (`$CNN_WGPU_SHARED`, else `../shared`) when every path of `paths` exists
+/// in it; otherwise None with a "skipped" line naming the missing ones, or, where
+/// CNN_WGPU_REQUIRE_SHARED is set, a failure naming them.
+pub fn shared(paths: &[&str]) -> Option<PathBuf> {
+    let dir = cnn_wgpu::bench::shared_dir();
+    let missing: Vec<String> = paths
+        .iter()
+        .filter(|p| !dir.join(p).exists())
+        .map(|p| dir.join(p).display().to_string())
+        .collect();
+    if missing.is_empty() {
+        return Some(dir);
+    }
+    if shared_required() {
+        panic!(
+            "CNN_WGPU_REQUIRE_SHARED is set but the shared data lacks {}",
+            missing.join(", ")
+        );
+    }
+    eprintln!(
+        "skipped: the shared data lacks {} (set CNN_WGPU_SHARED)",
+        missing.join(", ")
+    );
+    None
 }
 
 #[macro_export]
@@ -127,6 +278,12 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], rtol: f64, atol: f64)
     );
     let mut worst = (0usize, 0.0f64);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        // A reference that is not finite is a broken oracle, not a value to be close to; a
+        // result that is not finite is wrong whatever the reference.
+        assert!(
+            w.is_finite(),
+            "{what}: the reference's element {i} is {w}: the oracle itself failed"
+        );
         let excess = if g.is_finite() {
             (f64::from(g) - w).abs() - (atol + rtol * w.abs())
         } else {
@@ -285,4 +442,132 @@ pub fn pool_ref(
         }
     }
     (y, [n, oh, ow, c])
+}
+
+/// Parameter values by name.
+pub type Values = HashMap<String, Vec<f64>>;
+
+/// The model's logits from the definitions, in f64: each layer as the CPU references here
+/// compute it, dropout as the given per-layer masks (0 or 1/(1-rate); a layer without a mask
+/// is the identity, as at inference), and the output layer's activation left to the loss, as
+/// the executor does. `params` maps `{layer}.kernel` / `{layer}.bias` to their values.
+pub fn cpu_logits(
+    spec: &ModelSpec,
+    params: &Values,
+    masks: &HashMap<usize, Vec<f64>>,
+    x: &[f64],
+    n: usize,
+) -> Vec<f64> {
+    let mut cur = x.to_vec();
+    let mut shape = spec.input.clone();
+    let last = spec.layers.len() - 1;
+    for (i, layer) in spec.layers.iter().enumerate() {
+        let kernel = || &params[&format!("{}.kernel", layer.name)];
+        let bias = || &params[&format!("{}.bias", layer.name)];
+        let relu = i != last && layer.kind.activation() == Activation::Relu;
+        (cur, shape) = match &layer.kind {
+            LayerKind::Conv2d {
+                filters,
+                kernel: k,
+                stride,
+                padding,
+                ..
+            } => {
+                let (y, ys) = conv2d_ref(
+                    &cur,
+                    [n, shape[0], shape[1], shape[2]],
+                    kernel(),
+                    [k.0, k.1, shape[2], *filters],
+                    bias(),
+                    (*stride, *stride),
+                    *padding,
+                    relu,
+                );
+                (y, ys[1..].to_vec())
+            }
+            LayerKind::Conv1d {
+                filters,
+                kernel: k,
+                padding,
+                ..
+            } => {
+                let (y, ys) = conv2d_ref(
+                    &cur,
+                    [n, 1, shape[0], shape[1]],
+                    kernel(),
+                    [1, *k, shape[1], *filters],
+                    bias(),
+                    (1, 1),
+                    *padding,
+                    relu,
+                );
+                (y, vec![ys[2], ys[3]])
+            }
+            LayerKind::MaxPool2d { pool } => {
+                let (y, ys) = pool_ref(
+                    &cur,
+                    [n, shape[0], shape[1], shape[2]],
+                    (*pool, *pool),
+                    (*pool, *pool),
+                    Padding::Valid,
+                    true,
+                );
+                (y, ys[1..].to_vec())
+            }
+            LayerKind::MaxPool1d { pool } => {
+                let (y, ys) = pool_ref(
+                    &cur,
+                    [n, 1, shape[0], shape[1]],
+                    (1, *pool),
+                    (1, *pool),
+                    Padding::Valid,
+                    true,
+                );
+                (y, vec![ys[2], ys[3]])
+            }
+            LayerKind::GlobalMaxPool1d => {
+                let (l, c) = (shape[0], shape[1]);
+                let y = (0..n * c)
+                    .map(|bc| {
+                        let (b, ch) = (bc / c, bc % c);
+                        (0..l)
+                            .map(|t| cur[(b * l + t) * c + ch])
+                            .fold(f64::NEG_INFINITY, f64::max)
+                    })
+                    .collect();
+                (y, vec![c])
+            }
+            LayerKind::Flatten => (cur, vec![shape.iter().product()]),
+            LayerKind::Dense { units, .. } => {
+                let y = dense_ref(&cur, n, shape[0], kernel(), *units, Some(bias()), relu);
+                (y, vec![*units])
+            }
+            LayerKind::Dropout { .. } => match masks.get(&i) {
+                Some(m) => (cur.iter().zip(m).map(|(v, k)| v * k).collect(), shape),
+                None => (cur, shape),
+            },
+        };
+    }
+    cur
+}
+
+/// Mean loss over the batch from the logits, in f64: binary cross-entropy of a sigmoid unit,
+/// softplus(z) - y z, or categorical cross-entropy of a softmax, logsumexp(z) - sum_k y_k z_k
+/// (one-hot y).
+pub fn cpu_loss(logits: &[f64], labels: &[f64], n: usize) -> f64 {
+    let k = logits.len() / n;
+    let total: f64 = (0..n)
+        .map(|b| {
+            let z = &logits[b * k..(b + 1) * k];
+            let y = &labels[b * k..(b + 1) * k];
+            if k == 1 {
+                z[0].max(0.0) + (-z[0].abs()).exp().ln_1p() - y[0] * z[0]
+            } else {
+                let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let lse = m + z.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+                lse * y.iter().sum::<f64>() - dot(y, z)
+            }
+        })
+        .sum();
+    total / n as f64
 }
