@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's chores, mirroring CI locally.
 //!
-//!   cargo xtask ci         fmt check, clippy -D warnings, naga validation, the whole test suite
+//!   cargo xtask ci         fmt check, clippy -D warnings, naga validation, the whole test suite,
+//!                          then the kernel and model tests on lavapipe at 512 bits
 //!   cargo xtask validate   naga validation of every shader (no GPU needed)
 //!   cargo xtask bench      the bench suite on the shared workloads, JSON lines with the FMA peak
 //!   cargo xtask fetch-weights [--url URL --sha256 HEX] [--out PATH]
@@ -14,10 +15,17 @@ mod fetch;
 use std::process::{Command, ExitCode};
 
 fn cargo(args: &[&str]) -> Result<(), String> {
+    cargo_with(args, |_| {})
+}
+
+/// Runs cargo with `args`, its environment adjusted by `env`.
+fn cargo_with(args: &[&str], env: impl FnOnce(&mut Command)) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     eprintln!("xtask: cargo {}", args.join(" "));
-    let status = Command::new(&cargo)
-        .args(args)
+    let mut command = Command::new(&cargo);
+    command.args(args);
+    env(&mut command);
+    let status = command
         .status()
         .map_err(|e| format!("cannot run {cargo}: {e}"))?;
     if status.success() {
@@ -39,7 +47,60 @@ fn ci() -> Result<(), String> {
         "warnings",
     ])?;
     validate()?;
-    cargo(&["test", "--workspace", "--release"])
+    cargo(&["test", "--workspace", "--release"])?;
+    lavapipe_512()
+}
+
+/// The kernel and model test binaries again on lavapipe built for 512-bit vectors, whose
+/// 16-lane subgroups stand for the real GPUs' 32 and 64: the kernel choices made for other
+/// subgroup widths are tested here. `CNN_WGPU_EXPECT_KERNELS_512` states the families that must
+/// run there (CI sets it). Skipped, saying so, where lavapipe is not installed, unless
+/// `CNN_WGPU_REQUIRE_GPU` is set.
+fn lavapipe_512() -> Result<(), String> {
+    let on_lavapipe_512 = |c: &mut Command| {
+        c.env("LP_NATIVE_VECTOR_WIDTH", "512")
+            .env("CNN_WGPU_ADAPTER", "llvmpipe");
+        match std::env::var("CNN_WGPU_EXPECT_KERNELS_512") {
+            Ok(families) => c.env("CNN_WGPU_EXPECT_KERNELS", families),
+            // What is expected at 256 bits says nothing of 512.
+            Err(_) => c.env_remove("CNN_WGPU_EXPECT_KERNELS"),
+        };
+    };
+    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut probe = Command::new(&cargo_bin);
+    probe.args(["run", "--quiet", "--release", "--", "devices"]);
+    on_lavapipe_512(&mut probe);
+    let found = probe
+        .output()
+        .map_err(|e| format!("cannot run {cargo_bin}: {e}"))?;
+    if !found.status.success() {
+        let why = String::from_utf8_lossy(&found.stderr).trim().to_string();
+        if std::env::var_os("CNN_WGPU_REQUIRE_GPU").is_some() {
+            return Err(format!(
+                "CNN_WGPU_REQUIRE_GPU is set but lavapipe at 512 bits did not open: {why}"
+            ));
+        }
+        eprintln!("xtask: skipped the 512-bit lavapipe pass: lavapipe did not open ({why})");
+        return Ok(());
+    }
+    eprintln!("xtask: the kernel and model tests on lavapipe at 512 bits");
+    let mut args = vec!["test", "--release"];
+    for t in [
+        "activation",
+        "conv",
+        "dense",
+        "dropout",
+        "kept_kernels",
+        "loss",
+        "model",
+        "optim",
+        "pack",
+        "pool",
+        "runtime",
+    ] {
+        args.extend(["--test", t]);
+    }
+    cargo_with(&args, on_lavapipe_512)
 }
 
 fn validate() -> Result<(), String> {
