@@ -50,6 +50,9 @@ struct Cli {
     /// Main job: where the stages' run folders go.
     #[arg(long, default_value = "runs")]
     runs: PathBuf,
+    /// Main job: start afresh where the stages' run folders already hold runs.
+    #[arg(long)]
+    overwrite: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -143,6 +146,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 workers: 0,
                 stop_after_steps: None,
                 resume: false,
+                overwrite: cli.overwrite,
             };
             transfer::main_job(&request, args, cli.finetune_epochs, &cli.runs)
         }

@@ -41,6 +41,8 @@ pub struct TransferConfig {
     pub progress: bool,
     pub stop_after_steps: Option<usize>,
     pub resume: bool,
+    /// Start afresh in `out` even where it holds a run.
+    pub overwrite: bool,
     pub interrupt: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -59,6 +61,7 @@ impl TransferConfig {
             progress: true,
             stop_after_steps: None,
             resume: false,
+            overwrite: false,
             interrupt: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
@@ -69,9 +72,31 @@ impl TransferConfig {
         f.progress = self.progress;
         f.stop_after_steps = self.stop_after_steps;
         f.resume = self.resume;
+        f.overwrite = self.overwrite;
         f.interrupt = self.interrupt.clone();
         f.meta = meta;
         f
+    }
+
+    /// Refuses a run folder that holds a run, unless resumed or overwritten on purpose
+    /// ([`train::check_run_folder`]); checked before a stage writes anything.
+    pub fn check_run_folder(&self) -> Result<(), TrainError> {
+        train::check_run_folder(&self.out, self.resume, self.overwrite)
+    }
+
+    /// The checks a stage makes before any work: its run folder, and the same class folders
+    /// in train/, validation/ and test/.
+    pub fn check_before_start(&self) -> Result<(), TrainError> {
+        self.check_run_folder()?;
+        let splits = ["train", "validation", "test"]
+            .into_iter()
+            .map(|s| Ok((self.data.join(s), self.split(s)?.class_names().to_vec())))
+            .collect::<Result<Vec<_>, TrainError>>()?;
+        let refs: Vec<_> = splits
+            .iter()
+            .map(|(p, c)| (p.as_path(), c.as_slice()))
+            .collect();
+        Ok(crate::data::check_same_classes(&refs)?)
     }
 
     fn split(&self, name: &str) -> Result<DirectoryDataset, TrainError> {
@@ -386,6 +411,7 @@ fn fit_on_features(
 /// Stage 1: block5_pool features of every split (cached under `out/features/`), then the dense
 /// head trained on them with RMSprop 2e-5, and evaluated on the test features.
 pub fn extract(gpu: &Gpu, cfg: &TransferConfig) -> Result<StageReport, TrainError> {
+    cfg.check_before_start()?;
     let (base, loaded) = vgg16_base_with_weights(gpu, cfg)?;
     let pre = loaded.preprocessing;
     let sets = split_features(gpu, cfg, &base, "block5_pool", pre)?;
@@ -404,6 +430,7 @@ pub fn extract(gpu: &Gpu, cfg: &TransferConfig) -> Result<StageReport, TrainErro
 /// Stage 2: the VGG16 classifier end to end with the base frozen, augmented batches streamed
 /// from disk, RMSprop 2e-5.
 pub fn finetune_frozen(gpu: &Gpu, cfg: &TransferConfig) -> Result<StageReport, TrainError> {
+    cfg.check_before_start()?;
     let mut model = Model::new(gpu, zoo::vgg16_classifier(cfg.image_size), cfg.seed)?;
     let loaded = weights::load_vgg16(gpu, &mut model, &cfg.weights)?;
     model.freeze_through("block5_pool")?;
@@ -427,6 +454,7 @@ pub fn finetune_block5(
     cfg: &TransferConfig,
     from: &Path,
 ) -> Result<StageReport, TrainError> {
+    cfg.check_before_start()?;
     let ck = checkpoint::Checkpoint::read(from)?;
     let mut model = Model::new(gpu, ck.spec()?, cfg.seed)?;
     if model.spec.layer_index("block5_conv1").is_none() {

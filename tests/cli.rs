@@ -246,6 +246,15 @@ fn check_data_counts_and_reports_unreadable_files() {
         b"\xff\xd8\xff truncated",
     )
     .unwrap();
+    // A real JPEG cut at 60%, as an interrupted copy leaves it: decoders would fill the rest
+    // with gray.
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode_image(&image::RgbImage::from_fn(40, 40, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 6) as u8, 90])
+        }))
+        .unwrap();
+    std::fs::write(tmp.path().join("cats/cut.jpg"), &jpeg[..jpeg.len() * 3 / 5]).unwrap();
     let run = run_ok(
         cli()
             .args(["check-data", "--image-size", "8", "--data"])
@@ -254,8 +263,9 @@ fn check_data_counts_and_reports_unreadable_files() {
     let text = String::from_utf8_lossy(&run.stdout);
     assert!(
         text.contains("6 images decoded")
-            && text.contains("1 skipped")
-            && text.contains("broken.jpg"),
+            && text.contains("2 skipped")
+            && text.contains("broken.jpg")
+            && text.contains("cut.jpg"),
         "{text}"
     );
     // The warning names the file once.
@@ -271,8 +281,76 @@ fn check_data_counts_and_reports_unreadable_files() {
         .arg(tmp.path())
         .output()
         .unwrap();
+    // --strict stops at the first unreadable file (cats/ comes first), then at the next.
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && err.contains("cut.jpg") && err.contains("truncated"),
+        "{err}"
+    );
+    std::fs::remove_file(tmp.path().join("cats/cut.jpg")).unwrap();
+    let run = cli()
+        .args(["check-data", "--strict", "--data"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("broken.jpg"));
+}
+
+/// Labels are class indices in sorted order, so splits whose class folders differ would train
+/// with an impossible label shape (an extra class) or swapped labels (a renamed one): refused
+/// before anything is written, naming the split and the difference.
+#[test]
+fn train_refuses_splits_whose_class_folders_differ() {
+    let tmp = tempfile::tempdir().unwrap();
+    let make = |split: &str, classes: &[&str]| {
+        for class in classes {
+            let dir = tmp.path().join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..2 {
+                image::RgbImage::from_pixel(10, 10, image::Rgb([i * 90, 40, 40]))
+                    .save(dir.join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+    };
+    make("train", &["cats", "dogs"]);
+    make("validation", &["birds", "cats", "dogs"]);
+    make("test", &["cats", "zebra"]);
+    let out = tmp.path().join("run");
+    let train = || {
+        cli()
+            .args([
+                "train",
+                "--model",
+                "small-convnet",
+                "--image-size",
+                "32",
+                "--data",
+            ])
+            .arg(tmp.path())
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let run = train();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && err.contains("validation") && err.contains("extra birds"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(tmp.path().join("validation/birds")).unwrap();
+    let run = train();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success()
+            && err.contains("test")
+            && err.contains("missing dogs")
+            && err.contains("extra zebra"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing written");
 }
 
 #[test]
@@ -364,6 +442,38 @@ fn train_writes_a_run_folder_and_evaluates_on_test() {
     let history = std::fs::read_to_string(out.join("history.csv")).unwrap();
     assert_eq!(history.lines().count(), 3, "{history}");
 
+    // Training again into the same folder without --resume would throw the run away: refused,
+    // with every file left as it was, until --overwrite says so.
+    let before: Vec<(std::path::PathBuf, Vec<u8>)> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    let run = train(&out, &[]).output().unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success()
+            && err.contains("already holds a run")
+            && err.contains("--resume")
+            && err.contains("--overwrite"),
+        "{err}"
+    );
+    for (p, bytes) in &before {
+        assert_eq!(&std::fs::read(p).unwrap(), bytes, "{} changed", p.display());
+    }
+    let run = train(&out, &["--resume", "--overwrite"]).output().unwrap();
+    assert!(!run.status.success());
+    run_ok(&mut train(&out, &["--overwrite"]));
+    let history = std::fs::read_to_string(out.join("history.csv")).unwrap();
+    assert_eq!(
+        history.lines().count(),
+        3,
+        "a fresh run, not appended: {history}"
+    );
+
     // Time-boxed and resumed: stopped after one step (as Ctrl-C would), then continued.
     let resumable = tmp.path().join("resumable");
     let args = |extra: &[&str]| train(&resumable, extra).output().unwrap();
@@ -401,6 +511,34 @@ fn train_writes_a_run_folder_and_evaluates_on_test() {
         .output()
         .unwrap();
     assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("f1"));
+
+    // Learning rates that would train uphill or fail at step 2 are refused up front, naming
+    // the value; so is a factor that would not reduce the rate.
+    for (flag, value) in [
+        ("--lr", "-1"),
+        ("--lr", "nan"),
+        ("--lr", "inf"),
+        ("--min-lr", "-0.5"),
+        ("--reduce-lr-factor", "1.5"),
+    ] {
+        let run = cli()
+            .args(["train", "--model", "small-convnet", "--out"])
+            .arg(tmp.path().join("never"))
+            .arg(format!("{flag}={value}"))
+            .arg("--data")
+            .arg(tmp.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success() && err.contains(flag) && err.contains(value),
+            "{flag} {value}: {err}"
+        );
+        assert!(
+            !tmp.path().join("never").exists(),
+            "nothing written for {flag} {value}"
+        );
+    }
 }
 
 /// A synthetic telemetry CSV where a local pattern decides the class: class 1 rows hide a

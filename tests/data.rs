@@ -290,6 +290,53 @@ fn bad_files_are_errors_naming_the_file() {
     }
 }
 
+/// A JPEG cut short (as a failed download or copy leaves it) is an unreadable file, as Pillow
+/// says ("image file is truncated"), not an image of gray blocks: cut at 700 bytes and at half,
+/// for a baseline and a progressive file, each loads as an error naming the file; the whole
+/// file, and one with padding after its end marker, load.
+#[test]
+fn truncated_jpegs_are_errors_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image::RgbImage::from_fn(96, 80, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 3) as u8, ((x + y) % 256) as u8])
+    });
+    let mut baseline = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut baseline, 90)
+        .encode_image(&img)
+        .unwrap();
+    let mut files = vec![("baseline", baseline)];
+    // A progressive JPEG from the shared data where there is one (the encoder above writes
+    // baseline only).
+    if let Some(shared) = common::shared(&["data/cats_and_dogs_small/train/cats/cat.0.jpg"]) {
+        let cat = shared.join("data/cats_and_dogs_small/train/cats/cat.0.jpg");
+        files.push(("cat.0", std::fs::read(cat).unwrap()));
+    }
+    for (name, bytes) in files {
+        let whole = tmp.path().join(format!("{name}.jpg"));
+        std::fs::write(&whole, &bytes).unwrap();
+        image_io::load(&whole, (32, 32), 3).unwrap();
+        let mut padded = bytes.clone();
+        padded.extend([0u8; 64]);
+        let path = tmp.path().join(format!("{name}-padded.jpg"));
+        std::fs::write(&path, &padded).unwrap();
+        image_io::load(&path, (32, 32), 3).unwrap();
+        for cut in [700, bytes.len() / 2, bytes.len() - 2] {
+            let path = tmp.path().join(format!("{name}-cut-{cut}.jpg"));
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let err = image_io::load(&path, (32, 32), 3).unwrap_err();
+            assert!(
+                matches!(err, DataError::Decode { .. }),
+                "{name} cut at {cut}: {err}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("{name}-cut-{cut}.jpg")) && text.contains("truncated"),
+                "{text}"
+            );
+        }
+    }
+}
+
 fn flat_dataset(n: usize, h: usize, w: usize) -> MemoryDataset {
     MemoryDataset {
         images: (0..n)

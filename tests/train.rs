@@ -121,6 +121,34 @@ fn fit_writes_history_and_checkpoints_that_load_back() {
         (va - last.val_accuracy.unwrap()).abs() < 1e-9
             && (vl - last.val_loss.unwrap()).abs() < 1e-6
     );
+
+    // A new run into the same folder is refused before anything is written; resuming and
+    // overwriting at once is a contradiction; overwriting on purpose starts afresh.
+    let last_bytes = std::fs::read(&path).unwrap();
+    let mut again = FitConfig::new(1, Optimizer::rmsprop(3e-3), 11);
+    again.out = Some(tmp.path().to_path_buf());
+    again.progress = false;
+    let err = train::fit(gpu, &mut model, &train, Some(&val), &again).unwrap_err();
+    assert!(
+        matches!(&err, TrainError::RunExists { found, .. } if found.contains("last.safetensors")),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        last_bytes,
+        "the run is untouched"
+    );
+    again.resume = true;
+    again.overwrite = true;
+    let err = train::fit(gpu, &mut model, &train, Some(&val), &again).unwrap_err();
+    assert!(err.to_string().contains("--overwrite"), "{err}");
+    again.resume = false;
+    let history = train::fit(gpu, &mut model, &train, Some(&val), &again).unwrap();
+    assert_eq!(history.len(), 1);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("history.json")).unwrap())
+            .unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1, "replaced, not appended");
 }
 
 #[test]
@@ -199,6 +227,9 @@ fn non_finite_loss_stops_with_the_epoch_and_step() {
     let mut w = read(gpu, t);
     w[0] = f32::NAN;
     model.set_param(gpu, &name, &w).unwrap();
+    // A new run over the finished one (on purpose): it fails at its first step, before it
+    // wrote a checkpoint of its own, and says so instead of promising a kept one.
+    cfg.overwrite = true;
     let err = train::fit(gpu, &mut model, &train, Some(&val), &cfg).unwrap_err();
     assert!(
         matches!(
@@ -211,12 +242,24 @@ fn non_finite_loss_stops_with_the_epoch_and_step() {
         ),
         "{err}"
     );
-    assert!(err.to_string().contains("lower learning rate"), "{err}");
+    assert!(
+        err.to_string().contains("lower learning rate")
+            && err.to_string().contains("had written no checkpoint yet"),
+        "{err}"
+    );
     assert_eq!(
         std::fs::read(tmp.path().join("last.safetensors")).unwrap(),
         good,
-        "the last good checkpoint is kept"
+        "the earlier run's checkpoint is untouched"
     );
+
+    // A learning rate that is not a finite number >= 0 is refused before the first step.
+    for lr in [-1.0, f32::NAN, f32::INFINITY] {
+        let mut bad = FitConfig::new(1, Optimizer::rmsprop(lr), 1);
+        bad.progress = false;
+        let err = train::fit(gpu, &mut model, &train, Some(&val), &bad).unwrap_err();
+        assert!(err.to_string().contains("learning rate"), "lr {lr}: {err}");
+    }
 }
 
 /// Training labels are the validation labels flipped, so the better the model fits its

@@ -309,10 +309,26 @@ fn three_stages(data: &Path, weights: &Path, tmp: &Path) {
             .join(format!("extract/features/{split}-block5_pool.safetensors"))
             .is_file());
     }
-    // A second run reuses the cached features, and reports the same.
+    // A second run into the same folder is refused, leaving the first run as it was...
+    let metrics = std::fs::read(runs.join("extract/metrics.json")).unwrap();
     let mut again = cli();
     again.arg("extract");
     common(&mut again, "extract");
+    let run = again.output().unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && err.contains("already holds a run") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(runs.join("extract/metrics.json")).unwrap(),
+        metrics
+    );
+    // ...and with --overwrite it reuses the cached features, and reports the same.
+    let mut again = cli();
+    again.arg("extract");
+    common(&mut again, "extract");
+    again.arg("--overwrite");
     let run = run_ok(&mut again);
     assert!(
         String::from_utf8_lossy(&run.stderr).contains("reusing block5_pool features"),
@@ -443,4 +459,28 @@ fn three_stages_end_to_end_on_synthetic_images_and_weights() {
     let weights = tmp.path().join("vgg16-synthetic.safetensors");
     synthetic_vgg16(&weights);
     three_stages(&data, &weights, tmp.path());
+
+    // A renamed class folder in one split would swap labels: every stage refuses it before
+    // any work, naming the difference.
+    std::fs::rename(data.join("test/dogs"), data.join("test/zebra")).unwrap();
+    let out = tmp.path().join("runs/renamed");
+    for stage in [&["extract"][..], &["finetune", "--stage", "frozen"][..]] {
+        let run = cli()
+            .args(stage)
+            .arg("--data")
+            .arg(&data)
+            .arg("--weights")
+            .arg(&weights)
+            .args(["--image-size", "32"])
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success() && err.contains("missing dogs") && err.contains("extra zebra"),
+            "{stage:?}: {err}"
+        );
+        assert!(!out.join("config.json").exists(), "{stage:?} wrote nothing");
+    }
 }

@@ -15,3 +15,26 @@ pub fn install_interrupt(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
         eprintln!("\nstopping after this step (Ctrl-C again to quit at once)");
     });
 }
+
+/// `--lr` / `--min-lr`: a finite number >= 0, refused before anything runs (a negative rate
+/// trains uphill without a word, NaN or inf fail only at the second step).
+pub fn learning_rate(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s}: a learning rate is a finite number >= 0"))
+    }
+}
+
+/// `--reduce-lr-factor`: strictly between 0 and 1, or the learning rate would not go down.
+pub fn reduce_factor(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{s}: the factor must be between 0 and 1 (exclusive)"
+        ))
+    }
+}

@@ -22,7 +22,7 @@ pub struct TrainArgs {
     /// rmsprop, adam or sgd (Keras defaults otherwise).
     #[arg(long, default_value = "rmsprop")]
     optimizer: String,
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, value_parser = super::learning_rate)]
     lr: f32,
     /// Image side (default: the model's).
     #[arg(long)]
@@ -44,9 +44,9 @@ pub struct TrainArgs {
     /// Reduce the learning rate after this many epochs without improvement.
     #[arg(long)]
     reduce_lr_patience: Option<usize>,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = super::reduce_factor)]
     reduce_lr_factor: f32,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = super::learning_rate)]
     min_lr: f32,
     /// Fail on an unreadable image instead of skipping it.
     #[arg(long)]
@@ -63,6 +63,10 @@ pub struct TrainArgs {
     /// Continue the run in --out from its last.safetensors (after Ctrl-C or a crash).
     #[arg(long)]
     resume: bool,
+    /// Start afresh in an --out folder that already holds a run, replacing its checkpoints
+    /// and history.
+    #[arg(long)]
+    overwrite: bool,
     /// Print per-layer GPU time (timestamp queries) and peak GPU memory over a few steps.
     #[arg(long)]
     profile: bool,
@@ -137,7 +141,20 @@ pub fn train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
         } else {
             None
         };
-        (open("train")?, open("validation")?, test)
+        let (train, val) = (open("train")?, open("validation")?);
+        let mut splits = vec![
+            (a.data.join("train"), train.class_names().to_vec()),
+            (a.data.join("validation"), val.class_names().to_vec()),
+        ];
+        if let Some(t) = &test {
+            splits.push((a.data.join("test"), t.class_names().to_vec()));
+        }
+        let refs: Vec<_> = splits
+            .iter()
+            .map(|(p, c)| (p.as_path(), c.as_slice()))
+            .collect();
+        cnn_wgpu::data::check_same_classes(&refs)?;
+        (train, val, test)
     } else if a.data.join("t10k-images-idx3-ubyte.gz").is_file()
         || a.data.join("t10k-images-idx3-ubyte").is_file()
     {
@@ -163,6 +180,7 @@ pub fn train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
     let out = a
         .out
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", a.model, a.seed)));
+    cnn_wgpu::train::check_run_folder(&out, a.resume, a.overwrite)?;
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let gpu = select::open(request)?;
     let mut model = Model::new(&gpu, spec, a.seed)?;
@@ -185,6 +203,7 @@ pub fn train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
     )?;
     let mut cfg = FitConfig::new(a.epochs, optimizer, a.seed);
     cfg.resume = a.resume;
+    cfg.overwrite = a.overwrite;
     cfg.profile = a.profile;
     cfg.stop_after_steps = a.stop_after_steps;
     let flag = cfg.interrupt.clone();

@@ -33,6 +33,10 @@ pub struct TransferArgs {
     /// Continue the stage's run folder from its last.safetensors.
     #[arg(long)]
     pub resume: bool,
+    /// Start afresh in a run folder that already holds a run (its checkpoints and history are
+    /// replaced; a feature cache there is still reused).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -64,11 +68,15 @@ pub fn main_job(
     runs: &Path,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let frozen = transfer_config(&args, "frozen")?;
-    let gpu = select::open(request)?;
-    let r2 = cnn_wgpu::transfer::finetune_frozen(&gpu, &frozen)?;
     let mut block5 = frozen.clone();
     block5.epochs = finetune_epochs;
     block5.out = runs.join("vgg16-block5");
+    // Both folders before stage 2 starts: stage 3 refusing its folder hours later would waste
+    // the whole of stage 2.
+    frozen.check_before_start()?;
+    block5.check_run_folder()?;
+    let gpu = select::open(request)?;
+    let r2 = cnn_wgpu::transfer::finetune_frozen(&gpu, &frozen)?;
     let r3 =
         cnn_wgpu::transfer::finetune_block5(&gpu, &block5, &frozen.out.join("best.safetensors"))?;
     print_reports(&gpu, &[r2, r3]);
@@ -194,6 +202,7 @@ fn transfer_config(
     c.workers = a.workers;
     c.stop_after_steps = a.stop_after_steps;
     c.resume = a.resume;
+    c.overwrite = a.overwrite;
     let flag = c.interrupt.clone();
     super::install_interrupt(flag);
     Ok(c)

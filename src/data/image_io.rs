@@ -61,6 +61,13 @@ pub fn decode(
     if reader.format().is_none() {
         return Err(err("not a recognised image format".into()));
     }
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        // Decoders fill the missing scans with gray and report nothing; Pillow (so Keras)
+        // refuses such a file, and training on it would teach the model gray squares.
+        return Err(err(
+            "image file is truncated: no end-of-image marker after its last scan".into(),
+        ));
+    }
     let img = match reader.format() {
         // jpeg-decoder's integer IDCT and fancy upsampling are closer to libjpeg-turbo (what
         // PIL, and so Keras, decodes with): mean 0.09 levels off instead of 0.18 on the shared
@@ -93,6 +100,19 @@ pub fn decode(
         c: channels,
         data,
     })
+}
+
+/// True when the JPEG's last scan is followed by an end-of-image marker (FF D9). Inside a scan's
+/// entropy-coded data every FF byte is followed by 00 or a restart marker, so neither FF DA
+/// (start of scan) nor FF D9 appears there: a file cut anywhere after its first scan began has
+/// no FF D9 after its last FF DA. Bytes after the marker (padding some writers add) are fine.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_scan {
+        Some(at) => bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        // No scan at all: the decoder reports what is missing.
+        None => true,
+    }
 }
 
 /// Decodes an 8-bit RGB or gray JPEG with jpeg-decoder; None for anything else (or an error,

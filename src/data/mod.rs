@@ -15,7 +15,7 @@ pub mod mnist;
 pub mod prepare;
 pub mod resample;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
@@ -64,10 +64,57 @@ pub enum DataError {
         line: usize,
         reason: String,
     },
+    #[error("{split} has the class folders [{found}] but {reference} has [{expected}] ({difference}); every split needs the same classes, or labels would be swapped or impossible")]
+    ClassMismatch {
+        reference: PathBuf,
+        expected: String,
+        split: PathBuf,
+        found: String,
+        difference: String,
+    },
     #[error("invalid data option: {0}")]
     Invalid(String),
     #[error(transparent)]
     Gpu(#[from] crate::gpu::GpuError),
+}
+
+/// Fails unless every split has the same class folders as the first, naming what differs:
+/// labels are class indices in sorted order, so an extra class breaks the label shape and a
+/// renamed one silently swaps labels.
+pub fn check_same_classes(splits: &[(&Path, &[String])]) -> Result<(), DataError> {
+    let Some(&(reference, expected)) = splits.first() else {
+        return Ok(());
+    };
+    for &(split, found) in &splits[1..] {
+        if found == expected {
+            continue;
+        }
+        let missing: Vec<&str> = expected
+            .iter()
+            .filter(|c| !found.contains(c))
+            .map(String::as_str)
+            .collect();
+        let extra: Vec<&str> = found
+            .iter()
+            .filter(|c| !expected.contains(c))
+            .map(String::as_str)
+            .collect();
+        let mut difference = Vec::new();
+        if !missing.is_empty() {
+            difference.push(format!("missing {}", missing.join(", ")));
+        }
+        if !extra.is_empty() {
+            difference.push(format!("extra {}", extra.join(", ")));
+        }
+        return Err(DataError::ClassMismatch {
+            reference: reference.to_path_buf(),
+            expected: expected.join(", "),
+            split: split.to_path_buf(),
+            found: found.join(", "),
+            difference: difference.join("; "),
+        });
+    }
+    Ok(())
 }
 
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DataError {

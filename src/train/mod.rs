@@ -23,11 +23,13 @@ use crate::ops::optim::Optimizer;
 /// Errors of the training layer.
 #[derive(Debug, Error)]
 pub enum TrainError {
-    #[error("the loss became {loss} at epoch {epoch}, step {step}; training stopped and the last good checkpoint was kept; try a lower learning rate (--lr)")]
+    #[error("the loss became {loss} at epoch {epoch}, step {step}; training stopped; {}; try a lower learning rate (--lr)", kept_note(.kept.as_deref()))]
     NonFinite {
         epoch: usize,
         step: usize,
         loss: f32,
+        /// This run's last good checkpoint, where it wrote (or resumed from) one.
+        kept: Option<PathBuf>,
     },
     #[error("interrupted after epoch {epoch} step {step}; {dir}/last.safetensors holds the state: run the same command with --resume to continue")]
     Interrupted {
@@ -35,6 +37,8 @@ pub enum TrainError {
         step: usize,
         dir: String,
     },
+    #[error("{} already holds a run ({found}); nothing was changed. Continue it with --resume, replace it with --overwrite, or choose another run folder (--out)", dir.display())]
+    RunExists { dir: PathBuf, found: String },
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
     #[error("{path}: {source}")]
@@ -51,6 +55,13 @@ pub enum TrainError {
     Data(#[from] DataError),
     #[error(transparent)]
     Gpu(#[from] crate::gpu::GpuError),
+}
+
+fn kept_note(kept: Option<&Path>) -> String {
+    match kept {
+        Some(path) => format!("the last good checkpoint, {}, was kept", path.display()),
+        None => "this run had written no checkpoint yet".into(),
+    }
 }
 
 /// One row of the history, as Keras' `History` plus the learning rate and wall time.
@@ -92,6 +103,8 @@ pub struct FitConfig {
     pub progress: bool,
     /// Continue the run in `out` from its last.safetensors.
     pub resume: bool,
+    /// Start afresh in `out` even where it holds a run (see [`check_run_folder`]).
+    pub overwrite: bool,
     /// Set (by a Ctrl-C handler) to stop after the current step, saving last.safetensors.
     pub interrupt: Arc<AtomicBool>,
     /// Stop as an interrupt would once this many steps ran in this call (time-boxed runs).
@@ -159,11 +172,47 @@ impl FitConfig {
             out: None,
             progress: true,
             resume: false,
+            overwrite: false,
             interrupt: Arc::new(AtomicBool::new(false)),
             stop_after_steps: None,
             meta: Vec::new(),
             profile: false,
         }
+    }
+}
+
+/// The files whose presence means `dir` holds a run that a new one would overwrite.
+const RUN_FILES: [&str; 4] = [
+    "last.safetensors",
+    "best.safetensors",
+    "history.json",
+    "metrics.json",
+];
+
+/// Refuses to start a new run in `dir` where one already is, unless it is resumed or
+/// overwritten on purpose: forgetting `--resume` after Ctrl-C must not throw the saved state
+/// away. Call it before writing anything into `dir`.
+pub fn check_run_folder(dir: &Path, resume: bool, overwrite: bool) -> Result<(), TrainError> {
+    if resume && overwrite {
+        return Err(TrainError::Invalid(
+            "--resume continues the run folder and --overwrite replaces it: give one of them"
+                .into(),
+        ));
+    }
+    if resume || overwrite {
+        return Ok(());
+    }
+    let found: Vec<&str> = RUN_FILES
+        .into_iter()
+        .filter(|f| dir.join(f).exists())
+        .collect();
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(TrainError::RunExists {
+            dir: dir.to_path_buf(),
+            found: found.join(", "),
+        })
     }
 }
 
@@ -262,7 +311,14 @@ pub fn fit(
             cfg.monitor.metric
         )));
     }
+    let lr = cfg.optimizer.lr();
+    if !lr.is_finite() || lr < 0.0 {
+        return Err(TrainError::Invalid(format!(
+            "learning rate {lr}: it must be a finite number >= 0"
+        )));
+    }
     if let Some(dir) = &cfg.out {
+        check_run_folder(dir, cfg.resume, cfg.overwrite)?;
         std::fs::create_dir_all(dir).map_err(|source| TrainError::Io {
             path: dir.clone(),
             source,
@@ -283,6 +339,8 @@ pub fn fit(
     };
     let mut history: Vec<EpochRecord> = Vec::new();
     let mut best_weights = None;
+    // Whether last.safetensors holds a state of this run (resumed from, or written by it).
+    let mut saved_last = cfg.resume;
     if cfg.resume {
         let dir = cfg
             .out
@@ -398,6 +456,11 @@ pub fn fit(
                     epoch,
                     step: step + 1,
                     loss: l / batch.len() as f32,
+                    kept: cfg
+                        .out
+                        .as_ref()
+                        .filter(|_| saved_last)
+                        .map(|d| d.join("last.safetensors")),
                 });
             }
             p.loss_sum += f64::from(l);
@@ -511,6 +574,7 @@ pub fn fit(
                 checkpoint::save(gpu, model, &dir.join("best.safetensors"), &m)?;
             }
             save_last(gpu, model, dir, cfg, &p)?;
+            saved_last = true;
         }
         if stop {
             break;
