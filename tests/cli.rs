@@ -297,6 +297,62 @@ fn check_data_counts_and_reports_unreadable_files() {
     assert!(String::from_utf8_lossy(&run.stderr).contains("broken.jpg"));
 }
 
+/// A huge --image-size is a clear error and a normal exit, not an aborted process.
+#[test]
+fn absurd_image_sizes_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    for split in ["train", "validation"] {
+        for class in ["cats", "dogs"] {
+            let dir = tmp.path().join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            image::RgbImage::from_pixel(10, 10, image::Rgb([50, 60, 70]))
+                .save(dir.join("0.png"))
+                .unwrap();
+        }
+    }
+    let out = tmp.path().join("run");
+    let mut train = cli();
+    train
+        .args(["train", "--model", "small-convnet", "--out"])
+        .arg(&out)
+        .arg("--data")
+        .arg(tmp.path());
+    let mut check = cli();
+    check
+        .args(["check-data", "--data"])
+        .arg(tmp.path().join("train"));
+    for (command, mut c) in [("train", train), ("check-data", check)] {
+        let run = c.args(["--image-size", "100000"]).output().unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{command:?}: {err}");
+        assert!(err.contains("100000x100000"), "{command:?}: {err}");
+    }
+    if !has_adapter() {
+        return;
+    }
+    let run = cli()
+        .args([
+            "train",
+            "--model",
+            "small-convnet",
+            "--image-size",
+            "4000",
+            "--data",
+        ])
+        .arg(tmp.path())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.code() == Some(1)
+            && err.contains("dense.kernel")
+            && err.contains("max_buffer_size"),
+        "{err}"
+    );
+}
+
 /// Labels are class indices in sorted order, so splits whose class folders differ would train
 /// with an impossible label shape (an extra class) or swapped labels (a renamed one): refused
 /// before anything is written, naming the split and the difference.

@@ -337,6 +337,33 @@ fn truncated_jpegs_are_errors_naming_the_file() {
     }
 }
 
+/// Target sizes that could only end in a failed allocation are errors naming the size, before
+/// anything is decoded.
+#[test]
+fn absurd_image_sizes_are_errors_before_decoding() {
+    let tmp = tempfile::tempdir().unwrap();
+    for class in ["cats", "dogs"] {
+        std::fs::create_dir_all(tmp.path().join(class)).unwrap();
+        image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]))
+            .save(tmp.path().join(class).join("a.png"))
+            .unwrap();
+    }
+    let png = tmp.path().join("cats/a.png");
+    for size in [(100_000, 100_000), (8193, 8192), (usize::MAX, 2), (0, 5)] {
+        let err = image_io::load(&png, size, 3).unwrap_err().to_string();
+        assert!(err.contains(&format!("{}x{}", size.0, size.1)), "{err}");
+        let err = DirectoryDataset::open(tmp.path(), size, 2)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains(&format!("{}x{}", size.0, size.1)), "{err}");
+    }
+    assert_eq!(
+        image_io::load(&png, (16, 8), 3).unwrap().data.len(),
+        16 * 8 * 3
+    );
+}
+
 fn flat_dataset(n: usize, h: usize, w: usize) -> MemoryDataset {
     MemoryDataset {
         images: (0..n)

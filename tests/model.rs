@@ -75,6 +75,29 @@ fn summary_is_a_keras_table() {
     );
 }
 
+/// Sizes past what the adapter can hold are refused naming the layer and tensor before any of
+/// it is allocated: at 4000x4000 the small convnet's dense kernel alone is 16 GB, which used to
+/// abort the process drawing its initial weights on the host.
+#[test]
+fn models_larger_than_the_adapter_allows_are_refused_naming_the_layer() {
+    let gpu = gpu_or_skip!();
+    let limit = gpu.limits().max_buffer_size;
+    let err = Model::new(gpu, zoo::small_convnet(4000, false), 0)
+        .err()
+        .expect("a 16 GB kernel is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("dense.kernel")
+            && text.contains(&limit.to_string())
+            && text.contains("--image-size"),
+        "{text}"
+    );
+    let err = Model::new(gpu, zoo::vgg16_base(100_000), 0)
+        .err()
+        .expect("a 2.5 TB activation is refused");
+    assert!(err.to_string().contains("block1_conv1"), "{err}");
+}
+
 #[test]
 fn shape_errors_name_the_layer() {
     let bad = Sequential::new("bad", &[5, 5, 3])

@@ -75,6 +75,7 @@ impl DirectoryDataset {
     /// work starts: a missing folder, no class sub-folders, an empty class, or fewer classes than
     /// `min_classes`.
     pub fn open(root: &Path, size: (usize, usize), min_classes: usize) -> Result<Self, DataError> {
+        super::image_io::check_size(size, 3)?;
         if !root.is_dir() {
             return Err(DataError::MissingFolder(root.to_path_buf()));
         }

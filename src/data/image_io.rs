@@ -27,6 +27,28 @@ impl Image {
 /// File extensions read as images, as Keras' `image_dataset_from_directory`.
 pub const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "gif"];
 
+/// The most pixels an image is decoded to: 8192x8192, 768 MiB as f32 RGB. Larger target sizes
+/// are refused before anything is decoded, where they would otherwise abort the process on a
+/// failed allocation.
+pub const MAX_PIXELS: usize = 8192 * 8192;
+
+/// Refuses a target size of zero or of more than [`MAX_PIXELS`], naming it.
+pub fn check_size(size: (usize, usize), channels: usize) -> Result<(), DataError> {
+    let (h, w) = size;
+    if h == 0 || w == 0 {
+        return Err(DataError::Invalid(format!(
+            "image size {h}x{w}: both sides must be positive"
+        )));
+    }
+    match h.checked_mul(w) {
+        Some(px) if px <= MAX_PIXELS => Ok(()),
+        _ => Err(DataError::Invalid(format!(
+            "image size {h}x{w}: one image would take {:.0} MiB as f32 input; the largest this tool decodes is 8192x8192",
+            h as f64 * w as f64 * channels as f64 * 4.0 / (1024.0 * 1024.0)
+        ))),
+    }
+}
+
 pub fn is_image_path(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
@@ -79,11 +101,7 @@ pub fn decode(
         _ => reader.decode().map_err(|e| err(e.to_string()))?,
     };
     let (h, w) = size;
-    if h == 0 || w == 0 {
-        return Err(DataError::Invalid(format!(
-            "target size {h}x{w} must be positive"
-        )));
-    }
+    check_size(size, channels)?;
     let (src, c) = match channels {
         1 => (img.to_luma8().into_raw(), 1),
         3 => (img.to_rgb8().into_raw(), 3),

@@ -80,6 +80,44 @@ fn glorot(rng: &mut ChaCha8Rng, shape: &[usize]) -> Vec<f32> {
         .collect()
 }
 
+/// Refuses a model whose input, any layer's output for one sample, or any parameter tensor
+/// passes the adapter's largest buffer, before any of it is allocated (on the host too, where
+/// the initial weights are drawn).
+fn fits(gpu: &Gpu, spec: &ModelSpec, shapes: &[Vec<usize>]) -> Result<(), ModelError> {
+    let limit = gpu.limits().max_buffer_size;
+    let bytes = |shape: &[usize]| {
+        shape
+            .iter()
+            .try_fold(4u64, |b, &d| b.checked_mul(d as u64))
+            .unwrap_or(u64::MAX)
+    };
+    let too_large = |layer: &str, what: String, bytes: u64| ModelError::TooLarge {
+        layer: layer.to_string(),
+        what,
+        bytes,
+        limit,
+    };
+    if let Some(first) = spec.layers.first() {
+        let b = bytes(&spec.input);
+        if b > limit {
+            return Err(too_large(&first.name, "input for one sample".into(), b));
+        }
+    }
+    for (i, layer) in spec.layers.iter().enumerate() {
+        let b = bytes(&shapes[i]);
+        if b > limit {
+            return Err(too_large(&layer.name, "output for one sample".into(), b));
+        }
+        for (name, shape) in spec.param_shapes(i)? {
+            let b = bytes(&shape);
+            if b > limit {
+                return Err(too_large(&layer.name, format!("parameter {name}"), b));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn conv_spec(stride: usize, padding: Padding, activation: Activation, fused: bool) -> Conv2dSpec {
     Conv2dSpec::new(stride, padding, fused && activation == Activation::Relu)
 }
@@ -89,6 +127,7 @@ impl Model {
     /// seeded per layer so adding a layer does not change the others. Every layer trains.
     pub fn new(gpu: &Gpu, spec: ModelSpec, seed: u64) -> Result<Self, ModelError> {
         let shapes = spec.shapes()?;
+        fits(gpu, &spec, &shapes)?;
         let mut params = Vec::with_capacity(spec.layers.len());
         for i in 0..spec.layers.len() {
             let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, i as u64));

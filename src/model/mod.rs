@@ -28,6 +28,13 @@ pub enum ModelError {
         model: String,
         layers: String,
     },
+    #[error("layer {layer}: its {what} needs {bytes} bytes, over this adapter's max_buffer_size of {limit} bytes; a smaller input (--image-size) fits")]
+    TooLarge {
+        layer: String,
+        what: String,
+        bytes: u64,
+        limit: u64,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("weights file {path}: {reason}")]
