@@ -297,6 +297,78 @@ fn check_data_counts_and_reports_unreadable_files() {
     assert!(String::from_utf8_lossy(&run.stderr).contains("broken.jpg"));
 }
 
+/// SIGTERM (a killed job, a closed session) saves and explains like Ctrl-C, and the run resumes.
+#[cfg(unix)]
+#[test]
+fn sigterm_saves_the_run_like_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    if !has_adapter() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for split in ["train", "validation"] {
+        for (class, v) in [("cats", 30u8), ("dogs", 220u8)] {
+            let dir = tmp.path().join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..4u8 {
+                image::RgbImage::from_pixel(20, 20, image::Rgb([v, i * 50, 9]))
+                    .save(dir.join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+    }
+    let out = tmp.path().join("run");
+    let train = || {
+        let mut c = cli();
+        c.args(["train", "--model", "small-convnet", "--image-size", "48"])
+            .args(["--epochs", "100000", "--batch", "4", "--data"])
+            .arg(tmp.path())
+            .arg("--out")
+            .arg(&out);
+        c
+    };
+    let mut child = train()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Training has begun once the model is announced; the handler is installed right after.
+    let mut before = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("trainable weight tensors") {
+            break;
+        }
+        before.push(line);
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let rest: Vec<String> = before
+        .into_iter()
+        .chain(lines.map(Result::unwrap))
+        .collect();
+    let status = child.wait().unwrap();
+    let err = rest.join("\n");
+    assert!(
+        !status.success() && err.contains("interrupted in epoch") && err.contains("--resume"),
+        "{status:?}: {err}"
+    );
+    assert!(out.join("last.safetensors").is_file());
+    let run = train()
+        .args(["--resume", "--stop-after-steps", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success() && err.contains("resuming in epoch"),
+        "{err}"
+    );
+}
+
 /// A huge --image-size is a clear error and a normal exit, not an aborted process.
 #[test]
 fn absurd_image_sizes_are_clear_errors() {
@@ -533,19 +605,26 @@ fn train_writes_a_run_folder_and_evaluates_on_test() {
     // Time-boxed and resumed: stopped after one step (as Ctrl-C would), then continued.
     let resumable = tmp.path().join("resumable");
     let args = |extra: &[&str]| train(&resumable, extra).output().unwrap();
-    let run = args(&["--stop-after-steps", "1"]);
-    assert!(!run.status.success());
+    // --resume with nothing to resume says so.
+    let run = args(&["--resume"]);
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(
-        err.contains("interrupted after epoch 1 step 1") && err.contains("--resume"),
+        !run.status.success() && err.contains("nothing to resume"),
+        "{err}"
+    );
+    // --stop-after-steps did what was asked: exit 0, and both messages number alike.
+    let run = args(&["--stop-after-steps", "1"]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    assert!(
+        err.contains("stopped as --stop-after-steps asked in epoch 1 after step 1")
+            && err.contains("--resume"),
         "{err}"
     );
     let run = args(&["--resume"]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    assert!(err.contains("resuming in epoch 1 after step 1"), "{err}");
     assert_eq!(
         std::fs::read_to_string(resumable.join("history.csv"))
             .unwrap()

@@ -387,6 +387,7 @@ fn resume_gives_the_uninterrupted_history() {
             TrainError::Interrupted {
                 epoch: 2,
                 step: 2,
+                requested: true,
                 ..
             }
         ),

@@ -6,7 +6,8 @@ pub mod inspect;
 pub mod train;
 pub mod transfer;
 
-/// First Ctrl-C: finish the current step, save, explain how to resume. A second one exits at once.
+/// First Ctrl-C (or SIGTERM, SIGHUP: a closed terminal, a killed job): finish the current step,
+/// save, explain how to resume. A second one exits at once.
 pub fn install_interrupt(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
@@ -14,6 +15,25 @@ pub fn install_interrupt(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
         }
         eprintln!("\nstopping after this step (Ctrl-C again to quit at once)");
     });
+}
+
+/// Ok(None) where `--stop-after-steps` ended the run as asked (its message is printed): that is
+/// a success, exit 0. Any other result passes through.
+pub fn unless_stopped<T>(
+    r: Result<T, cnn_wgpu::train::TrainError>,
+) -> Result<Option<T>, cnn_wgpu::train::TrainError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(
+            e @ cnn_wgpu::train::TrainError::Interrupted {
+                requested: true, ..
+            },
+        ) => {
+            eprintln!("{e}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `--lr` / `--min-lr`: a finite number >= 0, refused before anything runs (a negative rate

@@ -226,7 +226,11 @@ pub fn train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
     cfg.reduce_lr = a
         .reduce_lr_patience
         .map(|p| ReduceLrOnPlateau::new(a.reduce_lr_factor, p, a.min_lr));
-    let history = train::fit(&gpu, &mut model, &train, Some(&val), &cfg)?;
+    let Some(history) =
+        super::unless_stopped(train::fit(&gpu, &mut model, &train, Some(&val), &cfg))?
+    else {
+        return Ok(());
+    };
     let mut metrics = serde_json::json!({"epochs_run": history.len()});
     if let Some(test_ds) = test_ds {
         let test = Loader::new(test_ds, eval_cfg)?;

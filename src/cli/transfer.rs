@@ -76,9 +76,18 @@ pub fn main_job(
     frozen.check_before_start()?;
     block5.check_run_folder()?;
     let gpu = select::open(request)?;
-    let r2 = cnn_wgpu::transfer::finetune_frozen(&gpu, &frozen)?;
-    let r3 =
-        cnn_wgpu::transfer::finetune_block5(&gpu, &block5, &frozen.out.join("best.safetensors"))?;
+    let Some(r2) = super::unless_stopped(cnn_wgpu::transfer::finetune_frozen(&gpu, &frozen))?
+    else {
+        return Ok(());
+    };
+    let Some(r3) = super::unless_stopped(cnn_wgpu::transfer::finetune_block5(
+        &gpu,
+        &block5,
+        &frozen.out.join("best.safetensors"),
+    ))?
+    else {
+        return Ok(());
+    };
     print_reports(&gpu, &[r2, r3]);
     Ok(())
 }
@@ -89,7 +98,9 @@ pub fn extract(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let cfg = transfer_config(&args, "extract")?;
     let gpu = select::open(request)?;
-    let r = cnn_wgpu::transfer::extract(&gpu, &cfg)?;
+    let Some(r) = super::unless_stopped(cnn_wgpu::transfer::extract(&gpu, &cfg))? else {
+        return Ok(());
+    };
     print_reports(&gpu, &[r]);
     Ok(())
 }
@@ -112,11 +123,14 @@ pub fn finetune(
     cfg.augment = !no_augment;
     let gpu = select::open(request)?;
     let r = match stage {
-        Stage::Frozen => cnn_wgpu::transfer::finetune_frozen(&gpu, &cfg)?,
+        Stage::Frozen => cnn_wgpu::transfer::finetune_frozen(&gpu, &cfg),
         Stage::Block5 => {
             let from = from.unwrap_or_else(|| PathBuf::from("runs/vgg16-frozen/best.safetensors"));
-            cnn_wgpu::transfer::finetune_block5(&gpu, &cfg, &from)?
+            cnn_wgpu::transfer::finetune_block5(&gpu, &cfg, &from)
         }
+    };
+    let Some(r) = super::unless_stopped(r)? else {
+        return Ok(());
     };
     print_reports(&gpu, &[r]);
     Ok(())

@@ -31,11 +31,14 @@ pub enum TrainError {
         /// This run's last good checkpoint, where it wrote (or resumed from) one.
         kept: Option<PathBuf>,
     },
-    #[error("interrupted after epoch {epoch} step {step}; {dir}/last.safetensors holds the state: run the same command with --resume to continue")]
+    #[error("{} in epoch {epoch} after step {step}; {dir}/last.safetensors holds the state: run the same command with --resume to continue", if *.requested { "stopped as --stop-after-steps asked" } else { "interrupted" })]
     Interrupted {
         epoch: usize,
         step: usize,
         dir: String,
+        /// True where `stop_after_steps` ended the run (it did what was asked), false for a
+        /// signal.
+        requested: bool,
     },
     #[error("{} already holds a run ({found}); nothing was changed. Continue it with --resume, replace it with --overwrite, or choose another run folder (--out)", dir.display())]
     RunExists { dir: PathBuf, found: String },
@@ -346,6 +349,12 @@ pub fn fit(
             .out
             .as_ref()
             .ok_or_else(|| TrainError::Invalid("--resume needs the run folder (--out)".into()))?;
+        if !dir.join("last.safetensors").is_file() {
+            return Err(TrainError::Invalid(format!(
+                "--resume: {} holds no last.safetensors, so there is nothing to resume; run without --resume to start this run",
+                dir.display()
+            )));
+        }
         let ck = checkpoint::Checkpoint::read(&dir.join("last.safetensors"))?;
         ck.load_params(gpu, model)?;
         p = serde_json::from_str(ck.meta.get("progress").ok_or_else(|| {
@@ -378,9 +387,10 @@ pub fn fit(
             checkpoint::load_params(gpu, &mut best, &dir.join("best.safetensors"))?;
             best_weights = Some(best.snapshot(gpu)?);
         }
+        // The numbering of the interrupted message: epochs from 1, steps done in that epoch.
         eprintln!(
-            "resuming after epoch {} step {} from {}",
-            p.epochs_done,
+            "resuming in epoch {} after step {} from {}",
+            p.epochs_done + 1,
             p.step,
             ck.path.display()
         );
@@ -473,8 +483,8 @@ pub fn fit(
             ));
             bar.inc(1);
             steps_run += 1;
-            let interrupted = cfg.interrupt.load(Ordering::Relaxed)
-                || cfg.stop_after_steps.is_some_and(|n| steps_run >= n);
+            let signalled = cfg.interrupt.load(Ordering::Relaxed);
+            let interrupted = signalled || cfg.stop_after_steps.is_some_and(|n| steps_run >= n);
             if interrupted && step + 1 < steps {
                 bar.abandon();
                 let mut at = p.clone();
@@ -488,6 +498,7 @@ pub fn fit(
                     epoch,
                     step: step + 1,
                     dir: dir.display().to_string(),
+                    requested: !signalled,
                 });
             }
         }
