@@ -136,12 +136,12 @@ fn write_config(
         "batch": cfg.batch, "epochs": cfg.epochs, "seed": cfg.seed, "augment": cfg.augment && !stage.starts_with('1'),
         "optimizer": opt, "preprocessing": pre,
     });
-    let path = cfg.out.join("config.json");
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&json).expect("config serialises"),
+    train::write_atomic(
+        &cfg.out.join("config.json"),
+        serde_json::to_string_pretty(&json)
+            .expect("config serialises")
+            .as_bytes(),
     )
-    .map_err(|source| TrainError::Io { path, source })
 }
 
 fn meta(pre: Preprocessing, classes: &[String]) -> Vec<(String, String)> {
@@ -174,12 +174,12 @@ fn report(
         test_accuracy: test.1,
         run_dir: dir.to_path_buf(),
     };
-    let path = dir.join("metrics.json");
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&r).expect("report serialises"),
-    )
-    .map_err(|source| TrainError::Io { path, source })?;
+    train::write_atomic(
+        &dir.join("metrics.json"),
+        serde_json::to_string_pretty(&r)
+            .expect("report serialises")
+            .as_bytes(),
+    )?;
     Ok(r)
 }
 
@@ -564,11 +564,12 @@ fn block5_on_cached_prefix(
     let mut json = serde_json::to_value(&r).expect("report serialises");
     json["prefix_cache_speedup"] = speedup.into();
     json["seconds_per_step_without_cache"] = full_step.into();
-    std::fs::write(
+    train::write_atomic(
         &path,
-        serde_json::to_string_pretty(&json).expect("serialises"),
-    )
-    .map_err(|source| TrainError::Io { path, source })?;
+        serde_json::to_string_pretty(&json)
+            .expect("serialises")
+            .as_bytes(),
+    )?;
     Ok(r)
 }
 

@@ -211,6 +211,34 @@ fn bad_checkpoints_are_rejected_naming_the_tensor() {
     assert_eq!(std::fs::read(&path).unwrap(), good);
 }
 
+/// The side files never cost a checkpoint: a curves.png that cannot be written (here a folder
+/// of that name) is a warning and the epoch's checkpoints are still saved; temporaries a kill
+/// left in the middle of an atomic write are removed at the next start.
+#[test]
+fn side_files_never_cost_a_checkpoint() {
+    let gpu = gpu_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("curves.png")).unwrap();
+    for stale in ["last.safetensors.tmp", "history.json.tmp", "curves.png.tmp"] {
+        std::fs::write(tmp.path().join(stale), b"half a file").unwrap();
+    }
+    let (train, val) = loaders(2);
+    let mut model = Model::new(gpu, net(), 3).unwrap();
+    let mut cfg = FitConfig::new(2, Optimizer::rmsprop(3e-3), 1);
+    cfg.out = Some(tmp.path().to_path_buf());
+    cfg.progress = false;
+    let history = train::fit(gpu, &mut model, &train, Some(&val), &cfg).unwrap();
+    assert_eq!(history.len(), 2);
+    checkpoint::read_spec(&tmp.path().join("last.safetensors")).unwrap();
+    checkpoint::read_spec(&tmp.path().join("best.safetensors")).unwrap();
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "stale temporaries left: {left:?}");
+}
+
 #[test]
 fn non_finite_loss_stops_with_the_epoch_and_step() {
     let gpu = gpu_or_skip!();

@@ -155,9 +155,9 @@ pub fn features(
         ),
         ("weights".to_string(), weights.display().to_string()),
     ]);
-    std::fs::write(
+    cnn_wgpu::atomic_file::write_atomic(
         &out,
-        safetensors::serialize([(layer.as_str(), view)], Some(meta))?,
+        &safetensors::serialize([(layer.as_str(), view)], Some(meta))?,
     )
     .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     println!("wrote {} {:?} to {}", layer, y.dims(), out.display());

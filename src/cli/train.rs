@@ -197,10 +197,11 @@ pub fn train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
         "restore_best": a.restore_best, "reduce_lr_patience": a.reduce_lr_patience, "reduce_lr_factor": a.reduce_lr_factor,
         "min_lr": a.min_lr, "adapter": gpu.adapter_name(),
     });
-    std::fs::write(
-        out.join("config.json"),
-        serde_json::to_string_pretty(&config)?,
-    )?;
+    cnn_wgpu::atomic_file::write_atomic(
+        &out.join("config.json"),
+        serde_json::to_string_pretty(&config)?.as_bytes(),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", out.join("config.json").display()))?;
     let mut cfg = FitConfig::new(a.epochs, optimizer, a.seed);
     cfg.resume = a.resume;
     cfg.overwrite = a.overwrite;
@@ -241,10 +242,11 @@ pub fn train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
     }
     let skipped = train.skipped();
     metrics["skipped_files"] = skipped.len().into();
-    std::fs::write(
-        out.join("metrics.json"),
-        serde_json::to_string_pretty(&metrics)?,
-    )?;
+    cnn_wgpu::atomic_file::write_atomic(
+        &out.join("metrics.json"),
+        serde_json::to_string_pretty(&metrics)?.as_bytes(),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", out.join("metrics.json").display()))?;
     println!(
         "run folder {}: config.json, history.json, history.csv, last.safetensors, best.safetensors, metrics.json; {} unreadable file(s) skipped",
         out.display(),
@@ -320,7 +322,7 @@ pub fn evaluate(
     );
     let out = out.unwrap_or_else(|| checkpoint.with_file_name("evaluation.json"));
     let json = serde_json::json!({"checkpoint": checkpoint, "data": dir, "images": n, "loss": loss, "accuracy": acc, "skipped_files": loader.skipped()});
-    std::fs::write(&out, serde_json::to_string_pretty(&json)?)
+    cnn_wgpu::atomic_file::write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     Ok(())
 }

@@ -219,6 +219,23 @@ pub fn check_run_folder(dir: &Path, resume: bool, overwrite: bool) -> Result<(),
     }
 }
 
+/// Removes the `<name>.tmp` files a kill in the middle of an atomic write left in `dir` (only
+/// that writer makes them, and the file it was replacing is intact).
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_file() && p.extension().is_some_and(|x| x == "tmp") {
+            match std::fs::remove_file(&p) {
+                Ok(()) => tracing::info!("removed {}, left by an interrupted write", p.display()),
+                Err(err) => tracing::warn!("cannot remove {}: {err}", p.display()),
+            }
+        }
+    }
+}
+
 /// Mean loss and accuracy of `model` over every batch of `loader` (inference mode).
 pub fn evaluate(gpu: &Gpu, model: &Model, loader: &Loader) -> Result<(f64, f64), TrainError> {
     let (mut loss, mut correct, mut n) = (0.0f64, 0.0f64, 0usize);
@@ -326,6 +343,7 @@ pub fn fit(
             path: dir.clone(),
             source,
         })?;
+        remove_stale_temporaries(dir);
     }
     let mut p = Progress {
         epochs_done: 0,
@@ -574,7 +592,6 @@ pub fn fit(
         p.finished = stop || epoch == cfg.epochs;
         if let Some(dir) = &cfg.out {
             write_history(dir, &history)?;
-            plot::curves(&history, &dir.join("curves.png"))?;
             if improved {
                 let mut m: Vec<(&str, String)> = cfg
                     .meta
@@ -586,6 +603,10 @@ pub fn fit(
             }
             save_last(gpu, model, dir, cfg, &p)?;
             saved_last = true;
+            // The plot comes last and never costs a checkpoint: a failure is only a warning.
+            if let Err(e) = plot::curves(&history, &dir.join("curves.png")) {
+                tracing::warn!("curves.png not updated: {e}");
+            }
         }
         if stop {
             break;

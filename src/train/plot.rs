@@ -131,13 +131,10 @@ pub fn curves(history: &[EpochRecord], path: &Path) -> Result<(), TrainError> {
         root.present().map_err(|e| draw_err(e.to_string()))?;
     }
     let img = image::RgbImage::from_raw(w, h, buf).expect("buffer matches the size");
-    let tmp = path.with_extension("png.tmp");
-    img.save_with_format(&tmp, image::ImageFormat::Png)
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)
         .map_err(|e| draw_err(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    super::write_atomic(path, png.get_ref())
 }
 
 #[cfg(test)]
