@@ -136,12 +136,7 @@ fn write_config(
         "batch": cfg.batch, "epochs": cfg.epochs, "seed": cfg.seed, "augment": cfg.augment && !stage.starts_with('1'),
         "optimizer": opt, "preprocessing": pre,
     });
-    train::write_atomic(
-        &cfg.out.join("config.json"),
-        serde_json::to_string_pretty(&json)
-            .expect("config serialises")
-            .as_bytes(),
-    )
+    train::write_or_check_config(&cfg.out, &json, cfg.resume, &["epochs"])
 }
 
 fn meta(pre: Preprocessing, classes: &[String]) -> Vec<(String, String)> {

@@ -621,6 +621,19 @@ fn train_writes_a_run_folder_and_evaluates_on_test() {
             && err.contains("--resume"),
         "{err}"
     );
+    // A resumed run keeps its settings: a different one is refused by name, and config.json
+    // keeps what actually ran.
+    let config = std::fs::read(resumable.join("config.json")).unwrap();
+    let run = args(&["--resume", "--lr", "0.5"]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && err.contains("optimizer: the run has"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(resumable.join("config.json")).unwrap(),
+        config
+    );
     let run = args(&["--resume"]);
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{err}");

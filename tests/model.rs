@@ -98,6 +98,41 @@ fn models_larger_than_the_adapter_allows_are_refused_naming_the_layer() {
     assert!(err.to_string().contains("block1_conv1"), "{err}");
 }
 
+/// A NaN in a weights file would spread through every activation after it without a word:
+/// the loader refuses it, naming the tensor and the element.
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    let gpu = gpu_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("nan.safetensors");
+    let mut kernel = vec![0.01f32; 3 * 3 * 3 * 64];
+    kernel[17] = f32::NAN;
+    let bias = vec![0.0f32; 64];
+    let views = [
+        ("block1_conv1.kernel", vec![3, 3, 3, 64], &kernel),
+        ("block1_conv1.bias", vec![64], &bias),
+    ]
+    .map(|(n, shape, data)| {
+        let view = safetensors::tensor::TensorView::new(
+            safetensors::Dtype::F32,
+            shape,
+            bytemuck::cast_slice(data),
+        )
+        .unwrap();
+        (n, view)
+    });
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    let mut model = Model::new(gpu, zoo::vgg16_base(32), 0).unwrap();
+    let Err(err) = cnn_wgpu::model::weights::load_vgg16(gpu, &mut model, &path) else {
+        panic!("weights with a NaN were loaded");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("block1_conv1.kernel") && err.contains("NaN") && err.contains("element 17"),
+        "{err}"
+    );
+}
+
 #[test]
 fn shape_errors_name_the_layer() {
     let bad = Sequential::new("bad", &[5, 5, 3])

@@ -197,11 +197,8 @@ pub fn train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
         "restore_best": a.restore_best, "reduce_lr_patience": a.reduce_lr_patience, "reduce_lr_factor": a.reduce_lr_factor,
         "min_lr": a.min_lr, "adapter": gpu.adapter_name(),
     });
-    cnn_wgpu::atomic_file::write_atomic(
-        &out.join("config.json"),
-        serde_json::to_string_pretty(&config)?.as_bytes(),
-    )
-    .map_err(|e| format!("cannot write {}: {e}", out.join("config.json").display()))?;
+    // Epochs may be extended and the adapter may change when a run is resumed.
+    train::write_or_check_config(&out, &config, a.resume, &["epochs", "adapter"])?;
     let mut cfg = FitConfig::new(a.epochs, optimizer, a.seed);
     cfg.resume = a.resume;
     cfg.overwrite = a.overwrite;

@@ -59,7 +59,7 @@ fn to_f32(
     view: &safetensors::tensor::TensorView<'_>,
 ) -> Result<Vec<f32>, ModelError> {
     let data = view.data();
-    Ok(match view.dtype() {
+    let values: Vec<f32> = match view.dtype() {
         Dtype::F32 => bytemuck::pod_collect_to_vec(data),
         Dtype::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(data)
             .iter()
@@ -75,7 +75,19 @@ fn to_f32(
                 format!("tensor {name} is {other:?}; expected F32, F16 or BF16"),
             ))
         }
-    })
+    };
+    // A NaN or infinity in a weight spreads through every activation after it without a word.
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(err(
+            path,
+            format!(
+                "tensor {name} holds {} at element {i} (of {}): weights must be finite",
+                values[i],
+                values.len()
+            ),
+        ));
+    }
+    Ok(values)
 }
 
 /// OIHW (cout, cin, kh, kw) -> HWIO (kh, kw, cin, cout).

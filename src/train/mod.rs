@@ -219,6 +219,52 @@ pub fn check_run_folder(dir: &Path, resume: bool, overwrite: bool) -> Result<(),
     }
 }
 
+/// Writes a run's settings to `dir/config.json`, or, when resuming, checks them against the
+/// ones the run was started with there: a resumed run keeps its settings, so a flag that
+/// differs (keys of `config` except `may_differ`) is refused by name instead of being written
+/// down as if it had been used. config.json keeps recording what actually ran.
+pub fn write_or_check_config(
+    dir: &Path,
+    config: &serde_json::Value,
+    resume: bool,
+    may_differ: &[&str],
+) -> Result<(), TrainError> {
+    let path = dir.join("config.json");
+    if resume && path.is_file() {
+        let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let started: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
+        let differ: Vec<String> = config
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !may_differ.contains(&k.as_str()))
+            .filter(|(k, v)| started.get(k.as_str()) != Some(v))
+            .map(|(k, v)| {
+                let was = started.get(k.as_str()).unwrap_or(&serde_json::Value::Null);
+                format!("{k}: the run has {was}, this command {v}")
+            })
+            .collect();
+        if !differ.is_empty() {
+            return Err(TrainError::Invalid(format!(
+                "--resume continues the run in {} with the settings it started with; this command differs ({}); give the same settings, or start a new run",
+                dir.display(),
+                differ.join("; ")
+            )));
+        }
+        return Ok(());
+    }
+    write_atomic(
+        &path,
+        serde_json::to_string_pretty(config)
+            .expect("settings serialise")
+            .as_bytes(),
+    )
+}
+
 /// Removes the `<name>.tmp` files a kill in the middle of an atomic write left in `dir` (only
 /// that writer makes them, and the file it was replacing is intact).
 fn remove_stale_temporaries(dir: &Path) {
