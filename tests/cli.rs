@@ -255,6 +255,10 @@ fn check_data_counts_and_reports_unreadable_files() {
         }))
         .unwrap();
     std::fs::write(tmp.path().join("cats/cut.jpg"), &jpeg[..jpeg.len() * 3 / 5]).unwrap();
+    // A symlink loop named like an image is left out with a warning naming it.
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("loop.jpg", tmp.path().join("dogs/loop.jpg")).unwrap();
+    let unreadable = if cfg!(unix) { 3 } else { 2 };
     let run = run_ok(
         cli()
             .args(["check-data", "--image-size", "8", "--data"])
@@ -263,11 +267,23 @@ fn check_data_counts_and_reports_unreadable_files() {
     let text = String::from_utf8_lossy(&run.stdout);
     assert!(
         text.contains("6 images decoded")
-            && text.contains("2 skipped")
+            && text.contains(&format!("{unreadable} skipped"))
             && text.contains("broken.jpg")
             && text.contains("cut.jpg"),
         "{text}"
     );
+    #[cfg(unix)]
+    {
+        assert!(text.contains("loop.jpg"), "{text}");
+        let run = cli()
+            .args(["check-data", "--strict", "--data"])
+            .arg(tmp.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success() && err.contains("loop.jpg"), "{err}");
+        std::fs::remove_file(tmp.path().join("dogs/loop.jpg")).unwrap();
+    }
     // The warning names the file once.
     assert_eq!(
         String::from_utf8_lossy(&run.stderr)

@@ -72,6 +72,16 @@ pub fn check_data(a: CheckDataArgs) -> Result<(), Box<dyn std::error::Error>> {
         println!("{name:<12} {n:>7} files");
     }
     println!("labels: {:?}", ds.label_kind());
+    let left_out: Vec<String> = ds
+        .unreadable()
+        .iter()
+        .map(|(p, why)| format!("{} ({why})", p.display()))
+        .collect();
+    if strict {
+        if let Some(first) = left_out.first() {
+            return Err(format!("not a readable image file: {first}").into());
+        }
+    }
     let mut cfg = LoaderConfig::evaluation(64, Preprocessing::None);
     cfg.strict = strict;
     let loader = Loader::new(std::sync::Arc::new(ds), cfg)?;
@@ -80,7 +90,8 @@ pub fn check_data(a: CheckDataArgs) -> Result<(), Box<dyn std::error::Error>> {
     for batch in loader.epoch(0) {
         read += batch?.len();
     }
-    let skipped = loader.skipped();
+    let mut skipped = left_out;
+    skipped.extend(loader.skipped());
     println!(
         "{read} images decoded at {image_size}x{image_size} in {:.1}s; {} skipped",
         start.elapsed().as_secs_f64(),

@@ -68,6 +68,9 @@ pub struct DirectoryDataset {
     size: (usize, usize),
     channels: usize,
     labels: LabelKind,
+    /// Entries named like images that are not readable files (a symlink loop, a dangling
+    /// link, a folder), with why: left out, each with a warning.
+    unreadable: Vec<(PathBuf, String)>,
 }
 
 impl DirectoryDataset {
@@ -98,14 +101,22 @@ impl DirectoryDataset {
             });
         }
         let mut items = Vec::new();
+        let mut unreadable = Vec::new();
         for (label, name) in classes.iter().enumerate() {
             let dir = root.join(name);
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .map_err(super::io_err(&dir))?
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.is_file() && image_io::is_image_path(p))
-                .collect();
+            let mut files = Vec::new();
+            for entry in std::fs::read_dir(&dir).map_err(super::io_err(&dir))? {
+                let p = entry.map_err(super::io_err(&dir))?.path();
+                if !image_io::is_image_path(&p) {
+                    continue;
+                }
+                // metadata follows links: a loop or a dangling link fails here.
+                match std::fs::metadata(&p) {
+                    Ok(m) if m.is_file() => files.push(p),
+                    Ok(_) => unreadable.push((p, "not a file".to_string())),
+                    Err(e) => unreadable.push((p, e.to_string())),
+                }
+            }
             if files.is_empty() {
                 return Err(DataError::EmptyClass(dir));
             }
@@ -117,6 +128,9 @@ impl DirectoryDataset {
         } else {
             LabelKind::Categorical(classes.len())
         };
+        for (p, why) in &unreadable {
+            tracing::warn!("left out {}: {why}", p.display());
+        }
         Ok(Self {
             root: root.to_path_buf(),
             classes,
@@ -124,7 +138,14 @@ impl DirectoryDataset {
             size,
             channels: 3,
             labels,
+            unreadable,
         })
+    }
+
+    /// Entries named like images that were left out because they are not readable files (a
+    /// symlink loop, a dangling link, a folder), with why.
+    pub fn unreadable(&self) -> &[(PathBuf, String)] {
+        &self.unreadable
     }
 
     /// Keeps `n` samples spread evenly over the dataset (every class stays represented).
