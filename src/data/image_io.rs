@@ -74,6 +74,7 @@ pub fn decode(
         path: path.to_path_buf(),
         reason,
     };
+    check_size(size, channels)?;
     if bytes.is_empty() {
         return Err(err("the file is empty".into()));
     }
@@ -101,7 +102,6 @@ pub fn decode(
         _ => reader.decode().map_err(|e| err(e.to_string()))?,
     };
     let (h, w) = size;
-    check_size(size, channels)?;
     let (src, c) = match channels {
         1 => (img.to_luma8().into_raw(), 1),
         3 => (img.to_rgb8().into_raw(), 3),
