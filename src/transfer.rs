@@ -92,11 +92,7 @@ impl TransferConfig {
             .into_iter()
             .map(|s| Ok((self.data.join(s), self.split(s)?.class_names().to_vec())))
             .collect::<Result<Vec<_>, TrainError>>()?;
-        let refs: Vec<_> = splits
-            .iter()
-            .map(|(p, c)| (p.as_path(), c.as_slice()))
-            .collect();
-        Ok(crate::data::check_same_classes(&refs)?)
+        Ok(crate::data::check_same_classes(&splits)?)
     }
 
     fn split(&self, name: &str) -> Result<DirectoryDataset, TrainError> {

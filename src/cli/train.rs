@@ -149,11 +149,7 @@ pub fn train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
         if let Some(t) = &test {
             splits.push((a.data.join("test"), t.class_names().to_vec()));
         }
-        let refs: Vec<_> = splits
-            .iter()
-            .map(|(p, c)| (p.as_path(), c.as_slice()))
-            .collect();
-        cnn_wgpu::data::check_same_classes(&refs)?;
+        cnn_wgpu::data::check_same_classes(&splits)?;
         (train, val, test)
     } else if a.data.join("t10k-images-idx3-ubyte.gz").is_file()
         || a.data.join("t10k-images-idx3-ubyte").is_file()

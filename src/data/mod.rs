@@ -15,7 +15,7 @@ pub mod mnist;
 pub mod prepare;
 pub mod resample;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use thiserror::Error;
 
@@ -81,11 +81,11 @@ pub enum DataError {
 /// Fails unless every split has the same class folders as the first, naming what differs:
 /// labels are class indices in sorted order, so an extra class breaks the label shape and a
 /// renamed one silently swaps labels.
-pub fn check_same_classes(splits: &[(&Path, &[String])]) -> Result<(), DataError> {
-    let Some(&(reference, expected)) = splits.first() else {
+pub fn check_same_classes(splits: &[(PathBuf, Vec<String>)]) -> Result<(), DataError> {
+    let Some((reference, expected)) = splits.first() else {
         return Ok(());
     };
-    for &(split, found) in &splits[1..] {
+    for (split, found) in &splits[1..] {
         if found == expected {
             continue;
         }
