@@ -37,6 +37,23 @@ fn has_adapter() -> bool {
     false
 }
 
+/// Writes `per_class` flat 16x16 PNGs into `root/split/class/` for each split and class; the
+/// colour differs by class and image, so the classes are learnable.
+fn class_folders(root: &std::path::Path, splits: &[&str], classes: &[&str], per_class: u8) {
+    for split in splits {
+        for (k, class) in classes.iter().enumerate() {
+            let dir = root.join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..per_class {
+                let level = if k % 2 == 0 { 30 } else { 220 };
+                image::RgbImage::from_pixel(16, 16, image::Rgb([level, i * 50, 9]))
+                    .save(dir.join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+    }
+}
+
 #[test]
 fn devices_lists_adapters_with_limits() {
     if !has_adapter() {
@@ -322,17 +339,7 @@ fn sigterm_saves_the_run_like_ctrl_c() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    for split in ["train", "validation"] {
-        for (class, v) in [("cats", 30u8), ("dogs", 220u8)] {
-            let dir = tmp.path().join(split).join(class);
-            std::fs::create_dir_all(&dir).unwrap();
-            for i in 0..4u8 {
-                image::RgbImage::from_pixel(20, 20, image::Rgb([v, i * 50, 9]))
-                    .save(dir.join(format!("{i}.png")))
-                    .unwrap();
-            }
-        }
-    }
+    class_folders(tmp.path(), &["train", "validation"], &["cats", "dogs"], 4);
     let out = tmp.path().join("run");
     let train = || {
         let mut c = cli();
@@ -389,15 +396,7 @@ fn sigterm_saves_the_run_like_ctrl_c() {
 #[test]
 fn absurd_image_sizes_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    for split in ["train", "validation"] {
-        for class in ["cats", "dogs"] {
-            let dir = tmp.path().join(split).join(class);
-            std::fs::create_dir_all(&dir).unwrap();
-            image::RgbImage::from_pixel(10, 10, image::Rgb([50, 60, 70]))
-                .save(dir.join("0.png"))
-                .unwrap();
-        }
-    }
+    class_folders(tmp.path(), &["train", "validation"], &["cats", "dogs"], 1);
     let out = tmp.path().join("run");
     let mut train = cli();
     train
@@ -447,20 +446,9 @@ fn absurd_image_sizes_are_clear_errors() {
 #[test]
 fn train_refuses_splits_whose_class_folders_differ() {
     let tmp = tempfile::tempdir().unwrap();
-    let make = |split: &str, classes: &[&str]| {
-        for class in classes {
-            let dir = tmp.path().join(split).join(class);
-            std::fs::create_dir_all(&dir).unwrap();
-            for i in 0..2 {
-                image::RgbImage::from_pixel(10, 10, image::Rgb([i * 90, 40, 40]))
-                    .save(dir.join(format!("{i}.png")))
-                    .unwrap();
-            }
-        }
-    };
-    make("train", &["cats", "dogs"]);
-    make("validation", &["birds", "cats", "dogs"]);
-    make("test", &["cats", "zebra"]);
+    class_folders(tmp.path(), &["train"], &["cats", "dogs"], 2);
+    class_folders(tmp.path(), &["validation"], &["birds", "cats", "dogs"], 2);
+    class_folders(tmp.path(), &["test"], &["cats", "zebra"], 2);
     let out = tmp.path().join("run");
     let train = || {
         cli()
