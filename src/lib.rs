@@ -13,6 +13,7 @@
 pub mod atomic_file;
 pub mod bench;
 pub mod data;
+pub mod fault;
 pub mod gpu;
 pub mod model;
 pub mod ops;

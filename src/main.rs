@@ -123,6 +123,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    // The fault-injection tests' seam (see `cnn_wgpu::fault`); read here, at the edge, only.
+    if let Ok(spec) = std::env::var("CNN_WGPU_PAUSE_AT") {
+        cnn_wgpu::fault::arm(&spec).map_err(|e| format!("CNN_WGPU_PAUSE_AT: {e}"))?;
+    }
     if cli.tune {
         // Read when each command opens its device; nothing else runs yet.
         std::env::set_var("CNN_WGPU_TUNE", "1");

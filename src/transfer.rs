@@ -540,10 +540,15 @@ fn block5_on_cached_prefix(
     checkpoint::save(gpu, &model, &cfg.out.join("best.safetensors"), &m)?;
     for f in ["history.json", "history.csv", "curves.png"] {
         let (from, to) = (sub_cfg.out.join(f), cfg.out.join(f));
-        std::fs::copy(&from, &to).map_err(|source| TrainError::Io {
-            path: to.clone(),
+        if f == "curves.png" && !from.is_file() {
+            // fit only warned that it could not draw the curves; that costs nothing here either.
+            continue;
+        }
+        let bytes = std::fs::read(&from).map_err(|source| TrainError::Io {
+            path: from.clone(),
             source,
         })?;
+        train::write_atomic(&to, &bytes)?;
     }
     let mut r = report(stage, &history, n_train, result, &cfg.out)?;
     let steps = n_train.div_ceil(cfg.batch) as f64;

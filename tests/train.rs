@@ -211,6 +211,73 @@ fn bad_checkpoints_are_rejected_naming_the_tensor() {
     assert_eq!(std::fs::read(&path).unwrap(), good);
 }
 
+/// A header that lies about its offsets is refused with the name of the tensor at fault, for each
+/// way the offsets can disagree: with dtype and shape, with the tensor before, with the file's
+/// end (short or long).
+#[test]
+fn lying_checkpoint_headers_name_the_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("lying.safetensors");
+    // Each case: a (2,3) F32 tensor `a` (24 bytes) then a (3,) F32 tensor `b` (12 bytes).
+    let cases: [(&[RawEntry], usize, &str, &[&str]); 4] = [
+        (
+            &[("a", "F32", &[2, 3], [0, 20]), ("b", "F32", &[3], [20, 32])],
+            32,
+            "size",
+            &["tensor a", "20 bytes", "needs 24 bytes"],
+        ),
+        (
+            &[("a", "F32", &[2, 3], [0, 24]), ("b", "F32", &[3], [28, 40])],
+            40,
+            "gap",
+            &[
+                "tensor b",
+                "starts at data byte 28",
+                "a before it ends at 24",
+            ],
+        ),
+        (
+            &[("a", "F32", &[2, 3], [0, 24]), ("b", "F32", &[3], [24, 36])],
+            30,
+            "short file",
+            &[
+                "tensor b",
+                "ends at data byte 36",
+                "only 30 bytes",
+                "truncated",
+            ],
+        ),
+        (
+            &[("a", "F32", &[2, 3], [0, 24]), ("b", "F32", &[3], [24, 36])],
+            50,
+            "long file",
+            &["last tensor, b", "holds 50", "extra bytes"],
+        ),
+    ];
+    for (entries, data_len, what, wanted) in cases {
+        std::fs::write(&path, raw_safetensors(entries, data_len)).unwrap();
+        let err = match checkpoint::Checkpoint::read(&path) {
+            Ok(_) => panic!("{what}: a lying header was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("lying.safetensors"), "{what}: {err}");
+        for w in wanted {
+            assert!(err.contains(w), "{what}: wanted {w:?} in {err}");
+        }
+    }
+    // The honest version of the same file reads.
+    std::fs::write(
+        &path,
+        raw_safetensors(
+            &[("a", "F32", &[2, 3], [0, 24]), ("b", "F32", &[3], [24, 36])],
+            36,
+        ),
+    )
+    .unwrap();
+    let ok = checkpoint::Checkpoint::read(&path).unwrap();
+    assert_eq!(ok.tensors["a"].0, vec![2, 3]);
+}
+
 /// The side files never cost a checkpoint: a curves.png that cannot be written (here a folder
 /// of that name) is a warning and the epoch's checkpoints are still saved; temporaries a kill
 /// left in the middle of an atomic write are removed at the next start.
@@ -256,7 +323,7 @@ fn non_finite_loss_stops_with_the_epoch_and_step() {
     w[0] = f32::NAN;
     model.set_param(gpu, &name, &w).unwrap();
     // A new run over the finished one (on purpose): it fails at its first step, before it
-    // wrote a checkpoint of its own, and says so instead of promising a kept one.
+    // saved a trained state, and says so instead of promising a good checkpoint.
     cfg.overwrite = true;
     let err = train::fit(gpu, &mut model, &train, Some(&val), &cfg).unwrap_err();
     assert!(
@@ -272,13 +339,27 @@ fn non_finite_loss_stops_with_the_epoch_and_step() {
     );
     assert!(
         err.to_string().contains("lower learning rate")
-            && err.to_string().contains("had written no checkpoint yet"),
+            && err.to_string().contains("had saved no trained state yet"),
         "{err}"
     );
-    assert_eq!(
+    // --overwrite replaced the earlier run at the start: its history is gone, and
+    // last.safetensors is the new run's starting state (the poisoned bias), ready for --resume.
+    assert!(!tmp.path().join("history.json").exists());
+    assert_ne!(
         std::fs::read(tmp.path().join("last.safetensors")).unwrap(),
-        good,
-        "the earlier run's checkpoint is untouched"
+        good
+    );
+    let start = checkpoint::Checkpoint::read(&tmp.path().join("last.safetensors")).unwrap();
+    assert!(start.tensors[&name].1[0].is_nan());
+    assert_eq!(start.meta["epoch"], "0");
+    // Loading it anywhere (resume, evaluate, predict) is refused, naming tensor and element.
+    let err = start
+        .load_params(gpu, &mut Model::new(gpu, net(), 3).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&name) && err.contains("NaN at element 0") && err.contains("finite"),
+        "{err}"
     );
 
     // A learning rate that is not a finite number >= 0 is refused before the first step.

@@ -300,3 +300,34 @@ fn bad_weight_files_are_clear_errors() {
         "{e}"
     );
 }
+
+/// The weights loader names the tensor whose offsets lie, as the checkpoint reader does; needs no
+/// shared data, only a header written by hand.
+#[test]
+fn a_lying_weights_header_names_the_tensor() {
+    let gpu = gpu_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut model = Model::new(gpu, zoo::vgg16_base(32), 0).unwrap();
+    let p = tmp.path().join("lying.safetensors");
+    // block1_conv1.kernel is (3,3,3,64) F32 = 6912 bytes; the header claims 6900.
+    std::fs::write(
+        &p,
+        raw_safetensors(
+            &[
+                ("block1_conv1.kernel", "F32", &[3, 3, 3, 64], [0, 6900]),
+                ("block1_conv1.bias", "F32", &[64], [6900, 7156]),
+            ],
+            7156,
+        ),
+    )
+    .unwrap();
+    let e = weights::load_vgg16(gpu, &mut model, &p)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("lying.safetensors")
+            && e.contains("tensor block1_conv1.kernel")
+            && e.contains("needs 6912 bytes"),
+        "{e}"
+    );
+}

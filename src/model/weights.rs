@@ -53,6 +53,91 @@ fn err(path: &Path, reason: String) -> ModelError {
     }
 }
 
+/// Opens a safetensors file held in `bytes`. The crate's own errors for a lying header (a size
+/// that disagrees with dtype and shape, a gap or overlap, data past the end of the file) do not
+/// always say which tensor is at fault, so on failure the header is read again here to name it.
+pub fn open_safetensors(bytes: &[u8]) -> Result<safetensors::SafeTensors<'_>, String> {
+    safetensors::SafeTensors::deserialize(bytes).map_err(|e| match explain_header(bytes) {
+        Some(why) => format!("{e}: {why}"),
+        None => e.to_string(),
+    })
+}
+
+/// The first tensor whose `data_offsets` disagree with its dtype and shape, with its
+/// neighbour, or with the length of the file, said in words; `None` when the header cannot be
+/// parsed at all or every entry looks consistent.
+fn explain_header(bytes: &[u8]) -> Option<String> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let json = bytes.get(8..8usize.checked_add(n)?)?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(json).ok()?;
+    let data_len = bytes.len() - 8 - n;
+    let mut entries: Vec<(String, &str, Vec<u64>, u64, u64)> = Vec::new();
+    for (name, info) in header.iter().filter(|(k, _)| *k != "__metadata__") {
+        let dtype = info.get("dtype")?.as_str()?;
+        let shape = info
+            .get("shape")?
+            .as_array()?
+            .iter()
+            .map(|d| d.as_u64())
+            .collect::<Option<Vec<u64>>>()?;
+        let off = info.get("data_offsets")?.as_array()?;
+        let (start, end) = (off.first()?.as_u64()?, off.get(1)?.as_u64()?);
+        entries.push((name.clone(), dtype, shape, start, end));
+    }
+    entries.sort_by_key(|e| (e.3, e.4));
+    let mut previous: Option<(&str, u64)> = None;
+    for (name, dtype, shape, start, end) in &entries {
+        if end < start {
+            return Some(format!(
+                "tensor {name} has data_offsets [{start}, {end}], which end before they start"
+            ));
+        }
+        let expected_start = previous.map_or(0, |p| p.1);
+        if *start != expected_start {
+            return Some(match previous {
+                Some((prev, prev_end)) => format!(
+                    "tensor {name} starts at data byte {start}, but {prev} before it ends at \
+                     {prev_end} (a gap or an overlap)"
+                ),
+                None => {
+                    format!("tensor {name} is the first but starts at data byte {start}, not 0")
+                }
+            });
+        }
+        let width = match *dtype {
+            "F64" | "I64" | "U64" => Some(8u64),
+            "F32" | "I32" | "U32" => Some(4),
+            "F16" | "BF16" | "I16" | "U16" => Some(2),
+            "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" => Some(1),
+            _ => None,
+        };
+        let needed = width.and_then(|w| shape.iter().try_fold(w, |a, &d| a.checked_mul(d)));
+        if let Some(needed) = needed {
+            if end - start != needed {
+                return Some(format!(
+                    "tensor {name} has data_offsets [{start}, {end}] ({} bytes), but {dtype} \
+                     shape {shape:?} needs {needed} bytes",
+                    end - start
+                ));
+            }
+        }
+        if *end > data_len as u64 {
+            return Some(format!(
+                "tensor {name} ends at data byte {end}, but the file holds only {data_len} bytes \
+                 of data (truncated?)"
+            ));
+        }
+        previous = Some((name, *end));
+    }
+    match previous {
+        Some((last, end)) if end != data_len as u64 => Some(format!(
+            "the last tensor, {last}, ends at data byte {end}, but the file holds {data_len} \
+             bytes of data (extra bytes after it)"
+        )),
+        _ => None,
+    }
+}
+
 fn to_f32(
     path: &Path,
     name: &str,
@@ -111,7 +196,7 @@ fn oihw_to_hwio(w: &[f32], o: usize, i: usize, h: usize, k: usize) -> Vec<f32> {
 /// (expected vs found), unsupported dtypes.
 pub fn load_vgg16(gpu: &Gpu, model: &mut Model, path: &Path) -> Result<LoadedWeights, ModelError> {
     let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+    let st = open_safetensors(&bytes).map_err(|e| {
         err(
             path,
             format!("not a valid safetensors file (truncated or another format?): {e}"),

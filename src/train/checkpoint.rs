@@ -71,7 +71,7 @@ impl Checkpoint {
             path: path.to_path_buf(),
             reason,
         };
-        let st = safetensors::SafeTensors::deserialize(&bytes)
+        let st = crate::model::weights::open_safetensors(&bytes)
             .map_err(|e| bad(format!("not a readable safetensors file (truncated?): {e}")))?;
         let (_, header) =
             safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
@@ -128,6 +128,16 @@ impl Checkpoint {
                 return Err(TrainError::Checkpoint {
                     path: self.path.clone(),
                     reason: format!("tensor {name} has shape {found:?}, expected {shape:?}"),
+                });
+            }
+            if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+                return Err(TrainError::Checkpoint {
+                    path: self.path.clone(),
+                    reason: format!(
+                        "tensor {name} holds {} at element {i} (of {}): weights must be finite",
+                        data[i],
+                        data.len()
+                    ),
                 });
             }
             model.set_param(gpu, &name, data)?;

@@ -63,7 +63,7 @@ pub enum TrainError {
 fn kept_note(kept: Option<&Path>) -> String {
     match kept {
         Some(path) => format!("the last good checkpoint, {}, was kept", path.display()),
-        None => "this run had written no checkpoint yet".into(),
+        None => "this run had saved no trained state yet (only the state it started from)".into(),
     }
 }
 
@@ -282,6 +282,21 @@ fn remove_stale_temporaries(dir: &Path) {
     }
 }
 
+/// What `--overwrite` replaces: every file a run writes besides config.json (which the caller has
+/// already written for the new run). Removed before the new run writes anything, so a kill early
+/// in the new run never leaves its files mixed with the old run's.
+fn remove_earlier_run(dir: &Path) -> Result<(), TrainError> {
+    for name in RUN_FILES.iter().chain(&["history.csv", "curves.png"]) {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!("--overwrite: removed the earlier run's {}", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(TrainError::Io { path, source }),
+        }
+    }
+    Ok(())
+}
+
 /// Mean loss and accuracy of `model` over every batch of `loader` (inference mode).
 pub fn evaluate(gpu: &Gpu, model: &Model, loader: &Loader) -> Result<(f64, f64), TrainError> {
     let (mut loss, mut correct, mut n) = (0.0f64, 0.0f64, 0usize);
@@ -390,6 +405,9 @@ pub fn fit(
             source,
         })?;
         remove_stale_temporaries(dir);
+        if cfg.overwrite {
+            remove_earlier_run(dir)?;
+        }
     }
     let mut p = Progress {
         epochs_done: 0,
@@ -406,7 +424,8 @@ pub fn fit(
     };
     let mut history: Vec<EpochRecord> = Vec::new();
     let mut best_weights = None;
-    // Whether last.safetensors holds a state of this run (resumed from, or written by it).
+    // Whether last.safetensors holds a trained state of this run (resumed from, or written by
+    // it after training steps), not only the state it started from.
     let mut saved_last = cfg.resume;
     if cfg.resume {
         let dir = cfg
@@ -461,6 +480,12 @@ pub fn fit(
         if p.finished {
             return Ok(history);
         }
+    }
+    if let (Some(dir), false) = (&cfg.out, cfg.resume) {
+        // From the first step on, last.safetensors holds a state this run resumes from: a kill
+        // before the first epoch ends leaves a run that `--resume` continues, not a half-run
+        // folder that only `--overwrite` clears.
+        save_last(gpu, model, dir, cfg, &p)?;
     }
     let steps = train.batches_per_epoch();
     let mut steps_run = 0usize;
@@ -547,6 +572,7 @@ pub fn fit(
             ));
             bar.inc(1);
             steps_run += 1;
+            crate::fault::reached("step");
             let signalled = cfg.interrupt.load(Ordering::Relaxed);
             let interrupted = signalled || cfg.stop_after_steps.is_some_and(|n| steps_run >= n);
             if interrupted && step + 1 < steps {

@@ -571,3 +571,23 @@ pub fn cpu_loss(logits: &[f64], labels: &[f64], n: usize) -> f64 {
         .sum();
     total / n as f64
 }
+
+/// One header entry of [`raw_safetensors`]: name, dtype, shape, data_offsets.
+pub type RawEntry<'a> = (&'a str, &'a str, &'a [usize], [u64; 2]);
+
+/// A safetensors file written byte by byte from `entries` (name, dtype, shape, data_offsets)
+/// and `data_len` bytes of data, so that a test can make the header lie in any way it wants.
+pub fn raw_safetensors(entries: &[RawEntry<'_>], data_len: usize) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    for (name, dtype, shape, offsets) in entries {
+        header.insert(
+            name.to_string(),
+            serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": offsets }),
+        );
+    }
+    let json = serde_json::to_vec(&header).unwrap();
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&json);
+    out.resize(out.len() + data_len, 0);
+    out
+}
