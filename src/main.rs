@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cnn_wgpu::gpu::{AdapterRequest, BackendChoice};
+use cnn_wgpu::gpu::{AdapterRequest, BackendChoice, DeviceOptions, TuneMode};
 
 mod cli;
 
@@ -127,14 +127,15 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     if let Ok(spec) = std::env::var("CNN_WGPU_PAUSE_AT") {
         cnn_wgpu::fault::arm(&spec).map_err(|e| format!("CNN_WGPU_PAUSE_AT: {e}"))?;
     }
+    // The device switches come from the environment and the flags, here and nowhere deeper.
+    let mut options = DeviceOptions::from_env();
     if cli.tune {
-        // Read when each command opens its device; nothing else runs yet.
-        std::env::set_var("CNN_WGPU_TUNE", "1");
+        options.tune = TuneMode::Measure;
     }
     let request = AdapterRequest {
         name: cli.adapter,
         backend: cli.backend,
-        binding_limit: None,
+        options,
     };
     match cli.command {
         None => {

@@ -1,7 +1,7 @@
 //! The tuning cache: a measured choice is saved per adapter, read back by the next device, and a
 //! damaged file is reported and replaced, never fatal; results equal the CPU definition
-//! whatever was chosen. One test in this binary: it points CNN_WGPU_TUNE_CACHE at a temporary
-//! file before any device opens.
+//! whatever was chosen. Every device here is opened with its tuning cache at a temporary file
+//! (`DeviceOptions::tune_cache`).
 
 mod common;
 
@@ -46,8 +46,9 @@ fn read_cache(path: &std::path::Path) -> BTreeMap<String, u32> {
 fn tuning_cache_measures_saves_reuses_and_survives_damage() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tune.json");
-    std::env::set_var("CNN_WGPU_TUNE_CACHE", &path);
-    let Some(gpu) = fresh_gpu() else { return };
+    let Some(gpu) = fresh_gpu_tuned_at(&path) else {
+        return;
+    };
     assert_eq!(gpu.tune_cache_path(), Some(path.as_path()));
 
     // 2 x 20 x 20: 648 output positions, so the weight gradient's sum may split into 1 or 2
@@ -86,7 +87,9 @@ fn tuning_cache_measures_saves_reuses_and_survives_damage() {
     assert!(key.contains("conv2d kernel gradient"), "{key}");
     assert!([1, 2].contains(&slices), "{key} = {slices}");
     // `devices` reports the file and what it holds.
-    let listed = cnn_wgpu::gpu::select::list(&cnn_wgpu::AdapterRequest::from_env().unwrap());
+    let mut request = cnn_wgpu::AdapterRequest::from_env().unwrap();
+    request.options.tune_cache = Some(path.clone());
+    let listed = cnn_wgpu::gpu::select::list(&request);
     let this = listed
         .iter()
         .find(|a| a.name == gpu.adapter_name())
@@ -103,17 +106,17 @@ fn tuning_cache_measures_saves_reuses_and_survives_damage() {
         assert_close("dw, profiled", &dw_on(g), &want, 1e-4, 1e-4);
         g.end_profile().unwrap().scopes[0].2
     };
-    let off = fresh_gpu().unwrap();
+    let off = fresh_gpu_tuned_at(&path).unwrap();
     off.set_tune_mode(TuneMode::Off);
     if off.can_profile() {
         let unsplit_or_default = dispatches(&off);
         let mut file = saved.clone();
         file.insert(key.clone(), 1);
         std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
-        let one = dispatches(&fresh_gpu().unwrap());
+        let one = dispatches(&fresh_gpu_tuned_at(&path).unwrap());
         file.insert(key.clone(), 2);
         std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
-        let two = dispatches(&fresh_gpu().unwrap());
+        let two = dispatches(&fresh_gpu_tuned_at(&path).unwrap());
         assert_eq!(two, one + 1, "2 slices add the reduction's dispatch");
         assert!([one, two].contains(&unsplit_or_default));
     } else {
@@ -126,7 +129,7 @@ fn tuning_cache_measures_saves_reuses_and_survives_damage() {
     // A damaged file is ignored (with a warning naming it) and rewritten once a choice is
     // measured; the run goes on.
     std::fs::write(&path, "{ not json").unwrap();
-    let third = fresh_gpu().unwrap();
+    let third = fresh_gpu_tuned_at(&path).unwrap();
     third.set_tune_mode(TuneMode::Measure);
     assert_close("dw, damaged cache", &dw_on(&third), &want, 1e-4, 1e-4);
     assert_eq!(read_cache(&path).len(), 1);

@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use super::{Gpu, GpuError};
+use super::{DeviceOptions, Gpu, GpuError};
 
 /// A backend restriction given by the user.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,18 +37,20 @@ impl FromStr for BackendChoice {
     }
 }
 
-/// Which adapter to open. `Default` reads `CNN_WGPU_ADAPTER` and `CNN_WGPU_BACKEND`.
+/// Which adapter to open, and the options to open its device with. `Default` asks for the best
+/// adapter with default options and reads nothing; [`AdapterRequest::from_env`] reads the
+/// environment.
 #[derive(Clone, Debug, Default)]
 pub struct AdapterRequest {
     /// Case-insensitive substring of the adapter name.
     pub name: Option<String>,
     pub backend: Option<BackendChoice>,
-    /// Lowers the per-binding byte limit below the adapter's (for testing the splitting paths).
-    pub binding_limit: Option<u64>,
+    pub options: DeviceOptions,
 }
 
 impl AdapterRequest {
-    /// The request the environment asks for: `CNN_WGPU_ADAPTER`, `CNN_WGPU_BACKEND`.
+    /// The request the environment asks for: `CNN_WGPU_ADAPTER`, `CNN_WGPU_BACKEND`, and
+    /// [`DeviceOptions::from_env`].
     pub fn from_env() -> Result<Self, GpuError> {
         let name = std::env::var("CNN_WGPU_ADAPTER")
             .ok()
@@ -60,7 +62,7 @@ impl AdapterRequest {
         Ok(Self {
             name,
             backend,
-            binding_limit: None,
+            options: DeviceOptions::from_env(),
         })
     }
 
@@ -91,7 +93,7 @@ pub struct AdapterSummary {
     /// kernels run where both are 8.
     pub subgroup_sizes: Option<(u32, u32)>,
     /// Whether the subgroup GEMM kernels would read their packed weights from textures here
-    /// (8-lane subgroups, `CNN_WGPU_NO_TEXTURES` unset; see `Gpu::texture_operands`).
+    /// (8-lane subgroups, [`DeviceOptions::textures`] on; see `Gpu::texture_operands`).
     pub operand_textures: bool,
     pub max_texture_dimension_2d: u32,
     /// This adapter's tuning cache file (see `gpu::tune`) and how many choices it holds.
@@ -100,11 +102,11 @@ pub struct AdapterSummary {
 }
 
 impl AdapterSummary {
-    fn of(adapter: &wgpu::Adapter) -> Self {
+    fn of(adapter: &wgpu::Adapter, options: &DeviceOptions) -> Self {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let features = adapter.features();
-        let tune_cache = super::tune::cache_path(&info);
+        let tune_cache = super::tune::cache_path(&info, options.tune_cache.as_deref());
         Self {
             tuned_choices: tune_cache.as_deref().map_or(0, super::tune::cached_choices),
             tune_cache: tune_cache.map(|p| p.display().to_string()),
@@ -125,7 +127,7 @@ impl AdapterSummary {
                 .then_some((info.subgroup_min_size, info.subgroup_max_size)),
             operand_textures: features.contains(wgpu::Features::SUBGROUP)
                 && (info.subgroup_min_size, info.subgroup_max_size) == (8, 8)
-                && std::env::var_os("CNN_WGPU_NO_TEXTURES").is_none(),
+                && options.textures,
             max_texture_dimension_2d: limits.max_texture_dimension_2d,
         }
     }
@@ -149,7 +151,7 @@ pub fn list(request: &AdapterRequest) -> Vec<AdapterSummary> {
     let instance = instance(request.backends());
     pollster::block_on(instance.enumerate_adapters(request.backends()))
         .iter()
-        .map(AdapterSummary::of)
+        .map(|a| AdapterSummary::of(a, &request.options))
         .collect()
 }
 
@@ -201,7 +203,7 @@ pub fn choose(request: &AdapterRequest) -> Result<wgpu::Adapter, GpuError> {
 }
 
 /// Opens a device on `adapter` with its real limits and the optional features that help.
-pub fn open_adapter(adapter: &wgpu::Adapter, binding_limit: Option<u64>) -> Result<Gpu, GpuError> {
+pub fn open_adapter(adapter: &wgpu::Adapter, options: &DeviceOptions) -> Result<Gpu, GpuError> {
     let wanted = wgpu::Features::TIMESTAMP_QUERY
         | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
         | wgpu::Features::SHADER_F16
@@ -219,7 +221,7 @@ pub fn open_adapter(adapter: &wgpu::Adapter, binding_limit: Option<u64>) -> Resu
         adapter: adapter.get_info().name,
         source,
     })?;
-    let gpu = Gpu::from_parts(adapter, device, queue, binding_limit);
+    let gpu = Gpu::from_parts(adapter, device, queue, options);
     tracing::info!(
         adapter = gpu.adapter_name(),
         backend = ?gpu.info().backend,
@@ -232,5 +234,5 @@ pub fn open_adapter(adapter: &wgpu::Adapter, binding_limit: Option<u64>) -> Resu
 /// Chooses an adapter as `request` says and opens it.
 pub fn open(request: &AdapterRequest) -> Result<Gpu, GpuError> {
     let adapter = choose(request)?;
-    open_adapter(&adapter, request.binding_limit)
+    open_adapter(&adapter, &request.options)
 }

@@ -1,22 +1,24 @@
 //! The tuning cache: choices no fixed rule gets right on every adapter, measured once per shape
 //! and kept on disk per adapter and driver. The one tuned so far is how far to split a weight
 //! gradient's long sum over workgroups: the default splits only what would leave the adapter's
-//! threads idle, a guess on a GPU (`Gpu::parallelism_hint`); on lavapipe single timings had one
-//! layer faster split 8 ways and another slower, and a tuning run of the small convnet kept
-//! the default everywhere but the RGB layer (1 slice instead of 2).
+//! threads idle, a guess on a GPU (`Gpu::parallelism_hint`); on lavapipe the best split differed
+//! from layer to layer (BENCHMARKS.md, the tuned kernel-gradient split).
 //!
-//! Modes (`CNN_WGPU_TUNE`, or `--tune` on the command line): `0`/`off` ignores the file; unset,
-//! cached choices are used and everything else keeps its default; `1`/`measure` also times the
-//! candidates of every choice the file does not hold yet and saves the winner. The file is
-//! `$CNN_WGPU_TUNE_CACHE`, else `<cache dir>/cnn-wgpu/tune-<adapter>-<driver>.json`. A file that
-//! cannot be read or parsed is reported (naming it) and ignored: tuning never stops a run.
+//! Modes (`DeviceOptions::tune`: `CNN_WGPU_TUNE`, or `--tune` on the command line): `0`/`off`
+//! ignores the file; unset, cached choices are used and everything else keeps its default;
+//! `1`/`measure` also times the candidates of every choice the file does not hold yet and saves
+//! the winner. The file is `DeviceOptions::tune_cache` (`$CNN_WGPU_TUNE_CACHE`), else
+//! `<cache dir>/cnn-wgpu/tune-<adapter>-<driver>.json`. A file that cannot be read or parsed is
+//! reported (naming it) and ignored: tuning never stops a run.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
-/// What the tuning cache does.
+use super::{Gpu, GpuError};
+
+/// What the tuning cache does (`DeviceOptions::tune`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TuneMode {
     /// Defaults only; the file is not read.
@@ -25,17 +27,6 @@ pub enum TuneMode {
     Cached,
     /// As `Cached`, and choices the file lacks are measured and saved.
     Measure,
-}
-
-impl TuneMode {
-    /// The mode `CNN_WGPU_TUNE` asks for (`Cached` when unset or unrecognised).
-    pub fn from_env() -> Self {
-        match std::env::var("CNN_WGPU_TUNE").as_deref() {
-            Ok("0") | Ok("off") => TuneMode::Off,
-            Ok("1") | Ok("measure") => TuneMode::Measure,
-            _ => TuneMode::Cached,
-        }
-    }
 }
 
 pub(crate) struct Tuner {
@@ -84,11 +75,11 @@ fn load(path: &Path) -> BTreeMap<String, u32> {
     })
 }
 
-/// The tuning cache file of an adapter: `$CNN_WGPU_TUNE_CACHE`, else [`default_cache_path`].
-pub fn cache_path(info: &wgpu::AdapterInfo) -> Option<PathBuf> {
-    std::env::var_os("CNN_WGPU_TUNE_CACHE")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
+/// The tuning cache file of an adapter: `chosen` (`DeviceOptions::tune_cache`), else
+/// [`default_cache_path`].
+pub fn cache_path(info: &wgpu::AdapterInfo, chosen: Option<&Path>) -> Option<PathBuf> {
+    chosen
+        .map(Path::to_path_buf)
         .or_else(|| default_cache_path(info))
 }
 
@@ -98,8 +89,8 @@ pub fn cached_choices(path: &Path) -> usize {
 }
 
 impl Tuner {
-    pub(crate) fn open(info: &wgpu::AdapterInfo, mode: TuneMode) -> Self {
-        let path = cache_path(info);
+    pub(crate) fn open(info: &wgpu::AdapterInfo, mode: TuneMode, chosen: Option<&Path>) -> Self {
+        let path = cache_path(info, chosen);
         let choices = match (&path, mode) {
             (Some(p), TuneMode::Cached | TuneMode::Measure) => load(p),
             _ => BTreeMap::new(),
@@ -166,5 +157,63 @@ impl Tuner {
                 path.display()
             );
         }
+    }
+}
+
+impl Gpu {
+    /// How this device uses its tuning cache (`DeviceOptions::tune` at open).
+    pub fn tune_mode(&self) -> TuneMode {
+        self.tuner.mode()
+    }
+
+    pub fn set_tune_mode(&self, mode: TuneMode) {
+        self.tuner.set_mode(mode);
+    }
+
+    /// The tuning cache file of this adapter and driver, where there is a cache directory.
+    pub fn tune_cache_path(&self) -> Option<&std::path::Path> {
+        self.tuner.path()
+    }
+
+    /// The choice for `key` among `candidates`: the cached one where the tuning cache holds
+    /// one; else, in [`TuneMode::Measure`] and where the caller says `run` may repeat
+    /// (`measurable`), the fastest candidate, saved; else `default`. Measuring flushes the work
+    /// recorded so far, then times `run(c)` for each candidate after one warm-up run (which also
+    /// builds its pipelines), best of three.
+    pub fn tuned<E: From<GpuError>>(
+        &self,
+        key: &str,
+        candidates: &[u32],
+        default: u32,
+        measurable: bool,
+        mut run: impl FnMut(u32) -> Result<(), E>,
+    ) -> Result<u32, E> {
+        if let Some(v) = self.tuner.get(key).filter(|v| candidates.contains(v)) {
+            return Ok(v);
+        }
+        if self.tuner.mode() != TuneMode::Measure || !measurable || candidates.len() < 2 {
+            return Ok(default);
+        }
+        self.sync()?;
+        let mut best = (f64::INFINITY, default);
+        let mut times = Vec::new();
+        for &c in candidates {
+            run(c)?;
+            self.sync()?;
+            let mut t = f64::INFINITY;
+            for _ in 0..3 {
+                let start = std::time::Instant::now();
+                run(c)?;
+                self.sync()?;
+                t = t.min(start.elapsed().as_secs_f64() * 1e3);
+            }
+            times.push(format!("{c}: {t:.2} ms"));
+            if t < best.0 {
+                best = (t, c);
+            }
+        }
+        tracing::info!("tuned {key} = {} ({})", best.1, times.join(", "));
+        self.tuner.record(key, best.1);
+        Ok(best.1)
     }
 }

@@ -25,14 +25,17 @@ pub const SMALL_BINDING: u64 = 64 * 1024;
 /// kernel that leaves part of its output unwritten would otherwise pass a repeated call on the
 /// previous call's result.
 fn open(binding_limit: Option<u64>) -> Option<Gpu> {
+    open_with(|o| o.binding_limit = binding_limit)
+}
+
+/// [`open`] with the device options the environment gives changed by `change`.
+fn open_with(change: impl FnOnce(&mut cnn_wgpu::gpu::DeviceOptions)) -> Option<Gpu> {
     let mut request =
         AdapterRequest::from_env().expect("CNN_WGPU_ADAPTER / CNN_WGPU_BACKEND are valid");
-    request.binding_limit = binding_limit;
+    request.options.poison_uninit = true;
+    change(&mut request.options);
     match select::open(&request) {
-        Ok(g) => {
-            g.set_poison_uninit(true);
-            Some(g)
-        }
+        Ok(g) => Some(g),
         Err(e) => {
             if std::env::var_os("CNN_WGPU_REQUIRE_GPU").is_some() {
                 panic!("CNN_WGPU_REQUIRE_GPU is set but no adapter opened: {e}");
@@ -211,6 +214,11 @@ pub fn subgroup_family_expected() -> bool {
 /// tests' work.
 pub fn fresh_gpu() -> Option<Gpu> {
     open(None)
+}
+
+/// A device of its own whose tuning cache is the file `path`.
+pub fn fresh_gpu_tuned_at(path: &std::path::Path) -> Option<Gpu> {
+    open_with(|o| o.tune_cache = Some(path.to_path_buf()))
 }
 
 /// True where CNN_WGPU_REQUIRE_SHARED says the shared data must be there (CI sets it).

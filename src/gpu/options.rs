@@ -1,0 +1,259 @@
+//! How a device picks and runs its kernels: the switches users and tests set. They arrive as one
+//! [`DeviceOptions`] value with the adapter request (`select::open`), filled at the edge from
+//! the command line or [`DeviceOptions::from_env`]; nothing below the edge reads the
+//! environment. Tests flip some of them on an open device (both kernel families against the
+//! same CPU reference), so the device keeps them as atomics.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use super::{pool, tune::TuneMode, Gpu, PooledTexture};
+
+/// The switches a device is opened with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceOptions {
+    /// Run the GEMM-shaped ops on the subgroup kernels where the adapter supports them
+    /// (`CNN_WGPU_NO_SUBGROUPS=1` turns this off).
+    pub subgroups: bool,
+    /// Let the subgroup kernels read packed operands from textures (`CNN_WGPU_NO_TEXTURES=1`
+    /// turns this off); see [`Gpu::texture_operands`].
+    pub textures: bool,
+    /// How the tuning cache is used (`CNN_WGPU_TUNE`, `--tune`); see [`super::tune`].
+    pub tune: TuneMode,
+    /// The tuning cache file instead of the per-adapter default (`CNN_WGPU_TUNE_CACHE`).
+    pub tune_cache: Option<PathBuf>,
+    /// Lowers the per-binding byte limit below the adapter's (tests reach the splitting paths
+    /// with it on any adapter).
+    pub binding_limit: Option<u64>,
+    /// Fill every uninitialised tensor with NaN; see [`Gpu::set_poison_uninit`].
+    pub poison_uninit: bool,
+}
+
+impl Default for DeviceOptions {
+    fn default() -> Self {
+        Self {
+            subgroups: true,
+            textures: true,
+            tune: TuneMode::Cached,
+            tune_cache: None,
+            binding_limit: None,
+            poison_uninit: false,
+        }
+    }
+}
+
+impl DeviceOptions {
+    /// The options the environment asks for: `CNN_WGPU_NO_SUBGROUPS`, `CNN_WGPU_NO_TEXTURES`
+    /// (set and not empty or `0`: off), `CNN_WGPU_TUNE` (`0`/`off`, `1`/`measure`, else cached)
+    /// and `CNN_WGPU_TUNE_CACHE`.
+    pub fn from_env() -> Self {
+        let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0");
+        Self {
+            subgroups: !set("CNN_WGPU_NO_SUBGROUPS"),
+            textures: !set("CNN_WGPU_NO_TEXTURES"),
+            tune: match std::env::var("CNN_WGPU_TUNE").as_deref() {
+                Ok("0") | Ok("off") => TuneMode::Off,
+                Ok("1") | Ok("measure") => TuneMode::Measure,
+                _ => TuneMode::Cached,
+            },
+            tune_cache: std::env::var_os("CNN_WGPU_TUNE_CACHE")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+            ..Self::default()
+        }
+    }
+}
+
+/// Operand textures are this many texels wide where the adapter allows: wide enough that a
+/// VGG16 kernel (4608 x 512 floats) needs 144 rows, and a power of two so that the shader
+/// finds a texel with a mask and a shift.
+const OPERAND_TEXTURE_WIDTH: u32 = 4096;
+
+/// [`OPERAND_TEXTURE_WIDTH`], or the widest power of two the adapter's 2-D textures allow.
+fn default_texture_width(limits: &wgpu::Limits) -> u32 {
+    let widest = 1 << (31 - limits.max_texture_dimension_2d.max(1).leading_zeros());
+    OPERAND_TEXTURE_WIDTH.min(widest)
+}
+
+/// The switches of an open device.
+pub(crate) struct Switches {
+    /// Whether the GEMM-shaped ops use the subgroup kernels (gemm_sg.wgsl).
+    subgroup8: AtomicBool,
+    subgroup8_supported: bool,
+    /// Rows per subgroup the subgroup GEMM must use (24 or 32), or 0 to let each product choose.
+    subgroup_rows: AtomicU32,
+    /// Whether the subgroup GEMM reads packed B operands from textures.
+    textures: AtomicBool,
+    /// Operand texture width in texels (a power of two).
+    texture_width: AtomicU32,
+    /// Slices every kernel gradient's sum must be split into (0: the default or tuned choice).
+    kgrad_slices: AtomicU32,
+    /// Whether uninitialised tensors are filled with NaN.
+    poison: AtomicBool,
+    /// A buffer of NaN bytes the poison fills copy from, made on first use.
+    nan_source: std::sync::OnceLock<wgpu::Buffer>,
+}
+
+impl Switches {
+    pub(crate) fn new(
+        options: &DeviceOptions,
+        subgroup8_supported: bool,
+        limits: &wgpu::Limits,
+    ) -> Self {
+        Self {
+            subgroup8: AtomicBool::new(subgroup8_supported && options.subgroups),
+            subgroup8_supported,
+            subgroup_rows: AtomicU32::new(0),
+            textures: AtomicBool::new(options.textures),
+            texture_width: AtomicU32::new(default_texture_width(limits)),
+            kgrad_slices: AtomicU32::new(0),
+            poison: AtomicBool::new(options.poison_uninit),
+            nan_source: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl Gpu {
+    /// True when convolutions with channel counts that are multiples of 4 run on the subgroup
+    /// kernels. On by default where supported; [`DeviceOptions::subgroups`] turns it off.
+    pub fn subgroup_kernels(&self) -> bool {
+        self.switches.subgroup8.load(Ordering::Relaxed)
+    }
+
+    /// Turns the subgroup kernels off (or back on, where the adapter supports them): tests run
+    /// both kernel families against the same CPU references.
+    pub fn set_subgroup_kernels(&self, on: bool) {
+        self.switches
+            .subgroup8
+            .store(on && self.switches.subgroup8_supported, Ordering::Relaxed);
+    }
+
+    /// Makes every product on the subgroup GEMM use `rows` (24 or 32) rows per subgroup instead
+    /// of the height its cost model picks (None restores that): tests check both tile heights
+    /// of every kernel against the CPU references.
+    pub fn force_subgroup_tile_rows(&self, rows: Option<u32>) {
+        assert!(
+            matches!(rows, None | Some(24) | Some(32)),
+            "the subgroup GEMM has 24- and 32-row tiles, not {rows:?}"
+        );
+        self.switches
+            .subgroup_rows
+            .store(rows.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The tile height [`Gpu::force_subgroup_tile_rows`] set, if any.
+    pub fn forced_subgroup_tile_rows(&self) -> Option<u32> {
+        match self.switches.subgroup_rows.load(Ordering::Relaxed) {
+            0 => None,
+            r => Some(r),
+        }
+    }
+
+    /// True when the subgroup GEMM reads its packed B operand from an rgba32float texture
+    /// rather than a storage buffer: on lavapipe a texel fetch moves a lane's vec4 in one load,
+    /// where a storage load differing per lane is a branchy per-lane loop (the measured gain is
+    /// in BENCHMARKS.md, "Operand textures"). On by default; [`DeviceOptions::textures`] turns
+    /// it off. Only the subgroup kernels read textures.
+    pub fn texture_operands(&self) -> bool {
+        self.switches.textures.load(Ordering::Relaxed)
+    }
+
+    /// Turns texture operands off (or back on): tests run both ways of reading B.
+    pub fn set_texture_operands(&self, on: bool) {
+        self.switches.textures.store(on, Ordering::Relaxed);
+    }
+
+    /// Makes operand textures `width` texels wide (a power of two, at least 16) instead of 4096
+    /// (None restores that), so small test products wrap over many texture rows.
+    pub fn force_texture_width(&self, width: Option<u32>) {
+        let width = width.unwrap_or_else(|| default_texture_width(&self.limits));
+        // Rows are filled by buffer copies, whose rows must be whole multiples of 256 bytes.
+        let narrowest = wgpu::COPY_BYTES_PER_ROW_ALIGNMENT / pool::TEXEL_BYTES as u32;
+        assert!(
+            width.is_power_of_two()
+                && (narrowest..=self.limits.max_texture_dimension_2d).contains(&width),
+            "operand textures are a power of two from {narrowest} texels wide up to the adapter's limit, not {width}"
+        );
+        self.switches.texture_width.store(width, Ordering::Relaxed);
+    }
+
+    /// log2 of the operand texture width when `texels` rgba32float texels fit one texture
+    /// (texel t at (t mod width, t / width)) and texture operands are on; None otherwise, and
+    /// the caller keeps B in a buffer.
+    pub(crate) fn operand_texture_shift(&self, texels: usize) -> Option<u32> {
+        if !self.texture_operands() {
+            return None;
+        }
+        let width = self.switches.texture_width.load(Ordering::Relaxed);
+        let height = pool::texture_height(width, texels as u64);
+        (height <= u64::from(self.limits.max_texture_dimension_2d)).then(|| width.trailing_zeros())
+    }
+
+    /// A pooled operand texture of `texels` texels, `1 << shift` wide.
+    pub(crate) fn operand_texture(&self, shift: u32, texels: usize) -> PooledTexture {
+        self.pool.alloc_texture(1 << shift, texels as u64)
+    }
+
+    /// Makes every kernel gradient split its sum over N*OH*OW into `slices` (at most what the
+    /// sum's length allows, one slice per 256 terms) instead of the default or tuned choice;
+    /// None restores that. The default depends on the core count, so tests force both one
+    /// slice and many to reach every path on any machine.
+    pub fn force_kernel_gradient_slices(&self, slices: Option<u32>) {
+        assert!(
+            slices != Some(0),
+            "a kernel gradient has at least one slice"
+        );
+        self.switches
+            .kgrad_slices
+            .store(slices.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The forced kernel-gradient slice count, if any; see
+    /// [`Gpu::force_kernel_gradient_slices`].
+    pub fn forced_kernel_gradient_slices(&self) -> Option<u32> {
+        match self.switches.kgrad_slices.load(Ordering::Relaxed) {
+            0 => None,
+            s => Some(s),
+        }
+    }
+
+    /// Fills every tensor from [`crate::Tensor::uninit`] with NaN before handing it out (off by
+    /// default). The pool recycles buffers, so a kernel that fails to write part of its output
+    /// would otherwise leave the previous, often identical, result there and pass a repeated
+    /// test; with poison on, every unwritten element reads NaN. The test suite opens every
+    /// device with it on.
+    pub fn set_poison_uninit(&self, on: bool) {
+        self.switches.poison.store(on, Ordering::Relaxed);
+    }
+
+    pub fn poisons_uninit(&self) -> bool {
+        self.switches.poison.load(Ordering::Relaxed)
+    }
+
+    /// Records copies of NaN bytes (0xFF: a quiet NaN in every f32) over `size` bytes of
+    /// `buffer`, ordered with the other recorded work.
+    pub(crate) fn record_poison(&self, buffer: &wgpu::Buffer, size: u64) {
+        const CHUNK: u64 = 1 << 20;
+        let source = self.switches.nan_source.get_or_init(|| {
+            let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("NaN poison source"),
+                size: CHUNK,
+                usage: wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: true,
+            });
+            b.get_mapped_range_mut(..)
+                .expect("freshly mapped poison buffer")
+                .copy_from_slice(&vec![0xFF; CHUNK as usize]);
+            b.unmap();
+            b
+        });
+        self.record(|enc| {
+            let mut at = 0;
+            while at < size {
+                let n = CHUNK.min(size - at);
+                enc.copy_buffer_to_buffer(source, 0, buffer, at, n);
+                at += n;
+            }
+        });
+    }
+}
