@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
-use crate::ops::conv::{self, Conv2dSpec, Padding};
+use crate::ops::conv::{self, Conv2dSpec};
+use crate::ops::Padding;
 use crate::ops::{dense, OpError};
 use crate::tensor::Tensor;
 
@@ -114,8 +115,8 @@ pub struct BenchLine {
 }
 
 /// Untimed runs go on past the `warmup` count until this much time has passed: a millisecond
-/// kernel on lavapipe ran up to 2x slower for its first ten or so runs after a big set-up (the
-/// cores' clocks and caches coming back), which two runs did not cover.
+/// kernel's first runs after a big set-up are slow while the cores' clocks and caches come back
+/// (how much is in BENCHMARKS.md's method paragraph), which a fixed two runs did not cover.
 const MIN_WARMUP: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Timed runs go on past the asked-for count until they span this long, so that the median of a

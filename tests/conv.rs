@@ -3,7 +3,8 @@
 
 mod common;
 
-use cnn_wgpu::ops::conv::{self, Conv2dSpec, Padding};
+use cnn_wgpu::ops::conv::{self, Conv2dSpec};
+use cnn_wgpu::ops::Padding;
 use common::*;
 
 // f32 accumulation over K = KH*KW*Cin terms in [-1,1]: error ~ K * 6e-8; 1e-4 leaves margin.

@@ -777,3 +777,48 @@ fn csv_rows_parse_and_bad_fields_name_line_and_column() {
         );
     }
 }
+
+/// `Source::detect` answers what a `--data` path holds for every command, and names the path
+/// when it holds none of the three kinds.
+#[test]
+fn a_data_path_is_recognised_or_refused_by_name() {
+    use cnn_wgpu::data::Source;
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("series.CSV");
+    std::fs::write(&csv, "1,2,3,0\n").unwrap();
+    assert_eq!(Source::detect(&csv).unwrap(), Source::Csv(csv.clone()));
+    let folders = tmp.path().join("pets");
+    std::fs::create_dir_all(folders.join("train/cats")).unwrap();
+    assert_eq!(
+        Source::detect(&folders).unwrap(),
+        Source::ImageFolders(folders.clone())
+    );
+    let digits = tmp.path().join("digits");
+    std::fs::create_dir_all(&digits).unwrap();
+    std::fs::write(digits.join("t10k-images-idx3-ubyte"), b"").unwrap();
+    assert_eq!(
+        Source::detect(&digits).unwrap(),
+        Source::Mnist(digits.clone())
+    );
+
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = Source::detect(&empty).unwrap_err().to_string();
+    assert!(
+        e.contains("empty")
+            && e.contains("class folders")
+            && e.contains("MNIST")
+            && e.contains(".csv"),
+        "{e}"
+    );
+    let e = Source::detect(&tmp.path().join("nowhere"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nowhere") && e.contains("does not exist"), "{e}");
+    // Class folders need a size to decode to; opening without one says so.
+    let e = match Source::ImageFolders(folders.clone()).open(None, 0.2) {
+        Ok(_) => panic!("opened image folders without an image size"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("pets") && e.contains("image size"), "{e}");
+}

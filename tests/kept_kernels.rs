@@ -4,9 +4,10 @@
 
 mod common;
 
-use cnn_wgpu::ops::conv::{self, Conv2dSpec, Padding};
+use cnn_wgpu::ops::conv::{self, Conv2dSpec};
 use cnn_wgpu::ops::dense;
 use cnn_wgpu::ops::optim::{self, Optimizer, OptimizerState, Penalty};
+use cnn_wgpu::ops::Padding;
 use common::*;
 
 #[test]

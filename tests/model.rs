@@ -6,10 +6,10 @@ mod common;
 use std::collections::HashMap;
 
 use cnn_wgpu::model::spec::{conv, dense, Activation, LayerKind, Sequential};
-use cnn_wgpu::model::{zoo, Model, ModelSpec};
-use cnn_wgpu::ops::conv::Padding;
+use cnn_wgpu::model::{zoo, Model, ModelSpec, Pass};
 use cnn_wgpu::ops::dropout;
 use cnn_wgpu::ops::optim::Optimizer;
+use cnn_wgpu::ops::Padding;
 use common::*;
 
 fn totals(spec: &cnn_wgpu::model::ModelSpec, trainable_from: Option<usize>) -> (usize, usize) {
@@ -285,7 +285,9 @@ fn executor_gradients_match_finite_differences() {
             let x = upload(gpu, &xshape, &xv);
             let y = upload(gpu, &[n, classes], &yv);
             let seed = 11 + m as u64;
-            let fwd = model.forward(gpu, &x, Some(seed)).unwrap();
+            let fwd = model
+                .forward(gpu, &x, Pass::Training { dropout_seed: seed })
+                .unwrap();
             let logits = read(gpu, &fwd.logits);
             let lo = cnn_wgpu::ops::loss::loss_and_grad(
                 gpu,

@@ -2,8 +2,8 @@
 
 mod common;
 
-use cnn_wgpu::ops::conv::Padding;
 use cnn_wgpu::ops::pool::{self, PoolSpec};
+use cnn_wgpu::ops::Padding;
 use common::*;
 
 fn specs() -> Vec<([usize; 4], PoolSpec)> {

@@ -3,7 +3,8 @@
 
 mod common;
 
-use cnn_wgpu::ops::conv::{self, Conv2dSpec, Padding};
+use cnn_wgpu::ops::conv::{self, Conv2dSpec};
+use cnn_wgpu::ops::Padding;
 use cnn_wgpu::ops::{pool, reduce};
 use cnn_wgpu::Tensor;
 use common::*;

@@ -9,8 +9,8 @@ use cnn_wgpu::data::dataset::MemoryDataset;
 use cnn_wgpu::data::{Image, LabelKind, Loader, LoaderConfig, Preprocessing};
 use cnn_wgpu::model::spec::{conv, dense, Activation, LayerKind, Sequential};
 use cnn_wgpu::model::{Model, ModelSpec};
-use cnn_wgpu::ops::conv::Padding;
 use cnn_wgpu::ops::optim::Optimizer;
+use cnn_wgpu::ops::Padding;
 use cnn_wgpu::train::{self, checkpoint, EarlyStopping, FitConfig, TrainError};
 use common::*;
 

@@ -8,7 +8,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use cnn_wgpu::gpu::TuneMode;
-use cnn_wgpu::ops::conv::{self, Conv2dSpec, Padding};
+use cnn_wgpu::ops::conv::{self, Conv2dSpec};
+use cnn_wgpu::ops::Padding;
 use common::*;
 
 /// dw[ky,kx,ci,co] = sum over n, oy, ox of x[n, oy+ky, ox+kx, ci] * dy[n, oy, ox, co] (valid,

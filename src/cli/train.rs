@@ -76,11 +76,9 @@ pub struct TrainArgs {
 }
 
 pub fn train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
-    use cnn_wgpu::data::{mnist, LoaderConfig};
     use cnn_wgpu::model::{zoo, Model};
     use cnn_wgpu::ops::optim::Optimizer;
     use cnn_wgpu::train::{self, EarlyStopping, FitConfig, Monitor, ReduceLrOnPlateau};
-    use std::sync::Arc;
 
     let monitor = Monitor::new(&a.monitor)?;
     let optimizer = match a.optimizer.as_str() {
@@ -89,38 +87,30 @@ pub fn train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
         "sgd" => Optimizer::sgd(a.lr),
         o => return Err(format!("--optimizer {o:?}: expected rmsprop, adam or sgd").into()),
     };
-    type Ds = Arc<dyn Dataset>;
-    let is_csv = a
-        .data
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-    let mut csv_parts: Option<(Ds, Ds)> = None;
-    let spec = if is_csv {
-        if a.csv_label != "last" {
-            return Err(format!(
-                "--csv-label {:?}: only `last` (label in the last column) is supported",
-                a.csv_label
-            )
-            .into());
+    if a.csv_label != "last" {
+        return Err(format!(
+            "--csv-label {:?}: only `last` (label in the last column) is supported",
+            a.csv_label
+        )
+        .into());
+    }
+    let source = cnn_wgpu::data::Source::detect(&a.data)?;
+    // A sequence model's length comes from the data; an image model's size decides how the
+    // images are decoded.
+    let (spec, splits) = if let cnn_wgpu::data::Source::Csv(_) = source {
+        let splits = source.open(None, a.validation_split)?;
+        let (_, len, _) = splits.train.sample_shape();
+        let spec = zoo::by_name(&a.model, None, Some((len, 1)))?;
+        if spec.input.len() != 2 {
+            return Err(format!("model {} does not take sequence (CSV) input", a.model).into());
         }
-        let (tr, va) = cnn_wgpu::data::csv::CsvDataset::read(&a.data)?.split(a.validation_split)?;
-        let len = tr.sequence_len();
-        csv_parts = Some((Arc::new(tr), Arc::new(va)));
-        zoo::by_name(&a.model, None, Some((len, 1)))?
+        (spec, splits)
     } else {
-        zoo::by_name(&a.model, a.image_size, None)?
-    };
-    let (h, w, c) = match (spec.input.as_slice(), is_csv) {
-        (&[h, w, c], false) => (h, w, c),
-        (&[l, c], true) => (1, l, c),
-        _ => {
-            return Err(format!(
-                "model {} does not take {} input",
-                a.model,
-                if is_csv { "sequence (CSV)" } else { "image" }
-            )
-            .into())
-        }
+        let spec = zoo::by_name(&a.model, a.image_size, None)?;
+        let &[h, w, c] = spec.input.as_slice() else {
+            return Err(format!("model {} does not take image input", a.model).into());
+        };
+        (spec, source.open(Some((h, w, c)), a.validation_split)?)
     };
     let augment = a.augment.then(Augment::book);
     let mut train_cfg = LoaderConfig::training(a.batch, a.seed, Preprocessing::Rescale, augment);
@@ -129,39 +119,22 @@ pub fn train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
     let mut eval_cfg = LoaderConfig::evaluation(a.batch, Preprocessing::Rescale);
     eval_cfg.strict = a.strict;
     eval_cfg.workers = a.workers;
-    let (train_ds, val_ds, test_ds): (Ds, Ds, Option<Ds>) = if let Some((tr, va)) = csv_parts {
-        (tr, va, None)
-    } else if a.data.join("train").is_dir() {
-        let open = |split: &str| -> Result<Ds, Box<dyn std::error::Error>> {
-            let ds = DirectoryDataset::open(&a.data.join(split), (h, w), 2)?;
-            Ok(Arc::new(if c == 1 { ds.grayscale() } else { ds }))
-        };
-        let test = if a.data.join("test").is_dir() {
-            Some(open("test")?)
-        } else {
-            None
-        };
-        let (train, val) = (open("train")?, open("validation")?);
-        let mut splits = vec![
-            (a.data.join("train"), train.class_names().to_vec()),
-            (a.data.join("validation"), val.class_names().to_vec()),
-        ];
-        if let Some(t) = &test {
-            splits.push((a.data.join("test"), t.class_names().to_vec()));
+    let cnn_wgpu::data::Splits {
+        train: train_ds,
+        validation: val_ds,
+        test: test_ds,
+    } = splits;
+    let (h, w, c) = match *spec.input.as_slice() {
+        [h, w, c] => (h, w, c),
+        [l, c] => (1, l, c),
+        _ => {
+            return Err(format!(
+                "model {} has an input of rank {}",
+                a.model,
+                spec.input.len()
+            )
+            .into())
         }
-        cnn_wgpu::data::check_same_classes(&splits)?;
-        (train, val, test)
-    } else if a.data.join("t10k-images-idx3-ubyte.gz").is_file()
-        || a.data.join("t10k-images-idx3-ubyte").is_file()
-    {
-        let (tr, va) = mnist::train_validation(&a.data)?;
-        (Arc::new(tr), Arc::new(va), None)
-    } else {
-        return Err(format!(
-            "{}: expected train/ and validation/ class folders, MNIST IDX files, or a .csv file",
-            a.data.display()
-        )
-        .into());
     };
     let (dh, dw, dc) = train_ds.sample_shape();
     if (dh, dw, dc) != (h, w, c) {

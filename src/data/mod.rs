@@ -14,6 +14,7 @@ pub mod loader;
 pub mod mnist;
 pub mod prepare;
 pub mod resample;
+pub mod source;
 
 use std::path::PathBuf;
 
@@ -23,6 +24,7 @@ pub use augment::{Augment, FillMode};
 pub use dataset::{Dataset, DirectoryDataset, LabelKind};
 pub use image_io::{Image, Preprocessing};
 pub use loader::{Batch, Loader, LoaderConfig};
+pub use source::{Source, Splits};
 
 /// Errors of the data layer. Every variant names the file or folder it is about.
 #[derive(Debug, Error)]

@@ -13,10 +13,11 @@ use super::spec::{Activation, LayerKind, ModelSpec};
 use super::ModelError;
 use crate::data::mix;
 use crate::gpu::Gpu;
-use crate::ops::conv::{self, Conv2dSpec, Padding};
+use crate::ops::conv::{self, Conv2dSpec};
 use crate::ops::loss::{self, Clip, LossKind};
 use crate::ops::optim::{self, Optimizer, OptimizerState, Penalty};
 use crate::ops::pool::{self, PoolSpec};
+use crate::ops::Padding;
 use crate::ops::{activation, dense, dropout, reduce};
 use crate::tensor::Tensor;
 
@@ -29,6 +30,16 @@ pub struct Model {
     trainable: Vec<bool>,
     /// Per layer: optimizer state of each parameter, only for trainable layers.
     states: Vec<Option<Vec<OptimizerState>>>,
+}
+
+/// Which forward pass [`Model::forward`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// Dropout off, nothing kept for backward: evaluation and prediction.
+    Inference,
+    /// Dropout on, with masks drawn from `dropout_seed` (each layer mixes in its index), and
+    /// activations kept from the first trainable layer on.
+    Training { dropout_seed: u64 },
 }
 
 /// What a layer saved in a training forward pass for its backward.
@@ -343,14 +354,14 @@ impl Model {
         }
     }
 
-    /// Runs the layers on `x` (N, input...). With `training = Some(seed)`, dropout is active and
-    /// layers from the first trainable one on keep what backward needs; with None nothing is kept.
-    pub fn forward(
-        &self,
-        gpu: &Gpu,
-        x: &Tensor,
-        training: Option<u64>,
-    ) -> Result<Forward, ModelError> {
+    /// Runs the layers on `x` (N, input...). In a [`Pass::Training`] pass dropout is active (its
+    /// masks drawn from the pass's seed) and layers from the first trainable one on keep what
+    /// backward needs; in [`Pass::Inference`] nothing is kept.
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor, pass: Pass) -> Result<Forward, ModelError> {
+        let training = match pass {
+            Pass::Training { dropout_seed } => Some(dropout_seed),
+            Pass::Inference => None,
+        };
         let dims = x.dims();
         if dims.len() != self.spec.input.len() + 1 || dims[1..] != self.spec.input[..] {
             return Err(ModelError::Input {
@@ -464,7 +475,7 @@ impl Model {
             trainable: self.trainable[..=end].to_vec(),
             states: (0..=end).map(|_| None).collect(),
         };
-        let out = view.forward(gpu, x, None)?.logits;
+        let out = view.forward(gpu, x, Pass::Inference)?.logits;
         Ok(match self.spec.layers[end].kind.activation() {
             Activation::Relu => activation::relu(gpu, &out)?,
             Activation::Sigmoid => activation::sigmoid(gpu, &out)?,
@@ -475,7 +486,7 @@ impl Model {
 
     /// Probabilities: the forward pass in inference mode with the output activation applied.
     pub fn predict(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor, ModelError> {
-        let f = self.forward(gpu, x, None)?;
+        let f = self.forward(gpu, x, Pass::Inference)?;
         Ok(match self.spec.layers.last().map(|l| l.kind.activation()) {
             Some(Activation::Sigmoid) => activation::sigmoid(gpu, &f.logits)?,
             Some(Activation::Softmax) => activation::softmax(gpu, &f.logits)?,
@@ -596,7 +607,7 @@ impl Model {
         seed: u64,
     ) -> Result<StepOutput, ModelError> {
         let kind = self.spec.loss()?;
-        let fwd = self.forward(gpu, x, Some(seed))?;
+        let fwd = self.forward(gpu, x, Pass::Training { dropout_seed: seed })?;
         let logits = fwd.logits.clone();
         gpu.set_scope("loss and accuracy");
         let out = loss::loss_and_grad(gpu, kind, &logits, y, Clip::None)?;
@@ -636,7 +647,7 @@ impl Model {
         y: &Tensor,
     ) -> Result<StepOutput, ModelError> {
         let kind: LossKind = self.spec.loss()?;
-        let f = self.forward(gpu, x, None)?;
+        let f = self.forward(gpu, x, Pass::Inference)?;
         let out = loss::loss_and_grad(gpu, kind, &f.logits, y, Clip::None)?;
         Ok(StepOutput {
             loss_sum: reduce::sum_all(gpu, &out.per_sample)?,

@@ -8,7 +8,7 @@ pub mod zoo;
 
 use thiserror::Error;
 
-pub use exec::{Model, StepOutput};
+pub use exec::{Model, Pass, StepOutput};
 pub use spec::{Activation, LayerKind, LayerSpec, ModelSpec, Sequential};
 
 /// Errors of the model layer.

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-use crate::ops::conv::{Conv2dSpec, Padding};
+use crate::ops::conv::Conv2dSpec;
+use crate::ops::Padding;
 
 /// The activation a layer ends with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 
 use super::spec::{conv, dense, Activation, LayerKind, ModelSpec, Sequential};
 use super::ModelError;
-use crate::ops::conv::Padding;
+use crate::ops::Padding;
 
 use Activation::{Relu, Sigmoid, Softmax};
 use Padding::{Same, Valid};

@@ -7,34 +7,9 @@ use bytemuck::{Pod, Zeroable};
 
 use super::gemm::{grid, ARead, SgTiles};
 use super::pack::{b_args, pack_b, pack_kernel, BSource, Layout, PackedB};
-use super::{batch_chunks, check_binding, reduce, shape_err, Result};
+use super::{batch_chunks, check_binding, reduce, shape_err, Padding, Result};
 use crate::gpu::{Arg, BufferRange, Gpu, Kernel, ShaderId};
 use crate::tensor::Tensor;
-
-/// Keras padding modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Padding {
-    /// No padding; the output shrinks to floor((in - k) / s) + 1.
-    Valid,
-    /// Output ceil(in / s); zero padding split with the smaller half before (TensorFlow's rule).
-    Same,
-}
-
-impl Padding {
-    /// Output length and padding before, for one spatial dimension; None when the kernel does
-    /// not fit a `valid` input.
-    pub fn resolve(self, input: usize, kernel: usize, stride: usize) -> Option<(usize, usize)> {
-        match self {
-            Padding::Valid => (input >= kernel).then(|| ((input - kernel) / stride + 1, 0)),
-            Padding::Same => {
-                let out = input.div_ceil(stride);
-                let total = ((out.max(1) - 1) * stride + kernel).saturating_sub(input);
-                Some((out, total / 2))
-            }
-        }
-    }
-}
 
 /// Geometry of a convolution layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -30,12 +30,11 @@ impl SgTiles {
     /// The tile for an (M,N) product whose A is read as `a` says.
     ///
     /// Rows per subgroup are 24 or 32, whichever costs less once M is padded to whole tiles,
-    /// weighted by how fast each ran on lavapipe (LLVM 15, 256 bits): with gathered rows the
-    /// 24-row tile was 17-23% faster on every VGG16 conv layer, forward and input gradient
-    /// (each row's index map stays live across the K loop, and four of them crowd the
-    /// registers). On plain operands the 32-row tile was about 14% faster while B came from a
-    /// buffer, but with B in a texture (Gpu::texture_operands) gemm_sg's 32-row tile lost 17%
-    /// to the 24-row one on the 1024^3 matmul. The weight gradients (gemm_sg_m) keep 32.
+    /// weighted by how fast each ran on lavapipe (the timings are in BENCHMARKS.md, "Tile
+    /// height" and "Operand textures"): gathered rows (conv forward and input gradient) and
+    /// plain rows with B in a texture run faster per row in 24-row tiles, since each row's
+    /// index map stays live across the K loop and four of them crowd the registers; the
+    /// weight gradients (gemm_sg_m) run faster in 32-row tiles.
     ///
     /// A height forced by [`Gpu::force_subgroup_tile_rows`] wins.
     pub fn choose(gpu: &Gpu, m: usize, n: usize, a: ARead) -> Self {
@@ -120,7 +119,7 @@ mod tests {
         // Otherwise 32 where it pads no more: 1024 = 32 * 32 against 43 * 24 = 1032.
         assert_eq!(tile_rows(1024, false), 32);
         // A 20-row dense head: 24 rows compute 4 padding rows, 32 would compute 12, which
-        // outweighs the 14% the taller tile saves per row (24 * 1.14 = 27.4 < 32).
+        // outweighs what the taller tile saves per row (24 * 1.14 = 27.4 < 32).
         assert_eq!(tile_rows(20, false), 24);
         // Weight gradient of a 3x3x512 kernel: 4608 rows = 144 * 32 = 192 * 24; 32 wins.
         assert_eq!(tile_rows(4608, false), 32);

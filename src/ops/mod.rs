@@ -18,6 +18,31 @@ use thiserror::Error;
 use crate::gpu::{Gpu, GpuError};
 use crate::tensor::Shape;
 
+/// Keras padding modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    /// No padding; the output shrinks to floor((in - k) / s) + 1.
+    Valid,
+    /// Output ceil(in / s); zero padding split with the smaller half before (TensorFlow's rule).
+    Same,
+}
+
+impl Padding {
+    /// Output length and padding before, for one spatial dimension; None when the kernel does
+    /// not fit a `valid` input.
+    pub fn resolve(self, input: usize, kernel: usize, stride: usize) -> Option<(usize, usize)> {
+        match self {
+            Padding::Valid => (input >= kernel).then(|| ((input - kernel) / stride + 1, 0)),
+            Padding::Same => {
+                let out = input.div_ceil(stride);
+                let total = ((out.max(1) - 1) * stride + kernel).saturating_sub(input);
+                Some((out, total / 2))
+            }
+        }
+    }
+}
+
 /// Errors of the op layer: shapes that do not fit together, bad hyper-parameters.
 #[derive(Debug, Error)]
 pub enum OpError {

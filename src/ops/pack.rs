@@ -128,9 +128,8 @@ pub fn pack_b(
     let tiles = n.div_ceil(tile);
     let vec4s = packed_vec4s(k, n, tile);
     // A texture is filled by copying whole rows of texels from a buffer: the packed tensor is
-    // written to a buffer padded to whole rows, then copied. (Writing the texture from the
-    // shader with textureStore took 12 ms for a 9 MB VGG16 kernel on lavapipe; the copy is a
-    // memcpy.)
+    // written to a buffer padded to whole rows, then copied (a memcpy; writing the texture from
+    // the shader with textureStore was far slower, see BENCHMARKS.md, "Operand textures").
     let buffer_len = match source {
         BSource::Plain => return Ok(None),
         BSource::Packed => vec4s * 4,

@@ -9,7 +9,7 @@ use std::sync::{Mutex, OnceLock};
 use cnn_wgpu::gpu::select;
 use cnn_wgpu::model::spec::{Activation, LayerKind};
 use cnn_wgpu::model::ModelSpec;
-use cnn_wgpu::ops::conv::Padding;
+use cnn_wgpu::ops::Padding;
 use cnn_wgpu::{AdapterRequest, Gpu, Tensor};
 use rand::{Rng, SeedableRng};
 
