@@ -23,21 +23,6 @@ override COUT: u32 = 1u;
 override RELU: u32 = 0u;
 override ACCUM: u32 = 0u;
 
-struct Params {
-    n: u32,        // batch items in this dispatch
-    h: u32,
-    w: u32,
-    oh: u32,
-    ow: u32,
-    pad_top: u32,
-    pad_left: u32,
-    a_base: u32,   // element offset of this chunk inside binding a
-    c_base: u32,   // element offset of this chunk inside binding c
-    b_base: u32,   // element offset of this chunk inside binding b (dy in mode 2)
-    slices: u32,   // K slices (mode 2), 1 otherwise
-    _p1: u32,
-}
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src_a: array<f32>;
 @group(0) @binding(2) var<storage, read> src_b: array<f32>;

@@ -25,21 +25,6 @@ override RELU: u32 = 0u;
 override ACCUM: u32 = 0u;
 override PACKED_B: u32 = 1u;
 
-struct Params {
-    n: u32,
-    h: u32,
-    w: u32,
-    oh: u32,
-    ow: u32,
-    pad_top: u32,
-    pad_left: u32,
-    a_base: u32,
-    c_base: u32,
-    b_base: u32,
-    slices: u32,
-    _p1: u32,
-}
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src_a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> src_b: array<vec4<f32>>;

@@ -13,13 +13,6 @@ override RELU: u32 = 0u;
 override ACCUM: u32 = 0u;
 override PACKED_B: u32 = 1u;
 
-struct Params {
-    rows: u32,
-    inp: u32,
-    out: u32,
-    _p0: u32,
-}
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src_a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> src_b: array<vec4<f32>>;

@@ -556,22 +556,46 @@ fn fresh_accounting(gpu: &Gpu) {
     gpu.reset_peak();
 }
 
+crate::shader_params! {
+    /// shaders/peak.wgsl's uniform block.
+    pub(crate) struct PeakParams {
+        seed: f32,
+        _p0: f32,
+        _p1: f32,
+        _p2: f32,
+    }
+}
+
+/// The bench's uniform blocks, for the host-shader contract test (see `ops::params_layouts`).
+pub fn params_layouts() -> Vec<crate::gpu::contract::ParamsLayout> {
+    vec![crate::gpu::contract::ParamsLayout::of::<PeakParams>(
+        "bench::PeakParams",
+        &[ShaderId::Peak],
+    )]
+}
+
 /// Measures the adapter's FMA throughput in GFLOP/s with shaders/peak.wgsl.
 pub fn measure_peak(gpu: &Gpu) -> Result<f64, BenchError> {
     const ITERS: u32 = 4096;
-    let threads = 256 * 1024;
-    let out = Tensor::uninit(gpu, [threads])?;
+    const GROUPS: usize = 1024;
     let consts = [("ITERS", f64::from(ITERS))];
     let kernel = Kernel::new(ShaderId::Peak, "fma_peak", &consts);
-    let params = [1.0f32, 0.0, 0.0, 0.0];
+    let threads = kernel.workgroup_x() * GROUPS;
+    let out = Tensor::uninit(gpu, [threads])?;
+    let params = PeakParams {
+        seed: 1.0,
+        _p0: 0.0,
+        _p1: 0.0,
+        _p2: 0.0,
+    };
     let t = time_median(gpu, 1, 5, || {
         gpu.dispatch(
             &kernel,
             &[
-                Arg::Uniform(bytemuck::cast_slice(&params)),
+                Arg::Uniform(bytemuck::bytes_of(&params)),
                 Arg::Write(out.all()),
             ],
-            [1024, 1, 1],
+            [GROUPS as u32, 1, 1],
         );
         Ok(())
     })?;

@@ -271,3 +271,30 @@ fn profiler_times_dispatches_by_scope() {
     );
     assert!(p.scopes.iter().all(|s| s.1 > 0.0), "{p:?}");
 }
+
+/// The device options a device is opened with are the ones it runs with: every switch arrives
+/// in the one `DeviceOptions` value of the request, none from deeper down.
+#[test]
+fn device_options_are_applied_at_open() {
+    let Some(plain) = fresh_gpu() else { return };
+    let Some(gpu) = open_with(|o| {
+        o.subgroups = false;
+        o.textures = false;
+        o.subgroup_tile_rows = Some(24);
+        o.kernel_gradient_slices = Some(3);
+        o.tune = cnn_wgpu::gpu::TuneMode::Off;
+        o.binding_limit = Some(SMALL_BINDING);
+    }) else {
+        return;
+    };
+    assert!(!gpu.subgroup_kernels());
+    assert!(!gpu.texture_operands());
+    assert_eq!(gpu.forced_subgroup_tile_rows(), Some(24));
+    assert_eq!(gpu.forced_kernel_gradient_slices(), Some(3));
+    assert_eq!(gpu.tune_mode(), cnn_wgpu::gpu::TuneMode::Off);
+    assert_eq!(gpu.binding_limit(), SMALL_BINDING);
+    // Unset options leave the adapter's own choices.
+    assert_eq!(plain.forced_subgroup_tile_rows(), None);
+    assert_eq!(plain.forced_kernel_gradient_slices(), None);
+    assert!(plain.binding_limit() > SMALL_BINDING);
+}

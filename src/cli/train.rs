@@ -78,7 +78,7 @@ pub struct TrainArgs {
 pub fn train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
     use cnn_wgpu::model::{zoo, Model};
     use cnn_wgpu::ops::optim::Optimizer;
-    use cnn_wgpu::train::{self, EarlyStopping, FitConfig, Monitor, ReduceLrOnPlateau};
+    use cnn_wgpu::train::{self, Monitor};
 
     let monitor = Monitor::new(&a.monitor)?;
     let optimizer = match a.optimizer.as_str() {
@@ -148,6 +148,7 @@ pub fn train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
     let val = Loader::new(val_ds, eval_cfg.clone())?;
     let out = a
         .out
+        .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", a.model, a.seed)));
     cnn_wgpu::train::check_run_folder(&out, a.resume, a.overwrite)?;
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
@@ -168,51 +169,72 @@ pub fn train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
     });
     // Epochs may be extended and the adapter may change when a run is resumed.
     train::write_or_check_config(&out, &config, a.resume, &["epochs", "adapter"])?;
+    let cfg = fit_config(&a, optimizer, monitor, &out, train.dataset().class_names())?;
+    let Some(history) =
+        super::unless_stopped(train::fit(&gpu, &mut model, &train, Some(&val), &cfg))?
+    else {
+        return Ok(());
+    };
+    let test = test_ds.map(|t| Loader::new(t, eval_cfg)).transpose()?;
+    write_metrics(&gpu, &model, test.as_ref(), &train, &out, history.len())
+}
+
+/// The training loop's settings from the command line: optimizer, callbacks, the run folder,
+/// the Ctrl-C / SIGTERM flag, and what every checkpoint records (preprocessing, class names).
+fn fit_config(
+    a: &TrainArgs,
+    optimizer: cnn_wgpu::ops::optim::Optimizer,
+    monitor: cnn_wgpu::train::Monitor,
+    out: &std::path::Path,
+    class_names: &[String],
+) -> Result<cnn_wgpu::train::FitConfig, Box<dyn std::error::Error>> {
+    use cnn_wgpu::train::{EarlyStopping, FitConfig, ReduceLrOnPlateau};
     let mut cfg = FitConfig::new(a.epochs, optimizer, a.seed);
     cfg.resume = a.resume;
     cfg.overwrite = a.overwrite;
     cfg.profile = a.profile;
     cfg.stop_after_steps = a.stop_after_steps;
-    let flag = cfg.interrupt.clone();
-    super::install_interrupt(flag);
+    super::install_interrupt(cfg.interrupt.clone());
     cfg.meta = vec![
         (
             "preprocessing".into(),
             serde_json::to_string(&Preprocessing::Rescale)?,
         ),
-        (
-            "class_names".into(),
-            serde_json::to_string(train.dataset().class_names())?,
-        ),
+        ("class_names".into(), serde_json::to_string(class_names)?),
     ];
     cfg.monitor = monitor;
-    cfg.out = Some(out.clone());
+    cfg.out = Some(out.to_path_buf());
     cfg.early_stopping = a
         .early_stopping
         .map(|p| EarlyStopping::new(p, a.restore_best));
     cfg.reduce_lr = a
         .reduce_lr_patience
         .map(|p| ReduceLrOnPlateau::new(a.reduce_lr_factor, p, a.min_lr));
-    let Some(history) =
-        super::unless_stopped(train::fit(&gpu, &mut model, &train, Some(&val), &cfg))?
-    else {
-        return Ok(());
-    };
-    let mut metrics = serde_json::json!({"epochs_run": history.len()});
-    if let Some(test_ds) = test_ds {
-        let test = Loader::new(test_ds, eval_cfg)?;
-        let (loss, acc) = train::evaluate(&gpu, &model, &test)?;
+    Ok(cfg)
+}
+
+/// The test split's loss and accuracy (where there is one) and the skipped files, printed and
+/// written to `out/metrics.json`.
+fn write_metrics(
+    gpu: &cnn_wgpu::Gpu,
+    model: &cnn_wgpu::model::Model,
+    test: Option<&Loader>,
+    train: &Loader,
+    out: &std::path::Path,
+    epochs_run: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut metrics = serde_json::json!({ "epochs_run": epochs_run });
+    if let Some(test) = test {
+        let (loss, acc) = cnn_wgpu::train::evaluate(gpu, model, test)?;
         println!("test loss {loss:.4} accuracy {acc:.4}");
         metrics["test_loss"] = loss.into();
         metrics["test_accuracy"] = acc.into();
     }
     let skipped = train.skipped();
     metrics["skipped_files"] = skipped.len().into();
-    cnn_wgpu::atomic_file::write_atomic(
-        &out.join("metrics.json"),
-        serde_json::to_string_pretty(&metrics)?.as_bytes(),
-    )
-    .map_err(|e| format!("cannot write {}: {e}", out.join("metrics.json").display()))?;
+    let path = out.join("metrics.json");
+    cnn_wgpu::atomic_file::write_atomic(&path, serde_json::to_string_pretty(&metrics)?.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     println!(
         "run folder {}: config.json, history.json, history.csv, last.safetensors, best.safetensors, metrics.json; {} unreadable file(s) skipped",
         out.display(),

@@ -8,6 +8,7 @@
 //! This file holds the device's facts (adapter, limits, features); each other concern is an
 //! `impl Gpu` block in its own file.
 
+pub mod contract;
 pub mod dispatch;
 pub mod options;
 pub mod pipeline;
@@ -108,7 +109,7 @@ impl Gpu {
             .binding_limit
             .map_or(adapter_limit, |b| b.min(adapter_limit));
         let info = adapter.get_info();
-        Self {
+        let gpu = Self {
             switches: options::Switches::new(
                 options,
                 Self::supports_subgroup8(&info, device.features()),
@@ -124,7 +125,10 @@ impl Gpu {
             pending: Mutex::new(Pending::default()),
             device,
             queue,
-        }
+        };
+        gpu.force_subgroup_tile_rows(options.subgroup_tile_rows);
+        gpu.force_kernel_gradient_slices(options.kernel_gradient_slices);
+        gpu
     }
 
     pub fn info(&self) -> &wgpu::AdapterInfo {

@@ -27,6 +27,12 @@ pub struct DeviceOptions {
     pub binding_limit: Option<u64>,
     /// Fill every uninitialised tensor with NaN; see [`Gpu::set_poison_uninit`].
     pub poison_uninit: bool,
+    /// Rows per subgroup every subgroup GEMM must use (24 or 32) instead of the cost model's
+    /// choice; see [`Gpu::force_subgroup_tile_rows`].
+    pub subgroup_tile_rows: Option<u32>,
+    /// Slices every kernel gradient's sum is split into instead of the default or tuned choice;
+    /// see [`Gpu::force_kernel_gradient_slices`].
+    pub kernel_gradient_slices: Option<u32>,
 }
 
 impl Default for DeviceOptions {
@@ -38,6 +44,8 @@ impl Default for DeviceOptions {
             tune_cache: None,
             binding_limit: None,
             poison_uninit: false,
+            subgroup_tile_rows: None,
+            kernel_gradient_slices: None,
         }
     }
 }

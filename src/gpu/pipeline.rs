@@ -58,16 +58,32 @@ impl ShaderId {
     /// The files under `shaders/` this module is assembled from, in order.
     pub fn files(self) -> &'static [&'static str] {
         match self {
-            ShaderId::Conv2d => &["conv2d.wgsl", "gemm_core.wgsl"],
-            ShaderId::Conv2dSg => &["conv2d_sg.wgsl", "gemm_sg.wgsl", "gemm_sg_b_buffer.wgsl"],
-            ShaderId::Conv2dSgTexture => {
-                &["conv2d_sg.wgsl", "gemm_sg.wgsl", "gemm_sg_b_texture.wgsl"]
-            }
-            ShaderId::Matmul => &["matmul.wgsl", "gemm_core.wgsl"],
-            ShaderId::MatmulSg => &["matmul_sg.wgsl", "gemm_sg.wgsl", "gemm_sg_b_buffer.wgsl"],
-            ShaderId::MatmulSgTexture => {
-                &["matmul_sg.wgsl", "gemm_sg.wgsl", "gemm_sg_b_texture.wgsl"]
-            }
+            ShaderId::Conv2d => &["conv2d_params.wgsl", "conv2d.wgsl", "gemm_core.wgsl"],
+            ShaderId::Conv2dSg => &[
+                "conv2d_params.wgsl",
+                "conv2d_sg.wgsl",
+                "gemm_sg.wgsl",
+                "gemm_sg_b_buffer.wgsl",
+            ],
+            ShaderId::Conv2dSgTexture => &[
+                "conv2d_params.wgsl",
+                "conv2d_sg.wgsl",
+                "gemm_sg.wgsl",
+                "gemm_sg_b_texture.wgsl",
+            ],
+            ShaderId::Matmul => &["matmul_params.wgsl", "matmul.wgsl", "gemm_core.wgsl"],
+            ShaderId::MatmulSg => &[
+                "matmul_params.wgsl",
+                "matmul_sg.wgsl",
+                "gemm_sg.wgsl",
+                "gemm_sg_b_buffer.wgsl",
+            ],
+            ShaderId::MatmulSgTexture => &[
+                "matmul_params.wgsl",
+                "matmul_sg.wgsl",
+                "gemm_sg.wgsl",
+                "gemm_sg_b_texture.wgsl",
+            ],
             ShaderId::Pack => &["pack.wgsl"],
             ShaderId::Pool => &["pool.wgsl"],
             ShaderId::Activation => &["activation.wgsl"],
@@ -84,14 +100,26 @@ impl ShaderId {
     /// out of the source text (they arrive as uniforms and override constants).
     pub fn source(self) -> String {
         let own = match self {
-            ShaderId::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
-            ShaderId::Conv2dSg | ShaderId::Conv2dSgTexture => {
+            ShaderId::Conv2d => concat!(
+                include_str!("../../shaders/conv2d_params.wgsl"),
+                "\n",
+                include_str!("../../shaders/conv2d.wgsl")
+            ),
+            ShaderId::Conv2dSg | ShaderId::Conv2dSgTexture => concat!(
+                include_str!("../../shaders/conv2d_params.wgsl"),
+                "\n",
                 include_str!("../../shaders/conv2d_sg.wgsl")
-            }
-            ShaderId::Matmul => include_str!("../../shaders/matmul.wgsl"),
-            ShaderId::MatmulSg | ShaderId::MatmulSgTexture => {
+            ),
+            ShaderId::Matmul => concat!(
+                include_str!("../../shaders/matmul_params.wgsl"),
+                "\n",
+                include_str!("../../shaders/matmul.wgsl")
+            ),
+            ShaderId::MatmulSg | ShaderId::MatmulSgTexture => concat!(
+                include_str!("../../shaders/matmul_params.wgsl"),
+                "\n",
                 include_str!("../../shaders/matmul_sg.wgsl")
-            }
+            ),
             ShaderId::Pack => include_str!("../../shaders/pack.wgsl"),
             ShaderId::Pool => include_str!("../../shaders/pool.wgsl"),
             ShaderId::Activation => include_str!("../../shaders/activation.wgsl"),
@@ -197,6 +225,7 @@ impl PipelineCache {
         if let Some(p) = self.pipelines.lock().expect("pipeline lock").get(&key) {
             return p.clone();
         }
+        super::contract::check_bindings(kernel, access);
         let module = {
             let mut modules = self.modules.lock().expect("module lock");
             modules

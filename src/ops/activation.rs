@@ -1,17 +1,16 @@
 //! Activations (shaders/activation.wgsl): ReLU, sigmoid, softmax, forward and backward.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{check_binding, flat_chunks, grid_1d, shape_err, Result};
 use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
 use crate::tensor::Tensor;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    len: u32,
-    cols: u32,
-    _pad: [u32; 2],
+crate::shader_params! {
+    pub(crate) struct Params {
+        len: u32,
+        cols: u32,
+        _p0: u32,
+        _p1: u32,
+    }
 }
 
 /// Element-wise `entry` over `src` (and `src2` for backwards), chunked to fit the binding limit.
@@ -21,16 +20,7 @@ fn elementwise(
     src: &Tensor,
     src2: Option<&Tensor>,
 ) -> Result<Tensor> {
-    if let Some(s2) = src2 {
-        if s2.shape() != src.shape() {
-            return Err(shape_err(
-                entry,
-                "forward output",
-                format!("{}", src.shape()),
-                s2.shape(),
-            ));
-        }
-    }
+    same_shape(entry, src, src2)?;
     let out = Tensor::uninit(gpu, src.shape().clone())?;
     // ReLU moves four values per invocation where the length allows (chunks start on multiples
     // of 64 elements, so every window does too).
@@ -44,7 +34,8 @@ fn elementwise(
         let p = Params {
             len: (len / per_thread) as u32,
             cols: 0,
-            _pad: [0; 2],
+            _p0: 0,
+            _p1: 0,
         };
         let (a, _) = src.window(gpu, start, len);
         let (b, _) = src2.unwrap_or(src).window(gpu, start, len);
@@ -57,7 +48,7 @@ fn elementwise(
                 Arg::Read(b),
                 Arg::Write(o),
             ],
-            grid_1d(gpu, len / per_thread, 256),
+            grid_1d(gpu, &kernel, len / per_thread),
         );
     }
     Ok(out)
@@ -83,6 +74,19 @@ pub fn sigmoid_backward(gpu: &Gpu, dy: &Tensor, y: &Tensor) -> Result<Tensor> {
     elementwise(gpu, "sigmoid_backward", dy, Some(y))
 }
 
+/// A backward's second input (the forward output) must have the input's shape.
+fn same_shape(entry: &'static str, src: &Tensor, src2: Option<&Tensor>) -> Result<()> {
+    match src2 {
+        Some(s2) if s2.shape() != src.shape() => Err(shape_err(
+            entry,
+            "forward output",
+            format!("{}", src.shape()),
+            s2.shape(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn rows(op: &'static str, t: &Tensor) -> Result<(usize, usize)> {
     match t.dims() {
         [.., c] if *c > 0 => Ok((t.numel() / c, *c)),
@@ -97,32 +101,26 @@ fn rows(op: &'static str, t: &Tensor) -> Result<(usize, usize)> {
 
 fn rowwise(gpu: &Gpu, entry: &'static str, src: &Tensor, src2: Option<&Tensor>) -> Result<Tensor> {
     let (r, c) = rows(entry, src)?;
-    if let Some(s2) = src2 {
-        if s2.shape() != src.shape() {
-            return Err(shape_err(
-                entry,
-                "forward output",
-                format!("{}", src.shape()),
-                s2.shape(),
-            ));
-        }
-    }
+    same_shape(entry, src, src2)?;
     check_binding(gpu, entry, "input", src.byte_len())?;
     let out = Tensor::uninit(gpu, src.shape().clone())?;
     let p = Params {
         len: r as u32,
         cols: c as u32,
-        _pad: [0; 2],
+        _p0: 0,
+        _p1: 0,
     };
+    let kernel = Kernel::new(ShaderId::Activation, entry, &[]);
     gpu.dispatch(
-        &Kernel::new(ShaderId::Activation, entry, &[]),
+        &kernel,
         &[
             Arg::Uniform(bytemuck::bytes_of(&p)),
             Arg::Read(src.all()),
             Arg::Read(src2.unwrap_or(src).all()),
             Arg::Write(out.all()),
         ],
-        [r.div_ceil(64) as u32, 1, 1],
+        // One row per invocation.
+        [r.div_ceil(kernel.workgroup_x()) as u32, 1, 1],
     );
     Ok(out)
 }

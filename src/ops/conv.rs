@@ -3,8 +3,6 @@
 //! (N,OH,OW,Cout). A batch whose activations pass the device's binding limit runs in chunks of
 //! whole images, each bound as its own window of the big buffer.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::gemm::{grid, ARead, SgTiles};
 use super::pack::{b_args, pack_b, pack_kernel, BSource, Layout, PackedB};
 use super::{batch_chunks, check_binding, reduce, shape_err, Padding, Result};
@@ -46,21 +44,21 @@ struct Geometry {
     pad_left: usize,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    h: u32,
-    w: u32,
-    oh: u32,
-    ow: u32,
-    pad_top: u32,
-    pad_left: u32,
-    a_base: u32,
-    c_base: u32,
-    b_base: u32,
-    slices: u32,
-    _pad: u32,
+crate::shader_params! {
+    pub(crate) struct Params {
+        n: u32,
+        h: u32,
+        w: u32,
+        oh: u32,
+        ow: u32,
+        pad_top: u32,
+        pad_left: u32,
+        a_base: u32,
+        c_base: u32,
+        b_base: u32,
+        slices: u32,
+        _p0: u32,
+    }
 }
 
 fn geometry(op: &'static str, x: &Tensor, w: &Tensor, spec: &Conv2dSpec) -> Result<Geometry> {
@@ -236,7 +234,7 @@ impl Geometry {
             c_base,
             b_base,
             slices: 1,
-            _pad: 0,
+            _p0: 0,
         }
     }
     /// Batch items n0..n0+nb of the input x, bound for the kernels that read it as vec4s: an

@@ -1,21 +1,19 @@
 //! Dense layers and plain matmul (shaders/matmul.wgsl): x (N,IN), kernel (IN,OUT) as Keras
 //! stores it, bias (OUT), y (N,OUT); both backward products and the bias gradient.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::gemm::{grid, ARead, SgTiles};
 use super::pack::{b_args, pack_b, pack_kernel, BSource, Layout};
 use super::{check_binding, reduce, shape_err, Result};
 use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
 use crate::tensor::Tensor;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    rows: u32,
-    inp: u32,
-    out: u32,
-    _pad: u32,
+crate::shader_params! {
+    pub(crate) struct Params {
+        rows: u32,
+        inp: u32,
+        out: u32,
+        _p0: u32,
+    }
 }
 
 fn dims(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
@@ -138,7 +136,7 @@ pub fn dense_forward(
         rows: rows as u32,
         inp: inp as u32,
         out: out as u32,
-        _pad: 0,
+        _p0: 0,
     };
     run(
         gpu,
@@ -191,7 +189,7 @@ pub fn dense_backward(
         rows: rows as u32,
         inp: inp as u32,
         out: out as u32,
-        _pad: 0,
+        _p0: 0,
     };
     let dx = if need_dx {
         let dx = Tensor::uninit(gpu, [rows, inp])?;

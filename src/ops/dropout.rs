@@ -2,22 +2,21 @@
 //! of (seed, element index), so backward recomputes it rather than storing it, and the same seed
 //! gives the same mask on every adapter and for every chunking.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{flat_chunks, grid_1d, OpError, Result};
 use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
 use crate::tensor::Tensor;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    len: u32,
-    offset: u32,
-    seed_lo: u32,
-    seed_hi: u32,
-    rate: f32,
-    scale: f32,
-    _pad: [u32; 2],
+crate::shader_params! {
+    pub(crate) struct Params {
+        len: u32,
+        offset: u32,
+        seed_lo: u32,
+        seed_hi: u32,
+        rate: f32,
+        scale: f32,
+        _p0: u32,
+        _p1: u32,
+    }
 }
 
 fn apply(gpu: &Gpu, op: &'static str, x: &Tensor, rate: f32, seed: u64) -> Result<Tensor> {
@@ -37,7 +36,8 @@ fn apply(gpu: &Gpu, op: &'static str, x: &Tensor, rate: f32, seed: u64) -> Resul
             seed_hi: (seed >> 32) as u32,
             rate,
             scale: 1.0 / (1.0 - rate),
-            _pad: [0; 2],
+            _p0: 0,
+            _p1: 0,
         };
         let (xr, _) = x.window(gpu, start, len);
         let (or, _) = out.window(gpu, start, len);
@@ -48,7 +48,7 @@ fn apply(gpu: &Gpu, op: &'static str, x: &Tensor, rate: f32, seed: u64) -> Resul
                 Arg::Read(xr),
                 Arg::Write(or),
             ],
-            grid_1d(gpu, len, 256),
+            grid_1d(gpu, &kernel, len),
         );
     }
     Ok(out)

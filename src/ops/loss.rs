@@ -7,8 +7,6 @@
 //! [1e-7, 1 - 1e-7] before the log: per-sample loss capped at 16.118, zero gradient where
 //! clipped), which is what Keras computes on backends that do not track logits.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{check_binding, reduce, shape_err, Result};
 use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
 use crate::tensor::Tensor;
@@ -31,13 +29,13 @@ pub enum Clip {
     Keras,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    rows: u32,
-    cols: u32,
-    grad_scale: f32,
-    _pad: u32,
+crate::shader_params! {
+    pub(crate) struct Params {
+        rows: u32,
+        cols: u32,
+        grad_scale: f32,
+        _p0: u32,
+    }
 }
 
 /// Per-sample losses (N) and dL/dlogits (same shape as logits) for the mean loss over the batch.
@@ -98,15 +96,16 @@ pub fn loss_and_grad(
         rows: n as u32,
         cols: cols as u32,
         grad_scale: 1.0 / n.max(1) as f32,
-        _pad: 0,
+        _p0: 0,
     };
     let entry = match kind {
         LossKind::BinaryCrossentropy => "bce_logits",
         LossKind::CategoricalCrossentropy => "cce_logits",
     };
     let consts = clip_const(clip);
+    let kernel = Kernel::new(ShaderId::Loss, entry, &consts);
     gpu.dispatch(
-        &Kernel::new(ShaderId::Loss, entry, &consts),
+        &kernel,
         &[
             Arg::Uniform(bytemuck::bytes_of(&p)),
             Arg::Read(logits.all()),
@@ -114,7 +113,8 @@ pub fn loss_and_grad(
             Arg::Write(per_sample.all()),
             Arg::Write(grad.all()),
         ],
-        [n.div_ceil(64).max(1) as u32, 1, 1],
+        // One row per invocation.
+        [n.div_ceil(kernel.workgroup_x()).max(1) as u32, 1, 1],
     );
     Ok(LossOutput { per_sample, grad })
 }
@@ -129,21 +129,23 @@ pub fn correct(gpu: &Gpu, kind: LossKind, logits: &Tensor, labels: &Tensor) -> R
         rows: n as u32,
         cols: cols as u32,
         grad_scale: 0.0,
-        _pad: 0,
+        _p0: 0,
     };
     let entry = match kind {
         LossKind::BinaryCrossentropy => "accuracy_binary",
         LossKind::CategoricalCrossentropy => "accuracy_categorical",
     };
+    let kernel = Kernel::new(ShaderId::Loss, entry, &[]);
     gpu.dispatch(
-        &Kernel::new(ShaderId::Loss, entry, &[]),
+        &kernel,
         &[
             Arg::Uniform(bytemuck::bytes_of(&p)),
             Arg::Read(logits.all()),
             Arg::Read(labels.all()),
             Arg::Write(out.all()),
         ],
-        [n.div_ceil(64).max(1) as u32, 1, 1],
+        // One row per invocation.
+        [n.div_ceil(kernel.workgroup_x()).max(1) as u32, 1, 1],
     );
     Ok(out)
 }

@@ -75,10 +75,11 @@ pub(crate) fn shape_err(
     }
 }
 
-/// Workgroup grid for `threads` invocations in workgroups of `wg` along x, spilling into y when
-/// x would pass the per-dimension limit. Shaders rebuild the index as x + y * groups.x * wg.
-pub(crate) fn grid_1d(gpu: &Gpu, threads: usize, wg: usize) -> [u32; 3] {
-    let groups = threads.div_ceil(wg).max(1) as u64;
+/// Workgroup grid for `threads` invocations of `kernel` (whose workgroup size along x comes from
+/// the host-shader contract), spilling into y when x would pass the per-dimension limit.
+/// Shaders rebuild the index as x + y * groups.x * wg.
+pub(crate) fn grid_1d(gpu: &Gpu, kernel: &crate::gpu::Kernel<'_>, threads: usize) -> [u32; 3] {
+    let groups = threads.div_ceil(kernel.workgroup_x()).max(1) as u64;
     let max_x = u64::from(gpu.limits().max_compute_workgroups_per_dimension);
     let x = groups.min(max_x);
     [x as u32, groups.div_ceil(x) as u32, 1]
@@ -101,41 +102,29 @@ pub(crate) fn batch_chunks(
         }
         let fit = (usable / bytes) as usize;
         if fit == 0 {
-            return Err(GpuError::BindingTooLarge {
-                op,
-                tensor,
-                needed: bytes,
-                limit: gpu.binding_limit(),
-            }
-            .into());
+            return Err(too_large(gpu, op, tensor, bytes));
         }
         max_items = max_items.min(fit);
     }
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < n {
-        let len = max_items.min(n - start);
-        out.push((start, len));
-        start += len;
-    }
+    let mut out = runs(n, max_items);
     if out.is_empty() {
         out.push((0, 0));
     }
     Ok(out)
 }
 
+/// (start, length) runs of at most `max` covering 0..total.
+fn runs(total: usize, max: usize) -> Vec<(usize, usize)> {
+    (0..total)
+        .step_by(max.max(1))
+        .map(|start| (start, max.min(total - start)))
+        .collect()
+}
+
 /// Splits a flat array of `len` elements into runs that fit one binding and start on multiples
 /// of 64 elements (256 bytes, the largest storage offset alignment an adapter may ask for).
 pub(crate) fn flat_chunks(gpu: &Gpu, len: usize) -> Vec<(usize, usize)> {
-    let max = ((gpu.binding_limit() / 4) as usize / 64 * 64).max(64);
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < len {
-        let l = max.min(len - start);
-        out.push((start, l));
-        start += l;
-    }
-    out
+    runs(len, ((gpu.binding_limit() / 4) as usize / 64 * 64).max(64))
 }
 
 /// Fails when one binding of a tensor that is never split would pass the limit.
@@ -146,13 +135,38 @@ pub(crate) fn check_binding(
     bytes: u64,
 ) -> Result<()> {
     if bytes > gpu.binding_limit() {
-        return Err(GpuError::BindingTooLarge {
-            op,
-            tensor,
-            needed: bytes,
-            limit: gpu.binding_limit(),
-        }
-        .into());
+        return Err(too_large(gpu, op, tensor, bytes));
     }
     Ok(())
+}
+
+fn too_large(gpu: &Gpu, op: &'static str, tensor: &'static str, bytes: u64) -> OpError {
+    GpuError::BindingTooLarge {
+        op,
+        tensor,
+        needed: bytes,
+        limit: gpu.binding_limit(),
+    }
+    .into()
+}
+
+/// Every uniform block the ops write, with the shader modules that read it: the host side of
+/// the host-shader contract that `tests/contract.rs` compares with the WGSL.
+pub fn params_layouts() -> Vec<crate::gpu::contract::ParamsLayout> {
+    use crate::gpu::contract::ParamsLayout;
+    use crate::gpu::ShaderId::*;
+    vec![
+        ParamsLayout::of::<activation::Params>("ops::activation::Params", &[Activation]),
+        ParamsLayout::of::<conv::Params>("ops::conv::Params", &[Conv2d, Conv2dSg, Conv2dSgTexture]),
+        ParamsLayout::of::<dense::Params>(
+            "ops::dense::Params",
+            &[Matmul, MatmulSg, MatmulSgTexture],
+        ),
+        ParamsLayout::of::<dropout::Params>("ops::dropout::Params", &[Dropout]),
+        ParamsLayout::of::<loss::Params>("ops::loss::Params", &[Loss]),
+        ParamsLayout::of::<optim::Params>("ops::optim::Params", &[Optim]),
+        ParamsLayout::of::<pack::Params>("ops::pack::Params", &[Pack]),
+        ParamsLayout::of::<pool::Params>("ops::pool::Params", &[Pool]),
+        ParamsLayout::of::<reduce::Params>("ops::reduce::Params", &[Reduce]),
+    ]
 }

@@ -1,8 +1,6 @@
 //! Optimizers as in-place GPU updates (shaders/optim.wgsl), with Keras' formulas and defaults,
 //! and L1/L2 weight penalties.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{flat_chunks, grid_1d, reduce, shape_err, OpError, Result};
 use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
 use crate::tensor::Tensor;
@@ -109,19 +107,21 @@ impl OptimizerState {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    len: u32,
-    nesterov: u32,
-    _pad0: [u32; 2],
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    l1: f32,
-    l2: f32,
-    _pad1: [f32; 2],
+crate::shader_params! {
+    pub(crate) struct Params {
+        len: u32,
+        nesterov: u32,
+        _p0: u32,
+        _p1: u32,
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        l1: f32,
+        l2: f32,
+        _p2: f32,
+        _p3: f32,
+    }
 }
 
 /// One update of `param` in place from `grad`, advancing `state`.
@@ -177,14 +177,16 @@ pub fn step(
         let p = Params {
             len: len as u32,
             nesterov: u32::from(nesterov),
-            _pad0: [0; 2],
+            _p0: 0,
+            _p1: 0,
             lr,
             beta1,
             beta2,
             eps,
             l1: penalty.l1,
             l2: penalty.l2,
-            _pad1: [0.0; 2],
+            _p2: 0.0,
+            _p3: 0.0,
         };
         let (g, _) = grad.window(gpu, start, len);
         let (w, _) = param.window(gpu, start, len);
@@ -196,7 +198,7 @@ pub fn step(
         for s in &state.slots {
             args.push(Arg::Write(s.window(gpu, start, len).0));
         }
-        gpu.dispatch(&kernel, &args, grid_1d(gpu, len, 256));
+        gpu.dispatch(&kernel, &args, grid_1d(gpu, &kernel, len));
     }
     Ok(())
 }
@@ -209,14 +211,16 @@ pub fn penalty_value(gpu: &Gpu, param: &Tensor, penalty: Penalty) -> Result<Tens
         let p = Params {
             len: len as u32,
             nesterov: 0,
-            _pad0: [0; 2],
+            _p0: 0,
+            _p1: 0,
             lr: 0.0,
             beta1: 0.0,
             beta2: 0.0,
             eps: 0.0,
             l1: penalty.l1,
             l2: penalty.l2,
-            _pad1: [0.0; 2],
+            _p2: 0.0,
+            _p3: 0.0,
         };
         let (w, _) = param.window(gpu, start, len);
         let (t, _) = terms.window(gpu, start, len);
@@ -228,7 +232,7 @@ pub fn penalty_value(gpu: &Gpu, param: &Tensor, penalty: Penalty) -> Result<Tens
                 Arg::Write(w),
                 Arg::Write(t),
             ],
-            grid_1d(gpu, len, 256),
+            grid_1d(gpu, &kernel, len),
         );
     }
     reduce::sum_all(gpu, &terms)

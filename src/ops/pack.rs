@@ -4,8 +4,6 @@
 //! `gemm_sg`, into an rgba32float texture where the adapter takes one ([`BSource`]), else
 //! into a storage buffer.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::Result;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -93,13 +91,13 @@ pub fn b_args<'a>(packed: Option<&'a PackedB>, plain: BufferRange<'a>) -> [Arg<'
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    k: u32,
-    n: u32,
-    r: u32,
-    src_base: u32,
+crate::shader_params! {
+    pub(crate) struct Params {
+        k: u32,
+        n: u32,
+        r: u32,
+        src_base: u32,
+    }
 }
 
 /// How B (K,N) sits in the source buffer.
@@ -146,14 +144,12 @@ pub fn pack_b(
         r: r as u32,
         src_base,
     };
-    let groups = vec4s.div_ceil(64).max(1) as u32;
+    let consts = [("TRANSPOSED", transposed), ("TILE_N", tile as f64)];
+    let kernel = Kernel::new(ShaderId::Pack, "pack_b", &consts);
+    let groups = vec4s.div_ceil(kernel.workgroup_x()).max(1) as u32;
     let x = groups.min(gpu.limits().max_compute_workgroups_per_dimension);
     gpu.dispatch(
-        &Kernel::new(
-            ShaderId::Pack,
-            "pack_b",
-            &[("TRANSPOSED", transposed), ("TILE_N", tile as f64)],
-        ),
+        &kernel,
         &[
             Arg::Uniform(bytemuck::bytes_of(&p)),
             Arg::Read(src),

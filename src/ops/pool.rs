@@ -1,8 +1,6 @@
 //! Pooling (shaders/pool.wgsl): max and average, 2-D, 1-D and global, forward and backward, on
 //! NHWC (N,H,W,C). Batches over the binding limit run in chunks of whole images.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::Padding;
 use super::{batch_chunks, grid_1d, shape_err, Result};
 use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
@@ -27,13 +25,13 @@ impl PoolSpec {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    src_base: u32,
-    dst_base: u32,
-    aux_base: u32,
+crate::shader_params! {
+    pub(crate) struct Params {
+        n: u32,
+        src_base: u32,
+        dst_base: u32,
+        aux_base: u32,
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -171,7 +169,7 @@ fn forward(
         let (entry, per_thread) = vectorised(entry, g.c, &[xb, yb, ab]);
         let kernel = Kernel::new(ShaderId::Pool, entry, &consts);
         let threads = nb * g.out_item() / per_thread;
-        gpu.dispatch(&kernel, &args, grid_1d(gpu, threads, 256));
+        gpu.dispatch(&kernel, &args, grid_1d(gpu, &kernel, threads));
     }
     Ok((y, arg))
 }
@@ -227,7 +225,7 @@ fn backward(
         let (entry, per_thread) = vectorised(entry, g.c, &[dyb, dxb, ab]);
         let kernel = Kernel::new(ShaderId::Pool, entry, &consts);
         let threads = nb * g.in_item() / per_thread;
-        gpu.dispatch(&kernel, &args, grid_1d(gpu, threads, 256));
+        gpu.dispatch(&kernel, &args, grid_1d(gpu, &kernel, threads));
     }
     Ok(dx)
 }

@@ -1,18 +1,16 @@
 //! Column sums (shaders/reduce.wgsl): bias gradients and loss / accuracy totals.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{batch_chunks, shape_err, Result};
 use crate::gpu::{Arg, BufferRange, Gpu, Kernel, ShaderId};
 use crate::tensor::Tensor;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    rows: u32,
-    cols: u32,
-    rows_per_group: u32,
-    src_base: u32,
+crate::shader_params! {
+    pub(crate) struct Params {
+        rows: u32,
+        cols: u32,
+        rows_per_group: u32,
+        src_base: u32,
+    }
 }
 
 /// One pass: the (rows, cols) matrix at element `base` of `src` summed in `groups` row blocks
@@ -33,14 +31,16 @@ fn pass(
         src_base: base,
     };
     let consts = [("ACCUM", f64::from(u32::from(accumulate)))];
+    let kernel = Kernel::new(ShaderId::Reduce, "sum_rows", &consts);
     gpu.dispatch(
-        &Kernel::new(ShaderId::Reduce, "sum_rows", &consts),
+        &kernel,
         &[
             Arg::Uniform(bytemuck::bytes_of(&p)),
             Arg::Read(src),
             Arg::Write(dst),
         ],
-        [cols.div_ceil(64) as u32, groups as u32, 1],
+        // One column per invocation along x; y takes the row groups.
+        [cols.div_ceil(kernel.workgroup_x()) as u32, groups as u32, 1],
     );
 }
 

@@ -28,8 +28,8 @@ fn open(binding_limit: Option<u64>) -> Option<Gpu> {
     open_with(|o| o.binding_limit = binding_limit)
 }
 
-/// [`open`] with the device options the environment gives changed by `change`.
-fn open_with(change: impl FnOnce(&mut cnn_wgpu::gpu::DeviceOptions)) -> Option<Gpu> {
+/// A device of its own, opened with the options the environment gives changed by `change`.
+pub fn open_with(change: impl FnOnce(&mut cnn_wgpu::gpu::DeviceOptions)) -> Option<Gpu> {
     let mut request =
         AdapterRequest::from_env().expect("CNN_WGPU_ADAPTER / CNN_WGPU_BACKEND are valid");
     request.options.poison_uninit = true;

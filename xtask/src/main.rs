@@ -1,8 +1,9 @@
 //! `cargo xtask`: the project's chores, mirroring CI locally.
 //!
-//!   cargo xtask ci         fmt check, clippy -D warnings, naga validation, the whole test suite,
+//!   cargo xtask ci         fmt check, clippy -D warnings, naga validation and the host-shader
+//!                          contract, the whole test suite,
 //!                          then the kernel and model tests on lavapipe at 512 bits
-//!   cargo xtask validate   naga validation of every shader (no GPU needed)
+//!   cargo xtask validate   naga validation of every shader and the host-shader contract (no GPU)
 //!   cargo xtask bench      the bench suite on the shared workloads, JSON lines with the FMA peak
 //!   cargo xtask fetch-weights [--url URL --sha256 HEX] [--out PATH]
 //!                          (--out defaults to weights/vgg16_tv_in1k.safetensors for the pinned
@@ -104,7 +105,14 @@ fn lavapipe_512() -> Result<(), String> {
 }
 
 fn validate() -> Result<(), String> {
-    cargo(&["test", "--release", "--test", "shaders_validate"])
+    cargo(&[
+        "test",
+        "--release",
+        "--test",
+        "shaders_validate",
+        "--test",
+        "contract",
+    ])
 }
 
 fn bench(extra: &[String]) -> Result<(), String> {
