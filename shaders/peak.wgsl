@@ -1,8 +1,11 @@
 // An FMA-bound kernel for measuring the adapter's arithmetic ceiling: eight independent vec4 FMA
 // chains per invocation hide latency, and the result is stored so nothing is optimised away.
-// FLOPs per invocation = ITERS * 8 chains * 4 lanes * 2.
+// UNROLL steps run per loop iteration (a constant trip count the compiler unrolls), so the loop's
+// own counting and branching stop diluting the FMAs; the host tries several and keeps the best.
+// FLOPs per invocation = ITERS * 8 chains * 4 lanes * 2 (ITERS a multiple of UNROLL).
 
 override ITERS: u32 = 1024u;
+override UNROLL: u32 = 1u;
 
 struct Params {
     seed: f32,
@@ -28,15 +31,17 @@ fn fma_peak(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     var c5 = c0 + 5.0;
     var c6 = c0 + 6.0;
     var c7 = c0 + 7.0;
-    for (var k = 0u; k < ITERS; k++) {
-        c0 = fma(c0, m, a);
-        c1 = fma(c1, m, a);
-        c2 = fma(c2, m, a);
-        c3 = fma(c3, m, a);
-        c4 = fma(c4, m, a);
-        c5 = fma(c5, m, a);
-        c6 = fma(c6, m, a);
-        c7 = fma(c7, m, a);
+    for (var k = 0u; k < ITERS; k += UNROLL) {
+        for (var u = 0u; u < UNROLL; u++) {
+            c0 = fma(c0, m, a);
+            c1 = fma(c1, m, a);
+            c2 = fma(c2, m, a);
+            c3 = fma(c3, m, a);
+            c4 = fma(c4, m, a);
+            c5 = fma(c5, m, a);
+            c6 = fma(c6, m, a);
+            c7 = fma(c7, m, a);
+        }
     }
     let t = c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7;
     out[i] = t.x + t.y + t.z + t.w;

@@ -298,3 +298,39 @@ fn device_options_are_applied_at_open() {
     assert_eq!(plain.forced_kernel_gradient_slices(), None);
     assert!(plain.binding_limit() > SMALL_BINDING);
 }
+
+/// The peak kernel does the work its FLOP count claims, however its loop is unrolled: every
+/// invocation's stored value equals the same FMA chains run on the CPU (c <- c * m + a, `iters`
+/// times, for eight chains starting at s, s+1, ..., s+7 with s = 1 + i * 1e-9).
+#[test]
+fn peak_kernel_does_the_counted_work_at_every_unroll() {
+    let gpu = gpu_or_skip!();
+    let iters = 48;
+    let m = [0.9999f32, 0.9998, 0.9997, 0.9996];
+    let a = [1e-4f32, 2e-4, 3e-4, 4e-4];
+    let want: Vec<f64> = (0..256 * 3)
+        .map(|i| {
+            let s = 1.0f32 + i as f32 * 1e-9;
+            let mut total = 0.0f64;
+            for chain in 0..8 {
+                for lane in 0..4 {
+                    let mut c = s + chain as f32;
+                    for _ in 0..iters {
+                        c = c.mul_add(m[lane], a[lane]);
+                    }
+                    total += f64::from(c);
+                }
+            }
+            total
+        })
+        .collect();
+    for unroll in [1, 2, 4, 8] {
+        let got = cnn_wgpu::bench::peak_values(gpu, iters, unroll, 3).unwrap();
+        // Each value sums 32 chains of ~8 that went through 48 roundings each.
+        assert_close(&format!("unroll {unroll}"), &got, &want, 1e-4, 1e-5);
+    }
+    assert!(
+        cnn_wgpu::bench::peak_values(gpu, 10, 4, 1).is_err(),
+        "10 steps in loops of 4"
+    );
+}

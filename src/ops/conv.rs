@@ -3,10 +3,10 @@
 //! (N,OH,OW,Cout). A batch whose activations pass the device's binding limit runs in chunks of
 //! whole images, each bound as its own window of the big buffer.
 
-use super::gemm::{grid, ARead, SgTiles};
-use super::pack::{b_args, pack_b, pack_kernel, BSource, Layout, PackedB};
+use super::gemm::{ARead, GemmPlan, GemmShaders, Product};
+use super::pack::{b_args, Layout};
 use super::{batch_chunks, check_binding, reduce, shape_err, Padding, Result};
-use crate::gpu::{Arg, BufferRange, Gpu, Kernel, ShaderId};
+use crate::gpu::{Arg, BufferRange, Gpu, ShaderId};
 use crate::tensor::Tensor;
 
 /// Geometry of a convolution layer.
@@ -137,90 +137,52 @@ fn constants(g: &Geometry, spec: &Conv2dSpec, mode: u32) -> Vec<(&'static str, f
     ]
 }
 
-/// How one convolution product (`mode` as in the shaders) runs: on the subgroup kernels
-/// (conv2d_sg.wgsl) when the adapter has 8-lane subgroups and the channel counts let every
-/// operand move as whole vec4s (Cout a multiple of 4, and Cin too for the input gradient), on
-/// the workgroup-memory kernel (conv2d.wgsl) otherwise. The weight gradient reads A along M
-/// (`gemm_sg_m`): its rows are input channels, contiguous in NHWC.
-struct Plan {
-    mode: u32,
-    /// The subgroup kernel's tile and where it reads B; None on the workgroup-memory kernel.
-    sg: Option<(SgTiles, BSource)>,
-}
-
-impl Plan {
-    /// The plan for an M = `rows` product whose B is (K,N) = `b_dims`. The subgroup kernel
-    /// reads B packed (pack.wgsl) for the input gradient, whose B is the kernel read
-    /// transposed, and otherwise where more than one row tile reads B, so that packing pays.
-    fn new(gpu: &Gpu, g: &Geometry, mode: u32, rows: usize, b_dims: (usize, usize)) -> Self {
-        // The forward and the weight gradient gather an input whose channels are not a
-        // multiple of 4 (RGB) value by value; the input gradient would write partial vec4s.
-        let cin_ok = g.cin.is_multiple_of(4) || mode != 1;
-        if !(gpu.subgroup_kernels() && cin_ok && g.cout.is_multiple_of(4)) {
-            return Self { mode, sg: None };
-        }
-        let a = if mode == 2 {
-            ARead::AlongM
-        } else {
-            ARead::Gathered
-        };
-        let tiles = SgTiles::choose(gpu, rows, b_dims.1, a);
-        let pack = mode == 1 || rows > tiles.rows();
-        let source = BSource::choose(gpu, pack, b_dims, tiles.cols());
-        Self {
-            mode,
-            sg: Some((tiles, source)),
-        }
-    }
-
-    /// Packs the layer's kernel `w` as B (K,N) = `b_dims` read by `layout`, or takes the
-    /// packed texture `w` keeps (`pack::pack_kernel`), and notes where B is then read from.
-    fn pack_kernel(
-        &mut self,
-        gpu: &Gpu,
-        w: &Tensor,
-        b_dims: (usize, usize),
-        layout: Layout,
-    ) -> Result<Option<PackedB>> {
-        let Some((tiles, source)) = self.sg else {
-            return Ok(None);
-        };
-        let (source, packed) = pack_kernel(gpu, w, b_dims, layout, tiles.cols(), source)?;
-        self.sg = Some((tiles, source));
-        Ok(packed)
-    }
-
-    /// Where the subgroup kernel reads B; None on the workgroup-memory kernel.
-    fn source(&self) -> Option<BSource> {
-        self.sg.map(|(_, source)| source)
-    }
-
-    /// (rows, columns) of C per workgroup.
-    fn tile(&self) -> (usize, usize) {
-        self.sg
-            .map_or((64, 64), |(tiles, _)| (tiles.rows(), tiles.cols()))
-    }
-
-    /// The kernel, with the plan's override constants added to the op's `consts`.
-    fn kernel<'a>(&self, consts: &'a mut Vec<(&'static str, f64)>) -> Kernel<'a> {
-        match self.sg {
-            Some((tiles, source)) => {
-                consts.extend(source.constants());
-                consts.extend(tiles.constants());
-                let entry = if self.mode == 2 {
-                    "gemm_sg_m"
-                } else {
-                    "gemm_sg"
-                };
-                let shader = source.shader(ShaderId::Conv2dSg, ShaderId::Conv2dSgTexture);
-                Kernel::new(shader, entry, consts)
-            }
-            None => Kernel::new(ShaderId::Conv2d, "gemm", consts),
-        }
-    }
-}
+/// conv2d's modules on the two GEMM families.
+const SHADERS: GemmShaders = GemmShaders {
+    core: ShaderId::Conv2d,
+    sg_buffer: ShaderId::Conv2dSg,
+    sg_texture: ShaderId::Conv2dSgTexture,
+};
 
 impl Geometry {
+    /// The GEMM of product `mode` (as in the shaders) over `m` rows. The forward and the weight
+    /// gradient gather an input whose channels are not a multiple of 4 (RGB) value by value;
+    /// the input gradient would write partial vec4s, so it needs Cin a multiple of 4 too. The
+    /// weight gradient reads A along M: its rows are input channels, contiguous in NHWC.
+    fn product(&self, mode: u32, m: usize) -> Product {
+        let (kk, cin4, cout4) = (
+            self.kh * self.kw,
+            self.cin.is_multiple_of(4),
+            self.cout.is_multiple_of(4),
+        );
+        match mode {
+            0 => Product {
+                m,
+                k: kk * self.cin,
+                n: self.cout,
+                a: ARead::Gathered,
+                vec4: cout4,
+                b_transposed: false,
+            },
+            1 => Product {
+                m,
+                k: kk * self.cout,
+                n: self.cin,
+                a: ARead::Gathered,
+                vec4: cout4 && cin4,
+                b_transposed: true,
+            },
+            _ => Product {
+                m: kk * self.cin,
+                k: m,
+                n: self.cout,
+                a: ARead::AlongM,
+                vec4: cout4,
+                b_transposed: false,
+            },
+        }
+    }
+
     fn params(&self, n: usize, a_base: u32, b_base: u32, c_base: u32) -> Params {
         Params {
             n: n as u32,
@@ -274,11 +236,9 @@ pub fn conv2d_forward(
     let y = Tensor::uninit(gpu, [g.n, g.oh, g.ow, g.cout])?;
     let mut consts = constants(&g, spec, 0);
     // Rows of the largest chunk decide the tile; smaller chunks only pad more.
-    let rows = g.n * g.oh * g.ow;
-    let dims = (g.kh * g.kw * g.cin, g.cout);
-    let mut plan = Plan::new(gpu, &g, 0, rows, dims);
-    let packed = plan.pack_kernel(gpu, w, dims, Layout::RowMajor)?;
-    let (kernel, tile) = (plan.kernel(&mut consts), plan.tile());
+    let mut plan = GemmPlan::new(gpu, SHADERS, &g.product(0, g.n * g.oh * g.ow));
+    let packed = plan.pack_kernel(gpu, w, Layout::RowMajor)?;
+    let kernel = plan.kernel(&mut consts);
     let [wb, wt] = b_args(packed.as_ref(), w.all());
     let chunks = batch_chunks(
         gpu,
@@ -303,7 +263,7 @@ pub fn conv2d_forward(
                 Arg::Write(yr),
                 wt,
             ],
-            grid(gpu, nb * g.oh * g.ow, g.cout, tile),
+            plan.grid(gpu, nb * g.oh * g.ow, g.cout),
         );
     }
     Ok(y)
@@ -351,13 +311,10 @@ pub fn conv2d_backward(
     let dx = if need_dx {
         let dx = Tensor::uninit(gpu, x.shape().clone())?;
         let mut consts = constants(&g, spec, 1);
-        let dims = (g.kh * g.kw * g.cout, g.cin);
-        let rows = g.n * g.h * g.w;
-        let mut plan = Plan::new(gpu, &g, 1, rows, dims);
+        let mut plan = GemmPlan::new(gpu, SHADERS, &g.product(1, g.n * g.h * g.w));
         // The subgroup kernel reads w' (KH*KW*Cout, Cin) packed: one pass over the weights.
-        let layout = Layout::TapTransposed { r: g.cout };
-        let packed = plan.pack_kernel(gpu, w, dims, layout)?;
-        let (kernel, tile) = (plan.kernel(&mut consts), plan.tile());
+        let packed = plan.pack_kernel(gpu, w, Layout::TapTransposed { r: g.cout })?;
+        let kernel = plan.kernel(&mut consts);
         let [wb, wt] = b_args(packed.as_ref(), w.all());
         for &(n0, nb) in &chunks {
             let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
@@ -373,7 +330,7 @@ pub fn conv2d_backward(
                     Arg::Write(dxr),
                     wt,
                 ],
-                grid(gpu, nb * g.h * g.w, g.cin, tile),
+                plan.grid(gpu, nb * g.h * g.w, g.cin),
             );
         }
         Some(dx)
@@ -390,19 +347,15 @@ pub fn conv2d_backward(
         // width `parallelism_hint` does not know); the tuning cache may hold a measured choice
         // (gpu::tune).
         let k = nb * g.oh * g.ow;
-        let dims = (k, g.cout);
-        let plan = Plan::new(gpu, &g, 2, m, dims);
-        let (source, tile) = (plan.source(), plan.tile());
+        let plan = GemmPlan::new(gpu, SHADERS, &g.product(2, k));
+        let tile = plan.tile();
         let tiles = m.div_ceil(tile.0) * n.div_ceil(tile.1);
         let most = k.div_ceil(256).clamp(1, 64) as u32;
         let default = (gpu.parallelism_hint().div_ceil(tiles) as u32).clamp(1, most);
         let (xr, xb) = g.input_window(gpu, x, n0, nb);
         let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
         // The subgroup kernel reads this chunk's dy (N*OH*OW, Cout) packed.
-        let packed = match source {
-            Some(source) => pack_b(gpu, dyr, dyb, dims, Layout::RowMajor, tile.1, source)?,
-            None => None,
-        };
+        let packed = plan.pack_operand(gpu, dyr, dyb, Layout::RowMajor)?;
         let [dyb_arg, dyt] = b_args(packed.as_ref(), dyr);
         let mut run = |slices: u32| -> Result<()> {
             let partial = if slices > 1 {
@@ -416,7 +369,7 @@ pub fn conv2d_backward(
             let mut p = g.params(nb, xb, dyb, 0);
             p.slices = slices;
             let out = partial.as_ref().unwrap_or(&dw);
-            let mut grid = grid(gpu, m, n, tile);
+            let mut grid = plan.grid(gpu, m, n);
             grid[2] = slices;
             gpu.dispatch(
                 &kernel,
@@ -435,11 +388,7 @@ pub fn conv2d_backward(
             }
             Ok(())
         };
-        let family = if plan.source().is_some() {
-            format!("subgroup {}x{}", tile.0, tile.1)
-        } else {
-            "workgroup-memory".to_string()
-        };
+        let family = plan.family();
         let key = format!(
             "conv2d kernel gradient: x ({nb},{},{},{}) kernel {}x{} stride {:?} pad ({},{}) cout {} on {family}: slices",
             g.h, g.w, g.cin, g.kh, g.kw, spec.stride, g.pad_top, g.pad_left, g.cout

@@ -1,10 +1,10 @@
 //! Dense layers and plain matmul (shaders/matmul.wgsl): x (N,IN), kernel (IN,OUT) as Keras
 //! stores it, bias (OUT), y (N,OUT); both backward products and the bias gradient.
 
-use super::gemm::{grid, ARead, SgTiles};
-use super::pack::{b_args, pack_b, pack_kernel, BSource, Layout};
+use super::gemm::{ARead, GemmPlan, GemmShaders, Product};
+use super::pack::{b_args, Layout};
 use super::{check_binding, reduce, shape_err, Result};
-use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
+use crate::gpu::{Arg, Gpu, ShaderId};
 use crate::tensor::Tensor;
 
 crate::shader_params! {
@@ -34,11 +34,12 @@ fn dims(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize
     Ok((rows, inp, out))
 }
 
-/// True when this product runs on the subgroup GEMM (matmul_sg.wgsl): 8-lane subgroups and
-/// IN, OUT multiples of 4, so every operand moves as whole vec4s.
-fn subgroup_path(gpu: &Gpu, inp: usize, out: usize) -> bool {
-    gpu.subgroup_kernels() && inp.is_multiple_of(4) && out.is_multiple_of(4)
-}
+/// dense's modules on the two GEMM families.
+const SHADERS: GemmShaders = GemmShaders {
+    core: ShaderId::Matmul,
+    sg_buffer: ShaderId::MatmulSg,
+    sg_texture: ShaderId::MatmulSgTexture,
+};
 
 /// One product of matmul.wgsl / matmul_sg.wgsl: `mode` as there (0 forward, 1 input gradient,
 /// 2 kernel gradient), `epilogue` the forward's HAS_BIAS / RELU constants.
@@ -59,43 +60,35 @@ fn run(
     for (t, name) in [(a, "a"), (b, "b"), (c, "output")] {
         check_binding(gpu, op, name, t.byte_len())?;
     }
-    let consts = [&[("MODE", f64::from(mode))], epilogue].concat();
-    let consts = consts.as_slice();
-    let sg_consts;
-    let mut packed = None;
-    let (kernel, tiles) = if subgroup_path(gpu, p.inp as usize, p.out as usize) {
-        let mode2 = mode == 2;
-        // B packed into 64-column tiles (w (IN,OUT), w read as (OUT,IN), or dy (ROWS,OUT)):
-        // always for the input gradient, otherwise when more than one row tile reads B.
-        let (inp, out, rows) = (p.inp as usize, p.out as usize, p.rows as usize);
-        let (k, cols, layout) = match mode {
-            0 => (inp, out, Layout::RowMajor),
-            1 => (out, inp, Layout::TapTransposed { r: out }),
-            _ => (rows, out, Layout::RowMajor),
-        };
-        let a = if mode2 { ARead::AlongM } else { ARead::Plain };
-        let tiles = SgTiles::choose(gpu, m, n, a);
-        let pack = mode == 1 || m > tiles.rows();
-        let source = BSource::choose(gpu, pack, (k, cols), tiles.cols());
-        // B is the layer's kernel in the forward and the input gradient: a frozen one keeps
-        // its packed texture between calls (pack::pack_kernel). dy changes every call.
-        let (source, b_packed) = if mode2 {
-            let dy = pack_b(gpu, b.all(), 0, (k, cols), layout, tiles.cols(), source)?;
-            (source, dy)
-        } else {
-            pack_kernel(gpu, b, (k, cols), layout, tiles.cols(), source)?
-        };
-        packed = b_packed;
-        sg_consts = [consts, &source.constants(), &tiles.constants()].concat();
-        let entry = if mode2 { "gemm_sg_m" } else { "gemm_sg" };
-        let shader = source.shader(ShaderId::MatmulSg, ShaderId::MatmulSgTexture);
-        (
-            Kernel::new(shader, entry, &sg_consts),
-            (tiles.rows(), tiles.cols()),
-        )
-    } else {
-        (Kernel::new(ShaderId::Matmul, "gemm", consts), (64, 64))
+    let mut consts = [&[("MODE", f64::from(mode))], epilogue].concat();
+    let (inp, out, rows) = (p.inp as usize, p.out as usize, p.rows as usize);
+    // B is w (IN,OUT), w read as (OUT,IN), or dy (ROWS,OUT).
+    let (k, layout) = match mode {
+        0 => (inp, Layout::RowMajor),
+        1 => (out, Layout::TapTransposed { r: out }),
+        _ => (rows, Layout::RowMajor),
     };
+    let product = Product {
+        m,
+        k,
+        n,
+        a: if mode == 2 {
+            ARead::AlongM
+        } else {
+            ARead::Plain
+        },
+        vec4: inp.is_multiple_of(4) && out.is_multiple_of(4),
+        b_transposed: mode == 1,
+    };
+    let mut plan = GemmPlan::new(gpu, SHADERS, &product);
+    // B is the layer's kernel in the forward and the input gradient: a frozen one keeps its
+    // packed texture between calls (pack::pack_kernel). dy changes every call.
+    let packed = if mode == 2 {
+        plan.pack_operand(gpu, b.all(), 0, layout)?
+    } else {
+        plan.pack_kernel(gpu, b, layout)?
+    };
+    let kernel = plan.kernel(&mut consts);
     let [b_buf, b_tex] = b_args(packed.as_ref(), b.all());
     gpu.dispatch(
         &kernel,
@@ -107,7 +100,7 @@ fn run(
             Arg::Write(c.all()),
             b_tex,
         ],
-        grid(gpu, m, n, tiles),
+        plan.grid(gpu, m, n),
     );
     Ok(())
 }

@@ -1,8 +1,142 @@
-//! Tiling shared by the products that run on the register GEMM (shaders/gemm_sg.wgsl): conv2d's
-//! three and dense's three. One place decides how many rows and columns a workgroup owns, the
-//! override constants that tell the shader, and the workgroup grid.
+//! The GEMM planner: every GEMM-shaped product (conv2d's three, dense's three) is planned here
+//! from its own numbers — M, K, N, how A is read, whether B is a layer's kernel or a per-call
+//! operand — into a kernel family, a tile, where B is read from (packed or not, buffer or
+//! texture), the packed B, the override constants, the entry point and the grid. An op says
+//! what its product is and binds its operands; it decides nothing about kernels.
 
-use crate::gpu::Gpu;
+use super::pack::{pack_b, pack_kernel, BSource, Layout, PackedB};
+use super::Result;
+use crate::gpu::{BufferRange, Gpu, Kernel, ShaderId};
+use crate::tensor::Tensor;
+
+/// The shader modules of one GEMM-shaped op: its workgroup-memory module (on gemm_core.wgsl)
+/// and its subgroup modules (on gemm_sg.wgsl) reading B from a buffer or from a texture.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GemmShaders {
+    pub core: ShaderId,
+    pub sg_buffer: ShaderId,
+    pub sg_texture: ShaderId,
+}
+
+/// A product C (M,N) = A (M,K) B (K,N) as the planner needs to know it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Product {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub a: ARead,
+    /// Every operand moves as whole vec4s (the channel counts allow it): the subgroup kernels
+    /// need that.
+    pub vec4: bool,
+    /// B is read transposed (the input gradients' kernel), so it is always packed.
+    pub b_transposed: bool,
+}
+
+/// How one product runs: on the subgroup kernels where the adapter has 8-lane subgroups and
+/// the product's operands move as vec4s, on the workgroup-memory kernel otherwise.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GemmPlan {
+    shaders: GemmShaders,
+    a: ARead,
+    /// B's (K,N).
+    b_dims: (usize, usize),
+    /// The subgroup kernel's tile and where it reads B; None on the workgroup-memory kernel.
+    sg: Option<(SgTiles, BSource)>,
+}
+
+/// The workgroup-memory kernel's tile: 16x16 invocations of 4x4 outputs (gemm_core.wgsl).
+const CORE_TILE: (usize, usize) = (64, 64);
+
+impl GemmPlan {
+    /// The plan for `product` on `shaders`' family. The subgroup kernel reads B packed
+    /// (pack.wgsl) where B is read transposed, and otherwise where more than one row tile reads
+    /// B, so that packing pays.
+    pub fn new(gpu: &Gpu, shaders: GemmShaders, product: &Product) -> Self {
+        let b_dims = (product.k, product.n);
+        let sg = (gpu.subgroup_kernels() && product.vec4).then(|| {
+            let tiles = SgTiles::choose(gpu, product.m, product.n, product.a);
+            let pack = product.b_transposed || product.m > tiles.rows();
+            (tiles, BSource::choose(gpu, pack, b_dims, tiles.cols()))
+        });
+        Self {
+            shaders,
+            a: product.a,
+            b_dims,
+            sg,
+        }
+    }
+
+    /// Packs the layer's kernel `w` as B read by `layout`, or takes the packed texture `w`
+    /// keeps (`pack::pack_kernel`), and notes where B is then read from. None where B is read
+    /// as it is.
+    pub fn pack_kernel(
+        &mut self,
+        gpu: &Gpu,
+        w: &Tensor,
+        layout: Layout,
+    ) -> Result<Option<PackedB>> {
+        let Some((tiles, source)) = self.sg else {
+            return Ok(None);
+        };
+        let (source, packed) = pack_kernel(gpu, w, self.b_dims, layout, tiles.cols(), source)?;
+        self.sg = Some((tiles, source));
+        Ok(packed)
+    }
+
+    /// Packs a per-call B operand (the window `b` at element `base`, read by `layout`), which
+    /// changes every call and so is never kept. None where B is read as it is.
+    pub fn pack_operand(
+        &self,
+        gpu: &Gpu,
+        b: BufferRange<'_>,
+        base: u32,
+        layout: Layout,
+    ) -> Result<Option<PackedB>> {
+        match self.sg {
+            Some((tiles, source)) => {
+                pack_b(gpu, b, base, self.b_dims, layout, tiles.cols(), source)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The kernel, with the plan's override constants added to the op's `consts`.
+    pub fn kernel<'a>(&self, consts: &'a mut Vec<(&'static str, f64)>) -> Kernel<'a> {
+        match self.sg {
+            Some((tiles, source)) => {
+                consts.extend(source.constants());
+                consts.extend(tiles.constants());
+                let entry = if self.a == ARead::AlongM {
+                    "gemm_sg_m"
+                } else {
+                    "gemm_sg"
+                };
+                let shader = source.shader(self.shaders.sg_buffer, self.shaders.sg_texture);
+                Kernel::new(shader, entry, consts)
+            }
+            None => Kernel::new(self.shaders.core, "gemm", consts),
+        }
+    }
+
+    /// (rows, columns) of C per workgroup.
+    pub fn tile(&self) -> (usize, usize) {
+        self.sg
+            .map_or(CORE_TILE, |(tiles, _)| (tiles.rows(), tiles.cols()))
+    }
+
+    /// The workgroup grid for an (M,N) output (a batch chunk's M may be below the planned one).
+    pub fn grid(&self, gpu: &Gpu, m: usize, n: usize) -> [u32; 3] {
+        grid(gpu, m, n, self.tile())
+    }
+
+    /// The kernel family and tile, as tuning keys name them.
+    pub fn family(&self) -> String {
+        match self.sg {
+            Some((tiles, _)) => format!("subgroup {}x{}", tiles.rows(), tiles.cols()),
+            None => "workgroup-memory".to_string(),
+        }
+    }
+}
 
 /// One workgroup's tile of C on the subgroup GEMM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
