@@ -31,11 +31,13 @@ struct Cli {
     /// either way; CNN_WGPU_TUNE=0 ignores them.
     #[arg(long, global = true)]
     tune: bool,
-    /// Main job: the dataset (prepared split, or Kaggle's flat cat.N.jpg/dog.N.jpg folder).
-    #[arg(long, default_value = "data/cats_and_dogs_small")]
-    data: PathBuf,
+    /// Main job: the dataset (prepared split, or Kaggle's flat cat.N.jpg/dog.N.jpg folder)
+    /// [default: data/cats_and_dogs_small, else the shared folder's copy].
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// Main job: VGG16 weights (Keras or torchvision naming, safetensors) [default:
-    /// weights/vgg16_notop.safetensors, else weights/vgg16_tv_in1k.safetensors].
+    /// weights/vgg16_notop.safetensors, else weights/vgg16_tv_in1k.safetensors, else the shared
+    /// folder's Keras copy].
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Main job: epochs of stage 2 (frozen base with augmentation).

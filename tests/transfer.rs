@@ -369,17 +369,24 @@ fn three_stages(data: &Path, weights: &Path, tmp: &Path) {
     // Its checkpoint is the whole classifier: it evaluates and predicts on images.
     check_with_evaluate_and_predict(&runs.join("block5-cached"), data);
 
-    // The main job run in `cwd` with these extra arguments must fail; its stderr.
+    // The main job run in `cwd` with these extra arguments and `shared` as the shared folder
+    // must fail; its stderr.
+    let empty_shared = tempfile::tempdir().unwrap();
+    let main_job_error_with =
+        |cwd: &std::path::Path, shared: &std::path::Path, extra: &[&std::ffi::OsStr]| {
+            let run = cli()
+                .current_dir(cwd)
+                .env("CNN_WGPU_SHARED", shared)
+                .args(extra)
+                .output()
+                .unwrap();
+            assert!(!run.status.success());
+            String::from_utf8_lossy(&run.stderr).into_owned()
+        };
     let main_job_error = |cwd: &std::path::Path, extra: &[&std::ffi::OsStr]| {
-        let run = cli()
-            .current_dir(cwd)
-            .args(extra)
-            .arg("--data")
-            .arg(data)
-            .output()
-            .unwrap();
-        assert!(!run.status.success());
-        String::from_utf8_lossy(&run.stderr).into_owned()
+        let mut args = extra.to_vec();
+        args.extend(["--data".as_ref(), data.as_os_str()]);
+        main_job_error_with(cwd, empty_shared.path(), &args)
     };
 
     // The main job without weights says how to get them.
@@ -405,7 +412,63 @@ fn three_stages(data: &Path, weights: &Path, tmp: &Path) {
     )
     .unwrap();
     let err = main_job_error(cwd.path(), &[]);
-    assert!(err.contains("vgg16_tv_in1k.safetensors"), "{err}");
+    assert!(
+        err.contains("using VGG16 weights weights/vgg16_tv_in1k.safetensors (the project default)"),
+        "{err}"
+    );
+
+    // Neither --weights nor --data, nothing in the project: the shared folder's copies are
+    // used, each named in one line (here a stand-in weights file, which then fails to load).
+    let bare = tempfile::tempdir().unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(shared.path().join("weights")).unwrap();
+    std::fs::write(
+        shared.path().join("weights/vgg16_notop.safetensors"),
+        b"not safetensors",
+    )
+    .unwrap();
+    let err = main_job_error_with(bare.path(), shared.path(), &[]);
+    assert!(
+        err.contains("no dataset found") && err.contains("cats_and_dogs_small"),
+        "{err}"
+    );
+    assert!(
+        err.contains("using VGG16 weights")
+            && err.contains(&format!("{}", shared.path().join("weights").display()))
+            && err.contains("(the shared folder"),
+        "{err}"
+    );
+    std::fs::create_dir_all(shared.path().join("data")).unwrap();
+    copy_dir(data, &shared.path().join("data/cats_and_dogs_small"));
+    let err = main_job_error_with(bare.path(), shared.path(), &[]);
+    assert!(
+        err.contains(&format!(
+            "using data {} (the shared folder",
+            shared.path().join("data/cats_and_dogs_small").display()
+        )) && err.contains("not a valid safetensors"),
+        "{err}"
+    );
+    // Nothing anywhere: both missing pieces say where they were looked for and how to get them.
+    let err = main_job_error_with(bare.path(), empty_shared.path(), &[]);
+    assert!(
+        err.contains("no VGG16 weights found")
+            && err.contains(&format!("{}", empty_shared.path().display()))
+            && err.contains("cargo xtask fetch-weights"),
+        "{err}"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
 }
 
 fn adapter_or_skip() -> bool {

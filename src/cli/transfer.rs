@@ -7,11 +7,12 @@ use cnn_wgpu::gpu::{select, AdapterRequest};
 
 #[derive(clap::Args, Clone)]
 pub struct TransferArgs {
-    /// Prepared split (train/, validation/, test/ class folders) or Kaggle's flat folder.
-    #[arg(long, default_value = "data/cats_and_dogs_small")]
-    pub data: PathBuf,
+    /// Prepared split (train/, validation/, test/ class folders) or Kaggle's flat folder
+    /// [default: data/cats_and_dogs_small, else the shared folder's copy].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
     /// VGG16 weights [default: weights/vgg16_notop.safetensors, else
-    /// weights/vgg16_tv_in1k.safetensors].
+    /// weights/vgg16_tv_in1k.safetensors, else the shared folder's Keras copy].
     #[arg(long)]
     pub weights: Option<PathBuf>,
     #[arg(long, default_value_t = 30)]
@@ -143,41 +144,85 @@ const DEFAULT_WEIGHTS: [&str; 2] = [
     "weights/vgg16_tv_in1k.safetensors",
 ];
 
-fn weights_or_default(given: Option<&std::path::Path>) -> PathBuf {
-    match given {
-        Some(p) => p.to_path_buf(),
-        None => DEFAULT_WEIGHTS
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_WEIGHTS[0])),
+/// Where the dataset is looked for when `--data` is not given (then the shared folder's copy).
+const DEFAULT_DATA: &str = "data/cats_and_dogs_small";
+
+/// The input `given`, else the first of `defaults` that exists, else `shared` (inside the
+/// shared folder, `$CNN_WGPU_SHARED` or ../shared) where it exists. Says in one line which it
+/// uses and why; None (with the places looked in) where nothing is found.
+fn find_input(
+    what: &str,
+    given: Option<&Path>,
+    defaults: &[&str],
+    shared: &str,
+) -> Result<PathBuf, Vec<PathBuf>> {
+    if let Some(p) = given {
+        return Ok(p.to_path_buf());
     }
+    let shared = cnn_wgpu::bench::shared_dir().join(shared);
+    let mut looked = Vec::new();
+    for (p, source) in defaults
+        .iter()
+        .map(|d| (PathBuf::from(d), "the project default"))
+        .chain([(shared, "the shared folder, $CNN_WGPU_SHARED or ../shared")])
+    {
+        if p.exists() {
+            eprintln!("using {what} {} ({source})", p.display());
+            return Ok(p);
+        }
+        looked.push(p);
+    }
+    Err(looked)
 }
 
-/// Checks the main job's inputs, preparing Kaggle's flat layout when that is what `data` is.
+fn looked_in(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Finds the main job's inputs (see [`find_input`]) and checks them, preparing Kaggle's flat
+/// layout when that is what the data is. Returns (data, weights).
 fn transfer_inputs(
-    data: &std::path::Path,
-    weights: &std::path::Path,
-) -> Result<PathBuf, Box<dyn std::error::Error>> {
-    if !weights.is_file() {
-        return Err(format!(
-            "no VGG16 weights at {w}.\n  Get them one of these ways:\n  \
-             - copy the project's shared Keras copy: cp ../shared/weights/vgg16_notop.safetensors weights/\n  \
+    data: Option<&Path>,
+    weights: Option<&Path>,
+) -> Result<(PathBuf, PathBuf), Box<dyn std::error::Error>> {
+    let no_weights = |looked: &[PathBuf]| {
+        format!(
+            "no VGG16 weights found (looked in {}).\n  Get them one of these ways:\n  \
              - download timm's torchvision VGG16 (553 MB, checksum-verified): cargo xtask fetch-weights\n  \
+             - point CNN_WGPU_SHARED at the project's shared folder, which holds the Keras copy\n  \
              - or pass --weights PATH to any VGG16 safetensors in Keras or torchvision naming\n  \
              (see weights/README.md for sources, licences and checksums)",
-            w = weights.display()
+            looked_in(looked)
         )
-        .into());
+    };
+    let weights = find_input(
+        "VGG16 weights",
+        weights,
+        &DEFAULT_WEIGHTS,
+        "weights/vgg16_notop.safetensors",
+    )
+    .map_err(|looked| no_weights(&looked))?;
+    if !weights.is_file() {
+        return Err(no_weights(std::slice::from_ref(&weights)).into());
     }
+    let no_data = |looked: &[PathBuf]| {
+        format!(
+            "no dataset found (looked in {}).\n  Put the book's split at {DEFAULT_DATA} (train/, validation/, test/ with cats/ and dogs/), e.g.\n  \
+             cnn-wgpu prepare --from ~/kaggle/train --to {DEFAULT_DATA}\n  \
+             or point CNN_WGPU_SHARED at the project's shared folder, or pass --data PATH",
+            looked_in(looked)
+        )
+    };
+    let data = find_input("data", data, &[DEFAULT_DATA], "data/cats_and_dogs_small")
+        .map_err(|looked| no_data(&looked))?;
     if !data.exists() {
-        return Err(format!(
-            "no dataset at {d}.\n  Put the book's split there (train/, validation/, test/ with cats/ and dogs/), e.g.\n  \
-             cnn-wgpu prepare --from ~/kaggle/train --to {d}\n  or pass --data ../shared/data/cats_and_dogs_small",
-            d = data.display()
-        )
-        .into());
+        return Err(no_data(std::slice::from_ref(&data)).into());
     }
+    let data = data.as_path();
     if prepare::is_flat_layout(data) {
         let to = data.with_file_name(format!(
             "{}_small",
@@ -193,17 +238,16 @@ fn transfer_inputs(
             "{} images copied, {} already there",
             done.copied, done.already_there
         );
-        return Ok(to);
+        return Ok((to, weights));
     }
-    Ok(data.to_path_buf())
+    Ok((data.to_path_buf(), weights))
 }
 
 fn transfer_config(
     a: &TransferArgs,
     stage: &str,
 ) -> Result<cnn_wgpu::transfer::TransferConfig, Box<dyn std::error::Error>> {
-    let weights = weights_or_default(a.weights.as_deref());
-    let data = transfer_inputs(&a.data, &weights)?;
+    let (data, weights) = transfer_inputs(a.data.as_deref(), a.weights.as_deref())?;
     let out = a
         .out
         .clone()
