@@ -174,6 +174,164 @@ fn report(
     Ok(r)
 }
 
+/// What a stage-1 checkpoint records about the base its features came from (the checkpoint's
+/// own `preprocessing` is `none`: its inputs are features), so [`image_model`] can put the
+/// head back on that base: the base's last layer, the image size, the weights file (absolute
+/// path and sha256) and the preprocessing the weights expect.
+const BASE_LAYER: &str = "base_layer";
+const BASE_IMAGE_SIZE: &str = "base_image_size";
+const BASE_WEIGHTS: &str = "base_weights";
+const BASE_WEIGHTS_SHA256: &str = "base_weights_sha256";
+const BASE_PREPROCESSING: &str = "base_preprocessing";
+
+fn base_meta(
+    cfg: &TransferConfig,
+    layer: &str,
+    pre: Preprocessing,
+) -> Result<Vec<(String, String)>, TrainError> {
+    let weights = std::path::absolute(&cfg.weights).map_err(|source| TrainError::Io {
+        path: cfg.weights.clone(),
+        source,
+    })?;
+    Ok(vec![
+        (BASE_LAYER.into(), layer.into()),
+        (BASE_IMAGE_SIZE.into(), cfg.image_size.to_string()),
+        (BASE_WEIGHTS.into(), weights.display().to_string()),
+        (BASE_WEIGHTS_SHA256.into(), file_sha256(&weights)?),
+        (
+            BASE_PREPROCESSING.into(),
+            serde_json::to_string(&pre).expect("serialises"),
+        ),
+    ])
+}
+
+/// The sha256 of a file's bytes, hex, read in pieces (VGG16's weights are 58-553 MB).
+fn file_sha256(path: &Path) -> Result<String, TrainError> {
+    use std::io::Read;
+    let io = |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A checkpoint made ready for images: the model, the preprocessing its images need, and the
+/// class names it was trained with.
+pub struct ImageModel {
+    pub model: Model,
+    pub preprocessing: Preprocessing,
+    pub class_names: Vec<String>,
+    /// For a stage-1 head: the VGG16 weights file it was put back on.
+    pub base_weights: Option<PathBuf>,
+}
+
+/// The checkpoint at `path` as a model that takes images. Stage 2 and 3 checkpoints (and
+/// `train`'s) hold the whole model. A stage-1 checkpoint holds a head trained on VGG16
+/// features: it is put back on the VGG16 base whose weights it records (or `weights`, where
+/// given), after checking that file's sha256 against the one recorded, since a head is only
+/// right on the features it was trained on.
+pub fn image_model(
+    gpu: &Gpu,
+    path: &Path,
+    weights: Option<&Path>,
+) -> Result<ImageModel, TrainError> {
+    let ck = checkpoint::Checkpoint::read(path)?;
+    let spec = ck.spec()?;
+    let bad = |reason: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let parse_pre = |key: &str, default: Preprocessing| match ck.meta.get(key) {
+        Some(p) => serde_json::from_str(p).map_err(|e| bad(format!("{key}: {e}"))),
+        None => Ok(default),
+    };
+    let class_names = match ck.meta.get("class_names") {
+        Some(c) => serde_json::from_str(c).map_err(|e| bad(format!("class_names: {e}")))?,
+        None => Vec::new(),
+    };
+    let Some(layer) = ck.meta.get(BASE_LAYER) else {
+        if spec.name == "vgg16-feature-head" {
+            return Err(bad("a head trained on VGG16 features that does not record which weights and image size made them (written before cnn-wgpu 0.1 recorded them); run extract again to get one that works on images".into()));
+        }
+        let mut model = Model::new(gpu, spec, 0)?;
+        ck.load_params(gpu, &mut model)?;
+        return Ok(ImageModel {
+            model,
+            preprocessing: parse_pre("preprocessing", Preprocessing::Rescale)?,
+            class_names,
+            base_weights: None,
+        });
+    };
+    let size: usize = ck
+        .meta
+        .get(BASE_IMAGE_SIZE)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(format!("{BASE_IMAGE_SIZE} missing or not a number")))?;
+    let recorded = ck
+        .meta
+        .get(BASE_WEIGHTS)
+        .map(PathBuf::from)
+        .ok_or_else(|| bad(format!("{BASE_WEIGHTS} missing")))?;
+    let sha = ck
+        .meta
+        .get(BASE_WEIGHTS_SHA256)
+        .ok_or_else(|| bad(format!("{BASE_WEIGHTS_SHA256} missing")))?;
+    let weights = match weights {
+        Some(w) => w.to_path_buf(),
+        None if recorded.is_file() => recorded.clone(),
+        None => {
+            return Err(bad(format!(
+                "a head trained on the features of the VGG16 weights {} (sha256 {sha}), which are not there any more; pass --weights PATH to a copy of that file",
+                recorded.display()
+            )))
+        }
+    };
+    let found = file_sha256(&weights)?;
+    if &found != sha {
+        return Err(bad(format!(
+            "a head trained on the features of VGG16 weights with sha256 {sha} ({}), but {} has sha256 {found}; the head is only right on the features it was trained on: pass --weights PATH to the file it was trained with",
+            recorded.display(),
+            weights.display()
+        )));
+    }
+    let base = zoo::vgg16_base(size);
+    let through = base
+        .layer_index(layer)
+        .ok_or_else(|| bad(format!("{BASE_LAYER} {layer} is not a VGG16 layer")))?;
+    let composed = ModelSpec {
+        name: format!("vgg16-{layer}+{}", spec.name),
+        input: base.input.clone(),
+        layers: base.layers[..=through]
+            .iter()
+            .chain(&spec.layers)
+            .cloned()
+            .collect(),
+    };
+    let mut model = Model::new(gpu, composed, 0)?;
+    weights::load_vgg16(gpu, &mut model, &weights)?;
+    let mut head = std::collections::HashSet::new();
+    for i in 0..spec.layers.len() {
+        head.extend(spec.param_shapes(i)?.into_iter().map(|(n, _)| n));
+    }
+    ck.load_params_where(gpu, &mut model, |n| head.contains(n))?;
+    Ok(ImageModel {
+        model,
+        preprocessing: parse_pre(BASE_PREPROCESSING, Preprocessing::Caffe)?,
+        class_names,
+        base_weights: Some(weights),
+    })
+}
+
 /// The book's head on VGG16's (4,4,512) block5_pool features: Flatten, Dense 256 relu, Dropout
 /// 0.5, Dense 1 sigmoid (the same layer names as in `vgg16-classifier`).
 pub fn feature_head(input: &[usize]) -> ModelSpec {
@@ -413,7 +571,9 @@ pub fn extract(gpu: &Gpu, cfg: &TransferConfig) -> Result<StageReport, TrainErro
     let mut head = Model::new(gpu, feature_head(&[h, w, c]), cfg.seed)?;
     let opt = Optimizer::rmsprop(2e-5);
     write_config(cfg, "1: feature extraction", &opt, pre)?;
-    let fit_cfg = cfg.fit_config(opt, meta(Preprocessing::None, &classes));
+    let mut m = meta(Preprocessing::None, &classes);
+    m.extend(base_meta(cfg, "block5_pool", pre)?);
+    let fit_cfg = cfg.fit_config(opt, m);
     let (history, result) = fit_on_features(gpu, cfg.batch, cfg.seed, &mut head, sets, &fit_cfg)?;
     report("1: feature extraction", &history, n_train, result, &cfg.out)
 }

@@ -211,16 +211,56 @@ fn check_with_evaluate_and_predict(run: &Path, data: &Path) {
     );
     let stdout = String::from_utf8_lossy(&run_predict.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), paths.len(), "a line per image: {stdout}");
+    assert_eq!(
+        lines.len(),
+        paths.len() + 1,
+        "a header and a row per image: {stdout}"
+    );
+    assert!(
+        lines[0].starts_with("file") && lines[0].ends_with("class        probability"),
+        "{stdout}"
+    );
+    let json_run = cli()
+        .args(["predict", "--json", "--checkpoint"])
+        .arg(&ck)
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(json_run.status.success());
+    let rows: serde_json::Value = serde_json::from_slice(&json_run.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), paths.len());
     let (mut correct, mut bce, mut slack) = (0, 0.0, 0.0);
-    for (line, path) in lines.iter().zip(&paths) {
-        // "<path>: p = 0.1234 -> <class>"
-        assert!(line.starts_with(&path.display().to_string()), "{line}");
-        let (_, rest) = line.rsplit_once(": p = ").unwrap();
-        let (p, class) = rest.split_once(" -> ").unwrap();
-        let p: f64 = p.parse().unwrap();
-        assert!((0.0..=1.0).contains(&p), "{line}");
-        assert_eq!(class, if p > 0.5 { "dogs" } else { "cats" }, "{line}");
+    for ((line, path), row) in lines[1..].iter().zip(&paths).zip(rows) {
+        // "<path>  <class> <probability of that class>"
+        let mut fields = line.split_whitespace();
+        assert_eq!(
+            fields.next(),
+            Some(path.display().to_string().as_str()),
+            "{line}"
+        );
+        let class = fields.next().unwrap();
+        let p_class: f64 = fields.next().unwrap().parse().unwrap();
+        assert!((0.5..=1.0).contains(&p_class), "{line}");
+        // The JSON says the same, with both classes' probabilities summing to 1.
+        assert_eq!(row["file"], path.display().to_string());
+        assert_eq!(row["class"], class);
+        let (pc, pd) = (
+            row["probabilities"]["cats"].as_f64().unwrap(),
+            row["probabilities"]["dogs"].as_f64().unwrap(),
+        );
+        assert!((pc + pd - 1.0).abs() < 1e-6, "{row}");
+        assert!(
+            (row["probability"].as_f64().unwrap() - p_class).abs() <= 5e-5,
+            "{row} vs {line}"
+        );
+        // p(dogs), rounded as printed.
+        let p = if class == "dogs" {
+            p_class
+        } else {
+            1.0 - p_class
+        };
+        assert_eq!(class, if pd > 0.5 { "dogs" } else { "cats" }, "{line}");
         let y = label(path);
         correct += usize::from((p > 0.5) == (y == 1.0));
         let q = if y == 1.0 { p } else { 1.0 - p };
@@ -253,8 +293,74 @@ fn check_with_evaluate_and_predict(run: &Path, data: &Path) {
     );
 }
 
+/// A stage-1 head is only right on the features of the weights it was trained with: moved
+/// weights are found with --weights, other weights are refused naming both checksums.
+fn stage1_weights_are_checked(run: &Path, data: &Path, weights: &Path, tmp: &Path) {
+    let ck = run.join("best.safetensors");
+    let evaluate = |w: Option<&Path>| {
+        let mut c = cli();
+        c.args(["evaluate", "--checkpoint"])
+            .arg(&ck)
+            .arg("--data")
+            .arg(data)
+            .arg("--out")
+            .arg(tmp.join("moved-evaluation.json"));
+        if let Some(w) = w {
+            c.arg("--weights").arg(w);
+        }
+        c.output().unwrap()
+    };
+    let here = evaluate(None);
+    assert!(
+        here.status.success(),
+        "{}",
+        String::from_utf8_lossy(&here.stderr)
+    );
+    let first = json(&tmp.join("moved-evaluation.json"));
+
+    let moved = tmp.join("moved-weights.safetensors");
+    std::fs::rename(weights, &moved).unwrap();
+    let gone = evaluate(None);
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert!(
+        !gone.status.success()
+            && err.contains(&weights.display().to_string())
+            && err.contains("--weights"),
+        "{err}"
+    );
+    let found = evaluate(Some(&moved));
+    std::fs::rename(&moved, weights).unwrap();
+    assert!(
+        found.status.success(),
+        "{}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+    assert_eq!(
+        json(&tmp.join("moved-evaluation.json"))["accuracy"],
+        first["accuracy"]
+    );
+
+    // One weight changed: a different file, refused before anything runs.
+    let mut bytes = std::fs::read(weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let other = tmp.join("other-weights.safetensors");
+    std::fs::write(&other, bytes).unwrap();
+    let wrong = evaluate(Some(&other));
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success()
+            && err.contains("sha256")
+            && err.contains("other-weights.safetensors"),
+        "{err}"
+    );
+}
+
 /// The three stages and the checks above, on `data` with `weights`, in `tmp`.
-fn three_stages(data: &Path, weights: &Path, tmp: &Path) {
+fn three_stages(data: &Path, original_weights: &Path, tmp: &Path) {
+    // A copy the test may move (the shared folder is read-only).
+    let weights = &tmp.join("vgg16-weights.safetensors");
+    std::fs::copy(original_weights, weights).unwrap();
     let runs = tmp.join("runs");
     let common = |c: &mut Command, out: &str| {
         c.arg("--data")
@@ -299,6 +405,9 @@ fn three_stages(data: &Path, weights: &Path, tmp: &Path) {
     let run = run_ok(&mut c);
     check("extract");
     check_stage1_on_the_cpu(&runs.join("extract"), data);
+    // Its head goes back on the VGG16 base it records, so it evaluates and predicts on images.
+    check_with_evaluate_and_predict(&runs.join("extract"), data);
+    stage1_weights_are_checked(&runs.join("extract"), data, weights, tmp);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         stdout.contains("1: feature extraction") && stdout.contains("test acc"),

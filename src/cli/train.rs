@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use cnn_wgpu::data::{Augment, Dataset, DirectoryDataset, Loader, LoaderConfig, Preprocessing};
 use cnn_wgpu::gpu::{select, AdapterRequest};
+use cnn_wgpu::transfer::{image_model, ImageModel};
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -243,29 +244,15 @@ fn write_metrics(
     Ok(())
 }
 
-/// A checkpoint's model with its weights, and the preprocessing and class names it was trained with.
-fn load_checkpoint(
-    gpu: &cnn_wgpu::Gpu,
-    path: &std::path::Path,
-) -> Result<(cnn_wgpu::model::Model, Preprocessing, Vec<String>), Box<dyn std::error::Error>> {
-    let ck = cnn_wgpu::train::checkpoint::Checkpoint::read(path)?;
-    let mut model = cnn_wgpu::model::Model::new(gpu, ck.spec()?, 0)?;
-    ck.load_params(gpu, &mut model)?;
-    let pre = match ck.meta.get("preprocessing") {
-        Some(p) => serde_json::from_str(p)?,
-        None => Preprocessing::Rescale,
-    };
-    let classes = match ck.meta.get("class_names") {
-        Some(c) => serde_json::from_str(c)?,
-        None => Vec::new(),
-    };
-    Ok((model, pre, classes))
-}
-
 #[derive(clap::Args)]
 pub struct EvaluateArgs {
+    /// Any run's checkpoint; a stage-1 (extract) head is put back on the VGG16 base it records.
     #[arg(long)]
     checkpoint: PathBuf,
+    /// For a stage-1 checkpoint: the VGG16 weights file, where it is no longer where the
+    /// checkpoint says (it must be the same file: its sha256 is checked).
+    #[arg(long)]
+    weights: Option<PathBuf>,
     #[arg(long)]
     data: PathBuf,
     #[arg(long, default_value_t = 32)]
@@ -281,12 +268,17 @@ pub fn evaluate(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let EvaluateArgs {
         checkpoint,
+        weights,
         data,
         batch,
         out,
     } = a;
     let gpu = select::open(request)?;
-    let (model, pre, _) = load_checkpoint(&gpu, &checkpoint)?;
+    let ImageModel {
+        model,
+        preprocessing: pre,
+        ..
+    } = image_model(&gpu, &checkpoint, weights.as_deref())?;
     let dir = if data.join("test").is_dir() {
         data.join("test")
     } else {
@@ -317,41 +309,95 @@ pub fn evaluate(
 
 #[derive(clap::Args)]
 pub struct PredictArgs {
+    /// Any run's checkpoint; a stage-1 (extract) head is put back on the VGG16 base it records.
     #[arg(long)]
     checkpoint: PathBuf,
+    /// For a stage-1 checkpoint: the VGG16 weights file, where it is no longer where the
+    /// checkpoint says (it must be the same file: its sha256 is checked).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// One JSON array on stdout (file, class, probability, every class's probability) instead
+    /// of the table.
+    #[arg(long)]
+    json: bool,
     #[arg(required = true)]
     images: Vec<PathBuf>,
 }
 
+/// One image's verdict: the class and its probability, and every class's probability.
+#[derive(serde::Serialize)]
+struct Prediction {
+    file: PathBuf,
+    class: String,
+    probability: f32,
+    probabilities: serde_json::Map<String, serde_json::Value>,
+}
+
 pub fn predict(request: &AdapterRequest, a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let PredictArgs { checkpoint, images } = a;
+    let PredictArgs {
+        checkpoint,
+        weights,
+        json,
+        images,
+    } = a;
     let gpu = select::open(request)?;
-    let (model, pre, classes) = load_checkpoint(&gpu, &checkpoint)?;
+    let ImageModel {
+        model,
+        preprocessing: pre,
+        class_names,
+        ..
+    } = image_model(&gpu, &checkpoint, weights.as_deref())?;
     let (h, w, c) = match model.spec.input.as_slice() {
         &[h, w, c] => (h, w, c),
         _ => return Err("predict takes image models".into()),
     };
+    let name = |k: usize| class_names.get(k).cloned().unwrap_or_else(|| k.to_string());
+    let mut rows = Vec::with_capacity(images.len());
     for path in &images {
         let img = cnn_wgpu::data::image_io::load(path, (h, w), c)?;
         let mut px = img.to_f32();
         pre.apply(&mut px, c);
         let x = cnn_wgpu::Tensor::from_slice(&gpu, [1, h, w, c], &px)?;
         let p = model.predict(&gpu, &x)?.to_vec(&gpu)?;
-        let name = |k: usize| classes.get(k).cloned().unwrap_or_else(|| k.to_string());
-        if p.len() == 1 {
-            println!(
-                "{}: p = {:.4} -> {}",
-                path.display(),
-                p[0],
-                name(usize::from(p[0] > 0.5))
-            );
+        // A single sigmoid unit is the probability of the second class.
+        let per_class = if p.len() == 1 {
+            vec![1.0 - p[0], p[0]]
         } else {
-            let k = p
+            p
+        };
+        let k = per_class
+            .iter()
+            .enumerate()
+            .fold(0, |b, (i, v)| if *v > per_class[b] { i } else { b });
+        rows.push(Prediction {
+            file: path.clone(),
+            class: name(k),
+            probability: per_class[k],
+            probabilities: per_class
                 .iter()
                 .enumerate()
-                .fold(0, |b, (i, v)| if *v > p[b] { i } else { b });
-            println!("{}: {} (p = {:.4})", path.display(), name(k), p[k]);
-        }
+                .map(|(i, v)| (name(i), (*v).into()))
+                .collect(),
+        });
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let width = rows
+        .iter()
+        .map(|r| r.file.display().to_string().len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    println!("{:<width$}  {:<12} probability", "file", "class");
+    for r in &rows {
+        println!(
+            "{:<width$}  {:<12} {:.4}",
+            r.file.display().to_string(),
+            r.class,
+            r.probability
+        );
     }
     Ok(())
 }

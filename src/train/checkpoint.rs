@@ -111,9 +111,21 @@ impl Checkpoint {
     /// Copies every parameter of `model` from the checkpoint: each must be there with the
     /// model's shape, else an error names the tensor with the expected and the found shape.
     pub fn load_params(&self, gpu: &Gpu, model: &mut Model) -> Result<(), TrainError> {
+        self.load_params_where(gpu, model, |_| true)
+    }
+
+    /// [`Self::load_params`] for the parameters whose name passes `wanted` only (a head put
+    /// back on a base whose weights come from elsewhere).
+    pub fn load_params_where(
+        &self,
+        gpu: &Gpu,
+        model: &mut Model,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<(), TrainError> {
         let wanted: Vec<(String, Vec<usize>)> = model
             .params()
             .into_iter()
+            .filter(|(n, _, _)| wanted(n))
             .map(|(n, t, _)| (n, t.dims().to_vec()))
             .collect();
         for (name, shape) in wanted {
