@@ -538,7 +538,9 @@ fn three_stages(data: &Path, original_weights: &Path, tmp: &Path) {
     .unwrap();
     let err = main_job_error_with(bare.path(), shared.path(), &[]);
     assert!(
-        err.contains("no dataset found") && err.contains("cats_and_dogs_small"),
+        err.contains("no dataset found")
+            && err.contains("cats_and_dogs_small")
+            && err.contains("cargo xtask fetch-data"),
         "{err}"
     );
     assert!(

@@ -211,9 +211,11 @@ fn transfer_inputs(
     }
     let no_data = |looked: &[PathBuf]| {
         format!(
-            "no dataset found (looked in {}).\n  Put the book's split at {DEFAULT_DATA} (train/, validation/, test/ with cats/ and dogs/), e.g.\n  \
-             cnn-wgpu prepare --from ~/kaggle/train --to {DEFAULT_DATA}\n  \
-             or point CNN_WGPU_SHARED at the project's shared folder, or pass --data PATH",
+            "no dataset found (looked in {}).\n  Get it one of these ways:\n  \
+             - download Microsoft's copy of the images (787 MiB, checksum-verified, resumable) and split it the book's way into {DEFAULT_DATA}: cargo xtask fetch-data\n  \
+             - split Kaggle's train folder: cnn-wgpu prepare --from ~/kaggle/train --to {DEFAULT_DATA}\n  \
+             - point CNN_WGPU_SHARED at the project's shared folder, which holds the split\n  \
+             - or pass --data PATH to train/, validation/, test/ folders with cats/ and dogs/",
             looked_in(looked)
         )
     };

@@ -10,7 +10,12 @@
 //!                          file, weights/vgg16_notop.safetensors for a given --url)
 //!                          download weights with a progress bar; saved only if the checksum matches.
 //!                          Without --url: timm's torchvision VGG16 at a pinned hub revision.
+//!   cargo xtask fetch-data [--url URL --sha256 HEX] [--to PATH] [--split 1000,500,500]
+//!                          [--keep-download]
+//!                          the book's cats-vs-dogs split (default data/cats_and_dogs_small) from
+//!                          Microsoft's copy of the Asirra images: resumable, checksum-verified.
 
+mod data;
 mod fetch;
 
 use std::process::{Command, ExitCode};
@@ -163,6 +168,49 @@ fn fetch_weights(args: &[String]) -> Result<(), String> {
     fetch::fetch(&url, &sha, std::path::Path::new(&out))
 }
 
+fn fetch_data(args: &[String]) -> Result<(), String> {
+    let mut f = data::FetchData {
+        url: data::PINNED_URL.into(),
+        sha256: data::PINNED_SHA256.into(),
+        to: "data/cats_and_dogs_small".into(),
+        split: data::Split::BOOK,
+        keep_download: false,
+    };
+    let (mut url, mut sha) = (None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value"))
+        };
+        match a.as_str() {
+            "--url" => url = Some(value()?),
+            "--sha256" => sha = Some(value()?),
+            "--to" => f.to = value()?.into(),
+            "--split" => f.split = data::Split::parse(&value()?)?,
+            "--keep-download" => f.keep_download = true,
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    match (url, sha) {
+        (None, None) => eprintln!(
+            "fetching Microsoft's copy of the Asirra cats and dogs (787 MiB, pinned checksum)"
+        ),
+        (Some(u), Some(s)) => (f.url, f.sha256) = (u, s),
+        (Some(_), None) => {
+            return Err(
+                "--url needs --sha256 too: a download is only kept when its checksum matches"
+                    .into(),
+            )
+        }
+        (None, Some(_)) => {
+            return Err("--sha256 without --url: give the address it belongs to".into())
+        }
+    }
+    data::fetch_data(&f)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -170,8 +218,9 @@ fn main() -> ExitCode {
         Some("validate") => validate(),
         Some("bench") => bench(&args[1..]),
         Some("fetch-weights") => fetch_weights(&args[1..]),
+        Some("fetch-data") => fetch_data(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | validate | bench [bench options] | fetch-weights [--url URL --sha256 HEX] [--out PATH]>");
+            eprintln!("usage: cargo xtask <ci | validate | bench [bench options] | fetch-weights [--url URL --sha256 HEX] [--out PATH] | fetch-data [--url URL --sha256 HEX] [--to PATH] [--split T,V,S] [--keep-download]>");
             return ExitCode::from(2);
         }
     };
