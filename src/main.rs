@@ -40,12 +40,18 @@ struct Cli {
     /// folder's Keras copy].
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Main job: epochs of stage 2 (frozen base with augmentation).
-    #[arg(long, default_value_t = 30)]
-    epochs: usize,
-    /// Main job: epochs of stage 3 (block5 fine-tuning).
-    #[arg(long, default_value_t = 100)]
-    finetune_epochs: usize,
+    /// Main job: epochs of stage 2 (frozen base with augmentation) [default: the book's 30 on a
+    /// GPU, 2 on a software adapter].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Main job: epochs of stage 3 (block5 fine-tuning) [default: the book's 100 on a GPU, 1 on
+    /// a software adapter].
+    #[arg(long)]
+    finetune_epochs: Option<usize>,
+    /// Main job: print the plan (stages, epochs, images, the time each stage should take here,
+    /// measured on one batch) and stop.
+    #[arg(long)]
+    plan: bool,
     /// Main job: image side.
     #[arg(long, default_value_t = 150)]
     image_size: usize,
@@ -145,7 +151,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let args = transfer::TransferArgs {
                 data: cli.data,
                 weights: cli.weights,
-                epochs: cli.epochs,
+                epochs: 0,
                 batch: 20,
                 image_size: cli.image_size,
                 seed: 0,
@@ -155,7 +161,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 resume: false,
                 overwrite: cli.overwrite,
             };
-            transfer::main_job(&request, args, cli.finetune_epochs, &cli.runs)
+            let schedule = transfer::Epochs {
+                frozen: cli.epochs,
+                block5: cli.finetune_epochs,
+            };
+            transfer::main_job(&request, args, schedule, &cli.runs, cli.plan)
         }
         Some(Command::Extract(args)) => transfer::extract(&request, args),
         Some(Command::Finetune(a)) => transfer::finetune(&request, a),

@@ -293,6 +293,86 @@ fn check_with_evaluate_and_predict(run: &Path, data: &Path) {
     );
 }
 
+/// The main job's plan on this (software) adapter, without running it: the short schedule
+/// unless epochs are given, the images of each split, a time per stage, the command for the
+/// book's schedule; nothing written.
+fn main_job_plans(data: &Path, weights: &Path, tmp: &Path) {
+    let runs = tmp.join("planned-runs");
+    let plan = |extra: &[&str]| {
+        let run = cli()
+            .arg("--data")
+            .arg(data)
+            .arg("--weights")
+            .arg(weights)
+            .arg("--runs")
+            .arg(&runs)
+            .args(["--image-size", "32", "--plan"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        String::from_utf8_lossy(&run.stdout).into_owned()
+    };
+    let out = plan(&[]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].contains("the short schedule for a software adapter")
+            && lines[0].contains("cargo run --release -- --epochs 30 --finetune-epochs 100"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("stage 2, frozen base + augmentation")
+            && lines[1].contains("2 epochs x 24 images (+12 validation), then 12 test: about "),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains("stage 3, block5 fine-tuning")
+            && lines[2].contains("1 epoch  x 24 images (+12 validation), then 12 test: about "),
+        "{out}"
+    );
+    assert!(lines[3].contains("in all about"), "{out}");
+    assert!(!runs.exists(), "a plan writes nothing");
+
+    let out = plan(&["--epochs", "5"]);
+    assert!(
+        out.contains("(the epochs given)")
+            && out.contains(" 5 epochs x 24")
+            && out.contains(" 1 epoch  x 24"),
+        "{out}"
+    );
+    assert!(!runs.exists(), "a plan writes nothing");
+}
+
+#[test]
+fn the_schedule_follows_the_adapter_unless_epochs_are_given() {
+    use cnn_wgpu::transfer::{Schedule, ScheduleKind};
+    let s = Schedule::choose(false, None, None);
+    assert_eq!(
+        (s.frozen_epochs, s.block5_epochs, s.kind),
+        (30, 100, ScheduleKind::Book)
+    );
+    let s = Schedule::choose(true, None, None);
+    assert_eq!(
+        (s.frozen_epochs, s.block5_epochs, s.kind),
+        (2, 1, ScheduleKind::Short)
+    );
+    // A stage given keeps the adapter's default for the other.
+    let s = Schedule::choose(true, None, Some(7));
+    assert_eq!(
+        (s.frozen_epochs, s.block5_epochs, s.kind),
+        (2, 7, ScheduleKind::Given)
+    );
+    let s = Schedule::choose(false, Some(3), None);
+    assert_eq!(
+        (s.frozen_epochs, s.block5_epochs, s.kind),
+        (3, 100, ScheduleKind::Given)
+    );
+}
+
 /// A stage-1 head is only right on the features of the weights it was trained with: moved
 /// weights are found with --weights, other weights are refused naming both checksums.
 fn stage1_weights_are_checked(run: &Path, data: &Path, weights: &Path, tmp: &Path) {
@@ -633,6 +713,7 @@ fn three_stages_end_to_end_on_synthetic_images_and_weights() {
     let weights = tmp.path().join("vgg16-synthetic.safetensors");
     synthetic_vgg16(&weights);
     three_stages(&data, &weights, tmp.path());
+    main_job_plans(&data, &weights, tmp.path());
 
     // A renamed class folder in one split would swap labels: every stage refuses it before
     // any work, naming the difference.

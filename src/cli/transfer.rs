@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use cnn_wgpu::data::prepare;
 use cnn_wgpu::gpu::{select, AdapterRequest};
+use cnn_wgpu::transfer::{self, Schedule, ScheduleKind, TransferConfig};
 
 #[derive(clap::Args, Clone)]
 pub struct TransferArgs {
@@ -60,23 +61,41 @@ pub struct FinetuneArgs {
     no_augment: bool,
 }
 
+/// The main job's epochs as given on the command line (None: the adapter's default).
+pub struct Epochs {
+    pub frozen: Option<usize>,
+    pub block5: Option<usize>,
+}
+
 /// The main job: the book's stages 2 and 3 on cats vs dogs, then a short report. `args` carries
-/// stage 2's settings; stage 3 runs `finetune_epochs` into `runs`/vgg16-block5.
+/// stage 2's settings (its epochs come from `epochs`); stage 3 runs into `runs`/vgg16-block5.
+/// It first prints its plan with the time each stage should take, measured on one batch, and
+/// with `plan_only` stops there.
 pub fn main_job(
     request: &AdapterRequest,
     args: TransferArgs,
-    finetune_epochs: usize,
+    epochs: Epochs,
     runs: &Path,
+    plan_only: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let frozen = transfer_config(&args, "frozen")?;
+    let mut frozen = transfer_config(&args, "frozen")?;
     let mut block5 = frozen.clone();
-    block5.epochs = finetune_epochs;
     block5.out = runs.join("vgg16-block5");
     // Both folders before stage 2 starts: stage 3 refusing its folder hours later would waste
-    // the whole of stage 2.
-    frozen.check_before_start()?;
-    block5.check_run_folder()?;
+    // the whole of stage 2. A plan writes nothing, so it needs neither.
+    if !plan_only {
+        frozen.check_before_start()?;
+        block5.check_run_folder()?;
+    }
     let gpu = select::open(request)?;
+    let software = gpu.info().device_type == wgpu::DeviceType::Cpu;
+    let schedule = Schedule::choose(software, epochs.frozen, epochs.block5);
+    frozen.epochs = schedule.frozen_epochs;
+    block5.epochs = schedule.block5_epochs;
+    print_plan(&gpu, &frozen, schedule)?;
+    if plan_only {
+        return Ok(());
+    }
     let Some(r2) = super::unless_stopped(cnn_wgpu::transfer::finetune_frozen(&gpu, &frozen))?
     else {
         return Ok(());
@@ -91,6 +110,72 @@ pub fn main_job(
     };
     print_reports(&gpu, &[r2, r3]);
     Ok(())
+}
+
+/// The plan, before the first step: the schedule and why, then per stage the epochs, the images
+/// and the time it should take on this adapter, measured on one batch.
+fn print_plan(
+    gpu: &cnn_wgpu::Gpu,
+    cfg: &TransferConfig,
+    schedule: Schedule,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let sizes = transfer::split_sizes(cfg)?;
+    eprintln!(
+        "measuring {} on one batch of {} images...",
+        gpu.adapter_name(),
+        cfg.batch
+    );
+    let speed = transfer::measure_speed(gpu, cfg)?;
+    let stage2 = transfer::stage_seconds(&speed, speed.frozen_step, schedule.frozen_epochs, sizes);
+    let stage3 = transfer::stage_seconds(&speed, speed.block5_step, schedule.block5_epochs, sizes);
+    let (book2, book3) = Schedule::BOOK;
+    let book = transfer::stage_seconds(&speed, speed.frozen_step, book2, sizes)
+        + transfer::stage_seconds(&speed, speed.block5_step, book3, sizes);
+    let why = match schedule.kind {
+        ScheduleKind::Book => "the book's schedule".to_string(),
+        ScheduleKind::Given => "the epochs given".to_string(),
+        ScheduleKind::Short => format!(
+            "the short schedule for a software adapter; the book's {book2} + {book3} epochs would take about {} here: cargo run --release -- --epochs {book2} --finetune-epochs {book3}",
+            duration(book)
+        ),
+    };
+    let (train, val, test) = sizes;
+    println!("plan on {} ({why}):", gpu.adapter_name());
+    for (name, epochs, secs) in [
+        (
+            "stage 2, frozen base + augmentation",
+            schedule.frozen_epochs,
+            stage2,
+        ),
+        (
+            "stage 3, block5 fine-tuning",
+            schedule.block5_epochs,
+            stage3,
+        ),
+    ] {
+        println!(
+            "  {name:<36} {epochs:>3} epoch{} x {train} images (+{val} validation), then {test} test: about {}",
+            if epochs == 1 { " " } else { "s" },
+            duration(secs)
+        );
+    }
+    println!(
+        "  in all about {} (measured: {:.3} s per image evaluated, {:.3} per stage-2 step image, {:.3} per stage-3 step image)",
+        duration(stage2 + stage3),
+        speed.evaluate,
+        speed.frozen_step,
+        speed.block5_step
+    );
+    Ok(())
+}
+
+/// "45 min", "2.5 h", "40 s".
+fn duration(secs: f64) -> String {
+    match secs {
+        s if s < 90.0 => format!("{s:.0} s"),
+        s if s < 5400.0 => format!("{:.0} min", s / 60.0),
+        s => format!("{:.1} h", s / 3600.0),
+    }
 }
 
 pub fn extract(
