@@ -17,6 +17,8 @@ pub mod fault;
 pub mod gpu;
 pub mod model;
 pub mod ops;
+pub mod reference;
+pub mod selftest;
 pub mod tensor;
 pub mod train;
 pub mod transfer;

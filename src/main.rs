@@ -75,6 +75,9 @@ enum Command {
     Devices(inspect::DevicesArgs),
     /// Time the kernels on the reference workloads.
     Bench(bench::BenchArgs),
+    /// Check every kernel family and op, forward and backward, against the CPU reference on
+    /// the adapter in use (a new GPU or driver), in seconds.
+    Selftest(inspect::SelftestArgs),
     /// Split the Kaggle "Dogs vs. Cats" flat folder (cat.N.jpg, dog.N.jpg) into
     /// train/validation/test class folders, the book's way.
     Prepare(data::PrepareArgs),
@@ -179,5 +182,6 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Some(Command::CheckData(a)) => data::check_data(a),
         Some(Command::AugmentPreview(a)) => data::augment_preview(a),
         Some(Command::Bench(a)) => bench::bench(&request, a),
+        Some(Command::Selftest(a)) => inspect::selftest(&request, a),
     }
 }

@@ -831,3 +831,71 @@ fn features_writes_a_layers_activations() {
         .unwrap();
     assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("block9_pool"));
 }
+
+#[test]
+fn selftest_checks_every_family_and_op_and_says_so() {
+    if !has_adapter() {
+        return;
+    }
+    let run = run_ok(cli().arg("selftest"));
+    let out = String::from_utf8_lossy(&run.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("selftest on "), "{out}");
+    let verdicts = &lines[1..lines.len() - 1];
+    assert!(
+        verdicts.iter().all(|l| l.starts_with("ok ")),
+        "every check passes on this adapter: {out}"
+    );
+    // Every op, forward and backward, on every family.
+    let families: std::collections::BTreeSet<&str> =
+        verdicts.iter().map(|l| l[5..33].trim_end()).collect();
+    assert!(families.contains("workgroup-memory"), "{families:?}");
+    for op in [
+        "conv2d forward",
+        "conv2d backward dx",
+        "conv2d backward dw",
+        "conv2d backward db",
+        "dense forward",
+        "dense backward dx",
+        "dense backward dw",
+        "dense backward db",
+        "max_pool2d forward",
+        "max_pool2d backward",
+        "avg_pool2d forward",
+        "avg_pool2d backward",
+        "relu forward",
+        "relu backward",
+        "sigmoid forward",
+        "sigmoid backward",
+        "softmax forward",
+        "softmax backward",
+    ] {
+        for f in &families {
+            assert!(
+                verdicts
+                    .iter()
+                    .any(|l| l[5..].starts_with(f) && l.contains(op)),
+                "{op} on {f}: {out}"
+            );
+        }
+    }
+    let last = lines[lines.len() - 1];
+    assert!(
+        last.starts_with(&format!(
+            "{} checks on {} kernel families",
+            verdicts.len(),
+            families.len()
+        )) && last.ends_with("all passed"),
+        "{last}"
+    );
+
+    let run = run_ok(cli().args(["selftest", "--json"]));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), verdicts.len());
+    assert!(rows.iter().all(|r| r["passed"] == true
+        && r["worst"].as_f64().unwrap() <= 1.0
+        && r["family"].is_string()));
+}

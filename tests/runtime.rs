@@ -334,3 +334,30 @@ fn peak_kernel_does_the_counted_work_at_every_unroll() {
         "10 steps in loops of 4"
     );
 }
+
+/// `selftest` really switches families: each family after the first builds pipelines of its own
+/// (a switch that changed nothing would check one family several times over).
+#[test]
+fn selftest_runs_each_family_on_kernels_of_its_own() {
+    let Some(gpu) = fresh_gpu() else {
+        return;
+    };
+    let families = cnn_wgpu::selftest::families(&gpu);
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    let checks = cnn_wgpu::selftest::run(&gpu, &mut |c| {
+        seen.push((c.family.clone(), gpu.pipeline_count()))
+    })
+    .unwrap();
+    assert!(checks.iter().all(|c| c.passed), "{checks:#?}");
+    for pair in families.windows(2) {
+        let last_of = |f: &str| seen.iter().rev().find(|(g, _)| g == f).unwrap().1;
+        assert!(
+            last_of(&pair[1].0) > last_of(&pair[0].0),
+            "{} built no pipelines of its own after {}",
+            pair[1].0,
+            pair[0].0
+        );
+    }
+    // The device's switches are as they were.
+    assert_eq!(cnn_wgpu::selftest::families(&gpu), families);
+}

@@ -163,3 +163,74 @@ pub fn features(
     println!("wrote {} {:?} to {}", layer, y.dims(), out.display());
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct SelftestArgs {
+    /// One JSON object per check (family, op, case, worst error over its bound, passed, ms)
+    /// instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Every kernel family and op on the adapter in use against the CPU references; fails where any
+/// check does.
+pub fn selftest(
+    request: &AdapterRequest,
+    a: SelftestArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let gpu = select::open(request)?;
+    let info = gpu.info();
+    if !a.json {
+        println!(
+            "selftest on {} ({:?}, driver {} {}); error shown as a share of its rounding bound",
+            gpu.adapter_name(),
+            info.backend,
+            info.driver,
+            info.driver_info
+        );
+    }
+    let t = std::time::Instant::now();
+    let mut print = |c: &cnn_wgpu::selftest::Check| {
+        if a.json {
+            println!("{}", serde_json::to_string(c).expect("a check serialises"));
+        } else {
+            println!(
+                "{:<4} {:<28} {:<28} {:<44} {:>9.3} {:>8.1} ms",
+                if c.passed { "ok" } else { "FAIL" },
+                c.family,
+                c.op,
+                c.case,
+                c.worst,
+                c.millis
+            );
+            if !c.passed {
+                let (i, got, want) = c.at;
+                println!("     element {i}: got {got}, the reference {want}");
+            }
+        }
+    };
+    let checks = cnn_wgpu::selftest::run(&gpu, &mut print)?;
+    let failed = checks.iter().filter(|c| !c.passed).count();
+    let families = cnn_wgpu::selftest::families(&gpu).len();
+    if !a.json {
+        println!(
+            "{} checks on {families} kernel families in {:.1} s: {}",
+            checks.len(),
+            t.elapsed().as_secs_f64(),
+            if failed == 0 {
+                "all passed".to_string()
+            } else {
+                format!("{failed} FAILED")
+            }
+        );
+    }
+    if failed > 0 {
+        return Err(format!(
+            "{failed} of {} checks failed on {}: this adapter or driver computes some kernels wrongly; please report it with this output",
+            checks.len(),
+            gpu.adapter_name()
+        )
+        .into());
+    }
+    Ok(())
+}
