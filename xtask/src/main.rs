@@ -10,6 +10,13 @@
 //!                          file, weights/vgg16_notop.safetensors for a given --url)
 //!                          download weights with a progress bar; saved only if the checksum matches.
 //!                          Without --url: timm's torchvision VGG16 at a pinned hub revision.
+//!   cargo xtask gpu-report [--out DIR] [--no-loader] [--binary PATH]
+//!                          a bundle for a GPU machine without Rust or network (the stripped
+//!                          binary, the Vulkan loader, the workloads, run.sh); there
+//!                          `sh run.sh REPORT_DIR` prints devices, runs selftest and the bench
+//!                          suite on every kernel family
+//!   cargo xtask gpu-report --summarize REPORT_DIR
+//!                          BENCHMARKS.md's section for that report
 //!   cargo xtask fetch-data [--url URL --sha256 HEX] [--to PATH] [--split 1000,500,500]
 //!                          [--keep-download]
 //!                          the book's cats-vs-dogs split (default data/cats_and_dogs_small) from
@@ -17,6 +24,7 @@
 
 mod data;
 mod fetch;
+mod gpu_report;
 
 use std::process::{Command, ExitCode};
 
@@ -211,6 +219,36 @@ fn fetch_data(args: &[String]) -> Result<(), String> {
     data::fetch_data(&f)
 }
 
+fn gpu_report(args: &[String]) -> Result<(), String> {
+    let mut o = gpu_report::Options {
+        out: "target/gpu-report".into(),
+        binary: None,
+        loader: true,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value"))
+        };
+        match a.as_str() {
+            "--out" => o.out = value()?.into(),
+            "--binary" => o.binary = Some(value()?.into()),
+            "--no-loader" => o.loader = false,
+            "--summarize" => {
+                print!(
+                    "{}",
+                    gpu_report::summarize(std::path::Path::new(&value()?))?
+                );
+                return Ok(());
+            }
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    gpu_report::bundle(&o).map(|_| ())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -219,8 +257,9 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("fetch-weights") => fetch_weights(&args[1..]),
         Some("fetch-data") => fetch_data(&args[1..]),
+        Some("gpu-report") => gpu_report(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | validate | bench [bench options] | fetch-weights [--url URL --sha256 HEX] [--out PATH] | fetch-data [--url URL --sha256 HEX] [--to PATH] [--split T,V,S] [--keep-download]>");
+            eprintln!("usage: cargo xtask <ci | validate | bench [bench options] | fetch-weights [--url URL --sha256 HEX] [--out PATH] | fetch-data [--url URL --sha256 HEX] [--to PATH] [--split T,V,S] [--keep-download] | gpu-report [--out DIR] [--no-loader] [--binary PATH] | gpu-report --summarize REPORT_DIR>");
             return ExitCode::from(2);
         }
     };

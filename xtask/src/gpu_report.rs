@@ -1,0 +1,362 @@
+//! `cargo xtask gpu-report`: the GPU measurement in one go, for a machine with a GPU but no Rust
+//! toolchain and no network, that takes at most 64 MiB of files per run (x86-64 Linux). Builds a
+//! bundle (the stripped release binary, the Vulkan loader packages, the bench workloads, the
+//! commit, and `run.sh`), which on that machine prints `devices`, runs `selftest`, then
+//! `--tune bench --peak --json` with every kernel family, and writes what BENCHMARKS.md needs
+//! into one folder. `--summarize DIR` turns that folder into BENCHMARKS.md's table.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What the GPU machine runs: `sh run.sh REPORT_DIR`. Plain POSIX sh: that machine may have
+/// nothing else. At most 8 files land in REPORT_DIR (what a device run brings back).
+const RUN_SH: &str = r#"#!/bin/sh
+# cnn-wgpu's GPU report (made by `cargo xtask gpu-report`): the adapters, the selftest, then the
+# bench suite with its FMA peak on every kernel family, into one folder.
+# Usage: sh run.sh REPORT_DIR        BENCH_ONLY="a b" limits the bench to those workloads.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+report=${1:?usage: sh run.sh REPORT_DIR}
+mkdir -p "$report" || exit 1
+log="$report/log.txt"
+: > "$log"
+# The Vulkan loader, where the machine has none (unpacked into /: run as root).
+if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
+    for f in "$here"/debs/*.deb; do
+        [ -e "$f" ] && dpkg -x "$f" / >>"$log" 2>&1
+    done
+    ldconfig >>"$log" 2>&1
+fi
+# NVIDIA's driver files sit outside the loader's search path on some machines.
+nv=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ] && [ -e "$nv" ] \
+    && ! ls /usr/share/vulkan/icd.d/*nvidia* /etc/vulkan/icd.d/*nvidia* >/dev/null 2>&1; then
+    export VK_DRIVER_FILES="$nv"
+fi
+bin="$here/cnn-wgpu"
+export CNN_WGPU_SHARED="$here/shared" CNN_WGPU_TUNE_CACHE="$report/tune-cache.json"
+only=""
+[ -n "${BENCH_ONLY:-}" ] && only="--only $BENCH_ONLY"
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "commit: $(cat "$here/COMMIT")"
+    echo "host: $(uname -srm)"
+} > "$report/meta.txt"
+"$bin" devices > "$report/devices.txt" 2>>"$log"
+echo "devices exit: $?" >> "$report/meta.txt"
+"$bin" devices --json > "$report/devices.json" 2>>"$log"
+"$bin" selftest > "$report/selftest.txt" 2>>"$log"
+echo "selftest exit: $?" >> "$report/meta.txt"
+# shellcheck disable=SC2086
+"$bin" --tune bench --peak --json $only > "$report/bench.jsonl" 2>>"$log"
+echo "bench exit: $?" >> "$report/meta.txt"
+# shellcheck disable=SC2086
+CNN_WGPU_NO_SUBGROUPS=1 "$bin" --tune bench --peak --json $only > "$report/bench-workgroup-memory.jsonl" 2>>"$log"
+echo "bench (workgroup-memory) exit: $?" >> "$report/meta.txt"
+echo "report in $report"
+"#;
+
+/// The most a device run carries.
+const CARRY_LIMIT: u64 = 64 << 20;
+
+pub struct Options {
+    pub out: PathBuf,
+    /// Use this binary instead of building one (the tests use the one cargo built).
+    pub binary: Option<PathBuf>,
+    /// Leave the Vulkan loader packages out (the machine has a loader, or apt cannot reach its
+    /// mirrors).
+    pub loader: bool,
+}
+
+/// Builds the bundle in `out/bundle`; returns its folder.
+pub fn bundle(o: &Options) -> Result<PathBuf, String> {
+    let binary = match &o.binary {
+        Some(b) => b.clone(),
+        None => {
+            crate::cargo(&["build", "--release", "--bin", "cnn-wgpu"])?;
+            PathBuf::from("target/release/cnn-wgpu")
+        }
+    };
+    if !binary.is_file() {
+        return Err(format!("{}: no such binary", binary.display()));
+    }
+    let dir = o.out.join("bundle");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    std::fs::create_dir_all(dir.join("shared/bench")).map_err(|e| io(&dir, e))?;
+    let bin = dir.join("cnn-wgpu");
+    std::fs::copy(&binary, &bin).map_err(|e| io(&bin, e))?;
+    // Debug info is most of the release binary (it keeps backtraces here); the GPU machine
+    // needs none of it.
+    match Command::new("strip").arg(&bin).status() {
+        Ok(s) if s.success() => {}
+        _ => eprintln!(
+            "xtask: could not strip {}; the bundle carries it whole",
+            bin.display()
+        ),
+    }
+    let workloads = [
+        std::env::var_os("CNN_WGPU_SHARED")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("../shared"))
+            .join("bench/workloads.json"),
+        PathBuf::from("benches/smoke_workloads.json"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .ok_or("no bench workloads: neither $CNN_WGPU_SHARED/bench/workloads.json nor benches/smoke_workloads.json")?;
+    eprintln!("xtask: bench workloads from {}", workloads.display());
+    let to = dir.join("shared/bench/workloads.json");
+    std::fs::copy(&workloads, &to).map_err(|e| io(&to, e))?;
+    std::fs::write(dir.join("COMMIT"), commit()).map_err(|e| io(&dir, e))?;
+    let run = dir.join("run.sh");
+    std::fs::write(&run, RUN_SH).map_err(|e| io(&run, e))?;
+    if o.loader {
+        loader_packages(&dir.join("debs"))?;
+    }
+    let size = folder_size(&dir).map_err(|e| io(&dir, e))?;
+    if size > CARRY_LIMIT {
+        return Err(format!(
+            "{} is {} MiB, over the {} MiB a device run carries",
+            dir.display(),
+            size >> 20,
+            CARRY_LIMIT >> 20
+        ));
+    }
+    eprintln!(
+        "xtask: bundle {} ({:.1} MiB); on the GPU machine: sh {}/run.sh REPORT_DIR",
+        dir.display(),
+        size as f64 / f64::from(1 << 20),
+        dir.display()
+    );
+    Ok(dir)
+}
+
+/// The commit the bundle is built from, marked `-dirty` where the tree has changes.
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    format!("{head}{}\n", if dirty { "-dirty" } else { "" })
+}
+
+/// Downloads the Vulkan loader's Debian package for x86-64 into `to`, as the device machine's
+/// README says (apt's own lists in /tmp, nothing installed here).
+fn loader_packages(to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    let lists = std::env::temp_dir().join("xtask-gpu-report-apt");
+    std::fs::create_dir_all(lists.join("partial"))
+        .map_err(|e| format!("{}: {e}", lists.display()))?;
+    let opts = [
+        "-oAPT::Architecture=amd64".to_string(),
+        "-oAPT::Architectures=amd64".to_string(),
+        format!("-oDir::State::Lists={}", lists.display()),
+    ];
+    for args in [vec!["update", "-qq"], vec!["download", "libvulkan1"]] {
+        let status = Command::new("apt-get")
+            .args(&opts)
+            .args(&args)
+            .current_dir(to)
+            .status()
+            .map_err(|e| format!("apt-get: {e}"))?;
+        if !status.success() {
+            return Err(format!(
+                "apt-get {} failed: the bundle needs the Vulkan loader package, or --no-loader where the GPU machine has one",
+                args.join(" ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn folder_size(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let m = e.metadata()?;
+        total += if m.is_dir() {
+            folder_size(&e.path())?
+        } else {
+            m.len()
+        };
+    }
+    Ok(total)
+}
+
+/// BENCHMARKS.md's section for the adapter of a report folder: its name, driver, date and
+/// commit, the selftest's verdict, and per workload the GFLOP/s and share of the FMA peak on
+/// each kernel family.
+pub fn summarize(report: &Path) -> Result<String, String> {
+    let read = |name: &str| {
+        std::fs::read_to_string(report.join(name))
+            .map_err(|e| format!("{}: {e}", report.join(name).display()))
+    };
+    let meta = read("meta.txt")?;
+    let field = |key: &str| {
+        meta.lines()
+            .find_map(|l| l.strip_prefix(key).map(str::trim))
+            .unwrap_or("?")
+            .to_string()
+    };
+    let selftest = read("selftest.txt")?;
+    // "selftest on NAME (BACKEND, driver ...); error shown as ..."
+    let header = selftest.lines().next().unwrap_or("");
+    let adapter = header
+        .strip_prefix("selftest on ")
+        .and_then(|h| h.split("; ").next())
+        .unwrap_or("unknown adapter");
+    let verdict = selftest.lines().last().unwrap_or("no selftest output");
+    let mut out = format!(
+        "### {adapter}\n\nMeasured {} at commit `{}` with `cargo xtask gpu-report` ({}). Selftest: {verdict}.\n\n",
+        field("date:"),
+        field("commit:"),
+        field("host:"),
+    );
+    let mut rows: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut peaks = Vec::new();
+    let families = [
+        ("bench.jsonl", "default"),
+        ("bench-workgroup-memory.jsonl", "workgroup-memory"),
+    ];
+    for (i, (file, _)) in families.iter().enumerate() {
+        for line in read(file)?.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| format!("{file}: {e}: {line}"))?;
+            let name = v["workload"].as_str().unwrap_or("?").to_string();
+            let gflops = v["gflops"].as_f64().unwrap_or(f64::NAN);
+            if name == "peak/fma" {
+                peaks.push(format!("{gflops:.0}"));
+                continue;
+            }
+            let share = v["peak_fraction"]
+                .as_f64()
+                .map_or(String::new(), |f| format!(" ({:.0}%)", 100.0 * f));
+            let cells = rows
+                .entry(name)
+                .or_insert_with(|| vec![String::new(); families.len()]);
+            cells[i] = format!("{gflops:.1}{share}");
+        }
+    }
+    out.push_str(&format!(
+        "FMA peak: {} GFLOP/s.\n\n| workload | default families, GFLOP/s (share of peak) | workgroup-memory forced |\n| --- | ---: | ---: |\n",
+        peaks.join(" / ")
+    ));
+    for (name, cells) in rows {
+        out.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bundle made from the release binary cargo built, run from a temporary folder on the
+    /// adapter here (lavapipe in CI) with one workload, and its report summarised.
+    #[test]
+    fn the_bundle_runs_from_a_temporary_folder_and_its_report_summarises() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let binary = root.join("target/release/cnn-wgpu");
+        if !binary.is_file() {
+            eprintln!(
+                "skipped: no release binary at {} (cargo build --release)",
+                binary.display()
+            );
+            return;
+        }
+        let adapter = Command::new(&binary)
+            .args(["devices", "--json"])
+            .output()
+            .unwrap();
+        if !adapter.status.success() {
+            assert!(
+                std::env::var_os("CNN_WGPU_REQUIRE_GPU").is_none(),
+                "CNN_WGPU_REQUIRE_GPU is set but there is no adapter"
+            );
+            eprintln!("skipped: no GPU adapter");
+            return;
+        }
+        let tmp = std::env::temp_dir().join(format!("xtask-gpu-report-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let dir = bundle(&Options {
+            out: tmp.join("made"),
+            binary: Some(binary.clone()),
+            loader: false,
+        })
+        .unwrap();
+        for f in [
+            "cnn-wgpu",
+            "run.sh",
+            "COMMIT",
+            "shared/bench/workloads.json",
+        ] {
+            assert!(dir.join(f).is_file(), "{f} in the bundle");
+        }
+        assert!(
+            std::fs::metadata(dir.join("cnn-wgpu")).unwrap().len()
+                <= std::fs::metadata(&binary).unwrap().len()
+        );
+        // Moved elsewhere, as it would be on the GPU machine.
+        let moved = tmp.join("elsewhere");
+        std::fs::rename(&dir, &moved).unwrap();
+        let report = tmp.join("report");
+        let run = Command::new("sh")
+            .arg(moved.join("run.sh"))
+            .arg(&report)
+            .env("BENCH_ONLY", "dense_head")
+            .env_remove("CNN_WGPU_SHARED")
+            .current_dir(&tmp)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let meta = std::fs::read_to_string(report.join("meta.txt")).unwrap();
+        for line in [
+            "devices exit: 0",
+            "selftest exit: 0",
+            "bench exit: 0",
+            "bench (workgroup-memory) exit: 0",
+        ] {
+            assert!(meta.contains(line), "{meta}");
+        }
+        assert!(
+            meta.contains(&format!("commit: {}", commit().trim())),
+            "{meta}"
+        );
+        let files = std::fs::read_dir(&report).unwrap().count();
+        assert!(
+            files <= 8,
+            "a device run brings back 8 files at most, not {files}"
+        );
+        let md = summarize(&report).unwrap();
+        assert!(
+            md.contains("Selftest: ") && md.contains("all passed"),
+            "{md}"
+        );
+        assert!(
+            md.contains("FMA peak: ") && md.contains("| matmul/dense_head | "),
+            "{md}"
+        );
+        // Both families measured the workload.
+        let row = md
+            .lines()
+            .find(|l| l.starts_with("| matmul/dense_head"))
+            .unwrap();
+        assert_eq!(row.matches('%').count(), 2, "{row}");
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+}
