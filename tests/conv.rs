@@ -109,52 +109,6 @@ fn conv2d_forward_matches_cpu_reference() {
     }
 }
 
-/// CPU backward from the definition of y: dx[n,iy,ix,ci] = sum dy[n,oy,ox,co] w[ky,kx,ci,co]
-/// over taps with iy = oy*s+ky-pt; dw[ky,kx,ci,co] = sum x[n,iy,ix,ci] dy[n,oy,ox,co]; db = sum dy.
-fn conv2d_backward_ref(
-    x: &[f64],
-    xs: [usize; 4],
-    w: &[f64],
-    ws: [usize; 4],
-    dy: &[f64],
-    stride: (usize, usize),
-    padding: Padding,
-) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let [n, h, wd, ci] = xs;
-    let [kh, kw, _, co] = ws;
-    let (oh, pt) = resolve(h, kh, stride.0, padding);
-    let (ow, pl) = resolve(wd, kw, stride.1, padding);
-    let mut dx = vec![0.0; x.len()];
-    let mut dw = vec![0.0; w.len()];
-    let mut db = vec![0.0; co];
-    for b in 0..n {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                for o in 0..co {
-                    let g = dy[((b * oh + oy) * ow + ox) * co + o];
-                    db[o] += g;
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let iy = (oy * stride.0 + ky) as isize - pt as isize;
-                            let ix = (ox * stride.1 + kx) as isize - pl as isize;
-                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
-                                continue;
-                            }
-                            for c in 0..ci {
-                                let xi = ((b * h + iy as usize) * wd + ix as usize) * ci + c;
-                                let wi = ((ky * kw + kx) * ci + c) * co + o;
-                                dx[xi] += g * w[wi];
-                                dw[wi] += g * x[xi];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    (dx, dw, db)
-}
-
 #[test]
 fn conv2d_backward_matches_cpu_backward() {
     gpu_or_skip!();

@@ -336,7 +336,7 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
 
 /// Output size and padding before, Keras rules.
 #[allow(unused_imports)]
-pub use cnn_wgpu::reference::{conv2d_ref, dense_ref, pool_ref, resolve};
+pub use cnn_wgpu::reference::{conv2d_backward_ref, conv2d_ref, dense_ref, pool_ref, resolve};
 
 /// Parameter values by name.
 pub type Values = HashMap<String, Vec<f64>>;

@@ -22,12 +22,6 @@ pub struct Split {
 }
 
 impl Split {
-    pub const BOOK: Split = Split {
-        train: 1000,
-        validation: 500,
-        test: 500,
-    };
-
     /// "1000,500,500".
     pub fn parse(s: &str) -> Result<Split, String> {
         let parts: Vec<usize> = s

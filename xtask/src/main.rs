@@ -1,32 +1,13 @@
-//! `cargo xtask`: the project's chores, mirroring CI locally.
-//!
-//!   cargo xtask ci         fmt check, clippy -D warnings, naga validation and the host-shader
-//!                          contract, the whole test suite,
-//!                          then the kernel and model tests on lavapipe at 512 bits
-//!   cargo xtask validate   naga validation of every shader and the host-shader contract (no GPU)
-//!   cargo xtask bench      the bench suite on the shared workloads, JSON lines with the FMA peak
-//!   cargo xtask fetch-weights [--url URL --sha256 HEX] [--out PATH]
-//!                          (--out defaults to weights/vgg16_tv_in1k.safetensors for the pinned
-//!                          file, weights/vgg16_notop.safetensors for a given --url)
-//!                          download weights with a progress bar; saved only if the checksum matches.
-//!                          Without --url: timm's torchvision VGG16 at a pinned hub revision.
-//!   cargo xtask gpu-report [--out DIR] [--no-loader] [--binary PATH]
-//!                          a bundle for a GPU machine without Rust or network (the stripped
-//!                          binary, the Vulkan loader, the workloads, run.sh); there
-//!                          `sh run.sh REPORT_DIR` prints devices, runs selftest and the bench
-//!                          suite on every kernel family
-//!   cargo xtask gpu-report --summarize REPORT_DIR
-//!                          BENCHMARKS.md's section for that report
-//!   cargo xtask fetch-data [--url URL --sha256 HEX] [--to PATH] [--split 1000,500,500]
-//!                          [--keep-download]
-//!                          the book's cats-vs-dogs split (default data/cats_and_dogs_small) from
-//!                          Microsoft's copy of the Asirra images: resumable, checksum-verified.
+//! `cargo xtask`: the project's chores, mirroring CI locally (`cargo xtask --help` lists them).
 
 mod data;
 mod fetch;
 mod gpu_report;
 
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+
+use clap::Parser;
 
 fn cargo(args: &[&str]) -> Result<(), String> {
     cargo_with(args, |_| {})
@@ -142,128 +123,146 @@ const PINNED_SHA256: &str = "57b026918159a6bf9faf8405c3a551903768e7138989d9c6224
 /// Where the main job looks after `weights/vgg16_notop.safetensors`.
 const PINNED_OUT: &str = "weights/vgg16_tv_in1k.safetensors";
 
-fn fetch_weights(args: &[String]) -> Result<(), String> {
-    let mut url = None;
-    let mut sha = None;
-    let mut out = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{a} needs a value"))
-        };
-        match a.as_str() {
-            "--url" => url = Some(value()?),
-            "--sha256" => sha = Some(value()?),
-            "--out" => out = Some(value()?),
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    // The pinned file lands under its own name; any other keeps the main job's first choice.
-    let (url, sha, default_out) = match (url, sha) {
-        (None, None) => {
-            eprintln!("fetching timm's torchvision VGG16 (vgg16.tv_in1k, pinned revision; torch preprocessing)");
-            (PINNED_URL.to_string(), PINNED_SHA256.to_string(), PINNED_OUT)
-        }
-        (Some(u), Some(s)) => (u, s, "weights/vgg16_notop.safetensors"),
-        (Some(_), None) => {
-            return Err("--url needs --sha256 too: a download is only kept when its checksum matches (weights/README.md lists them)".into())
-        }
-        (None, Some(_)) => return Err("--sha256 without --url: give the address it belongs to".into()),
-    };
-    let out = out.unwrap_or_else(|| default_out.to_string());
-    fetch::fetch(&url, &sha, std::path::Path::new(&out))
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "The project's chores, mirroring CI locally"
+)]
+enum Task {
+    /// fmt check, clippy -D warnings, naga validation and the host-shader contract, the whole
+    /// test suite, then the kernel and model tests on lavapipe at 512 bits.
+    Ci,
+    /// naga validation of every shader and the host-shader contract (no GPU).
+    Validate,
+    /// The bench suite on the shared workloads with the FMA peak; further arguments go to
+    /// `cnn-wgpu bench`.
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Download VGG16 weights with a progress bar, resumably; saved only if the checksum
+    /// matches. Without --url: timm's torchvision VGG16 at a pinned hub revision.
+    FetchWeights {
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        sha256: Option<String>,
+        /// Default: weights/vgg16_tv_in1k.safetensors for the pinned file,
+        /// weights/vgg16_notop.safetensors for a given --url.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The book's cats-vs-dogs split from Microsoft's copy of the Asirra images: resumable,
+    /// checksum-verified, split per class in file-number order with unreadable files skipped.
+    FetchData {
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        sha256: Option<String>,
+        #[arg(long, default_value = "data/cats_and_dogs_small")]
+        to: PathBuf,
+        /// Images per class: TRAIN,VALIDATION,TEST.
+        #[arg(long, default_value = "1000,500,500", value_parser = data::Split::parse)]
+        split: data::Split,
+        /// Keep the downloaded archive after the split is made.
+        #[arg(long)]
+        keep_download: bool,
+    },
+    /// A bundle for a GPU machine without Rust or network (the stripped binary, the Vulkan
+    /// loader, the workloads, run.sh); there `sh run.sh REPORT_DIR` prints devices, runs
+    /// selftest and the bench suite on every kernel family. With --summarize: BENCHMARKS.md's
+    /// section for such a report.
+    GpuReport {
+        #[arg(long, default_value = "target/gpu-report")]
+        out: PathBuf,
+        /// Bundle this binary instead of building one.
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Leave the Vulkan loader package out (the GPU machine has a loader).
+        #[arg(long)]
+        no_loader: bool,
+        #[arg(long, value_name = "REPORT_DIR")]
+        summarize: Option<PathBuf>,
+    },
 }
 
-fn fetch_data(args: &[String]) -> Result<(), String> {
-    let mut f = data::FetchData {
-        url: data::PINNED_URL.into(),
-        sha256: data::PINNED_SHA256.into(),
-        to: "data/cats_and_dogs_small".into(),
-        split: data::Split::BOOK,
-        keep_download: false,
-    };
-    let (mut url, mut sha) = (None, None);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{a} needs a value"))
-        };
-        match a.as_str() {
-            "--url" => url = Some(value()?),
-            "--sha256" => sha = Some(value()?),
-            "--to" => f.to = value()?.into(),
-            "--split" => f.split = data::Split::parse(&value()?)?,
-            "--keep-download" => f.keep_download = true,
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
+/// A download's address and checksum: both given, or neither (the pinned default).
+fn url_and_sha(
+    url: Option<String>,
+    sha: Option<String>,
+) -> Result<Option<(String, String)>, String> {
     match (url, sha) {
-        (None, None) => eprintln!(
-            "fetching Microsoft's copy of the Asirra cats and dogs (787 MiB, pinned checksum)"
-        ),
-        (Some(u), Some(s)) => (f.url, f.sha256) = (u, s),
-        (Some(_), None) => {
-            return Err(
-                "--url needs --sha256 too: a download is only kept when its checksum matches"
-                    .into(),
-            )
-        }
-        (None, Some(_)) => {
-            return Err("--sha256 without --url: give the address it belongs to".into())
-        }
+        (None, None) => Ok(None),
+        (Some(u), Some(s)) => Ok(Some((u, s))),
+        (Some(_), None) => Err("--url needs --sha256 too: a download is only kept when its checksum matches (weights/README.md lists the weights' checksums)".into()),
+        (None, Some(_)) => Err("--sha256 without --url: give the address it belongs to".into()),
     }
-    data::fetch_data(&f)
 }
 
-fn gpu_report(args: &[String]) -> Result<(), String> {
-    let mut o = gpu_report::Options {
-        out: "target/gpu-report".into(),
-        binary: None,
-        loader: true,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{a} needs a value"))
-        };
-        match a.as_str() {
-            "--out" => o.out = value()?.into(),
-            "--binary" => o.binary = Some(value()?.into()),
-            "--no-loader" => o.loader = false,
-            "--summarize" => {
-                print!(
-                    "{}",
-                    gpu_report::summarize(std::path::Path::new(&value()?))?
-                );
-                return Ok(());
-            }
-            other => return Err(format!("unknown option {other}")),
+fn run(task: Task) -> Result<(), String> {
+    match task {
+        Task::Ci => ci(),
+        Task::Validate => validate(),
+        Task::Bench { args } => bench(&args),
+        Task::FetchWeights { url, sha256, out } => {
+            // The pinned file lands under its own name; any other keeps the main job's first
+            // choice.
+            let (url, sha, default_out) = match url_and_sha(url, sha256)? {
+                None => {
+                    eprintln!("fetching timm's torchvision VGG16 (vgg16.tv_in1k, pinned revision; torch preprocessing)");
+                    (
+                        PINNED_URL.to_string(),
+                        PINNED_SHA256.to_string(),
+                        PINNED_OUT,
+                    )
+                }
+                Some((u, s)) => (u, s, "weights/vgg16_notop.safetensors"),
+            };
+            let out = out.unwrap_or_else(|| default_out.into());
+            fetch::fetch(&url, &sha, &out)
         }
+        Task::FetchData {
+            url,
+            sha256,
+            to,
+            split,
+            keep_download,
+        } => {
+            let (url, sha256) = url_and_sha(url, sha256)?.unwrap_or_else(|| {
+                eprintln!("fetching Microsoft's copy of the Asirra cats and dogs (787 MiB, pinned checksum)");
+                (data::PINNED_URL.into(), data::PINNED_SHA256.into())
+            });
+            data::fetch_data(&data::FetchData {
+                url,
+                sha256,
+                to,
+                split,
+                keep_download,
+            })
+        }
+        Task::GpuReport {
+            out,
+            binary,
+            no_loader,
+            summarize,
+        } => match summarize {
+            Some(report) => {
+                print!("{}", gpu_report::summarize(&report)?);
+                Ok(())
+            }
+            None => gpu_report::bundle(&gpu_report::Options {
+                out,
+                binary,
+                loader: !no_loader,
+            })
+            .map(|_| ()),
+        },
     }
-    gpu_report::bundle(&o).map(|_| ())
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("ci") => ci(),
-        Some("validate") => validate(),
-        Some("bench") => bench(&args[1..]),
-        Some("fetch-weights") => fetch_weights(&args[1..]),
-        Some("fetch-data") => fetch_data(&args[1..]),
-        Some("gpu-report") => gpu_report(&args[1..]),
-        _ => {
-            eprintln!("usage: cargo xtask <ci | validate | bench [bench options] | fetch-weights [--url URL --sha256 HEX] [--out PATH] | fetch-data [--url URL --sha256 HEX] [--to PATH] [--split T,V,S] [--keep-download] | gpu-report [--out DIR] [--no-loader] [--binary PATH] | gpu-report --summarize REPORT_DIR>");
-            return ExitCode::from(2);
-        }
-    };
-    match result {
+    match run(Task::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xtask: {e}");
@@ -276,18 +275,33 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    fn args(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
+    /// The task `args` ask for, or the error they get.
+    fn task(args: &[&str]) -> Result<(), String> {
+        let t = Task::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        match t {
+            // Stop before any download: these tests check the arguments only.
+            Task::FetchWeights { url, sha256, .. } | Task::FetchData { url, sha256, .. } => {
+                url_and_sha(url, sha256).map(|_| ())
+            }
+            _ => Ok(()),
+        }
     }
 
     #[test]
     fn a_url_needs_its_checksum_and_the_pin_is_well_formed() {
-        let e = fetch_weights(&args(&["--url", "http://127.0.0.1:9/x"])).unwrap_err();
-        assert!(e.contains("--sha256"), "{e}");
-        let e = fetch_weights(&args(&["--sha256", PINNED_SHA256])).unwrap_err();
-        assert!(e.contains("--url"), "{e}");
-        let e = fetch_weights(&args(&["--bogus"])).unwrap_err();
-        assert!(e.contains("--bogus"), "{e}");
+        for t in ["fetch-weights", "fetch-data"] {
+            let e = task(&[t, "--url", "http://127.0.0.1:9/x"]).unwrap_err();
+            assert!(e.contains("--sha256"), "{e}");
+            let e = task(&[t, "--sha256", PINNED_SHA256]).unwrap_err();
+            assert!(e.contains("--url"), "{e}");
+            let e = task(&[t, "--bogus"]).unwrap_err();
+            assert!(e.contains("--bogus"), "{e}");
+            task(&[t]).unwrap();
+        }
+        let e = task(&["fetch-data", "--split", "1000,500"]).unwrap_err();
+        assert!(e.contains("--split") && e.contains("1000,500,500"), "{e}");
+        task(&["bench", "--only", "block5", "--json"]).unwrap();
         // The pin names one immutable revision, and its checksum is a sha256.
         assert!(PINNED_URL.contains("/resolve/") && !PINNED_URL.contains("/resolve/main/"));
         assert_eq!(PINNED_SHA256.len(), 64);
