@@ -324,6 +324,10 @@ fn base_meta(
     ])
 }
 
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The sha256 of a file's bytes, hex, read in pieces (VGG16's weights are 58-553 MB).
 fn file_sha256(path: &Path) -> Result<String, TrainError> {
     use std::io::Read;
@@ -341,7 +345,7 @@ fn file_sha256(path: &Path) -> Result<String, TrainError> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&h.finalize()))
 }
 
 /// A checkpoint made ready for images: the model, the preprocessing its images need, and the
@@ -489,7 +493,7 @@ fn cache_key(
     for i in 0..ds.len() {
         h.update(stamp(ds.path(i))?.as_bytes());
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&h.finalize()))
 }
 
 /// Where and how [`cached_features`] computes and keeps a layer's features.

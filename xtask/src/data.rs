@@ -271,10 +271,7 @@ mod tests {
     #[test]
     fn fetch_data_downloads_resumes_verifies_and_splits_the_books_way() {
         let zip = archive(12);
-        let sha = Sha256::digest(&zip)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>();
+        let sha = crate::fetch::hex(&Sha256::digest(&zip));
         // The first connection drops half-way; the second run resumes it.
         let (base, ranges) = serve(zip.clone(), 2, vec![Some(zip.len() / 2)]);
         let root = std::env::temp_dir().join(format!("xtask-fetch-data-{}", std::process::id()));
@@ -340,10 +337,7 @@ mod tests {
     #[test]
     fn too_few_images_and_bad_checksums_are_errors() {
         let zip = archive(6);
-        let sha = Sha256::digest(&zip)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>();
+        let sha = crate::fetch::hex(&Sha256::digest(&zip));
         let (base, _) = serve(zip.clone(), 2, vec![]);
         let root = std::env::temp_dir().join(format!("xtask-fetch-few-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
