@@ -1,12 +1,18 @@
-// Register-tiled GEMM for adapters whose subgroups are exactly 8 lanes (lavapipe at 256 bits):
+// Register-tiled GEMM for adapters whose subgroups all have one fixed width SG_W (8, 16, 32 or
+// 64 lanes; lavapipe: 8 at 256 bits, 16 at 512):
 //   C[M,N] = A[M,K] * B[K,N]
 // No workgroup memory. On lavapipe every storage or workgroup load that differs per lane is a
-// per-lane scalar loop, while arithmetic runs 8 lanes wide, so a kernel is fast when each loaded
-// value feeds many FMAs. Here a lane loads a few vec4s of A and shares them with the other 7
-// lanes through subgroupBroadcast (a register shuffle), and every A value then meets 8 columns
-// of B held in the lane's registers: a 32x64 (or 24x64) tile per subgroup, all its rows x 8
-// columns per lane.
+// per-lane scalar loop, while arithmetic runs SG_W lanes wide, so a kernel is fast when each
+// loaded value feeds many FMAs. Here the lanes load the subgroup's rows of A as vec4s, one row
+// per lane and K step (SG_ROWS rows over SG_W lanes: 3-4 loads per lane at 8 lanes, 2 at 16, 1
+// from 32 on) and share them through subgroupBroadcast (a register shuffle); every A value then
+// meets 8 columns of B held in the lane's registers: a SG_ROWS x 8*SG_W tile per subgroup, all
+// its rows x 8 columns per lane.
 // On the 1024^3 matmul this ran 8x faster than gemm_core.wgsl's workgroup-memory tiles.
+//
+// subgroupBroadcast takes a constant lane, so the K step's broadcasts are written out once per
+// way of spreading rows over lanes (sg_step8, sg_step16, sg_step32); SG_W picks one, and the
+// branch folds away when the pipeline is built with the adapter's width.
 //
 // The op module in front of this one supplies
 //   gemm_dims() -> vec3<u32>          (M, N, K)
@@ -23,19 +29,20 @@
 // N must be a multiple of 4 (whole vec4 columns). gemm_sg_m reads rows in fours: where M is not
 // a multiple of 4, load_a4m must return zeros for the rows past it.
 
+// Lanes per subgroup: the adapter's one subgroup width (the host runs this file only where the
+// smallest and largest subgroup sizes agree).
+override SG_W: u32 = 8u;
 // Subgroups per workgroup, stacked along M (SG_ROWS rows each): 2 measured fastest on lavapipe;
 // 1 when one subgroup covers M, where a second would only multiply zeros.
 override SG_PER_WG: u32 = 2u;
-// vec4 columns per lane: 2 (64 columns per workgroup), or 1 (32) when N is at most 32, where
-// the second column would only multiply zeros.
+// vec4 columns per lane: 2 (8 * SG_W columns per workgroup), or 1 when N is at most 4 * SG_W,
+// where the second column would only multiply zeros.
 override SG_COLS4: u32 = 2u;
-override SG_TILE_N4: u32 = 8u * SG_COLS4; // vec4 columns per workgroup
-// vec4s of A each lane loads per K step: rows per subgroup are 8 * SG_AQ, 3 or 4. The host's
-// cost model (src/ops/gemm.rs) picks 3 (24 rows) for convolutions, whose im2col rows each keep
-// an index map live across the K loop, and where 32-row tiles would pad more (20 dense-head
-// rows; VGG16 blocks 4-5 have 648 = 27 x 24).
-override SG_AQ: u32 = 4u;
-override SG_ROWS: u32 = 8u * SG_AQ;
+override SG_TILE_N4: u32 = SG_W * SG_COLS4; // vec4 columns per workgroup
+// Rows per subgroup, 24 or 32. The host's cost model (src/ops/gemm.rs) picks 24 for
+// convolutions, whose im2col rows each keep an index map live across the K loop, and where
+// 32-row tiles would pad more (20 dense-head rows; VGG16 blocks 4-5 have 648 = 27 x 24).
+override SG_ROWS: u32 = 32u;
 
 // acc rows r (0..SG_ROWS; calls for rows past it fold away) x vec4 columns j (0..2) at
 // acc[2r + j]; b holds B[k+i, n4+j] at b[2i + j].
@@ -69,13 +76,13 @@ fn sg_rank1x4(acc: ptr<function, array<vec4<f32>, 64>>, l: u32, s: vec4<f32>, b0
     }
 }
 
-// Index of B[k, 4*n4..] in B packed as (ceil(N/64), K, 64) by pack.wgsl.
+// Index of B[k, 4*n4..] in B packed as (ceil(N/T), K, T) by pack.wgsl, T = 4 * SG_TILE_N4.
 fn sg_packed_b(k: u32, n4: u32, kdim: u32) -> u32 {
     return ((n4 / SG_TILE_N4) * kdim + k) * SG_TILE_N4 + n4 % SG_TILE_N4;
 }
 
 struct SgTile {
-    m0: u32,     // first row of this subgroup's 32
+    m0: u32,     // first row of this subgroup's SG_ROWS
     n4: u32,     // this lane's first vec4 column
     k_begin: u32,
     k_end: u32,
@@ -154,7 +161,115 @@ fn sg_load_b(k: u32, n4: u32, dims: vec3<u32>) -> vec4<f32> {
     return vec4<f32>(0.0);
 }
 
-@compute @workgroup_size(8u * SG_PER_WG, 1, 1)
+// One K step (4 values of k) of the subgroup's SG_ROWS rows, row r of the tile being lane
+// (r mod W)'s a_(r / W) for W lanes: sg_step8 for 8-lane subgroups, sg_step16 for 16, sg_step32
+// for 32 and wider (rows past SG_ROWS fold away in sg_rank4).
+fn sg_step8(acc: ptr<function, array<vec4<f32>, 64>>, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, b: ptr<function, array<vec4<f32>, 8>>) {
+    sg_rank4(acc, 0u, subgroupBroadcast(a0, 0u), b);
+    sg_rank4(acc, 1u, subgroupBroadcast(a0, 1u), b);
+    sg_rank4(acc, 2u, subgroupBroadcast(a0, 2u), b);
+    sg_rank4(acc, 3u, subgroupBroadcast(a0, 3u), b);
+    sg_rank4(acc, 4u, subgroupBroadcast(a0, 4u), b);
+    sg_rank4(acc, 5u, subgroupBroadcast(a0, 5u), b);
+    sg_rank4(acc, 6u, subgroupBroadcast(a0, 6u), b);
+    sg_rank4(acc, 7u, subgroupBroadcast(a0, 7u), b);
+    sg_rank4(acc, 8u, subgroupBroadcast(a1, 0u), b);
+    sg_rank4(acc, 9u, subgroupBroadcast(a1, 1u), b);
+    sg_rank4(acc, 10u, subgroupBroadcast(a1, 2u), b);
+    sg_rank4(acc, 11u, subgroupBroadcast(a1, 3u), b);
+    sg_rank4(acc, 12u, subgroupBroadcast(a1, 4u), b);
+    sg_rank4(acc, 13u, subgroupBroadcast(a1, 5u), b);
+    sg_rank4(acc, 14u, subgroupBroadcast(a1, 6u), b);
+    sg_rank4(acc, 15u, subgroupBroadcast(a1, 7u), b);
+    sg_rank4(acc, 16u, subgroupBroadcast(a2, 0u), b);
+    sg_rank4(acc, 17u, subgroupBroadcast(a2, 1u), b);
+    sg_rank4(acc, 18u, subgroupBroadcast(a2, 2u), b);
+    sg_rank4(acc, 19u, subgroupBroadcast(a2, 3u), b);
+    sg_rank4(acc, 20u, subgroupBroadcast(a2, 4u), b);
+    sg_rank4(acc, 21u, subgroupBroadcast(a2, 5u), b);
+    sg_rank4(acc, 22u, subgroupBroadcast(a2, 6u), b);
+    sg_rank4(acc, 23u, subgroupBroadcast(a2, 7u), b);
+    sg_rank4(acc, 24u, subgroupBroadcast(a3, 0u), b);
+    sg_rank4(acc, 25u, subgroupBroadcast(a3, 1u), b);
+    sg_rank4(acc, 26u, subgroupBroadcast(a3, 2u), b);
+    sg_rank4(acc, 27u, subgroupBroadcast(a3, 3u), b);
+    sg_rank4(acc, 28u, subgroupBroadcast(a3, 4u), b);
+    sg_rank4(acc, 29u, subgroupBroadcast(a3, 5u), b);
+    sg_rank4(acc, 30u, subgroupBroadcast(a3, 6u), b);
+    sg_rank4(acc, 31u, subgroupBroadcast(a3, 7u), b);
+}
+
+fn sg_step16(acc: ptr<function, array<vec4<f32>, 64>>, a0: vec4<f32>, a1: vec4<f32>, b: ptr<function, array<vec4<f32>, 8>>) {
+    sg_rank4(acc, 0u, subgroupBroadcast(a0, 0u), b);
+    sg_rank4(acc, 1u, subgroupBroadcast(a0, 1u), b);
+    sg_rank4(acc, 2u, subgroupBroadcast(a0, 2u), b);
+    sg_rank4(acc, 3u, subgroupBroadcast(a0, 3u), b);
+    sg_rank4(acc, 4u, subgroupBroadcast(a0, 4u), b);
+    sg_rank4(acc, 5u, subgroupBroadcast(a0, 5u), b);
+    sg_rank4(acc, 6u, subgroupBroadcast(a0, 6u), b);
+    sg_rank4(acc, 7u, subgroupBroadcast(a0, 7u), b);
+    sg_rank4(acc, 8u, subgroupBroadcast(a0, 8u), b);
+    sg_rank4(acc, 9u, subgroupBroadcast(a0, 9u), b);
+    sg_rank4(acc, 10u, subgroupBroadcast(a0, 10u), b);
+    sg_rank4(acc, 11u, subgroupBroadcast(a0, 11u), b);
+    sg_rank4(acc, 12u, subgroupBroadcast(a0, 12u), b);
+    sg_rank4(acc, 13u, subgroupBroadcast(a0, 13u), b);
+    sg_rank4(acc, 14u, subgroupBroadcast(a0, 14u), b);
+    sg_rank4(acc, 15u, subgroupBroadcast(a0, 15u), b);
+    sg_rank4(acc, 16u, subgroupBroadcast(a1, 0u), b);
+    sg_rank4(acc, 17u, subgroupBroadcast(a1, 1u), b);
+    sg_rank4(acc, 18u, subgroupBroadcast(a1, 2u), b);
+    sg_rank4(acc, 19u, subgroupBroadcast(a1, 3u), b);
+    sg_rank4(acc, 20u, subgroupBroadcast(a1, 4u), b);
+    sg_rank4(acc, 21u, subgroupBroadcast(a1, 5u), b);
+    sg_rank4(acc, 22u, subgroupBroadcast(a1, 6u), b);
+    sg_rank4(acc, 23u, subgroupBroadcast(a1, 7u), b);
+    sg_rank4(acc, 24u, subgroupBroadcast(a1, 8u), b);
+    sg_rank4(acc, 25u, subgroupBroadcast(a1, 9u), b);
+    sg_rank4(acc, 26u, subgroupBroadcast(a1, 10u), b);
+    sg_rank4(acc, 27u, subgroupBroadcast(a1, 11u), b);
+    sg_rank4(acc, 28u, subgroupBroadcast(a1, 12u), b);
+    sg_rank4(acc, 29u, subgroupBroadcast(a1, 13u), b);
+    sg_rank4(acc, 30u, subgroupBroadcast(a1, 14u), b);
+    sg_rank4(acc, 31u, subgroupBroadcast(a1, 15u), b);
+}
+
+fn sg_step32(acc: ptr<function, array<vec4<f32>, 64>>, a0: vec4<f32>, b: ptr<function, array<vec4<f32>, 8>>) {
+    sg_rank4(acc, 0u, subgroupBroadcast(a0, 0u), b);
+    sg_rank4(acc, 1u, subgroupBroadcast(a0, 1u), b);
+    sg_rank4(acc, 2u, subgroupBroadcast(a0, 2u), b);
+    sg_rank4(acc, 3u, subgroupBroadcast(a0, 3u), b);
+    sg_rank4(acc, 4u, subgroupBroadcast(a0, 4u), b);
+    sg_rank4(acc, 5u, subgroupBroadcast(a0, 5u), b);
+    sg_rank4(acc, 6u, subgroupBroadcast(a0, 6u), b);
+    sg_rank4(acc, 7u, subgroupBroadcast(a0, 7u), b);
+    sg_rank4(acc, 8u, subgroupBroadcast(a0, 8u), b);
+    sg_rank4(acc, 9u, subgroupBroadcast(a0, 9u), b);
+    sg_rank4(acc, 10u, subgroupBroadcast(a0, 10u), b);
+    sg_rank4(acc, 11u, subgroupBroadcast(a0, 11u), b);
+    sg_rank4(acc, 12u, subgroupBroadcast(a0, 12u), b);
+    sg_rank4(acc, 13u, subgroupBroadcast(a0, 13u), b);
+    sg_rank4(acc, 14u, subgroupBroadcast(a0, 14u), b);
+    sg_rank4(acc, 15u, subgroupBroadcast(a0, 15u), b);
+    sg_rank4(acc, 16u, subgroupBroadcast(a0, 16u), b);
+    sg_rank4(acc, 17u, subgroupBroadcast(a0, 17u), b);
+    sg_rank4(acc, 18u, subgroupBroadcast(a0, 18u), b);
+    sg_rank4(acc, 19u, subgroupBroadcast(a0, 19u), b);
+    sg_rank4(acc, 20u, subgroupBroadcast(a0, 20u), b);
+    sg_rank4(acc, 21u, subgroupBroadcast(a0, 21u), b);
+    sg_rank4(acc, 22u, subgroupBroadcast(a0, 22u), b);
+    sg_rank4(acc, 23u, subgroupBroadcast(a0, 23u), b);
+    sg_rank4(acc, 24u, subgroupBroadcast(a0, 24u), b);
+    sg_rank4(acc, 25u, subgroupBroadcast(a0, 25u), b);
+    sg_rank4(acc, 26u, subgroupBroadcast(a0, 26u), b);
+    sg_rank4(acc, 27u, subgroupBroadcast(a0, 27u), b);
+    sg_rank4(acc, 28u, subgroupBroadcast(a0, 28u), b);
+    sg_rank4(acc, 29u, subgroupBroadcast(a0, 29u), b);
+    sg_rank4(acc, 30u, subgroupBroadcast(a0, 30u), b);
+    sg_rank4(acc, 31u, subgroupBroadcast(a0, 31u), b);
+}
+
+@compute @workgroup_size(SG_W * SG_PER_WG, 1, 1)
 fn gemm_sg(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
@@ -163,16 +278,21 @@ fn gemm_sg(
 ) {
     let dims = gemm_dims();
     let t = sg_tile(wg, groups, sg, lane, (dims.z + 3u) / 4u);
-    // Lane l loads rows m0 + l, m0 + 8 + l, m0 + 16 + l, m0 + 24 + l; their index maps are
-    // worked out once here rather than once per K step.
-    let ok0 = t.m0 + lane < dims.x;
-    let ok1 = SG_AQ > 1u && t.m0 + 8u + lane < dims.x;
-    let ok2 = SG_AQ > 2u && t.m0 + 16u + lane < dims.x;
-    let ok3 = SG_AQ > 3u && t.m0 + 24u + lane < dims.x;
-    let r0 = a_row(min(t.m0 + lane, dims.x - 1u));
-    let r1 = a_row(min(t.m0 + 8u + lane, dims.x - 1u));
-    let r2 = a_row(min(t.m0 + 16u + lane, dims.x - 1u));
-    let r3 = a_row(min(t.m0 + 24u + lane, dims.x - 1u));
+    // Lane l loads rows m0 + l, m0 + W + l, m0 + 2W + l, m0 + 3W + l of those below SG_ROWS
+    // (the first SG_W-independent test folds away); their index maps are worked out once here
+    // rather than once per K step.
+    let i0 = lane;
+    let i1 = SG_W + lane;
+    let i2 = 2u * SG_W + lane;
+    let i3 = 3u * SG_W + lane;
+    let ok0 = i0 < SG_ROWS && t.m0 + i0 < dims.x;
+    let ok1 = SG_W < SG_ROWS && i1 < SG_ROWS && t.m0 + i1 < dims.x;
+    let ok2 = 2u * SG_W < SG_ROWS && i2 < SG_ROWS && t.m0 + i2 < dims.x;
+    let ok3 = 3u * SG_W < SG_ROWS && i3 < SG_ROWS && t.m0 + i3 < dims.x;
+    let r0 = a_row(min(t.m0 + i0, dims.x - 1u));
+    let r1 = a_row(min(t.m0 + i1, dims.x - 1u));
+    let r2 = a_row(min(t.m0 + i2, dims.x - 1u));
+    let r3 = a_row(min(t.m0 + i3, dims.x - 1u));
     var acc: array<vec4<f32>, 64>;
     var b: array<vec4<f32>, 8>;
     for (var k4 = t.k_begin; k4 < t.k_end; k4++) {
@@ -193,44 +313,18 @@ fn gemm_sg(
         if (SG_COLS4 == 2u) { b[5] = sg_load_b(k + 2u, t.n4 + 1u, dims); }
         b[6] = sg_load_b(k + 3u, t.n4, dims);
         if (SG_COLS4 == 2u) { b[7] = sg_load_b(k + 3u, t.n4 + 1u, dims); }
-        // Row 8q + l of the tile is lane l's a_q.
-        sg_rank4(&acc, 0u, subgroupBroadcast(a0, 0u), &b);
-        sg_rank4(&acc, 1u, subgroupBroadcast(a0, 1u), &b);
-        sg_rank4(&acc, 2u, subgroupBroadcast(a0, 2u), &b);
-        sg_rank4(&acc, 3u, subgroupBroadcast(a0, 3u), &b);
-        sg_rank4(&acc, 4u, subgroupBroadcast(a0, 4u), &b);
-        sg_rank4(&acc, 5u, subgroupBroadcast(a0, 5u), &b);
-        sg_rank4(&acc, 6u, subgroupBroadcast(a0, 6u), &b);
-        sg_rank4(&acc, 7u, subgroupBroadcast(a0, 7u), &b);
-        sg_rank4(&acc, 8u, subgroupBroadcast(a1, 0u), &b);
-        sg_rank4(&acc, 9u, subgroupBroadcast(a1, 1u), &b);
-        sg_rank4(&acc, 10u, subgroupBroadcast(a1, 2u), &b);
-        sg_rank4(&acc, 11u, subgroupBroadcast(a1, 3u), &b);
-        sg_rank4(&acc, 12u, subgroupBroadcast(a1, 4u), &b);
-        sg_rank4(&acc, 13u, subgroupBroadcast(a1, 5u), &b);
-        sg_rank4(&acc, 14u, subgroupBroadcast(a1, 6u), &b);
-        sg_rank4(&acc, 15u, subgroupBroadcast(a1, 7u), &b);
-        sg_rank4(&acc, 16u, subgroupBroadcast(a2, 0u), &b);
-        sg_rank4(&acc, 17u, subgroupBroadcast(a2, 1u), &b);
-        sg_rank4(&acc, 18u, subgroupBroadcast(a2, 2u), &b);
-        sg_rank4(&acc, 19u, subgroupBroadcast(a2, 3u), &b);
-        sg_rank4(&acc, 20u, subgroupBroadcast(a2, 4u), &b);
-        sg_rank4(&acc, 21u, subgroupBroadcast(a2, 5u), &b);
-        sg_rank4(&acc, 22u, subgroupBroadcast(a2, 6u), &b);
-        sg_rank4(&acc, 23u, subgroupBroadcast(a2, 7u), &b);
-        sg_rank4(&acc, 24u, subgroupBroadcast(a3, 0u), &b);
-        sg_rank4(&acc, 25u, subgroupBroadcast(a3, 1u), &b);
-        sg_rank4(&acc, 26u, subgroupBroadcast(a3, 2u), &b);
-        sg_rank4(&acc, 27u, subgroupBroadcast(a3, 3u), &b);
-        sg_rank4(&acc, 28u, subgroupBroadcast(a3, 4u), &b);
-        sg_rank4(&acc, 29u, subgroupBroadcast(a3, 5u), &b);
-        sg_rank4(&acc, 30u, subgroupBroadcast(a3, 6u), &b);
-        sg_rank4(&acc, 31u, subgroupBroadcast(a3, 7u), &b);
+        if (SG_W == 8u) {
+            sg_step8(&acc, a0, a1, a2, a3, &b);
+        } else if (SG_W == 16u) {
+            sg_step16(&acc, a0, a1, &b);
+        } else {
+            sg_step32(&acc, a0, &b);
+        }
     }
     sg_store(&acc, t, dims);
 }
 
-@compute @workgroup_size(8u * SG_PER_WG, 1, 1)
+@compute @workgroup_size(SG_W * SG_PER_WG, 1, 1)
 fn gemm_sg_m(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
@@ -239,7 +333,8 @@ fn gemm_sg_m(
 ) {
     let dims = gemm_dims();
     let t = sg_tile(wg, groups, sg, lane, dims.z);
-    // Lane l loads rows m0 + 4l .. m0 + 4l + 3 (load_a4m zero-fills those past M).
+    // Lane l loads rows m0 + 4l .. m0 + 4l + 3 (load_a4m zero-fills those past M): lanes 0-7
+    // cover 32 rows at any width, and the broadcasts below read only them.
     let ma = t.m0 + 4u * lane;
     let ok = 4u * lane < SG_ROWS && ma < dims.x;
     var acc: array<vec4<f32>, 64>;

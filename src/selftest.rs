@@ -429,8 +429,7 @@ impl Checks<'_> {
 /// buffers, then the workgroup-memory kernels; elsewhere the workgroup-memory kernels only.
 pub fn families(gpu: &Gpu) -> Vec<(String, bool, bool)> {
     let mut f = Vec::new();
-    if gpu.subgroup_kernels() {
-        let w = gpu.info().subgroup_min_size;
+    if let Some(w) = gpu.subgroup_width() {
         if gpu.texture_operands() {
             f.push((format!("subgroup-{w}, B in textures"), true, true));
         }

@@ -70,6 +70,8 @@ fn devices_lists_adapters_with_limits() {
         "driver",
         "max_storage_buffer_binding_size",
         "max_buffer_size",
+        "subgroup_sizes",
+        "subgroup_gemm_width",
         "operand_textures",
         "max_texture_dimension_2d",
     ] {
@@ -79,6 +81,15 @@ fn devices_lists_adapters_with_limits() {
         );
     }
     assert!(first["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
+    // The subgroup GEMM's width is the adapter's one fixed subgroup size, where it has one.
+    if let Some(w) = first["subgroup_gemm_width"].as_u64() {
+        assert_eq!(
+            first["subgroup_sizes"],
+            serde_json::json!([w, w]),
+            "{first}"
+        );
+        assert!([8, 16, 32, 64].contains(&w), "{first}");
+    }
 }
 
 #[test]
@@ -898,4 +909,50 @@ fn selftest_checks_every_family_and_op_and_says_so() {
     assert!(rows.iter().all(|r| r["passed"] == true
         && r["worst"].as_f64().unwrap() <= 1.0
         && r["family"].is_string()));
+}
+
+/// lavapipe built for 1024-bit vectors reports 32-lane subgroups but runs 16 lanes together:
+/// the subgroup GEMM, which names its lanes, would compute wrong results there. The probe run
+/// when a device opens must catch it, so every check of `selftest` still passes (the CPU
+/// references are the oracle), on the workgroup-memory kernels with a warning that says why,
+/// or on a subgroup family where a later Mesa runs the 32 lanes it reports.
+#[test]
+fn subgroups_narrower_than_reported_are_caught_before_a_kernel_runs_on_them() {
+    if !has_adapter() {
+        return;
+    }
+    let lavapipe_1024 = || {
+        let mut c = cli();
+        c.env("LP_NATIVE_VECTOR_WIDTH", "1024")
+            .env("CNN_WGPU_ADAPTER", "llvmpipe");
+        c
+    };
+    let Ok(found) = lavapipe_1024().args(["devices", "--json"]).output() else {
+        return;
+    };
+    if !found.status.success() {
+        eprintln!("skipped: lavapipe is not this machine's adapter");
+        return;
+    }
+    let run = run_ok(lavapipe_1024().arg("selftest"));
+    let out = String::from_utf8_lossy(&run.stdout);
+    let err = String::from_utf8_lossy(&run.stderr);
+    let last = out.lines().last().unwrap_or_default();
+    assert!(last.ends_with("all passed"), "{out}\n{err}");
+    let subgroup_family_ran = out.lines().any(|l| l[5..].starts_with("subgroup-"));
+    if err.contains("reports 32-lane subgroups, but") {
+        assert!(
+            err.contains("lanes of invocation") && err.contains("workgroup-memory kernels"),
+            "the warning says what the probe saw and what runs instead: {err}"
+        );
+        assert!(!subgroup_family_ran, "{out}");
+        assert!(last.contains("on 1 kernel families"), "{last}");
+    } else {
+        // No mismatch found: the subgroup family runs wherever the adapter offers one.
+        let offered = String::from_utf8_lossy(&found.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|a| a["subgroup_gemm_width"].is_u64());
+        assert_eq!(subgroup_family_ran, offered, "{out}\n{err}");
+    }
 }

@@ -35,17 +35,21 @@ pub fn devices(request: &AdapterRequest, a: DevicesArgs) -> Result<(), Box<dyn s
                 a.max_compute_invocations_per_workgroup,
                 a.max_compute_workgroups_per_dimension
             );
-            let subgroups = match a.subgroup_sizes {
-                Some((8, 8)) if a.operand_textures => format!(
-                    "8 lanes (subgroup GEMM kernels, packed weights read from textures of up to {} rows)",
+            let subgroups = match (a.subgroup_sizes, a.subgroup_gemm_width) {
+                (Some(_), Some(w)) if a.operand_textures => format!(
+                    "{w} lanes (subgroup GEMM kernels, packed weights read from textures of up to {} rows)",
                     a.max_texture_dimension_2d
                 ),
-                Some((8, 8)) => {
-                    "8 lanes (subgroup GEMM kernels, packed weights in buffers: CNN_WGPU_NO_TEXTURES)"
-                        .to_string()
+                (Some(_), Some(w)) => format!(
+                    "{w} lanes (subgroup GEMM kernels, packed weights in buffers: CNN_WGPU_NO_TEXTURES)"
+                ),
+                (Some((lo, hi)), None) if lo == hi => {
+                    format!("{lo} lanes (workgroup-memory kernels: the subgroup GEMM takes 8 to 64)")
                 }
-                Some((lo, hi)) => format!("{lo}-{hi} lanes (workgroup-memory kernels)"),
-                None => "none (workgroup-memory kernels)".to_string(),
+                (Some((lo, hi)), None) => format!(
+                    "{lo}-{hi} lanes (workgroup-memory kernels: the subgroup GEMM needs one fixed width)"
+                ),
+                (None, _) => "none (workgroup-memory kernels)".to_string(),
             };
             println!(
                 "    timestamp queries: {}, shader f16: {}, subgroups: {subgroups}",

@@ -152,6 +152,7 @@ pub const ENTRY_POINTS: &[EntryPoint] = &[
     fixed(Optim, "adam", &[&[U, R, W, W, W]], [256, 1, 1]),
     fixed(Optim, "penalty", &[&[U, X, W, W]], [256, 1, 1]),
     fixed(Peak, "fma_peak", &[&[U, W]], [256, 1, 1]),
+    overridden(SubgroupProbe, "probe", &[&[W]]),
 ];
 
 /// The table's row for `shader`'s `entry`.

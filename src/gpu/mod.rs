@@ -16,6 +16,7 @@ pub mod pool;
 pub mod profile;
 pub mod readback;
 pub mod select;
+pub mod subgroups;
 pub mod tune;
 
 use std::sync::Mutex;
@@ -94,6 +95,17 @@ struct Pending {
     profiler: Option<profile::Profiler>,
 }
 
+/// The subgroup width the subgroup GEMM (shaders/gemm_sg.wgsl) would run at on this adapter:
+/// its one subgroup size, where the smallest and largest agree and are 8, 16, 32 or 64 lanes
+/// (the widths gemm_sg.wgsl spreads its 24- or 32-row tiles over). None where the size varies
+/// between dispatches (the kernel's broadcasts name fixed lanes) or there are no subgroup
+/// operations: those adapters keep the workgroup-memory kernels.
+pub fn subgroup_gemm_width(info: &wgpu::AdapterInfo, features: wgpu::Features) -> Option<u32> {
+    let (lo, hi) = (info.subgroup_min_size, info.subgroup_max_size);
+    (features.contains(wgpu::Features::SUBGROUP) && lo == hi && matches!(lo, 8 | 16 | 32 | 64))
+        .then_some(lo)
+}
+
 impl Gpu {
     /// Wraps an opened device, with the switches of `options` (its `binding_limit` lowers the
     /// per-binding byte limit below the adapter's).
@@ -112,7 +124,7 @@ impl Gpu {
         let gpu = Self {
             switches: options::Switches::new(
                 options,
-                Self::supports_subgroup8(&info, device.features()),
+                subgroup_gemm_width(&info, device.features()),
                 &limits,
             ),
             tuner: tune::Tuner::open(&info, options.tune, options.tune_cache.as_deref()),
@@ -126,6 +138,15 @@ impl Gpu {
             device,
             queue,
         };
+        if let Some(width) = gpu.subgroup_width() {
+            if let Err(why) = gpu.probe_subgroups(width) {
+                tracing::warn!(
+                    adapter = gpu.adapter_name(),
+                    "the adapter reports {width}-lane subgroups, but {why}: its GEMMs run on the workgroup-memory kernels"
+                );
+                gpu.withdraw_subgroup_kernels();
+            }
+        }
         gpu.force_subgroup_tile_rows(options.subgroup_tile_rows);
         gpu.force_kernel_gradient_slices(options.kernel_gradient_slices);
         gpu
@@ -145,15 +166,6 @@ impl Gpu {
 
     pub fn adapter_name(&self) -> &str {
         &self.info.name
-    }
-
-    /// Subgroup operations with every subgroup exactly 8 lanes wide, which the subgroup GEMM
-    /// (shaders/gemm_sg.wgsl) is written for: lavapipe at 256 bits. Adapters whose subgroup
-    /// size varies (or is not 8) keep the workgroup-memory kernels.
-    fn supports_subgroup8(info: &wgpu::AdapterInfo, features: wgpu::Features) -> bool {
-        features.contains(wgpu::Features::SUBGROUP)
-            && info.subgroup_min_size == 8
-            && info.subgroup_max_size == 8
     }
 
     /// The largest byte range one storage binding may cover on this device.

@@ -27,7 +27,7 @@ pub struct DeviceOptions {
     pub binding_limit: Option<u64>,
     /// Fill every uninitialised tensor with NaN; see [`Gpu::set_poison_uninit`].
     pub poison_uninit: bool,
-    /// Rows per subgroup every subgroup GEMM must use (24 or 32) instead of the cost model's
+    /// Rows per subgroup every subgroup GEMM must use (8, 16, 24 or 32) instead of the default
     /// choice; see [`Gpu::force_subgroup_tile_rows`].
     pub subgroup_tile_rows: Option<u32>,
     /// Slices every kernel gradient's sum is split into instead of the default or tuned choice;
@@ -86,9 +86,11 @@ fn default_texture_width(limits: &wgpu::Limits) -> u32 {
 /// The switches of an open device.
 pub(crate) struct Switches {
     /// Whether the GEMM-shaped ops use the subgroup kernels (gemm_sg.wgsl).
-    subgroup8: AtomicBool,
-    subgroup8_supported: bool,
-    /// Rows per subgroup the subgroup GEMM must use (24 or 32), or 0 to let each product choose.
+    subgroups: AtomicBool,
+    /// The adapter's fixed subgroup width where the subgroup kernels can run there (0: they
+    /// cannot); cleared when the width fails its check (`gpu::subgroups`).
+    subgroup_width: AtomicU32,
+    /// Rows per subgroup the subgroup GEMM must use (8-32), or 0 to let each product choose.
     subgroup_rows: AtomicU32,
     /// Whether the subgroup GEMM reads packed B operands from textures.
     textures: AtomicBool,
@@ -105,12 +107,12 @@ pub(crate) struct Switches {
 impl Switches {
     pub(crate) fn new(
         options: &DeviceOptions,
-        subgroup8_supported: bool,
+        subgroup_width: Option<u32>,
         limits: &wgpu::Limits,
     ) -> Self {
         Self {
-            subgroup8: AtomicBool::new(subgroup8_supported && options.subgroups),
-            subgroup8_supported,
+            subgroups: AtomicBool::new(subgroup_width.is_some() && options.subgroups),
+            subgroup_width: AtomicU32::new(subgroup_width.unwrap_or(0)),
             subgroup_rows: AtomicU32::new(0),
             textures: AtomicBool::new(options.textures),
             texture_width: AtomicU32::new(default_texture_width(limits)),
@@ -125,24 +127,47 @@ impl Gpu {
     /// True when convolutions with channel counts that are multiples of 4 run on the subgroup
     /// kernels. On by default where supported; [`DeviceOptions::subgroups`] turns it off.
     pub fn subgroup_kernels(&self) -> bool {
-        self.switches.subgroup8.load(Ordering::Relaxed)
+        self.switches.subgroups.load(Ordering::Relaxed)
+    }
+
+    /// The subgroup width the subgroup kernels run at, while they are on
+    /// ([`Gpu::subgroup_kernels`]).
+    pub fn subgroup_width(&self) -> Option<u32> {
+        self.supported_subgroup_width()
+            .filter(|_| self.subgroup_kernels())
+    }
+
+    /// The subgroup width the subgroup kernels can run at on this device, whether or not they
+    /// are switched on.
+    pub fn supported_subgroup_width(&self) -> Option<u32> {
+        match self.switches.subgroup_width.load(Ordering::Relaxed) {
+            0 => None,
+            w => Some(w),
+        }
+    }
+
+    /// Takes the subgroup kernels away for good: the adapter's subgroups are not what it says.
+    pub(crate) fn withdraw_subgroup_kernels(&self) {
+        self.switches.subgroup_width.store(0, Ordering::Relaxed);
+        self.switches.subgroups.store(false, Ordering::Relaxed);
     }
 
     /// Turns the subgroup kernels off (or back on, where the adapter supports them): tests run
     /// both kernel families against the same CPU references.
     pub fn set_subgroup_kernels(&self, on: bool) {
-        self.switches
-            .subgroup8
-            .store(on && self.switches.subgroup8_supported, Ordering::Relaxed);
+        self.switches.subgroups.store(
+            on && self.supported_subgroup_width().is_some(),
+            Ordering::Relaxed,
+        );
     }
 
-    /// Makes every product on the subgroup GEMM use `rows` (24 or 32) rows per subgroup instead
-    /// of the height its cost model picks (None restores that): tests check both tile heights
-    /// of every kernel against the CPU references.
+    /// Makes every product on the subgroup GEMM use `rows` (8, 16, 24 or 32) rows per subgroup
+    /// instead of the height the planner picks (None restores that): tests check the CPU
+    /// adapter's two tile heights and a GPU's against the CPU references on every kernel.
     pub fn force_subgroup_tile_rows(&self, rows: Option<u32>) {
         assert!(
-            matches!(rows, None | Some(24) | Some(32)),
-            "the subgroup GEMM has 24- and 32-row tiles, not {rows:?}"
+            matches!(rows, None | Some(8) | Some(16) | Some(24) | Some(32)),
+            "the subgroup GEMM has 8-, 16-, 24- and 32-row tiles, not {rows:?}"
         );
         self.switches
             .subgroup_rows

@@ -30,6 +30,9 @@ pub enum ShaderId {
     Reduce,
     Optim,
     Peak,
+    /// subgroup_probe.wgsl: what the adapter's subgroups really are, checked before the
+    /// subgroup GEMM is trusted with them (`gpu::subgroups`).
+    SubgroupProbe,
 }
 
 const GEMM_CORE: &str = include_str!("../../shaders/gemm_core.wgsl");
@@ -38,7 +41,7 @@ const GEMM_SG_B_BUFFER: &str = include_str!("../../shaders/gemm_sg_b_buffer.wgsl
 const GEMM_SG_B_TEXTURE: &str = include_str!("../../shaders/gemm_sg_b_texture.wgsl");
 
 impl ShaderId {
-    pub const ALL: [ShaderId; 14] = [
+    pub const ALL: [ShaderId; 15] = [
         ShaderId::Conv2d,
         ShaderId::Conv2dSg,
         ShaderId::Conv2dSgTexture,
@@ -53,6 +56,7 @@ impl ShaderId {
         ShaderId::Reduce,
         ShaderId::Optim,
         ShaderId::Peak,
+        ShaderId::SubgroupProbe,
     ];
 
     /// The files under `shaders/` this module is assembled from, in order.
@@ -92,6 +96,7 @@ impl ShaderId {
             ShaderId::Reduce => &["reduce.wgsl"],
             ShaderId::Optim => &["optim.wgsl"],
             ShaderId::Peak => &["peak.wgsl"],
+            ShaderId::SubgroupProbe => &["subgroup_probe.wgsl"],
         }
     }
 
@@ -128,6 +133,7 @@ impl ShaderId {
             ShaderId::Reduce => include_str!("../../shaders/reduce.wgsl"),
             ShaderId::Optim => include_str!("../../shaders/optim.wgsl"),
             ShaderId::Peak => include_str!("../../shaders/peak.wgsl"),
+            ShaderId::SubgroupProbe => include_str!("../../shaders/subgroup_probe.wgsl"),
         };
         match self {
             ShaderId::Conv2d | ShaderId::Matmul => format!("{own}\n{GEMM_CORE}"),

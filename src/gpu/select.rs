@@ -89,11 +89,13 @@ pub struct AdapterSummary {
     pub max_compute_workgroups_per_dimension: u32,
     pub timestamp_query: bool,
     pub shader_f16: bool,
-    /// Subgroup sizes (min, max) where the adapter has subgroup operations; the subgroup GEMM
-    /// kernels run where both are 8.
+    /// Subgroup sizes (min, max) where the adapter has subgroup operations.
     pub subgroup_sizes: Option<(u32, u32)>,
+    /// The width the subgroup GEMM kernels run at here, where they do (see
+    /// [`super::subgroup_gemm_width`]).
+    pub subgroup_gemm_width: Option<u32>,
     /// Whether the subgroup GEMM kernels would read their packed weights from textures here
-    /// (8-lane subgroups, [`DeviceOptions::textures`] on; see `Gpu::texture_operands`).
+    /// (subgroup GEMM width, [`DeviceOptions::textures`] on; see `Gpu::texture_operands`).
     pub operand_textures: bool,
     pub max_texture_dimension_2d: u32,
     /// This adapter's tuning cache file (see `gpu::tune`) and how many choices it holds.
@@ -107,6 +109,7 @@ impl AdapterSummary {
         let limits = adapter.limits();
         let features = adapter.features();
         let tune_cache = super::tune::cache_path(&info, options.tune_cache.as_deref());
+        let subgroup_gemm_width = super::subgroup_gemm_width(&info, features);
         Self {
             tuned_choices: tune_cache.as_deref().map_or(0, super::tune::cached_choices),
             tune_cache: tune_cache.map(|p| p.display().to_string()),
@@ -125,9 +128,8 @@ impl AdapterSummary {
             subgroup_sizes: features
                 .contains(wgpu::Features::SUBGROUP)
                 .then_some((info.subgroup_min_size, info.subgroup_max_size)),
-            operand_textures: features.contains(wgpu::Features::SUBGROUP)
-                && (info.subgroup_min_size, info.subgroup_max_size) == (8, 8)
-                && options.textures,
+            subgroup_gemm_width,
+            operand_textures: subgroup_gemm_width.is_some() && options.textures,
             max_texture_dimension_2d: limits.max_texture_dimension_2d,
         }
     }

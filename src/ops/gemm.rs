@@ -32,8 +32,9 @@ pub(crate) struct Product {
     pub b_transposed: bool,
 }
 
-/// How one product runs: on the subgroup kernels where the adapter has 8-lane subgroups and
-/// the product's operands move as vec4s, on the workgroup-memory kernel otherwise.
+/// How one product runs: on the subgroup kernels where the adapter has one fixed subgroup width
+/// they take (8 to 64 lanes) and the product's operands move as vec4s, on the workgroup-memory
+/// kernel otherwise.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct GemmPlan {
     shaders: GemmShaders,
@@ -53,8 +54,8 @@ impl GemmPlan {
     /// B, so that packing pays.
     pub fn new(gpu: &Gpu, shaders: GemmShaders, product: &Product) -> Self {
         let b_dims = (product.k, product.n);
-        let sg = (gpu.subgroup_kernels() && product.vec4).then(|| {
-            let tiles = SgTiles::choose(gpu, product.m, product.n, product.a);
+        let sg = gpu.subgroup_width().filter(|_| product.vec4).map(|width| {
+            let tiles = SgTiles::choose(gpu, width, product.m, product.n, product.a);
             let pack = product.b_transposed || product.m > tiles.rows();
             (tiles, BSource::choose(gpu, pack, b_dims, tiles.cols()))
         });
@@ -132,7 +133,9 @@ impl GemmPlan {
     /// The kernel family and tile, as tuning keys name them.
     pub fn family(&self) -> String {
         match self.sg {
-            Some((tiles, _)) => format!("subgroup {}x{}", tiles.rows(), tiles.cols()),
+            Some((tiles, _)) => {
+                format!("subgroup-{} {}x{}", tiles.width, tiles.rows(), tiles.cols())
+            }
             None => "workgroup-memory".to_string(),
         }
     }
@@ -141,11 +144,13 @@ impl GemmPlan {
 /// One workgroup's tile of C on the subgroup GEMM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SgTiles {
+    /// Lanes per subgroup (the adapter's fixed width).
+    width: u32,
     /// Subgroups per workgroup, stacked along M.
     per_wg: u32,
-    /// vec4s of A per lane and K step: 8 * aq rows per subgroup.
-    aq: u32,
-    /// vec4 columns per lane: 32 * cols4 columns per workgroup.
+    /// Rows per subgroup: 24 or 32 on a CPU adapter, 8 on a GPU.
+    rows: u32,
+    /// vec4 columns per lane: 4 * width * cols4 columns per workgroup.
     cols4: u32,
 }
 
@@ -163,18 +168,16 @@ pub(crate) enum ARead {
 impl SgTiles {
     /// The tile for an (M,N) product whose A is read as `a` says.
     ///
-    /// Rows per subgroup are 24 or 32, whichever costs less once M is padded to whole tiles,
-    /// weighted by how fast each ran on lavapipe (the timings are in BENCHMARKS.md, "Tile
+    /// On a GPU, rows per subgroup are [`GPU_TILE_ROWS`]. On a CPU adapter they are 24 or 32,
+    /// whichever costs less once M is padded to whole tiles, weighted by how fast each ran on lavapipe (the timings are in BENCHMARKS.md, "Tile
     /// height" and "Operand textures"): gathered rows (conv forward and input gradient) and
     /// plain rows with B in a texture run faster per row in 24-row tiles, since each row's
     /// index map stays live across the K loop and four of them crowd the registers; the
     /// weight gradients (gemm_sg_m) run faster in 32-row tiles.
     ///
     /// A height forced by [`Gpu::force_subgroup_tile_rows`] wins.
-    pub fn choose(gpu: &Gpu, m: usize, n: usize, a: ARead) -> Self {
-        // One vec4 column per lane (32 per workgroup) for a narrow output, whose second column
-        // would only multiply zeros.
-        let cols4 = if n <= 32 { 1 } else { 2 };
+    pub fn choose(gpu: &Gpu, width: u32, m: usize, n: usize, a: ARead) -> Self {
+        let cols4 = vec4_columns_per_lane(width, n);
         // Where B would not fit a texture and stays in a buffer, this picks as if it did: it
         // only happens past 64M texels.
         let short = match a {
@@ -182,32 +185,65 @@ impl SgTiles {
             ARead::Plain => gpu.texture_operands(),
             ARead::AlongM => false,
         };
-        let rows = gpu
-            .forced_subgroup_tile_rows()
-            .unwrap_or_else(|| tile_rows(m, short));
-        let aq = rows / 8;
-        // One subgroup per workgroup when one covers M, as in a dense head; otherwise two,
-        // which run one after the other on a lavapipe thread and share B through its cache.
-        let per_wg = if m <= 8 * aq as usize { 1 } else { 2 };
-        Self { per_wg, aq, cols4 }
+        let rows = gpu.forced_subgroup_tile_rows().unwrap_or_else(|| {
+            if gpu.info().device_type == wgpu::DeviceType::Cpu {
+                tile_rows(m, short)
+            } else {
+                GPU_TILE_ROWS
+            }
+        });
+        let per_wg = subgroups_per_workgroup(m, rows);
+        Self {
+            width,
+            per_wg,
+            rows,
+            cols4,
+        }
     }
 
     /// Rows of C per workgroup.
     pub fn rows(&self) -> usize {
-        (8 * self.aq * self.per_wg) as usize
+        (self.rows * self.per_wg) as usize
     }
 
     /// Columns of C per workgroup (and per packed tile of B).
     pub fn cols(&self) -> usize {
-        32 * self.cols4 as usize
+        (4 * self.width * self.cols4) as usize
     }
 
-    pub fn constants(&self) -> [(&'static str, f64); 3] {
+    pub fn constants(&self) -> [(&'static str, f64); 4] {
         [
+            ("SG_W", f64::from(self.width)),
             ("SG_PER_WG", f64::from(self.per_wg)),
-            ("SG_AQ", f64::from(self.aq)),
+            ("SG_ROWS", f64::from(self.rows)),
             ("SG_COLS4", f64::from(self.cols4)),
         ]
+    }
+}
+
+/// Rows per subgroup on a GPU: a lane then holds 8 rows x 8 columns, 64 accumulators, which with
+/// its B values and indices fits a GPU's registers (at most 255 per invocation on NVIDIA, 256
+/// VGPRs on AMD). The 24 or 32 rows a CPU adapter takes (192-256 accumulators) would spill
+/// there. Not yet measured on a GPU: `cargo xtask gpu-report` times it against the
+/// workgroup-memory kernels.
+const GPU_TILE_ROWS: u32 = 8;
+
+/// Subgroups per workgroup, stacked along M: as many as M needs, up to a workgroup of 32 rows
+/// (at least 2 subgroups), which share B through the cache (on lavapipe the subgroups of a
+/// workgroup run one after the other on one thread). One where a subgroup covers M, as in a
+/// dense head.
+fn subgroups_per_workgroup(m: usize, rows: u32) -> u32 {
+    let most = (32 / rows).max(2) as usize;
+    m.div_ceil(rows as usize).clamp(1, most) as u32
+}
+
+/// vec4 columns per lane for an N-column product on `width`-lane subgroups: 2, or 1 where N
+/// fits 4 * width columns and the second would only multiply zeros.
+fn vec4_columns_per_lane(width: u32, n: usize) -> u32 {
+    if n <= 4 * width as usize {
+        1
+    } else {
+        2
     }
 }
 
@@ -239,7 +275,7 @@ pub(crate) fn grid(gpu: &Gpu, m: usize, n: usize, (tile_m, tile_n): (usize, usiz
 
 #[cfg(test)]
 mod tests {
-    use super::tile_rows;
+    use super::{subgroups_per_workgroup, tile_rows, vec4_columns_per_lane, SgTiles};
 
     #[test]
     fn tile_height_weighs_padding_against_speed() {
@@ -257,5 +293,42 @@ mod tests {
         assert_eq!(tile_rows(20, false), 24);
         // Weight gradient of a 3x3x512 kernel: 4608 rows = 144 * 32 = 192 * 24; 32 wins.
         assert_eq!(tile_rows(4608, false), 32);
+    }
+
+    #[test]
+    fn tile_width_follows_the_subgroup_width() {
+        // 8 lanes: 32-column tiles up to N = 32, then 64.
+        assert_eq!(vec4_columns_per_lane(8, 32), 1);
+        assert_eq!(vec4_columns_per_lane(8, 36), 2);
+        // 16 lanes (lavapipe at 512 bits): VGG16 block1 (64 channels) in one 64-column tile,
+        // wider layers in 128-column ones.
+        assert_eq!(vec4_columns_per_lane(16, 64), 1);
+        assert_eq!(vec4_columns_per_lane(16, 128), 2);
+        // 32 and 64 lanes.
+        assert_eq!(vec4_columns_per_lane(32, 128), 1);
+        assert_eq!(vec4_columns_per_lane(64, 512), 2);
+        // A workgroup stacks subgroups up to 32 rows, at least 2, never more than M needs.
+        assert_eq!(subgroups_per_workgroup(20, 24), 1);
+        assert_eq!(subgroups_per_workgroup(648, 24), 2);
+        assert_eq!(subgroups_per_workgroup(4608, 32), 2);
+        assert_eq!(subgroups_per_workgroup(4608, 8), 4);
+        assert_eq!(subgroups_per_workgroup(20, 8), 3);
+        assert_eq!(subgroups_per_workgroup(1, 8), 1);
+        let t = SgTiles {
+            width: 16,
+            per_wg: 2,
+            rows: 24,
+            cols4: 2,
+        };
+        assert_eq!((t.rows(), t.cols()), (48, 128));
+        assert_eq!(
+            t.constants(),
+            [
+                ("SG_W", 16.0),
+                ("SG_PER_WG", 2.0),
+                ("SG_ROWS", 24.0),
+                ("SG_COLS4", 2.0)
+            ]
+        );
     }
 }

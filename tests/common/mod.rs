@@ -68,6 +68,9 @@ enum Variant {
     Short,
     /// Subgroup GEMM, 32-row tiles, B read from buffers.
     Tall,
+    /// Subgroup GEMM, the 8-row tiles a GPU takes (four subgroups per workgroup), B read from
+    /// buffers.
+    GpuRows,
     /// Workgroup-memory kernels (subgroups off).
     Plain,
 }
@@ -96,6 +99,10 @@ fn variant_gpu(key: DeviceKey) -> &'static Gpu {
             g.force_subgroup_tile_rows(Some(32));
             g.set_texture_operands(false);
         }
+        Variant::GpuRows => {
+            g.force_subgroup_tile_rows(Some(8));
+            g.set_texture_operands(false);
+        }
         Variant::Plain => g.set_subgroup_kernels(false),
     }
     g.force_kernel_gradient_slices(slices);
@@ -104,7 +111,7 @@ fn variant_gpu(key: DeviceKey) -> &'static Gpu {
 }
 
 /// The adapter's kernel families: where it has the subgroup GEMM, that GEMM forced to 24-row
-/// tiles and forced to 32-row tiles, and the workgroup-memory kernels (subgroups off), each on
+/// tiles, to 32-row tiles and to a GPU's 8-row tiles, and the workgroup-memory kernels (subgroups off), each on
 /// a device of its own, so every GEMM-shaped op is checked on each; elsewhere just the shared
 /// device. The shared device keeps choosing tile heights by its cost model. Fails when the
 /// adapter's families are not the ones `CNN_WGPU_EXPECT_KERNELS` lists (see
@@ -142,6 +149,10 @@ pub fn families_with(
             variant_gpu((Variant::Tall, binding_limit, slices)),
         ),
         (
+            "subgroup kernels, 8-row tiles as on a GPU, B in buffers",
+            variant_gpu((Variant::GpuRows, binding_limit, slices)),
+        ),
+        (
             "workgroup-memory kernels",
             variant_gpu((Variant::Plain, binding_limit, slices)),
         ),
@@ -152,8 +163,8 @@ pub fn families_with(
 /// adapter's fixed subgroup width W) where it runs, and `workgroup-memory` everywhere.
 pub fn adapter_families(g: &Gpu) -> Vec<String> {
     let mut names = Vec::new();
-    if g.subgroup_kernels() {
-        names.push(format!("subgroup-{}", g.info().subgroup_min_size));
+    if let Some(w) = g.subgroup_width() {
+        names.push(format!("subgroup-{w}"));
     }
     names.push("workgroup-memory".to_string());
     names
