@@ -139,7 +139,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         cnn_wgpu::fault::arm(&spec).map_err(|e| format!("CNN_WGPU_PAUSE_AT: {e}"))?;
     }
     // The device switches come from the environment and the flags, here and nowhere deeper.
-    let mut options = DeviceOptions::from_env();
+    let mut options = DeviceOptions::from_env()?;
     if cli.tune {
         options.tune = TuneMode::Measure;
     }

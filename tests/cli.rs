@@ -956,3 +956,24 @@ fn subgroups_narrower_than_reported_are_caught_before_a_kernel_runs_on_them() {
         assert_eq!(subgroup_family_ran, offered, "{out}\n{err}");
     }
 }
+
+/// A tile height the subgroup GEMM does not have is refused before anything runs, naming the
+/// variable and what it takes, rather than ignored (a comparison would silently time the
+/// default).
+#[test]
+fn a_bad_subgroup_rows_setting_is_an_error_naming_it() {
+    for bad in ["12", "rows", "-8"] {
+        let out = cli()
+            .env("CNN_WGPU_SUBGROUP_ROWS", bad)
+            .arg("devices")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}: {err}");
+        assert!(
+            err.contains(&format!("CNN_WGPU_SUBGROUP_ROWS=\"{bad}\""))
+                && err.contains("8, 16, 24 or 32"),
+            "{err}"
+        );
+    }
+}

@@ -38,6 +38,12 @@ pub enum GpuError {
     NoAdapter { backends: String },
     #[error("no adapter name contains {wanted:?}; available: {available}")]
     AdapterNotFound { wanted: String, available: String },
+    #[error("{name}={value:?}: expected {expected}")]
+    BadSetting {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     #[error("unknown backend {0:?}: expected one of vulkan, metal, dx12, gl")]
     UnknownBackend(String),
     #[error("adapter {adapter:?} refused to open a device: {source}")]

@@ -52,11 +52,25 @@ impl Default for DeviceOptions {
 
 impl DeviceOptions {
     /// The options the environment asks for: `CNN_WGPU_NO_SUBGROUPS`, `CNN_WGPU_NO_TEXTURES`
-    /// (set and not empty or `0`: off), `CNN_WGPU_TUNE` (`0`/`off`, `1`/`measure`, else cached)
-    /// and `CNN_WGPU_TUNE_CACHE`.
-    pub fn from_env() -> Self {
+    /// (set and not empty or `0`: off), `CNN_WGPU_TUNE` (`0`/`off`, `1`/`measure`, else cached),
+    /// `CNN_WGPU_TUNE_CACHE` and `CNN_WGPU_SUBGROUP_ROWS` (8, 16, 24 or 32: the subgroup GEMM's
+    /// rows per subgroup, for comparisons; an error otherwise).
+    pub fn from_env() -> Result<Self, super::GpuError> {
         let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0");
-        Self {
+        let subgroup_tile_rows = match std::env::var("CNN_WGPU_SUBGROUP_ROWS") {
+            Ok(v) if !v.is_empty() => match v.trim().parse::<u32>() {
+                Ok(rows @ (8 | 16 | 24 | 32)) => Some(rows),
+                _ => {
+                    return Err(super::GpuError::BadSetting {
+                        name: "CNN_WGPU_SUBGROUP_ROWS",
+                        value: v,
+                        expected: "8, 16, 24 or 32 rows per subgroup",
+                    })
+                }
+            },
+            _ => None,
+        };
+        Ok(Self {
             subgroups: !set("CNN_WGPU_NO_SUBGROUPS"),
             textures: !set("CNN_WGPU_NO_TEXTURES"),
             tune: match std::env::var("CNN_WGPU_TUNE").as_deref() {
@@ -67,8 +81,9 @@ impl DeviceOptions {
             tune_cache: std::env::var_os("CNN_WGPU_TUNE_CACHE")
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from),
+            subgroup_tile_rows,
             ..Self::default()
-        }
+        })
     }
 }
 

@@ -62,7 +62,7 @@ impl AdapterRequest {
         Ok(Self {
             name,
             backend,
-            options: DeviceOptions::from_env(),
+            options: DeviceOptions::from_env()?,
         })
     }
 
