@@ -33,13 +33,15 @@
 // smallest and largest subgroup sizes agree).
 override SG_W: u32 = 8u;
 // Subgroups per workgroup, stacked along M (SG_ROWS rows each): 2 measured fastest on lavapipe;
-// 1 when one subgroup covers M, where a second would only multiply zeros.
+// 1 when one subgroup covers M, where a second would only multiply zeros; up to 4 of 8 rows on
+// a GPU.
 override SG_PER_WG: u32 = 2u;
 // vec4 columns per lane: 2 (8 * SG_W columns per workgroup), or 1 when N is at most 4 * SG_W,
 // where the second column would only multiply zeros.
 override SG_COLS4: u32 = 2u;
 override SG_TILE_N4: u32 = SG_W * SG_COLS4; // vec4 columns per workgroup
-// Rows per subgroup, 24 or 32. The host's cost model (src/ops/gemm.rs) picks 24 for
+// Rows per subgroup: 8 or 16 (a GPU, whose registers hold 64 accumulators per lane, not 256),
+// 24 or 32. On a CPU adapter the host's cost model (src/ops/gemm.rs) picks 24 for
 // convolutions, whose im2col rows each keep an index map live across the K loop, and where
 // 32-row tiles would pad more (20 dense-head rows; VGG16 blocks 4-5 have 648 = 27 x 24).
 override SG_ROWS: u32 = 32u;

@@ -419,7 +419,12 @@ pub fn image_model(
             )))
         }
     };
-    let found = file_sha256(&weights)?;
+    // Read once: hashed here, then loaded from the same bytes.
+    let bytes = std::fs::read(&weights).map_err(|source| TrainError::Io {
+        path: weights.clone(),
+        source,
+    })?;
+    let found = hex(&Sha256::digest(&bytes));
     if &found != sha {
         return Err(bad(format!(
             "a head trained on the features of VGG16 weights with sha256 {sha} ({}), but {} has sha256 {found}; the head is only right on the features it was trained on: pass --weights PATH to the file it was trained with",
@@ -441,7 +446,8 @@ pub fn image_model(
             .collect(),
     };
     let mut model = Model::new(gpu, composed, 0)?;
-    weights::load_vgg16(gpu, &mut model, &weights)?;
+    weights::load_vgg16_bytes(gpu, &mut model, &weights, &bytes)?;
+    drop(bytes);
     let mut head = std::collections::HashSet::new();
     for i in 0..spec.layers.len() {
         head.extend(spec.param_shapes(i)?.into_iter().map(|(n, _)| n));

@@ -37,11 +37,11 @@ pub fn devices(request: &AdapterRequest, a: DevicesArgs) -> Result<(), Box<dyn s
             );
             let subgroups = match (a.subgroup_sizes, a.subgroup_gemm_width) {
                 (Some(_), Some(w)) if a.operand_textures => format!(
-                    "{w} lanes (subgroup GEMM kernels, packed weights read from textures of up to {} rows)",
+                    "{w} lanes (subgroup GEMM kernels where a probe confirms the width as a device opens; packed weights read from textures of up to {} rows)",
                     a.max_texture_dimension_2d
                 ),
                 (Some(_), Some(w)) => format!(
-                    "{w} lanes (subgroup GEMM kernels, packed weights in buffers: CNN_WGPU_NO_TEXTURES)"
+                    "{w} lanes (subgroup GEMM kernels where a probe confirms the width as a device opens; packed weights in buffers: CNN_WGPU_NO_TEXTURES)"
                 ),
                 (Some((lo, hi)), None) if lo == hi => {
                     format!("{lo} lanes (workgroup-memory kernels: the subgroup GEMM takes 8 to 64)")

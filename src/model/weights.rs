@@ -196,14 +196,25 @@ fn oihw_to_hwio(w: &[f32], o: usize, i: usize, h: usize, k: usize) -> Vec<f32> {
 /// (expected vs found), unsupported dtypes.
 pub fn load_vgg16(gpu: &Gpu, model: &mut Model, path: &Path) -> Result<LoadedWeights, ModelError> {
     let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
-    let st = open_safetensors(&bytes).map_err(|e| {
+    load_vgg16_bytes(gpu, model, path, &bytes)
+}
+
+/// [`load_vgg16`] on the bytes of the file at `path`, already read: a caller that also checks
+/// the file's checksum reads it once (553 MB for timm's weights). `path` names it in errors.
+pub fn load_vgg16_bytes(
+    gpu: &Gpu,
+    model: &mut Model,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<LoadedWeights, ModelError> {
+    let st = open_safetensors(bytes).map_err(|e| {
         err(
             path,
             format!("not a valid safetensors file (truncated or another format?): {e}"),
         )
     })?;
     let (_, header) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(path, e.to_string()))?;
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| err(path, e.to_string()))?;
     let names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
     let naming = if names.iter().any(|n| n.starts_with("block1_conv1.")) {
         Naming::Keras

@@ -169,11 +169,12 @@ impl SgTiles {
     /// The tile for an (M,N) product whose A is read as `a` says.
     ///
     /// On a GPU, rows per subgroup are [`GPU_TILE_ROWS`]. On a CPU adapter they are 24 or 32,
-    /// whichever costs less once M is padded to whole tiles, weighted by how fast each ran on lavapipe (the timings are in BENCHMARKS.md, "Tile
-    /// height" and "Operand textures"): gathered rows (conv forward and input gradient) and
-    /// plain rows with B in a texture run faster per row in 24-row tiles, since each row's
-    /// index map stays live across the K loop and four of them crowd the registers; the
-    /// weight gradients (gemm_sg_m) run faster in 32-row tiles.
+    /// whichever costs less once M is padded to whole tiles, weighted by how fast each ran on
+    /// lavapipe at 8 lanes (the timings are in BENCHMARKS.md, "Tile height" and "Operand
+    /// textures"; at 16 lanes the two heights measured the same): gathered rows (conv forward
+    /// and input gradient) and plain rows with B in a texture run faster per row in 24-row
+    /// tiles, since each row's index map stays live across the K loop and four of them crowd
+    /// the registers; the weight gradients (gemm_sg_m) run faster in 32-row tiles.
     ///
     /// A height forced by [`Gpu::force_subgroup_tile_rows`] wins.
     pub fn choose(gpu: &Gpu, width: u32, m: usize, n: usize, a: ARead) -> Self {
