@@ -280,9 +280,9 @@ fn gemm_sg(
 ) {
     let dims = gemm_dims();
     let t = sg_tile(wg, groups, sg, lane, (dims.z + 3u) / 4u);
-    // Lane l loads rows m0 + l, m0 + W + l, m0 + 2W + l, m0 + 3W + l of those below SG_ROWS
-    // (the first SG_W-independent test folds away); their index maps are worked out once here
-    // rather than once per K step.
+    // Lane l loads those of rows m0 + l, m0 + W + l, m0 + 2W + l, m0 + 3W + l that lie below
+    // SG_ROWS (a test of override constants alone, such as SG_W < SG_ROWS, folds away when the
+    // pipeline is built); their index maps are worked out once here rather than per K step.
     let i0 = lane;
     let i1 = SG_W + lane;
     let i2 = 2u * SG_W + lane;
