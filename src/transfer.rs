@@ -307,6 +307,7 @@ fn base_meta(
     cfg: &TransferConfig,
     layer: &str,
     pre: Preprocessing,
+    weights_sha256: String,
 ) -> Result<Vec<(String, String)>, TrainError> {
     let weights = std::path::absolute(&cfg.weights).map_err(|source| TrainError::Io {
         path: cfg.weights.clone(),
@@ -316,7 +317,7 @@ fn base_meta(
         (BASE_LAYER.into(), layer.into()),
         (BASE_IMAGE_SIZE.into(), cfg.image_size.to_string()),
         (BASE_WEIGHTS.into(), weights.display().to_string()),
-        (BASE_WEIGHTS_SHA256.into(), file_sha256(&weights)?),
+        (BASE_WEIGHTS_SHA256.into(), weights_sha256),
         (
             BASE_PREPROCESSING.into(),
             serde_json::to_string(&pre).expect("serialises"),
@@ -328,24 +329,15 @@ fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The sha256 of a file's bytes, hex, read in pieces (VGG16's weights are 58-553 MB).
-fn file_sha256(path: &Path) -> Result<String, TrainError> {
-    use std::io::Read;
-    let io = |source| TrainError::Io {
+/// The bytes of a weights file and their sha256 (hex): read once, then hashed and loaded from
+/// the same bytes (VGG16's weights are 58-553 MB).
+fn read_weights(path: &Path) -> Result<(Vec<u8>, String), TrainError> {
+    let bytes = std::fs::read(path).map_err(|source| TrainError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
+    })?;
+    let sha = hex(&Sha256::digest(&bytes));
+    Ok((bytes, sha))
 }
 
 /// A checkpoint made ready for images: the model, the preprocessing its images need, and the
@@ -419,12 +411,7 @@ pub fn image_model(
             )))
         }
     };
-    // Read once: hashed here, then loaded from the same bytes.
-    let bytes = std::fs::read(&weights).map_err(|source| TrainError::Io {
-        path: weights.clone(),
-        source,
-    })?;
-    let found = hex(&Sha256::digest(&bytes));
+    let (bytes, found) = read_weights(&weights)?;
     if &found != sha {
         return Err(bad(format!(
             "a head trained on the features of VGG16 weights with sha256 {sha} ({}), but {} has sha256 {found}; the head is only right on the features it was trained on: pass --weights PATH to the file it was trained with",
@@ -614,12 +601,15 @@ pub fn cached_features(
     })
 }
 
+/// VGG16's base with `cfg.weights` loaded, what the loader found, and the file's sha256 (which
+/// a stage-1 checkpoint records), the file read once.
 fn vgg16_base_with_weights(
     gpu: &Gpu,
     cfg: &TransferConfig,
-) -> Result<(Model, LoadedWeights), TrainError> {
+) -> Result<(Model, LoadedWeights, String), TrainError> {
     let mut base = Model::new(gpu, zoo::vgg16_base(cfg.image_size), cfg.seed)?;
-    let loaded = weights::load_vgg16(gpu, &mut base, &cfg.weights)?;
+    let (bytes, sha) = read_weights(&cfg.weights)?;
+    let loaded = weights::load_vgg16_bytes(gpu, &mut base, &cfg.weights, &bytes)?;
     eprintln!(
         "{:?} VGG16 weights from {}: {:?} preprocessing (from the {})",
         loaded.naming,
@@ -627,7 +617,7 @@ fn vgg16_base_with_weights(
         loaded.preprocessing,
         loaded.preprocessing_source
     );
-    Ok((base, loaded))
+    Ok((base, loaded, sha))
 }
 
 /// `layer`'s features of the train, validation and test splits, each cached under
@@ -690,7 +680,7 @@ fn fit_on_features(
 /// head trained on them with RMSprop 2e-5, and evaluated on the test features.
 pub fn extract(gpu: &Gpu, cfg: &TransferConfig) -> Result<StageReport, TrainError> {
     cfg.check_before_start()?;
-    let (base, loaded) = vgg16_base_with_weights(gpu, cfg)?;
+    let (base, loaded, weights_sha256) = vgg16_base_with_weights(gpu, cfg)?;
     let pre = loaded.preprocessing;
     let sets = split_features(gpu, cfg, &base, "block5_pool", pre)?;
     drop(base);
@@ -701,7 +691,7 @@ pub fn extract(gpu: &Gpu, cfg: &TransferConfig) -> Result<StageReport, TrainErro
     let opt = Optimizer::rmsprop(2e-5);
     write_config(cfg, "1: feature extraction", &opt, pre)?;
     let mut m = meta(Preprocessing::None, &classes);
-    m.extend(base_meta(cfg, "block5_pool", pre)?);
+    m.extend(base_meta(cfg, "block5_pool", pre, weights_sha256)?);
     let fit_cfg = cfg.fit_config(opt, m);
     let (history, result) = fit_on_features(gpu, cfg.batch, cfg.seed, &mut head, sets, &fit_cfg)?;
     report("1: feature extraction", &history, n_train, result, &cfg.out)

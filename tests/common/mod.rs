@@ -111,9 +111,9 @@ fn variant_gpu(key: DeviceKey) -> &'static Gpu {
 }
 
 /// The adapter's kernel families: where it has the subgroup GEMM, that GEMM forced to 24-row
-/// tiles, to 32-row tiles and to a GPU's 8-row tiles, and the workgroup-memory kernels (subgroups off), each on
-/// a device of its own, so every GEMM-shaped op is checked on each; elsewhere just the shared
-/// device. The shared device keeps choosing tile heights by its cost model. Fails when the
+/// tiles, to 32-row tiles and to a GPU's 8-row tiles, and the workgroup-memory kernels
+/// (subgroups off), each on a device of its own, so every GEMM-shaped op is checked on each;
+/// elsewhere just the shared device. The shared device keeps choosing tile heights by its cost model. Fails when the
 /// adapter's families are not the ones `CNN_WGPU_EXPECT_KERNELS` lists (see
 /// [`check_expected_families`]).
 pub fn kernel_families() -> Vec<(&'static str, &'static Gpu)> {
