@@ -1,10 +1,14 @@
 //! Criterion benches of the conv2d kernels on the reference workloads (forward and backward).
 //! `cargo bench --bench conv2d -- block3` picks workloads by name. Where the subgroup kernels
 //! run, the forward also runs with B read from a buffer instead of an operand texture
-//! (`forward-b-in-buffer/...`), to compare the two ways of reading it.
+//! (`forward-b-in-buffer/...`), to compare the two ways of reading it. Every 3x3 stride-1
+//! workload also runs with each convolution algorithm forced (`forward-direct/...`,
+//! `forward-f2x2/...`, `forward-f4x4/...`, the same for `backward-`), throughput counted in the
+//! direct convolution's FLOPs.
 
 mod support;
 
+use cnn_wgpu::gpu::ConvAlgo;
 use cnn_wgpu::ops::conv;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -31,6 +35,18 @@ fn conv2d(c: &mut Criterion) {
             });
         }
         gpu.set_texture_operands(variants[0].1);
+        if (wl.k, wl.stride) == (3, 1) {
+            for algo in [ConvAlgo::Direct, ConvAlgo::F2x2, ConvAlgo::F4x4] {
+                gpu.set_conv_algo(algo);
+                group.bench_function(format!("forward-{}/{}", algo.name(), wl.name), |b| {
+                    b.iter(|| {
+                        conv::conv2d_forward(&gpu, &s.x, &s.w, &s.b, &s.spec).unwrap();
+                        gpu.sync().unwrap();
+                    })
+                });
+            }
+            gpu.set_conv_algo(ConvAlgo::Auto);
+        }
     }
     for wl in &w.conv2d_backward {
         let s = wl.setup(&gpu).expect("setup");
@@ -41,6 +57,18 @@ fn conv2d(c: &mut Criterion) {
                 gpu.sync().unwrap();
             })
         });
+        if (wl.k, wl.stride) == (3, 1) {
+            for algo in [ConvAlgo::Direct, ConvAlgo::F2x2, ConvAlgo::F4x4] {
+                gpu.set_conv_algo(algo);
+                group.bench_function(format!("backward-{}/{}", algo.name(), wl.name), |b| {
+                    b.iter(|| {
+                        conv::conv2d_backward(&gpu, &s.x, &s.w, &s.dy, &s.spec, true).unwrap();
+                        gpu.sync().unwrap();
+                    })
+                });
+            }
+            gpu.set_conv_algo(ConvAlgo::Auto);
+        }
     }
     group.finish();
 }

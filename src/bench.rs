@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
+use crate::gpu::{Arg, ConvAlgo, Gpu, Kernel, ShaderId};
 use crate::ops::conv::{self, Conv2dSpec};
 use crate::ops::Padding;
 use crate::ops::{dense, OpError};
@@ -114,6 +114,11 @@ pub struct BenchLine {
     pub peak_fraction: Option<f64>,
     pub gpu_bytes: u64,
     pub runs: usize,
+    /// The algorithm a convolution workload ran (its input gradient's, for a backward one):
+    /// direct, f2x2 or f4x4. GFLOP/s always counts the direct convolution's FLOPs, so
+    /// Winograd's may pass the adapter's FMA peak.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
 }
 
 /// Untimed runs go on past the `warmup` count until this much time has passed: a millisecond
@@ -288,7 +293,12 @@ pub fn run(
 ) -> Result<Vec<BenchLine>, BenchError> {
     let mut lines = Vec::new();
     let engine = format!("cnn-wgpu {}", env!("CARGO_PKG_VERSION"));
-    let mut push = |workload: String, n: usize, t: Timing, flops: f64, gpu_bytes: u64| {
+    let mut push = |workload: String,
+                    n: usize,
+                    t: Timing,
+                    flops: f64,
+                    gpu_bytes: u64,
+                    algorithm: Option<ConvAlgo>| {
         let gflops = flops / (t.ms * 1e6);
         let line = BenchLine {
             engine: engine.clone(),
@@ -300,6 +310,7 @@ pub fn run(
             peak_fraction: opts.peak_gflops.map(|p| gflops / p),
             gpu_bytes,
             runs: t.runs,
+            algorithm: algorithm.map(|a| a.name().to_string()),
         };
         report(&line);
         lines.push(line);
@@ -316,7 +327,8 @@ pub fn run(
         )?;
         if let Some((s, t, bytes)) = timed {
             any = true;
-            push(id, c.n, t, s.forward_flops, bytes);
+            let algo = conv::conv2d_algorithm(gpu, &s.x, &s.w, &s.spec, false)?;
+            push(id, c.n, t, s.forward_flops, bytes, Some(algo));
         }
     }
     for c in &w.conv2d_backward {
@@ -331,7 +343,8 @@ pub fn run(
         if let Some((s, t, bytes)) = timed {
             any = true;
             // Input gradient + weight gradient: two products the size of the forward.
-            push(id, c.n, t, 2.0 * s.forward_flops, bytes);
+            let algo = conv::conv2d_algorithm(gpu, &s.x, &s.w, &s.spec, true)?;
+            push(id, c.n, t, 2.0 * s.forward_flops, bytes, Some(algo));
         }
     }
     for m in &w.matmul {
@@ -345,7 +358,7 @@ pub fn run(
         )?;
         if let Some((s, t, bytes)) = timed {
             any = true;
-            push(id, m.n, t, s.flops, bytes);
+            push(id, m.n, t, s.flops, bytes, None);
         }
     }
     for net in &w.network {
@@ -383,7 +396,7 @@ pub fn run(
                 opts,
             )?,
         };
-        push(id, n, t, flops, gpu.pool_stats().peak);
+        push(id, n, t, flops, gpu.pool_stats().peak, None);
     }
     // `pipeline` is measured by the CLI beside these sections, so asking only for it is fine.
     if !any && !opts.only.is_empty() && !opts.only.iter().any(|o| is_pipeline_filter(o)) {
@@ -671,16 +684,17 @@ impl PeakRun {
 /// Prints lines as an aligned table.
 pub fn table(lines: &[BenchLine]) -> String {
     let mut out = format!(
-        "{:<40} {:>5} {:>11} {:>10} {:>7} {:>10}\n",
-        "workload", "n", "median ms", "GFLOP/s", "peak %", "GPU MiB"
+        "{:<40} {:>6} {:>5} {:>11} {:>10} {:>7} {:>10}\n",
+        "workload", "algo", "n", "median ms", "GFLOP/s", "peak %", "GPU MiB"
     );
     for l in lines {
         let peak = l
             .peak_fraction
             .map_or("-".to_string(), |p| format!("{:.1}", p * 100.0));
         out += &format!(
-            "{:<40} {:>5} {:>11.3} {:>10.2} {:>7} {:>10.1}\n",
+            "{:<40} {:>6} {:>5} {:>11.3} {:>10.2} {:>7} {:>10.1}\n",
             l.workload,
+            l.algorithm.as_deref().unwrap_or("-"),
             l.n,
             l.ms,
             l.gflops,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cnn_wgpu::gpu::{AdapterRequest, BackendChoice, DeviceOptions, TuneMode};
+use cnn_wgpu::gpu::{AdapterRequest, BackendChoice, ConvAlgo, DeviceOptions, TuneMode};
 
 mod cli;
 
@@ -27,10 +27,15 @@ struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     /// Measure the choices this adapter's tuning cache lacks (how far to split each weight
-    /// gradient's sum) and save the fastest; same as CNN_WGPU_TUNE=1. Cached choices are used
+    /// gradient's sum, which algorithm each 3x3 convolution runs) and save the fastest; same as CNN_WGPU_TUNE=1. Cached choices are used
     /// either way; CNN_WGPU_TUNE=0 ignores them.
     #[arg(long, global = true)]
     tune: bool,
+    /// How 3x3 stride-1 convolutions run: auto (the measured choice per layer under --tune,
+    /// else a cost model's), direct, f2x2 or f4x4 (Winograd) everywhere; overrides
+    /// CNN_WGPU_CONV_ALGO.
+    #[arg(long, global = true, value_enum)]
+    conv_algo: Option<ConvAlgo>,
     /// Main job: the dataset (prepared split, or Kaggle's flat cat.N.jpg/dog.N.jpg folder)
     /// [default: data/cats_and_dogs_small, else the shared folder's copy].
     #[arg(long)]
@@ -142,6 +147,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let mut options = DeviceOptions::from_env()?;
     if cli.tune {
         options.tune = TuneMode::Measure;
+    }
+    if let Some(algo) = cli.conv_algo {
+        options.conv_algo = algo;
     }
     let request = AdapterRequest {
         name: cli.adapter,

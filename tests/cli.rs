@@ -977,3 +977,31 @@ fn a_bad_subgroup_rows_setting_is_an_error_naming_it() {
         );
     }
 }
+
+#[test]
+fn a_bad_convolution_algorithm_is_an_error_naming_it() {
+    for bad in ["f3x3", "winograd", "2"] {
+        let out = cli()
+            .env("CNN_WGPU_CONV_ALGO", bad)
+            .arg("devices")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}: {err}");
+        assert!(
+            err.contains(&format!("CNN_WGPU_CONV_ALGO=\"{bad}\""))
+                && err.contains("auto, direct, f2x2 or f4x4"),
+            "{err}"
+        );
+        let out = cli()
+            .args(["--conv-algo", bad, "devices"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--conv-algo {bad}: {err}");
+        assert!(
+            err.contains(&format!("'{bad}'")) && err.contains("auto, direct, f2x2, f4x4"),
+            "{err}"
+        );
+    }
+}

@@ -7,6 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use cnn_wgpu::data::{image_io, Preprocessing};
+use cnn_wgpu::gpu::ConvAlgo;
 use cnn_wgpu::model::weights::{self, Naming};
 use cnn_wgpu::model::{zoo, Model};
 use common::*;
@@ -120,6 +121,40 @@ fn vgg16_matches_keras_golden_activations() {
         assert!(
             cos >= 0.999 && rel <= 0.02,
             "{f}: cosine {cos}, relative error {rel}"
+        );
+    }
+}
+
+/// Each convolution algorithm, forced on every 3x3 layer, keeps block5_pool within the golden
+/// tolerance (Winograd's rounding grows with its transforms: F(4x4) most).
+#[test]
+fn vgg16_golden_holds_with_each_convolution_algorithm() {
+    let Some(dir) = shared() else { return };
+    gpu_or_skip!();
+    let Some(gpu) = fresh_gpu() else { return };
+    let mut model = Model::new(&gpu, zoo::vgg16_base(150), 0).unwrap();
+    weights::load_vgg16(
+        &gpu,
+        &mut model,
+        &dir.join("weights/vgg16_notop.safetensors"),
+    )
+    .unwrap();
+    let fx = fixture(&dir);
+    let (shape, input) = golden(&fx, "input");
+    let x = upload(&gpu, &shape, &input);
+    let (_, want) = golden(&fx, "block5_pool");
+    for algo in [ConvAlgo::Direct, ConvAlgo::F2x2, ConvAlgo::F4x4] {
+        gpu.set_conv_algo(algo);
+        let got = read(&gpu, &model.features(&gpu, &x, "block5_pool").unwrap());
+        let r = rel_max(&got, &want);
+        eprintln!(
+            "{}: block5_pool max error / max value = {r:.2e}",
+            algo.name()
+        );
+        assert!(
+            r <= 1e-3,
+            "{}: block5_pool: max error / max value = {r}",
+            algo.name()
         );
     }
 }

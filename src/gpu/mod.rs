@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use thiserror::Error;
 
 pub use dispatch::{Arg, BufferRange};
-pub use options::DeviceOptions;
+pub use options::{ConvAlgo, DeviceOptions};
 pub use pipeline::{Access, Kernel, ShaderId};
 pub use pool::{PoolStats, PooledTexture};
 pub use profile::Profile;

@@ -33,6 +33,57 @@ pub struct DeviceOptions {
     /// Slices every kernel gradient's sum is split into instead of the default or tuned choice;
     /// see [`Gpu::force_kernel_gradient_slices`].
     pub kernel_gradient_slices: Option<u32>,
+    /// How 3x3 stride-1 convolutions run (`CNN_WGPU_CONV_ALGO`, `--conv-algo`); see
+    /// [`ConvAlgo`].
+    pub conv_algo: ConvAlgo,
+}
+
+/// The algorithm of 3x3 stride-1 convolutions (forward and input gradient; other convolutions
+/// and every kernel gradient are always direct).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConvAlgo {
+    /// The measured choice per shape where `--tune` measured one, else the default rule
+    /// (`ops::conv`).
+    #[default]
+    Auto,
+    /// The implicit-GEMM convolution.
+    Direct,
+    /// Winograd F(2x2,3x3): 2.25x fewer multiplications.
+    #[value(name = "f2x2")]
+    F2x2,
+    /// Winograd F(4x4,3x3): 4x fewer multiplications, a looser rounding error.
+    #[value(name = "f4x4")]
+    F4x4,
+}
+
+impl ConvAlgo {
+    /// Its name as `CNN_WGPU_CONV_ALGO` and `--conv-algo` take it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Direct => "direct",
+            Self::F2x2 => "f2x2",
+            Self::F4x4 => "f4x4",
+        }
+    }
+
+    fn from_code(code: u32) -> Self {
+        match code {
+            1 => Self::Direct,
+            2 => Self::F2x2,
+            4 => Self::F4x4,
+            _ => Self::Auto,
+        }
+    }
+
+    fn code(self) -> u32 {
+        match self {
+            Self::Auto => 0,
+            Self::Direct => 1,
+            Self::F2x2 => 2,
+            Self::F4x4 => 4,
+        }
+    }
 }
 
 impl Default for DeviceOptions {
@@ -46,6 +97,7 @@ impl Default for DeviceOptions {
             poison_uninit: false,
             subgroup_tile_rows: None,
             kernel_gradient_slices: None,
+            conv_algo: ConvAlgo::Auto,
         }
     }
 }
@@ -53,9 +105,19 @@ impl Default for DeviceOptions {
 impl DeviceOptions {
     /// The options the environment asks for: `CNN_WGPU_NO_SUBGROUPS`, `CNN_WGPU_NO_TEXTURES`
     /// (set and not empty or `0`: off), `CNN_WGPU_TUNE` (`0`/`off`, `1`/`measure`, else cached),
-    /// `CNN_WGPU_TUNE_CACHE` and `CNN_WGPU_SUBGROUP_ROWS` (8, 16, 24 or 32: the subgroup GEMM's
-    /// rows per subgroup, for comparisons; an error otherwise).
+    /// `CNN_WGPU_TUNE_CACHE`, `CNN_WGPU_SUBGROUP_ROWS` (8, 16, 24 or 32: the subgroup GEMM's
+    /// rows per subgroup, for comparisons) and `CNN_WGPU_CONV_ALGO` (auto, direct, f2x2 or
+    /// f4x4); a value outside these is an error naming the variable.
     pub fn from_env() -> Result<Self, super::GpuError> {
+        let conv_algo = match std::env::var("CNN_WGPU_CONV_ALGO") {
+            Ok(v) if !v.is_empty() => <ConvAlgo as clap::ValueEnum>::from_str(v.trim(), true)
+                .map_err(|_| super::GpuError::BadSetting {
+                    name: "CNN_WGPU_CONV_ALGO",
+                    value: v,
+                    expected: "auto, direct, f2x2 or f4x4",
+                })?,
+            _ => ConvAlgo::Auto,
+        };
         let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0");
         let subgroup_tile_rows = match std::env::var("CNN_WGPU_SUBGROUP_ROWS") {
             Ok(v) if !v.is_empty() => match v.trim().parse::<u32>() {
@@ -82,6 +144,7 @@ impl DeviceOptions {
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from),
             subgroup_tile_rows,
+            conv_algo,
             ..Self::default()
         })
     }
@@ -115,6 +178,8 @@ pub(crate) struct Switches {
     kgrad_slices: AtomicU32,
     /// Whether uninitialised tensors are filled with NaN.
     poison: AtomicBool,
+    /// [`ConvAlgo`] as its code.
+    conv_algo: AtomicU32,
     /// A buffer of NaN bytes the poison fills copy from, made on first use.
     nan_source: std::sync::OnceLock<wgpu::Buffer>,
 }
@@ -133,6 +198,7 @@ impl Switches {
             texture_width: AtomicU32::new(default_texture_width(limits)),
             kgrad_slices: AtomicU32::new(0),
             poison: AtomicBool::new(options.poison_uninit),
+            conv_algo: AtomicU32::new(options.conv_algo.code()),
             nan_source: std::sync::OnceLock::new(),
         }
     }
@@ -263,6 +329,19 @@ impl Gpu {
             0 => None,
             s => Some(s),
         }
+    }
+
+    /// How 3x3 stride-1 convolutions run ([`DeviceOptions::conv_algo`]).
+    pub fn conv_algo(&self) -> ConvAlgo {
+        ConvAlgo::from_code(self.switches.conv_algo.load(Ordering::Relaxed))
+    }
+
+    /// Makes every 3x3 stride-1 convolution run `algo`: tests run each algorithm against the
+    /// same CPU references, benches compare them in one sitting.
+    pub fn set_conv_algo(&self, algo: ConvAlgo) {
+        self.switches
+            .conv_algo
+            .store(algo.code(), Ordering::Relaxed);
     }
 
     /// Fills every tensor from [`crate::Tensor::uninit`] with NaN before handing it out (off by

@@ -23,6 +23,9 @@ pub enum ShaderId {
     MatmulSgTexture,
     /// pack.wgsl: B operands of the subgroup GEMM repacked into contiguous column tiles.
     Pack,
+    /// winograd.wgsl: the kernel, input and output transforms of Winograd's 3x3 convolution,
+    /// whose batched products run on the matmul modules.
+    Winograd,
     Pool,
     Activation,
     Dropout,
@@ -41,7 +44,7 @@ const GEMM_SG_B_BUFFER: &str = include_str!("../../shaders/gemm_sg_b_buffer.wgsl
 const GEMM_SG_B_TEXTURE: &str = include_str!("../../shaders/gemm_sg_b_texture.wgsl");
 
 impl ShaderId {
-    pub const ALL: [ShaderId; 15] = [
+    pub const ALL: [ShaderId; 16] = [
         ShaderId::Conv2d,
         ShaderId::Conv2dSg,
         ShaderId::Conv2dSgTexture,
@@ -49,6 +52,7 @@ impl ShaderId {
         ShaderId::MatmulSg,
         ShaderId::MatmulSgTexture,
         ShaderId::Pack,
+        ShaderId::Winograd,
         ShaderId::Pool,
         ShaderId::Activation,
         ShaderId::Dropout,
@@ -89,6 +93,7 @@ impl ShaderId {
                 "gemm_sg_b_texture.wgsl",
             ],
             ShaderId::Pack => &["pack.wgsl"],
+            ShaderId::Winograd => &["winograd.wgsl"],
             ShaderId::Pool => &["pool.wgsl"],
             ShaderId::Activation => &["activation.wgsl"],
             ShaderId::Dropout => &["dropout.wgsl"],
@@ -126,6 +131,7 @@ impl ShaderId {
                 include_str!("../../shaders/matmul_sg.wgsl")
             ),
             ShaderId::Pack => include_str!("../../shaders/pack.wgsl"),
+            ShaderId::Winograd => include_str!("../../shaders/winograd.wgsl"),
             ShaderId::Pool => include_str!("../../shaders/pool.wgsl"),
             ShaderId::Activation => include_str!("../../shaders/activation.wgsl"),
             ShaderId::Dropout => include_str!("../../shaders/dropout.wgsl"),

@@ -5,8 +5,9 @@
 
 use super::gemm::{ARead, GemmPlan, GemmShaders, Product};
 use super::pack::{b_args, Layout};
+use super::winograd::{self, Conv3x3, Tile};
 use super::{batch_chunks, check_binding, reduce, shape_err, Padding, Result};
-use crate::gpu::{Arg, BufferRange, Gpu, ShaderId};
+use crate::gpu::{Arg, BufferRange, ConvAlgo, Gpu, ShaderId};
 use crate::tensor::Tensor;
 
 /// Geometry of a convolution layer.
@@ -163,6 +164,7 @@ impl Geometry {
                 a: ARead::Gathered,
                 vec4: cout4,
                 b_transposed: false,
+                batch: 1,
             },
             1 => Product {
                 m,
@@ -171,6 +173,7 @@ impl Geometry {
                 a: ARead::Gathered,
                 vec4: cout4 && cin4,
                 b_transposed: true,
+                batch: 1,
             },
             _ => Product {
                 m: kk * self.cin,
@@ -179,6 +182,7 @@ impl Geometry {
                 a: ARead::AlongM,
                 vec4: cout4,
                 b_transposed: false,
+                batch: 1,
             },
         }
     }
@@ -219,6 +223,142 @@ impl Geometry {
     }
 }
 
+/// The algorithms a convolution product may run on, as the tuning cache records them.
+const DIRECT: u32 = 1;
+const F2X2: u32 = 2;
+const F4X4: u32 = 4;
+
+/// Which algorithm runs product `mode` (0 forward, 1 input gradient) of the convolution `g`:
+/// Winograd only for 3x3 stride-1 kernels; there what `--conv-algo` forces, else the tuning
+/// cache's measured choice (measured now under `--tune`, `run` running a candidate), else
+/// [`default_algorithm`].
+fn algorithm(
+    gpu: &Gpu,
+    g: &Geometry,
+    spec: &Conv2dSpec,
+    mode: u32,
+    measurable: bool,
+    run: impl FnMut(u32) -> Result<()>,
+) -> Result<u32> {
+    if (g.kh, g.kw, spec.stride) != (3, 3, (1, 1)) {
+        return Ok(DIRECT);
+    }
+    // The product's input and output, per image.
+    let ((h, w, c), (oh, ow, k)) = if mode == 0 {
+        ((g.h, g.w, g.cin), (g.oh, g.ow, g.cout))
+    } else {
+        ((g.oh, g.ow, g.cout), (g.h, g.w, g.cin))
+    };
+    // Where not even one image's transformed tensors fit a binding, the layer runs direct.
+    let fits = |tile| winograd::images_per_chunk(gpu, tile, (h, w, c), (oh, ow, k)) > 0;
+    let forced = |algo: u32, tile| {
+        if fits(tile) {
+            algo
+        } else {
+            tracing::debug!("conv2d: one image does not fit Winograd's bindings; running direct");
+            DIRECT
+        }
+    };
+    match gpu.conv_algo() {
+        ConvAlgo::Direct => Ok(DIRECT),
+        ConvAlgo::F2x2 => Ok(forced(F2X2, Tile::F2)),
+        ConvAlgo::F4x4 => Ok(forced(F4X4, Tile::F4)),
+        ConvAlgo::Auto => {
+            let family = GemmPlan::new(gpu, SHADERS, &g.product(mode, g.n * g.oh * g.ow)).family();
+            let key =
+                format!(
+                "conv2d {}: x ({},{},{},{}) kernel 3x3 pad ({},{}) cout {} on {family}: algorithm",
+                if mode == 0 { "forward" } else { "input gradient" },
+                g.n, g.h, g.w, g.cin, g.pad_top, g.pad_left, g.cout
+            );
+            let candidates: Vec<u32> = [
+                (DIRECT, None),
+                (F2X2, Some(Tile::F2)),
+                (F4X4, Some(Tile::F4)),
+            ]
+            .into_iter()
+            .filter(|(_, tile)| tile.is_none_or(fits))
+            .map(|(algo, _)| algo)
+            .collect();
+            let default = default_algorithm(gpu, g, mode, fits);
+            let default = if candidates.contains(&default) {
+                default
+            } else {
+                DIRECT
+            };
+            gpu.tuned(&key, &candidates, default, measurable, run)
+        }
+    }
+}
+
+/// The algorithm of a 3x3 stride-1 product where none was measured: the least of a cost
+/// model's estimates, in multiply-adds per output position and channel pair. Direct does 9,
+/// times the rows its GEMM computes past M (whole row tiles). Winograd F(m x m) does
+/// ALPHA^2 / m^2, times the positions its tiles cover past the output, times its own row-tile
+/// padding over the tiles P, plus its transforms, which cost about KAPPA products per
+/// transformed value and so weigh ALPHA^2 / m^2 (1/C + 1/K). KAPPA was fitted to lavapipe's
+/// timings of the VGG16 layers (BENCHMARKS.md, "Winograd"): the model's ratio to direct is
+/// within 15% of the measured one on all six shapes timed. Channel counts under 16 or not
+/// multiples of 4 stay direct (their products run value by value). `--tune` measures instead.
+fn default_algorithm(gpu: &Gpu, g: &Geometry, mode: u32, fits: impl Fn(Tile) -> bool) -> u32 {
+    let ((c, k), (oh, ow)) = if mode == 0 {
+        ((g.cin, g.cout), (g.oh, g.ow))
+    } else {
+        ((g.cout, g.cin), (g.h, g.w))
+    };
+    if c < 16 || k < 16 || !c.is_multiple_of(4) || !k.is_multiple_of(4) {
+        return DIRECT;
+    }
+    let row_waste = |m: usize, rows: usize| (m.div_ceil(rows) * rows) as f64 / m as f64;
+    let m = g.n * oh * ow;
+    let direct_rows = GemmPlan::new(gpu, SHADERS, &g.product(mode, m)).tile().0;
+    let mut best = (9.0 * row_waste(m, direct_rows), DIRECT);
+    for (algo, tile, kappa) in [(F2X2, Tile::F2, 50.0), (F4X4, Tile::F4, 70.0)] {
+        if !fits(tile) {
+            continue;
+        }
+        let side = tile.side();
+        let tiles = oh.div_ceil(side) * ow.div_ceil(side);
+        let p = g.n * tiles;
+        let rows = winograd::product_plan(gpu, tile, p, c, k).tile().0;
+        let per_output = tile.positions() as f64 / (side * side) as f64;
+        let cover = (tiles * side * side) as f64 / (oh * ow) as f64;
+        let transforms = kappa * per_output * (1.0 / c as f64 + 1.0 / k as f64);
+        let cost = per_output * cover * row_waste(p, rows) + transforms;
+        if cost < best.0 {
+            best = (cost, algo);
+        }
+    }
+    best.1
+}
+
+/// The algorithm the forward (or, with `input_gradient`, the input gradient) of a
+/// convolution of `x` with `w` runs on this device now: forced, cached, or the default. Measures
+/// nothing.
+pub fn conv2d_algorithm(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    spec: &Conv2dSpec,
+    input_gradient: bool,
+) -> Result<ConvAlgo> {
+    let g = geometry("conv2d_algorithm", x, w, spec)?;
+    let mode = u32::from(input_gradient);
+    Ok(match algorithm(gpu, &g, spec, mode, false, |_| Ok(()))? {
+        F2X2 => ConvAlgo::F2x2,
+        F4X4 => ConvAlgo::F4x4,
+        _ => ConvAlgo::Direct,
+    })
+}
+
+fn tile_of(algo: u32) -> Option<Tile> {
+    match algo {
+        F2X2 => Some(Tile::F2),
+        F4X4 => Some(Tile::F4),
+        _ => None,
+    }
+}
+
 /// y (N,OH,OW,Cout) = x (N,H,W,Cin) * w (KH,KW,Cin,Cout) + b (Cout), then ReLU if `spec.relu`.
 pub fn conv2d_forward(
     gpu: &Gpu,
@@ -233,6 +373,37 @@ pub fn conv2d_forward(
         return Err(shape_err(OP, "bias", format!("({})", g.cout), b.shape()));
     }
     check_binding(gpu, OP, "kernel", w.byte_len())?;
+    let run = |algo: u32| match tile_of(algo) {
+        Some(tile) => winograd::conv3x3(
+            gpu,
+            OP,
+            &Conv3x3 {
+                x,
+                w,
+                flip: false,
+                pad: (g.pad_top, g.pad_left),
+                out: (g.oh, g.ow),
+                bias: Some(b),
+                relu: spec.relu,
+            },
+            tile,
+        ),
+        None => forward_direct(gpu, x, w, b, spec, &g),
+    };
+    let algo = algorithm(gpu, &g, spec, 0, true, |a| run(a).map(drop))?;
+    run(algo)
+}
+
+fn forward_direct(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    spec: &Conv2dSpec,
+    g: &Geometry,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d_forward";
+    let g = *g;
     let y = Tensor::uninit(gpu, [g.n, g.oh, g.ow, g.cout])?;
     let mut consts = constants(&g, spec, 0);
     // Rows of the largest chunk decide the tile; smaller chunks only pad more.
@@ -308,34 +479,36 @@ pub fn conv2d_backward(
         &[("input", in_bytes), ("output gradient", out_bytes)],
     )?;
 
-    let dx = if need_dx {
-        let dx = Tensor::uninit(gpu, x.shape().clone())?;
-        let mut consts = constants(&g, spec, 1);
-        let mut plan = GemmPlan::new(gpu, SHADERS, &g.product(1, g.n * g.h * g.w));
-        // The subgroup kernel reads w' (KH*KW*Cout, Cin) packed: one pass over the weights.
-        let packed = plan.pack_kernel(gpu, w, Layout::TapTransposed { r: g.cout })?;
-        let kernel = plan.kernel(&mut consts);
-        let [wb, wt] = b_args(packed.as_ref(), w.all());
-        for &(n0, nb) in &chunks {
-            let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
-            let (dxr, dxb) = dx.window(gpu, n0 * g.in_item(), nb * g.in_item());
-            let p = g.params(nb, dyb, 0, dxb);
-            gpu.dispatch(
-                &kernel,
-                &[
-                    Arg::Uniform(bytemuck::bytes_of(&p)),
-                    Arg::Read(dyr),
-                    wb,
-                    Arg::Read(w.all()),
-                    Arg::Write(dxr),
-                    wt,
-                ],
-                plan.grid(gpu, nb * g.h * g.w, g.cin),
-            );
-        }
-        Some(dx)
+    let dx_winograd = |tile: Tile| {
+        winograd::conv3x3(
+            gpu,
+            OP,
+            &Conv3x3 {
+                x: dy,
+                w,
+                flip: true,
+                pad: (2 - g.pad_top, 2 - g.pad_left),
+                out: (g.h, g.w),
+                bias: None,
+                relu: false,
+            },
+            tile,
+        )
+    };
+    let dx_algo = if need_dx {
+        algorithm(gpu, &g, spec, 1, true, |a| match tile_of(a) {
+            Some(tile) => dx_winograd(tile).map(drop),
+            None => input_gradient_direct(gpu, w, dy, spec, &g, &chunks).map(drop),
+        })?
     } else {
+        DIRECT
+    };
+    let dx = if !need_dx {
         None
+    } else if let Some(tile) = tile_of(dx_algo) {
+        Some(dx_winograd(tile)?)
+    } else {
+        Some(input_gradient_direct(gpu, w, dy, spec, &g, &chunks)?)
     };
 
     let dw = Tensor::uninit(gpu, w.shape().clone())?;
@@ -409,6 +582,43 @@ pub fn conv2d_backward(
     }
     let db = reduce::sum_rows(gpu, &dy.reshape([g.n * g.oh * g.ow, g.cout]))?;
     Ok(Conv2dGrads { dx, dw, db })
+}
+
+/// dx (N,H,W,Cin) of [`conv2d_backward`] on the implicit GEMM, over the batch `chunks`.
+fn input_gradient_direct(
+    gpu: &Gpu,
+    w: &Tensor,
+    dy: &Tensor,
+    spec: &Conv2dSpec,
+    g: &Geometry,
+    chunks: &[(usize, usize)],
+) -> Result<Tensor> {
+    let g = *g;
+    let dx = Tensor::uninit(gpu, [g.n, g.h, g.w, g.cin])?;
+    let mut consts = constants(&g, spec, 1);
+    let mut plan = GemmPlan::new(gpu, SHADERS, &g.product(1, g.n * g.h * g.w));
+    // The subgroup kernel reads w' (KH*KW*Cout, Cin) packed: one pass over the weights.
+    let packed = plan.pack_kernel(gpu, w, Layout::TapTransposed { r: g.cout })?;
+    let kernel = plan.kernel(&mut consts);
+    let [wb, wt] = b_args(packed.as_ref(), w.all());
+    for &(n0, nb) in chunks {
+        let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
+        let (dxr, dxb) = dx.window(gpu, n0 * g.in_item(), nb * g.in_item());
+        let p = g.params(nb, dyb, 0, dxb);
+        gpu.dispatch(
+            &kernel,
+            &[
+                Arg::Uniform(bytemuck::bytes_of(&p)),
+                Arg::Read(dyr),
+                wb,
+                Arg::Read(w.all()),
+                Arg::Write(dxr),
+                wt,
+            ],
+            plan.grid(gpu, nb * g.h * g.w, g.cin),
+        );
+    }
+    Ok(dx)
 }
 
 /// 1-D convolution: x (N,L,Cin), w (K,Cin,Cout), b (Cout) -> (N,OL,Cout). Runs as the 2-D

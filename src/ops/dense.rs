@@ -12,7 +12,27 @@ crate::shader_params! {
         rows: u32,
         inp: u32,
         out: u32,
+        a_base: u32,
+        b_row: u32,
+        b_rows: u32,
+        c_base: u32,
         _p0: u32,
+    }
+}
+
+impl Params {
+    /// One product over the whole of its operands; `run` fills in B's depth.
+    pub(crate) fn new(rows: usize, inp: usize, out: usize) -> Self {
+        Self {
+            rows: rows as u32,
+            inp: inp as u32,
+            out: out as u32,
+            a_base: 0,
+            b_row: 0,
+            b_rows: 0,
+            c_base: 0,
+            _p0: 0,
+        }
     }
 }
 
@@ -35,7 +55,7 @@ fn dims(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize
 }
 
 /// dense's modules on the two GEMM families.
-const SHADERS: GemmShaders = GemmShaders {
+pub(crate) const SHADERS: GemmShaders = GemmShaders {
     core: ShaderId::Matmul,
     sg_buffer: ShaderId::MatmulSg,
     sg_texture: ShaderId::MatmulSgTexture,
@@ -79,7 +99,10 @@ fn run(
         },
         vec4: inp.is_multiple_of(4) && out.is_multiple_of(4),
         b_transposed: mode == 1,
+        batch: 1,
     };
+    let mut p = p;
+    p.b_rows = k as u32;
     let mut plan = GemmPlan::new(gpu, SHADERS, &product);
     // B is the layer's kernel in the forward and the input gradient: a frozen one keeps its
     // packed texture between calls (pack::pack_kernel). dy changes every call.
@@ -105,6 +128,78 @@ fn run(
     Ok(())
 }
 
+/// The product [`batched_products`] plans.
+pub(crate) fn batched_product(batch: usize, m: usize, k: usize, n: usize) -> Product {
+    Product {
+        m,
+        k,
+        n,
+        a: ARead::Plain,
+        vec4: k.is_multiple_of(4) && n.is_multiple_of(4),
+        b_transposed: false,
+        batch,
+    }
+}
+
+/// The `batch` products C_t (M,N) = A_t (M,K) B_t (K,N), t < batch, of Winograd's
+/// convolution: A (batch,M,K) and C (batch,M,N) are whole tensors, B (batch*K,N) is made from
+/// the layer's kernel `w` by `derive` and kept with `w` while `w` is unchanged (`tag` names the
+/// derivation). One plan, one dispatch per product, each reading its slice of A, B and C.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn batched_products(
+    gpu: &Gpu,
+    op: &'static str,
+    a: &Tensor,
+    c: &Tensor,
+    (batch, m, k, n): (usize, usize, usize, usize),
+    w: &Tensor,
+    tag: u64,
+    derive: &dyn Fn() -> Result<Tensor>,
+) -> Result<()> {
+    check_binding(gpu, op, "transformed input", a.byte_len())?;
+    check_binding(gpu, op, "transformed output", c.byte_len())?;
+    check_binding(gpu, op, "transformed kernel", (batch * k * n * 4) as u64)?;
+    let product = batched_product(batch, m, k, n);
+    let mut plan = GemmPlan::new(gpu, SHADERS, &product);
+    let (packed, derived) = plan.pack_derived_kernel(gpu, w, tag, derive)?;
+    let mut consts = vec![("MODE", 0.0), ("HAS_BIAS", 0.0), ("RELU", 0.0)];
+    if product.vec4 && gpu.subgroup_width().is_some() {
+        // One pipeline per layer shape: its K bounds and strides fold.
+        consts.extend([("IN_CONST", k as f64), ("OUT_CONST", n as f64)]);
+    }
+    let kernel = plan.kernel(&mut consts);
+    // The plain B where it is read as it is; otherwise the texture is read and this binding,
+    // which the module still declares, stays unread.
+    let plain = derived.as_ref().unwrap_or(w);
+    let [b_buf, b_tex] = b_args(packed.as_ref(), plain.all());
+    for t in 0..batch {
+        let p = Params {
+            rows: m as u32,
+            inp: k as u32,
+            out: n as u32,
+            a_base: (t * m * k) as u32,
+            b_row: (t * k) as u32,
+            b_rows: (batch * k) as u32,
+            c_base: (t * m * n) as u32,
+            _p0: 0,
+        };
+        gpu.dispatch(
+            &kernel,
+            &[
+                Arg::Uniform(bytemuck::bytes_of(&p)),
+                Arg::Read(a.all()),
+                b_buf,
+                // The bias binding, unread without HAS_BIAS.
+                Arg::Read(a.all()),
+                Arg::Write(c.all()),
+                b_tex,
+            ],
+            plan.grid(gpu, m, n),
+        );
+    }
+    Ok(())
+}
+
 /// y = x w (+ b), then ReLU if `relu`.
 pub fn dense_forward(
     gpu: &Gpu,
@@ -125,12 +220,7 @@ pub fn dense_forward(
         ("HAS_BIAS", f64::from(u32::from(b.is_some()))),
         ("RELU", f64::from(u32::from(relu))),
     ];
-    let p = Params {
-        rows: rows as u32,
-        inp: inp as u32,
-        out: out as u32,
-        _p0: 0,
-    };
+    let p = Params::new(rows, inp, out);
     run(
         gpu,
         OP,
@@ -178,12 +268,7 @@ pub fn dense_backward(
             dy.shape(),
         ));
     }
-    let p = Params {
-        rows: rows as u32,
-        inp: inp as u32,
-        out: out as u32,
-        _p0: 0,
-    };
+    let p = Params::new(rows, inp, out);
     let dx = if need_dx {
         let dx = Tensor::uninit(gpu, [rows, inp])?;
         run(gpu, OP, 1, &[], p, dy, w, w, &dx, rows, inp)?;

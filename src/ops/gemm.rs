@@ -4,7 +4,7 @@
 //! texture), the packed B, the override constants, the entry point and the grid. An op says
 //! what its product is and binds its operands; it decides nothing about kernels.
 
-use super::pack::{pack_b, pack_kernel, BSource, Layout, PackedB};
+use super::pack::{pack_b, pack_derived, pack_kernel, BSource, Layout, PackedB};
 use super::Result;
 use crate::gpu::{BufferRange, Gpu, Kernel, ShaderId};
 use crate::tensor::Tensor;
@@ -30,6 +30,9 @@ pub(crate) struct Product {
     pub vec4: bool,
     /// B is read transposed (the input gradients' kernel), so it is always packed.
     pub b_transposed: bool,
+    /// Products of this shape run one after another on one plan, each with its own B (K,N):
+    /// B is `batch` of them stacked along K (Winograd's ALPHA^2 products), packed as one.
+    pub batch: usize,
 }
 
 /// How one product runs: on the subgroup kernels where the adapter has one fixed subgroup width
@@ -53,7 +56,7 @@ impl GemmPlan {
     /// (pack.wgsl) where B is read transposed, and otherwise where more than one row tile reads
     /// B, so that packing pays.
     pub fn new(gpu: &Gpu, shaders: GemmShaders, product: &Product) -> Self {
-        let b_dims = (product.k, product.n);
+        let b_dims = (product.batch * product.k, product.n);
         let sg = gpu.subgroup_width().filter(|_| product.vec4).map(|width| {
             let tiles = SgTiles::choose(gpu, width, product.m, product.n, product.a);
             let pack = product.b_transposed || product.m > tiles.rows();
@@ -82,6 +85,27 @@ impl GemmPlan {
         let (source, packed) = pack_kernel(gpu, w, self.b_dims, layout, tiles.cols(), source)?;
         self.sg = Some((tiles, source));
         Ok(packed)
+    }
+
+    /// Like [`GemmPlan::pack_kernel`] for a B that `derive` makes from the layer's kernel `w`
+    /// (Winograd's transformed kernel; `tag` names the derivation): the packed texture is
+    /// kept with `w` while `w` is unchanged, so a frozen layer transforms its kernel once.
+    /// Returns the packed B, or None where B is read as it is, and the derived tensor where it
+    /// was made this call (bound as the plain B).
+    pub fn pack_derived_kernel(
+        &mut self,
+        gpu: &Gpu,
+        w: &Tensor,
+        tag: u64,
+        derive: &dyn Fn() -> Result<Tensor>,
+    ) -> Result<(Option<PackedB>, Option<Tensor>)> {
+        let Some((tiles, source)) = self.sg else {
+            return Ok((None, Some(derive()?)));
+        };
+        let (source, packed, derived) =
+            pack_derived(gpu, w, tag, self.b_dims, tiles.cols(), source, derive)?;
+        self.sg = Some((tiles, source));
+        Ok((packed, derived))
     }
 
     /// Packs a per-call B operand (the window `b` at element `base`, read by `layout`), which

@@ -12,6 +12,7 @@ pub mod optim;
 pub mod pack;
 pub mod pool;
 pub mod reduce;
+mod winograd;
 
 use thiserror::Error;
 
@@ -168,5 +169,6 @@ pub fn params_layouts() -> Vec<crate::gpu::contract::ParamsLayout> {
         ParamsLayout::of::<pack::Params>("ops::pack::Params", &[Pack]),
         ParamsLayout::of::<pool::Params>("ops::pool::Params", &[Pool]),
         ParamsLayout::of::<reduce::Params>("ops::reduce::Params", &[Reduce]),
+        ParamsLayout::of::<winograd::Params>("ops::winograd::Params", &[Winograd]),
     ]
 }

@@ -205,7 +205,60 @@ pub fn pack_kernel(
     tile: usize,
     source: BSource,
 ) -> Result<(BSource, Option<PackedB>)> {
-    let per_call = |source| Ok((source, pack_b(gpu, w.all(), 0, dims, layout, tile, source)?));
+    let (source, packed, _) = pack_kept(gpu, w, 0, dims, layout, tile, source, None)?;
+    Ok((source, packed))
+}
+
+/// [`pack_kernel`] for a B that `derive` makes from the layer's kernel `w` (row-major,
+/// `dims`), such as Winograd's transformed kernel, `tag` naming the derivation. Returns
+/// where B is read from, the packed B (None where B is read as it is) and the derived tensor
+/// where it was made this call: the caller binds it where B is read as it is.
+pub fn pack_derived(
+    gpu: &Gpu,
+    w: &Tensor,
+    tag: u64,
+    dims: (usize, usize),
+    tile: usize,
+    source: BSource,
+    derive: &dyn Fn() -> Result<Tensor>,
+) -> Result<(BSource, Option<PackedB>, Option<Tensor>)> {
+    pack_kept(
+        gpu,
+        w,
+        tag,
+        dims,
+        Layout::RowMajor,
+        tile,
+        source,
+        Some(derive),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pack_kept(
+    gpu: &Gpu,
+    w: &Tensor,
+    tag: u64,
+    dims: (usize, usize),
+    layout: Layout,
+    tile: usize,
+    source: BSource,
+    derive: Option<&dyn Fn() -> Result<Tensor>>,
+) -> Result<(BSource, Option<PackedB>, Option<Tensor>)> {
+    let per_call = |source| -> Result<(BSource, Option<PackedB>, Option<Tensor>)> {
+        match derive {
+            None => Ok((
+                source,
+                pack_b(gpu, w.all(), 0, dims, layout, tile, source)?,
+                None,
+            )),
+            Some(derive) => {
+                let b = derive()?;
+                let packed = pack_b(gpu, b.all(), 0, dims, layout, tile, source)?;
+                Ok((source, packed, Some(b)))
+            }
+        }
+    };
     let shift = match source {
         BSource::Texture { shift } => shift,
         // Where B does not fit a texture (or textures are off), nothing is kept.
@@ -216,17 +269,17 @@ pub fn pack_kernel(
         },
     };
     let mut h = std::hash::DefaultHasher::new();
-    (dims, layout, tile, shift).hash(&mut h);
+    (dims, layout, tile, shift, tag).hash(&mut h);
     let key = h.finish();
     let texture = BSource::Texture { shift };
     match gpu.pool().derivation(w.pooled(), key) {
-        Derivation::Kept(t) => Ok((texture, Some(PackedB::Texture(t)))),
+        Derivation::Kept(t) => Ok((texture, Some(PackedB::Texture(t)), None)),
         Derivation::Unchanged => {
-            let packed = pack_b(gpu, w.all(), 0, dims, layout, tile, texture)?;
+            let (_, packed, derived) = per_call(texture)?;
             if let Some(PackedB::Texture(t)) = &packed {
                 gpu.pool().keep_derived(w.pooled(), key, t.clone());
             }
-            Ok((texture, packed))
+            Ok((texture, packed, derived))
         }
         Derivation::Changed => per_call(source),
     }

@@ -92,6 +92,7 @@ fn lavapipe_512() -> Result<(), String> {
         "pack",
         "pool",
         "runtime",
+        "winograd",
     ] {
         args.extend(["--test", t]);
     }

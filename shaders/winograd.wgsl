@@ -1,0 +1,238 @@
+// Winograd minimal filtering F(TILE x TILE, 3x3) for 3x3 stride-1 convolutions (Lavin & Gray,
+// "Fast Algorithms for Convolutional Neural Networks", 2015). With ALPHA = TILE + 2, an output
+// tile Y (TILE,TILE) of one output channel is
+//   Y = A^T [ sum over input channels c of (G g_c G^T) .* (B^T d_c B) ] A
+// where d_c is the (ALPHA,ALPHA) input patch and g_c the 3x3 kernel slice. The sum over c for
+// each of the ALPHA^2 positions t is a GEMM, M_t (P,K) = V_t (P,C) U_t (C,K), P being the
+// tiles, which the engine's GEMM runs (matmul modules, one dispatch per t); this file holds the
+// three transforms around it:
+//   kernel_transform  w (3,3,C,K) HWIO  ->  U (ALPHA^2, C, K)
+//                     with FLIP = 1: w read as the input gradient's kernel, rotated 180
+//                     degrees with its channels swapped, U (ALPHA^2, K_w, C_w)
+//   input_transform   x (N,H,W,C) NHWC  ->  V (ALPHA^2, P, C), P = N * TILES_H * TILES_W,
+//                     zero outside the input (padding, and past the last whole tile)
+//   output_transform  M (ALPHA^2, P, K) ->  y (N,OH,OW,K), plus bias (HAS_BIAS) then ReLU
+//                     (RELU), only the positions inside OH x OW written
+// TILE is 2 (F(2x2,3x3): 16 products per 4 outputs instead of 36) or 4 (F(4x4,3x3): 36 per 16
+// instead of 144). The 1-D transforms are written out term by term: a multiplication by a
+// matrix's zero is not free in IEEE arithmetic, so a generic matrix loop would do them all.
+// Every invocation handles one channel of one tile; consecutive invocations take consecutive
+// channels, so their loads and stores are contiguous in NHWC.
+
+struct Params {
+    n: u32,        // images in this chunk
+    h: u32,        // input height and width
+    w: u32,
+    c: u32,        // input channels (rows of U)
+    k: u32,        // output channels (columns of U)
+    oh: u32,       // output height and width
+    ow: u32,
+    pad_top: u32,  // zero rows above / columns left of the input
+    pad_left: u32,
+    tiles_h: u32,  // ceil(OH / TILE), ceil(OW / TILE)
+    tiles_w: u32,
+    src_base: u32, // first element of the chunk in src / dst (storage windows start aligned)
+    dst_base: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+override TILE: u32 = 2u;
+override FLIP: u32 = 0u;
+override HAS_BIAS: u32 = 1u;
+override RELU: u32 = 0u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+
+fn alpha() -> u32 {
+    return TILE + 2u;
+}
+
+// x + y * groups.x * 64, as ops::grid_1d spills a long grid into y.
+fn flat_id(id: vec3<u32>, groups: vec3<u32>) -> u32 {
+    return id.x + id.y * groups.x * 64u;
+}
+
+// B^T d for one column d of an input patch (ALPHA values).
+fn input_1d(d: array<f32, 6>) -> array<f32, 6> {
+    var r: array<f32, 6>;
+    if (TILE == 2u) {
+        r[0] = d[0] - d[2];
+        r[1] = d[1] + d[2];
+        r[2] = d[2] - d[1];
+        r[3] = d[1] - d[3];
+    } else {
+        r[0] = 4.0 * d[0] - 5.0 * d[2] + d[4];
+        r[1] = d[3] + d[4] - 4.0 * (d[1] + d[2]);
+        r[2] = 4.0 * (d[1] - d[2]) + d[4] - d[3];
+        r[3] = 2.0 * (d[3] - d[1]) + d[4] - d[2];
+        r[4] = 2.0 * (d[1] - d[3]) + d[4] - d[2];
+        r[5] = 4.0 * d[1] - 5.0 * d[3] + d[5];
+    }
+    return r;
+}
+
+// G g for one column g of a 3x3 kernel: ALPHA values.
+fn kernel_1d(g0: f32, g1: f32, g2: f32) -> array<f32, 6> {
+    var r: array<f32, 6>;
+    if (TILE == 2u) {
+        r[0] = g0;
+        r[1] = 0.5 * (g0 + g1 + g2);
+        r[2] = 0.5 * (g0 - g1 + g2);
+        r[3] = g2;
+    } else {
+        r[0] = 0.25 * g0;
+        r[1] = -(g0 + g1 + g2) / 6.0;
+        r[2] = -(g0 - g1 + g2) / 6.0;
+        r[3] = g0 / 24.0 + g1 / 12.0 + g2 / 6.0;
+        r[4] = g0 / 24.0 - g1 / 12.0 + g2 / 6.0;
+        r[5] = g2;
+    }
+    return r;
+}
+
+// A^T m for one column m of a transformed product (ALPHA values): TILE values.
+fn output_1d(m: array<f32, 6>) -> array<f32, 4> {
+    var r: array<f32, 4>;
+    if (TILE == 2u) {
+        r[0] = m[0] + m[1] + m[2];
+        r[1] = m[1] - m[2] - m[3];
+    } else {
+        let s12 = m[1] + m[2];
+        let d12 = m[1] - m[2];
+        let s34 = m[3] + m[4];
+        let d34 = m[3] - m[4];
+        r[0] = m[0] + s12 + s34;
+        r[1] = d12 + 2.0 * d34;
+        r[2] = s12 + 4.0 * s34;
+        r[3] = d12 + 8.0 * d34 + m[5];
+    }
+    return r;
+}
+
+// U[t, row, col] for every row < C and col < K of U, from the 3x3 kernel slice it transforms:
+// w[a, b, row, col], or with FLIP w[2 - a, 2 - b, col, row].
+@compute @workgroup_size(64, 1, 1)
+fn kernel_transform(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_id(id, groups);
+    if (i >= p.c * p.k) {
+        return;
+    }
+    let row = i / p.k;
+    let col = i % p.k;
+    var g: array<f32, 9>;
+    for (var a = 0u; a < 3u; a++) {
+        for (var b = 0u; b < 3u; b++) {
+            if (FLIP == 1u) {
+                g[a * 3u + b] = src[((2u - a) * 3u + 2u - b) * p.c * p.k + col * p.c + row];
+            } else {
+                g[a * 3u + b] = src[(a * 3u + b) * p.c * p.k + row * p.k + col];
+            }
+        }
+    }
+    // G g G^T: G applied down each of the 3 columns, then along each of the ALPHA rows.
+    var gc: array<array<f32, 6>, 3>;
+    for (var b = 0u; b < 3u; b++) {
+        gc[b] = kernel_1d(g[b], g[3u + b], g[6u + b]);
+    }
+    let al = alpha();
+    for (var r = 0u; r < al; r++) {
+        let u = kernel_1d(gc[0][r], gc[1][r], gc[2][r]);
+        for (var s = 0u; s < al; s++) {
+            dst[(r * al + s) * p.c * p.k + i] = u[s];
+        }
+    }
+}
+
+// V[t, tile, ch] for every tile of the chunk and channel ch < C.
+@compute @workgroup_size(64, 1, 1)
+fn input_transform(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_id(id, groups);
+    let tiles = p.n * p.tiles_h * p.tiles_w;
+    if (i >= tiles * p.c) {
+        return;
+    }
+    let ch = i % p.c;
+    let tile = i / p.c;
+    let tx = tile % p.tiles_w;
+    let ty = (tile / p.tiles_w) % p.tiles_h;
+    let img = tile / (p.tiles_w * p.tiles_h);
+    // Top-left input position of the patch, as signed values: padding lies above and left.
+    let y0 = i32(ty * TILE) - i32(p.pad_top);
+    let x0 = i32(tx * TILE) - i32(p.pad_left);
+    let al = alpha();
+    // B^T d B: B^T down each column of the patch, then along each row.
+    var cols: array<array<f32, 6>, 6>;
+    for (var s = 0u; s < al; s++) {
+        let x = x0 + i32(s);
+        var d: array<f32, 6>;
+        for (var r = 0u; r < al; r++) {
+            let y = y0 + i32(r);
+            if (y >= 0 && y < i32(p.h) && x >= 0 && x < i32(p.w)) {
+                d[r] = src[p.src_base + ((img * p.h + u32(y)) * p.w + u32(x)) * p.c + ch];
+            }
+        }
+        cols[s] = input_1d(d);
+    }
+    for (var r = 0u; r < al; r++) {
+        var row: array<f32, 6>;
+        for (var s = 0u; s < al; s++) {
+            row[s] = cols[s][r];
+        }
+        let v = input_1d(row);
+        for (var s = 0u; s < al; s++) {
+            dst[(r * al + s) * tiles * p.c + i] = v[s];
+        }
+    }
+}
+
+// y[img, oy, ox, ch] for the TILE x TILE outputs of one tile and channel ch < K.
+@compute @workgroup_size(64, 1, 1)
+fn output_transform(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_id(id, groups);
+    let tiles = p.n * p.tiles_h * p.tiles_w;
+    if (i >= tiles * p.k) {
+        return;
+    }
+    let ch = i % p.k;
+    let tile = i / p.k;
+    let tx = tile % p.tiles_w;
+    let ty = (tile / p.tiles_w) % p.tiles_h;
+    let img = tile / (p.tiles_w * p.tiles_h);
+    let al = alpha();
+    // A^T m A: A^T down each column, then along each of the TILE rows.
+    var cols: array<array<f32, 4>, 6>;
+    for (var s = 0u; s < al; s++) {
+        var m: array<f32, 6>;
+        for (var r = 0u; r < al; r++) {
+            m[r] = src[(r * al + s) * tiles * p.k + i];
+        }
+        cols[s] = output_1d(m);
+    }
+    var b = 0.0;
+    if (HAS_BIAS == 1u) {
+        b = bias[ch];
+    }
+    for (var r = 0u; r < TILE; r++) {
+        let oy = ty * TILE + r;
+        var row: array<f32, 6>;
+        for (var s = 0u; s < al; s++) {
+            row[s] = cols[s][r];
+        }
+        let out = output_1d(row);
+        for (var s = 0u; s < TILE; s++) {
+            let ox = tx * TILE + s;
+            if (oy < p.oh && ox < p.ow) {
+                var v = out[s] + b;
+                if (RELU == 1u) {
+                    v = max(v, 0.0);
+                }
+                dst[p.dst_base + ((img * p.oh + oy) * p.ow + ox) * p.k + ch] = v;
+            }
+        }
+    }
+}
