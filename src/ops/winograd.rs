@@ -68,8 +68,12 @@ pub(crate) struct Conv3x3<'a> {
 
 /// Scratch (the transformed input or output of one batch chunk) is kept under this many bytes
 /// per tensor, on top of the binding limit, so that a large batch of large images costs a
-/// bounded amount of memory: F(4x4) holds 2.25x the input, F(2x2) 4x.
-const SCRATCH_BYTES: u64 = 256 << 20;
+/// bounded amount of memory: F(4x4) holds 2.25x the input, F(2x2) 4x. Each scratch tensor is
+/// allocated once per call at a power of two of bytes, so that every layer's scratch falls in
+/// a few of the pool's size classes and is reused across layers instead of each layer leaving
+/// buffers of its own sizes in the pool (at 256 MiB and exact sizes, the block5 fine-tuning
+/// step at batch 32 held 2.1 GiB; BENCHMARKS.md, "Winograd").
+const SCRATCH_BYTES: u64 = 64 << 20;
 
 /// y (N,OH,OW,K) for the convolution `conv` describes, on `tile`.
 pub(crate) fn conv3x3(
@@ -129,10 +133,20 @@ pub(crate) fn conv3x3(
     let mut hasher = std::hash::DefaultHasher::new();
     ("winograd", tile, conv.flip).hash(&mut hasher);
     let tag = hasher.finish();
+    // Equal chunks (the last may be smaller), scratch sized for the largest.
+    let chunks = n.div_ceil(most.max(1)).max(1);
+    let most = n.div_ceil(chunks).max(1);
+    let scratch = |channels: usize| {
+        let values = positions * most * per_image * channels;
+        let rounded = values.next_power_of_two();
+        let fits = (rounded * 4) as u64 <= gpu.binding_limit();
+        Tensor::uninit(gpu, [if fits { rounded } else { values }])
+    };
+    let v = scratch(c)?;
+    let m = scratch(k)?;
     for n0 in (0..n).step_by(most) {
         let nb = most.min(n - n0);
         let rows = nb * per_image;
-        let v = Tensor::uninit(gpu, [positions, rows, c])?;
         let (xr, xb) = conv.x.window(gpu, n0 * h * w * c, nb * h * w * c);
         let p = params(
             c,
@@ -155,7 +169,6 @@ pub(crate) fn conv3x3(
             ],
             grid_1d(gpu, &kernel, rows * c),
         );
-        let m = Tensor::uninit(gpu, [positions, rows, k])?;
         dense::batched_products(
             gpu,
             op,
@@ -166,7 +179,6 @@ pub(crate) fn conv3x3(
             tag,
             &derive,
         )?;
-        drop(v);
         let (yr, yb) = y.window(gpu, n0 * oh * ow * k, nb * oh * ow * k);
         let mut p = p;
         p.src_base = 0;
