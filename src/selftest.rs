@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 
+use crate::gpu::ConvAlgo;
 use crate::gpu::Gpu;
 use crate::ops::{activation, conv, dense, pool, OpError, Padding};
 use crate::reference as cpu;
@@ -202,6 +203,77 @@ impl Checks<'_> {
             &case,
             compare(&grads.2, &db, sum_bound(positions, &sb, &db)),
             0.0,
+        );
+        Ok(())
+    }
+
+    /// Conv2d forward (bias, ReLU) and input gradient on Winograd `algo` (3x3, stride 1), each
+    /// within the componentwise bound of its transforms (`reference::winograd_error_bound`).
+    fn winograd(
+        &mut self,
+        algo: ConvAlgo,
+        xs: [usize; 4],
+        cout: usize,
+        padding: Padding,
+    ) -> Result<(), OpError> {
+        let m = if algo == ConvAlgo::F2x2 { 2 } else { 4 };
+        let ws = [3, 3, xs[3], cout];
+        let mut d = Data::new(13);
+        let (x, x64) = d.values(xs.iter().product());
+        let (w, w64) = d.values(ws.iter().product());
+        let (b, b64) = d.values(cout);
+        let case = format!("{xs:?} * {ws:?}, {padding:?}");
+        let (xt, wt, bt) = (
+            self.upload(&xs, &x)?,
+            self.upload(&ws, &w)?,
+            self.upload(&[cout], &b)?,
+        );
+        let previous = self.gpu.conv_algo();
+        self.gpu.set_conv_algo(algo);
+        let spec = conv::Conv2dSpec::new(1, padding, true);
+        let linear = conv::Conv2dSpec::new(1, padding, false);
+        let forward = timed(|| {
+            let y = conv::conv2d_forward(self.gpu, &xt, &wt, &bt, &spec)?;
+            self.read(&y)
+        });
+        let (want, ys) = cpu::conv2d_ref(&x64, xs, &w64, ws, &b64, (1, 1), padding, true);
+        let (dy, dy64) = d.values(ys.iter().product());
+        let dyt = self.upload(&ys, &dy);
+        let backward = dyt.and_then(|dyt| {
+            timed(|| {
+                let g = conv::conv2d_backward(self.gpu, &xt, &wt, &dyt, &linear, true)?;
+                self.read(g.dx.as_ref().expect("asked for dx"))
+            })
+        });
+        self.gpu.set_conv_algo(previous);
+        let (y, ms) = forward?;
+        let pad = usize::from(padding == Padding::Same);
+        let mut bound =
+            cpu::winograd_error_bound(&x64, xs, &w64, cout, (pad, pad), (ys[1], ys[2]), m);
+        // The bias adds one rounding of a value at most |y| + |b|.
+        for (i, e) in bound.iter_mut().enumerate() {
+            *e += 2.0 * U * (want[i].abs() + b64[i % cout].abs());
+        }
+        let name = format!("conv2d forward {} (+bias, relu)", algo.name());
+        self.push(&name, &case, compare(&y, &want, |i| bound[i]), ms);
+        let (dx, ms) = backward?;
+        let (want_dx, _, _) = cpu::conv2d_backward_ref(&x64, xs, &w64, ws, &dy64, (1, 1), padding);
+        // dx is the convolution of dy with the flipped kernel, padded by 2 - pad.
+        let bound_dx = cpu::winograd_error_bound(
+            &dy64,
+            ys,
+            &cpu::flipped_kernel(&w64, xs[3], cout),
+            xs[3],
+            (2 - pad, 2 - pad),
+            (xs[1], xs[2]),
+            m,
+        );
+        let name = format!("conv2d backward dx {}", algo.name());
+        self.push(
+            &name,
+            &case,
+            compare(&dx, &want_dx, |i| bound_dx[i] + 1e-7),
+            ms,
         );
         Ok(())
     }
@@ -464,6 +536,13 @@ pub fn run(gpu: &Gpu, report: &mut dyn FnMut(&Check)) -> Result<Vec<Check>, OpEr
             c.conv2d([1, 10, 9, 3], [3, 3, 3, 8], 1, Padding::Same)?;
             c.conv2d([2, 9, 11, 8], [3, 3, 8, 12], 1, Padding::Same)?;
             c.conv2d([1, 6, 5, 36], [1, 1, 36, 8], 1, Padding::Valid)?;
+            // Winograd's transforms and batched products: channels off the 4-multiples (the
+            // workgroup-memory products) and on them (the family's own), H and W no multiple
+            // of either tile.
+            for algo in [ConvAlgo::F2x2, ConvAlgo::F4x4] {
+                c.winograd(algo, [2, 7, 9, 5], 6, Padding::Same)?;
+                c.winograd(algo, [1, 11, 10, 16], 20, Padding::Valid)?;
+            }
             c.dense(3, 37, 11)?;
             c.dense(40, 36, 20)?;
             c.dense(1, 132, 8)?;

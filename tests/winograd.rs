@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use cnn_wgpu::gpu::{ConvAlgo, Gpu};
 use cnn_wgpu::ops::conv::{self, Conv2dSpec};
 use cnn_wgpu::ops::Padding;
+use cnn_wgpu::reference::{flipped_kernel, winograd_error_bound};
 use common::*;
 
 /// The algorithm is a device switch, and the family devices are shared by this binary's tests:
@@ -17,160 +18,6 @@ use common::*;
 static ALGO: Mutex<()> = Mutex::new(());
 
 const ALGOS: [(ConvAlgo, usize); 2] = [(ConvAlgo::F2x2, 2), (ConvAlgo::F4x4, 4)];
-
-/// |B^T|, |G| and |A^T| of F(m x m, 3x3), as (rows, columns, values): the magnitudes the
-/// error bound below is built from (Lavin & Gray's matrices; the shader's term-by-term
-/// transforms are checked by the values, against the direct convolution, not by these).
-fn abs_matrices(m: usize) -> ([Vec<f64>; 3], usize) {
-    if m == 2 {
-        (
-            [
-                vec![
-                    1., 0., 1., 0., //
-                    0., 1., 1., 0., //
-                    0., 1., 1., 0., //
-                    0., 1., 0., 1.,
-                ],
-                vec![1., 0., 0., 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0., 0., 1.],
-                vec![1., 1., 1., 0., 0., 1., 1., 1.],
-            ],
-            4,
-        )
-    } else {
-        let (a, b, c) = (1. / 24., 1. / 12., 1. / 6.);
-        (
-            [
-                vec![
-                    4., 0., 5., 0., 1., 0., //
-                    0., 4., 4., 1., 1., 0., //
-                    0., 4., 4., 1., 1., 0., //
-                    0., 2., 1., 2., 1., 0., //
-                    0., 2., 1., 2., 1., 0., //
-                    0., 4., 0., 5., 0., 1.,
-                ],
-                vec![0.25, 0., 0., c, c, c, c, c, c, a, b, c, a, b, c, 0., 0., 1.],
-                vec![
-                    1., 1., 1., 1., 1., 0., //
-                    0., 1., 1., 2., 2., 0., //
-                    0., 1., 1., 4., 4., 0., //
-                    0., 1., 1., 8., 8., 1.,
-                ],
-            ],
-            6,
-        )
-    }
-}
-
-/// A componentwise bound on the rounding error of each output of a Winograd convolution of x
-/// (N,H,W,C) with w (3,3,C,K) HWIO, `pad` zeros above and left, (OH,OW) outputs, tile side m:
-///   |err| <= 2 u (C + 4 alpha + 8) |A^T| [ sum_c (|G| |g_c| |G^T|) .* (|B^T| |d_c| |B|) ] |A|
-/// (u = 2^-24): every value passes through at most alpha + 1 additions in each of the input,
-/// kernel and output transforms' two passes and C in the product's sum, each rounding once,
-/// and the magnitudes are what those sums add up to with every sign made positive. The
-/// direct convolution's bound is the same with only its 9C terms: F(4x4) is much looser.
-fn winograd_bound(
-    x: &[f64],
-    xs: [usize; 4],
-    w: &[f64],
-    k: usize,
-    pad: (usize, usize),
-    (oh, ow): (usize, usize),
-    m: usize,
-) -> Vec<f64> {
-    let ([bt, g, at], al) = abs_matrices(m);
-    let [n, h, wd, c] = xs;
-    let gamma = 2.0 * f64::from(f32::EPSILON) / 2.0 * (c + 4 * al + 8) as f64;
-    // |U| (alpha, alpha, C, K) = |G| |g| |G^T|.
-    let mut u = vec![0.0; al * al * c * k];
-    for ci in 0..c {
-        for ko in 0..k {
-            for xi in 0..al {
-                for nu in 0..al {
-                    let mut s = 0.0;
-                    for a in 0..3 {
-                        for b in 0..3 {
-                            s += g[xi * 3 + a]
-                                * w[((a * 3 + b) * c + ci) * k + ko].abs()
-                                * g[nu * 3 + b];
-                        }
-                    }
-                    u[((xi * al + nu) * c + ci) * k + ko] = s;
-                }
-            }
-        }
-    }
-    let mut out = vec![0.0; n * oh * ow * k];
-    for img in 0..n {
-        for ty in 0..oh.div_ceil(m) {
-            for tx in 0..ow.div_ceil(m) {
-                // |M| (alpha, alpha, K) = sum_c |U| .* |V|, |V| = |B^T| |d| |B|.
-                let mut mm = vec![0.0; al * al * k];
-                for ci in 0..c {
-                    let d = |r: usize, s: usize| {
-                        let y = (ty * m + r) as isize - pad.0 as isize;
-                        let xx = (tx * m + s) as isize - pad.1 as isize;
-                        if y < 0 || xx < 0 || y >= h as isize || xx >= wd as isize {
-                            0.0
-                        } else {
-                            x[((img * h + y as usize) * wd + xx as usize) * c + ci].abs()
-                        }
-                    };
-                    for xi in 0..al {
-                        for nu in 0..al {
-                            let mut v = 0.0;
-                            for r in 0..al {
-                                for s in 0..al {
-                                    v += bt[xi * al + r] * d(r, s) * bt[nu * al + s];
-                                }
-                            }
-                            for ko in 0..k {
-                                mm[(xi * al + nu) * k + ko] +=
-                                    u[((xi * al + nu) * c + ci) * k + ko] * v;
-                            }
-                        }
-                    }
-                }
-                for r in 0..m {
-                    for s in 0..m {
-                        let (oy, ox) = (ty * m + r, tx * m + s);
-                        if oy >= oh || ox >= ow {
-                            continue;
-                        }
-                        for ko in 0..k {
-                            let mut e = 0.0;
-                            for xi in 0..al {
-                                for nu in 0..al {
-                                    e += at[r * al + xi]
-                                        * mm[(xi * al + nu) * k + ko]
-                                        * at[s * al + nu];
-                                }
-                            }
-                            out[((img * oh + oy) * ow + ox) * k + ko] = gamma * e;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-/// The input gradient's kernel: w (3,3,C,K) rotated 180 degrees with its channels swapped,
-/// (3,3,K,C), so that dx is the convolution of dy with it.
-fn flipped(w: &[f64], c: usize, k: usize) -> Vec<f64> {
-    let mut f = vec![0.0; w.len()];
-    for a in 0..3 {
-        for b in 0..3 {
-            for ci in 0..c {
-                for ko in 0..k {
-                    f[(((2 - a) * 3 + 2 - b) * k + ko) * c + ci] =
-                        w[((a * 3 + b) * c + ci) * k + ko];
-                }
-            }
-        }
-    }
-    f
-}
 
 fn assert_within(what: &str, got: &[f32], want: &[f64], bound: &[f64]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
@@ -260,7 +107,8 @@ fn check_forward(families: Vec<(&'static str, &'static Gpu)>) {
                 conv2d_ref(&x64, c.x, &w64, ws, &to_f64(&b), (1, 1), c.padding, c.relu);
             assert_eq!(y.dims(), ys, "{what}: case {i}: output shape");
             let pad = usize::from(c.padding == Padding::Same);
-            let mut bound = winograd_bound(&x64, c.x, &w64, c.cout, (pad, pad), (ys[1], ys[2]), m);
+            let mut bound =
+                winograd_error_bound(&x64, c.x, &w64, c.cout, (pad, pad), (ys[1], ys[2]), m);
             // The bias adds one rounding of a value at most |y| + |b|.
             for (e, (yv, bv)) in bound.iter_mut().zip(want.iter().zip(b.iter().cycle())) {
                 *e += f64::from(f32::EPSILON) * (yv.abs() + f64::from(bv.abs()));
@@ -315,10 +163,10 @@ fn winograd_input_gradient_matches_cpu_backward_within_its_bound() {
             // dx is the convolution of dy (N,OH,OW,K) with the flipped kernel, padded by
             // 2 - pad: its bound is the forward bound of that convolution.
             let pad = 2 - usize::from(c.padding == Padding::Same);
-            let bound = winograd_bound(
+            let bound = winograd_error_bound(
                 &dy64,
                 ys,
-                &flipped(&w64, c.x[3], c.cout),
+                &flipped_kernel(&w64, c.x[3], c.cout),
                 c.x[3],
                 (pad, pad),
                 (c.x[1], c.x[2]),
