@@ -13,24 +13,6 @@ override HAS_BIAS: u32 = 1u;
 override RELU: u32 = 0u;
 override ACCUM: u32 = 0u;
 override PACKED_B: u32 = 1u;
-// IN and OUT as constants where the host fixes them per pipeline (Winograd's batched products,
-// one pipeline per layer shape), so that K bounds and row strides fold; 0: read from Params.
-override IN_CONST: u32 = 0u;
-override OUT_CONST: u32 = 0u;
-
-fn inp() -> u32 {
-    if (IN_CONST != 0u) {
-        return IN_CONST;
-    }
-    return p.inp;
-}
-
-fn out() -> u32 {
-    if (OUT_CONST != 0u) {
-        return OUT_CONST;
-    }
-    return p.out;
-}
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src_a: array<vec4<f32>>;
@@ -40,9 +22,9 @@ fn out() -> u32 {
 
 fn gemm_dims() -> vec3<u32> {
     switch MODE {
-        case 0u: { return vec3<u32>(p.rows, out(), inp()); }
-        case 1u: { return vec3<u32>(p.rows, inp(), out()); }
-        default: { return vec3<u32>(inp(), out(), p.rows); }
+        case 0u: { return vec3<u32>(p.rows, p.out, p.inp); }
+        case 1u: { return vec3<u32>(p.rows, p.inp, p.out); }
+        default: { return vec3<u32>(p.inp, p.out, p.rows); }
     }
 }
 
@@ -57,9 +39,9 @@ struct ARow {
 
 fn a_row(m: u32) -> ARow {
     if (MODE == 0u) {
-        return ARow((p.a_base + m * inp()) / 4u);
+        return ARow((p.a_base + m * p.inp) / 4u);
     }
-    return ARow(m * (out() / 4u));
+    return ARow(m * (p.out / 4u));
 }
 
 fn load_a4(r: ARow, k: u32) -> vec4<f32> {
@@ -68,7 +50,7 @@ fn load_a4(r: ARow, k: u32) -> vec4<f32> {
 
 // MODE 2: A[m..m+3, k] = x[k, m..m+3].
 fn load_a4m(m: u32, k: u32) -> vec4<f32> {
-    return src_a[k * (inp() / 4u) + m / 4u];
+    return src_a[k * (p.inp / 4u) + m / 4u];
 }
 
 fn load_b4(k: u32, n4: u32) -> vec4<f32> {
@@ -76,7 +58,7 @@ fn load_b4(k: u32, n4: u32) -> vec4<f32> {
         // From src_b or from an operand texture, as the appended gemm_sg_b_*.wgsl says.
         return sg_packed_b4(sg_packed_b(p.b_row + k, n4, p.b_rows));
     }
-    return src_b[(p.b_row + k) * (out() / 4u) + n4];
+    return src_b[(p.b_row + k) * (p.out / 4u) + n4];
 }
 
 fn store_c4(m: u32, n4: u32, v: vec4<f32>, slice: u32) {
@@ -89,11 +71,11 @@ fn store_c4(m: u32, n4: u32, v: vec4<f32>, slice: u32) {
             if (RELU == 1u) {
                 y = max(y, vec4<f32>(0.0));
             }
-            dst[(p.c_base + m * out()) / 4u + n4] = y;
+            dst[(p.c_base + m * p.out) / 4u + n4] = y;
         }
-        case 1u: { dst[m * (inp() / 4u) + n4] = v; }
+        case 1u: { dst[m * (p.inp / 4u) + n4] = v; }
         default: {
-            let i = m * (out() / 4u) + n4;
+            let i = m * (p.out / 4u) + n4;
             if (ACCUM == 1u) {
                 dst[i] = dst[i] + v;
             } else {

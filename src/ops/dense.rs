@@ -163,10 +163,6 @@ pub(crate) fn batched_products(
     let mut plan = GemmPlan::new(gpu, SHADERS, &product);
     let (packed, derived) = plan.pack_derived_kernel(gpu, w, tag, derive)?;
     let mut consts = vec![("MODE", 0.0), ("HAS_BIAS", 0.0), ("RELU", 0.0)];
-    if product.vec4 && gpu.subgroup_width().is_some() {
-        // One pipeline per layer shape: its K bounds and strides fold.
-        consts.extend([("IN_CONST", k as f64), ("OUT_CONST", n as f64)]);
-    }
     let kernel = plan.kernel(&mut consts);
     // The plain B where it is read as it is; otherwise the texture is read and this binding,
     // which the module still declares, stays unread.
