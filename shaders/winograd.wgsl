@@ -57,6 +57,11 @@ fn flat_id(id: vec3<u32>, groups: vec3<u32>) -> u32 {
     return id.x + id.y * groups.x * 64u;
 }
 
+// (image, tile row, tile column) of tile number `tile` of the chunk.
+fn tile_at(tile: u32) -> vec3<u32> {
+    return vec3<u32>(tile / (p.tiles_w * p.tiles_h), (tile / p.tiles_w) % p.tiles_h, tile % p.tiles_w);
+}
+
 // B^T d for one column d of an input patch (ALPHA values).
 fn input_1d(d: array<f32, 6>) -> array<f32, 6> {
     var r: array<f32, 6>;
@@ -157,10 +162,10 @@ fn input_transform(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_wo
         return;
     }
     let ch = i % p.c;
-    let tile = i / p.c;
-    let tx = tile % p.tiles_w;
-    let ty = (tile / p.tiles_w) % p.tiles_h;
-    let img = tile / (p.tiles_w * p.tiles_h);
+    let at = tile_at(i / p.c);
+    let img = at.x;
+    let ty = at.y;
+    let tx = at.z;
     // Top-left input position of the patch, as signed values: padding lies above and left.
     let y0 = i32(ty * TILE) - i32(p.pad_top);
     let x0 = i32(tx * TILE) - i32(p.pad_left);
@@ -199,10 +204,10 @@ fn output_transform(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_w
         return;
     }
     let ch = i % p.k;
-    let tile = i / p.k;
-    let tx = tile % p.tiles_w;
-    let ty = (tile / p.tiles_w) % p.tiles_h;
-    let img = tile / (p.tiles_w * p.tiles_h);
+    let at = tile_at(i / p.k);
+    let img = at.x;
+    let ty = at.y;
+    let tx = at.z;
     let al = alpha();
     // A^T m A: A^T down each column, then along each of the TILE rows.
     var cols: array<array<f32, 4>, 6>;
