@@ -110,6 +110,10 @@ fn gemm_slices() -> u32 {
     return max(p.slices, 1u);
 }
 
+fn gemm_products() -> u32 {
+    return 1u;
+}
+
 fn store_c(m: u32, n: u32, acc: f32, slice: u32) {
     switch MODE {
         case 0u: {

@@ -43,6 +43,10 @@ fn gemm_slices() -> u32 {
     return max(p.slices, 1u);
 }
 
+fn gemm_products() -> u32 {
+    return 1u;
+}
+
 // One row of A, decoded once: the image's first row index `img` (in rows of the tensor A reads)
 // and the row's anchor (y, x) that each tap offsets.
 struct ARow {

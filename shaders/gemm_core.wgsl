@@ -8,6 +8,9 @@
 //   gemm_slices() -> u32           K is split into this many slices (1: no split), one per
 //                                  workgroup z; slice s sums k in its own range and store_c
 //                                  writes a partial result the host then reduces
+//   gemm_products() -> u32         products of one shape in one dispatch (Winograd's), one
+//                                  per workgroup z; the op reads `gemm_product`, this
+//                                  invocation's, to offset its operands
 // so convolution is an implicit GEMM: im2col happens inside load_a, never in memory. Splitting K
 // keeps many workgroups busy when M*N is small and K is long (a kernel gradient sums over every
 // output position of the batch).
@@ -20,6 +23,9 @@
 const TILE_M: u32 = 64u;
 const TILE_N: u32 = 64u;
 const TILE_K: u32 = 16u;
+
+// Which of gemm_products() this invocation computes (set before any operand is read).
+var<private> gemm_product: u32;
 
 var<workgroup> tile_a: array<vec4<f32>, 256>; // [TILE_K][TILE_M / 4]
 var<workgroup> tile_b: array<vec4<f32>, 256>; // [TILE_K][TILE_N / 4]
@@ -38,8 +44,11 @@ fn gemm(
     let per_slice = ((dims.z + slices - 1u) / slices + TILE_K - 1u) / TILE_K * TILE_K;
     let k_begin = slice * per_slice;
     let k_end = min(dims.z, k_begin + per_slice);
-    // M tiles beyond 65535 spill into z (after the slices).
-    let m0 = (wg.y + (wg.z / slices) * groups.y) * TILE_M;
+    // z = (spill * products + product) * slices + slice: M tiles beyond 65535 spill into z
+    // after the slices and products.
+    let rest = wg.z / slices;
+    gemm_product = rest % gemm_products();
+    let m0 = (wg.y + (rest / gemm_products()) * groups.y) * TILE_M;
     let n0 = wg.x * TILE_N;
     var acc: array<vec4<f32>, 4>;
     for (var i = 0u; i < 4u; i++) {

@@ -17,6 +17,9 @@
 // The op module in front of this one supplies
 //   gemm_dims() -> vec3<u32>          (M, N, K)
 //   gemm_slices() -> u32              K split into slices, one per workgroup z (as gemm_core)
+//   gemm_products() -> u32            products of one shape in one dispatch, one per workgroup
+//                                     z (as gemm_core); the op reads `gemm_product`, this
+//                                     invocation's, to offset its operands
 //   load_b4(k, n4) -> vec4<f32>       B[k, 4*n4 .. 4*n4+3]; k < K and 4*n4 < N. Where B arrives
 //                                     packed by pack.wgsl, `sg_packed_b` gives the vec4 index
 //                                     and `sg_packed_b4` reads it (gemm_sg_b_buffer.wgsl or
@@ -32,9 +35,9 @@
 // Lanes per subgroup: the adapter's one subgroup width (the host runs this file only where the
 // smallest and largest subgroup sizes agree).
 override SG_W: u32 = 8u;
-// Subgroups per workgroup, stacked along M (SG_ROWS rows each): 2 measured fastest on lavapipe;
-// 1 when one subgroup covers M, where a second would only multiply zeros; up to 4 of 8 rows on
-// a GPU.
+// Subgroups per workgroup, stacked along M (SG_ROWS rows each): 2 on lavapipe, or 1 where
+// whole tiles of two would pad M more (a short M such as a Winograd product's, or one subgroup
+// covering M); up to 4 of 8 rows on a GPU. The host's rule is in src/ops/gemm.rs.
 override SG_PER_WG: u32 = 2u;
 // vec4 columns per lane: 2 (8 * SG_W columns per workgroup), or 1 when N is at most 4 * SG_W,
 // where the second column would only multiply zeros.
@@ -83,6 +86,9 @@ fn sg_packed_b(k: u32, n4: u32, kdim: u32) -> u32 {
     return ((n4 / SG_TILE_N4) * kdim + k) * SG_TILE_N4 + n4 % SG_TILE_N4;
 }
 
+// Which of gemm_products() this invocation computes (set by sg_tile before any operand is read).
+var<private> gemm_product: u32;
+
 struct SgTile {
     m0: u32,     // first row of this subgroup's SG_ROWS
     n4: u32,     // this lane's first vec4 column
@@ -100,8 +106,11 @@ fn sg_tile(wg: vec3<u32>, groups: vec3<u32>, sg: u32, lane: u32, k_units: u32) -
     let per = (k_units + slices - 1u) / slices;
     t.k_begin = t.slice * per;
     t.k_end = min(k_units, t.k_begin + per);
-    // M tiles beyond 65535 spill into z (after the slices), as in gemm_core.
-    t.m0 = ((wg.y + (wg.z / slices) * groups.y) * SG_PER_WG + sg) * SG_ROWS;
+    // z = (spill * products + product) * slices + slice: M tiles beyond 65535 spill into z
+    // after the slices and products, as in gemm_core.
+    let rest = wg.z / slices;
+    gemm_product = rest % gemm_products();
+    t.m0 = ((wg.y + (rest / gemm_products()) * groups.y) * SG_PER_WG + sg) * SG_ROWS;
     t.n4 = wg.x * SG_TILE_N4 + lane * SG_COLS4;
     return t;
 }

@@ -4,7 +4,7 @@
 //   MODE 1 input grad    dx = dy w^T     (ROWS, IN):  dx[r,i] = sum_o dy[r,o] w[i,o]
 //   MODE 2 kernel grad   dw = x^T dy     (IN, OUT):   dw[i,o] = sum_r x[r,i] dy[r,o]
 //                        (+ dw's old value when ACCUM = 1)
-// MODE 0 reads its operands at the offsets Params gives (one of a batch of products).
+// MODE 0 reads its operands at the offsets Params gives, Params.products products of one shape.
 // Bindings: a = x (modes 0, 2) or dy (mode 1); b = w (modes 0, 1) or dy (mode 2); bias; c = output.
 
 override MODE: u32 = 0u;
@@ -28,7 +28,7 @@ fn gemm_dims() -> vec3<u32> {
 
 fn load_a(m: u32, k: u32) -> f32 {
     switch MODE {
-        case 0u: { return src_a[p.a_base + m * p.inp + k]; }
+        case 0u: { return src_a[p.a_base + (gemm_product * p.rows + m) * p.inp + k]; }
         case 1u: { return src_a[m * p.out + k]; }
         default: { return src_a[k * p.inp + m]; }
     }
@@ -36,7 +36,7 @@ fn load_a(m: u32, k: u32) -> f32 {
 
 fn load_b(k: u32, n: u32) -> f32 {
     switch MODE {
-        case 0u: { return src_b[(p.b_row + k) * p.out + n]; }
+        case 0u: { return src_b[(p.b_row + gemm_product * p.inp + k) * p.out + n]; }
         case 1u: { return src_b[n * p.out + k]; }
         default: { return src_b[k * p.out + n]; }
     }
@@ -44,6 +44,10 @@ fn load_b(k: u32, n: u32) -> f32 {
 
 fn gemm_slices() -> u32 {
     return 1u;
+}
+
+fn gemm_products() -> u32 {
+    return max(p.products, 1u);
 }
 
 fn store_c(m: u32, n: u32, acc: f32, slice: u32) {
@@ -56,7 +60,7 @@ fn store_c(m: u32, n: u32, acc: f32, slice: u32) {
             if (RELU == 1u) {
                 v = max(v, 0.0);
             }
-            dst[p.c_base + m * p.out + n] = v;
+            dst[p.c_base + (gemm_product * p.rows + m) * p.out + n] = v;
         }
         case 1u: { dst[m * p.inp + n] = acc; }
         default: {

@@ -3,7 +3,7 @@
 // PACKED_B = 1 (always for MODE 1; the host skips packing when one row tile reads B once). Same products and layouts as matmul.wgsl: x (ROWS,IN),
 // kernel w (IN,OUT), y (ROWS,OUT):
 //   MODE 0 forward      y  = x w (+ bias when HAS_BIAS = 1, then ReLU when RELU = 1); gemm_sg,
-//                       operands at the offsets Params gives (one of a batch of products)
+//                       operands at the offsets Params gives, Params.products of them
 //   MODE 1 input grad   dx = dy w^T; gemm_sg
 //   MODE 2 kernel grad  dw = x^T dy (+ dw's old value when ACCUM = 1); gemm_sg_m, reading x
 //                       along IN (contiguous) at one row k
@@ -32,6 +32,10 @@ fn gemm_slices() -> u32 {
     return 1u;
 }
 
+fn gemm_products() -> u32 {
+    return max(p.products, 1u);
+}
+
 // The vec4 index where row m of A starts.
 struct ARow {
     base: u32,
@@ -39,7 +43,7 @@ struct ARow {
 
 fn a_row(m: u32) -> ARow {
     if (MODE == 0u) {
-        return ARow((p.a_base + m * p.inp) / 4u);
+        return ARow((p.a_base + (gemm_product * p.rows + m) * p.inp) / 4u);
     }
     return ARow(m * (p.out / 4u));
 }
@@ -53,12 +57,17 @@ fn load_a4m(m: u32, k: u32) -> vec4<f32> {
     return src_a[k * (p.inp / 4u) + m / 4u];
 }
 
+// B's first row for this product (MODE 0; the other modes have one product).
+fn b_row0() -> u32 {
+    return p.b_row + gemm_product * p.inp;
+}
+
 fn load_b4(k: u32, n4: u32) -> vec4<f32> {
     if (PACKED_B == 1u) {
         // From src_b or from an operand texture, as the appended gemm_sg_b_*.wgsl says.
-        return sg_packed_b4(sg_packed_b(p.b_row + k, n4, p.b_rows));
+        return sg_packed_b4(sg_packed_b(b_row0() + k, n4, p.b_rows));
     }
-    return src_b[(p.b_row + k) * (p.out / 4u) + n4];
+    return src_b[(b_row0() + k) * (p.out / 4u) + n4];
 }
 
 fn store_c4(m: u32, n4: u32, v: vec4<f32>, slice: u32) {
@@ -71,7 +80,7 @@ fn store_c4(m: u32, n4: u32, v: vec4<f32>, slice: u32) {
             if (RELU == 1u) {
                 y = max(y, vec4<f32>(0.0));
             }
-            dst[(p.c_base + m * p.out) / 4u + n4] = y;
+            dst[(p.c_base + (gemm_product * p.rows + m) * p.out) / 4u + n4] = y;
         }
         case 1u: { dst[m * (p.inp / 4u) + n4] = v; }
         default: {

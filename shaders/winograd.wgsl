@@ -4,7 +4,7 @@
 //   Y = A^T [ sum over input channels c of (G g_c G^T) .* (B^T d_c B) ] A
 // where d_c is the (ALPHA,ALPHA) input patch and g_c the 3x3 kernel slice. The sum over c for
 // each of the ALPHA^2 positions t is a GEMM, M_t (P,K) = V_t (P,C) U_t (C,K), P being the
-// tiles, which the engine's GEMM runs (matmul modules, one dispatch per t); this file holds the
+// tiles, which the engine's GEMM runs (matmul modules, all t in one dispatch); this file holds the
 // three transforms around it:
 //   kernel_transform  w (3,3,C,K) HWIO  ->  U (ALPHA^2, C, K)
 //                     with FLIP = 1: w read as the input gradient's kernel, rotated 180
@@ -16,8 +16,9 @@
 // TILE is 2 (F(2x2,3x3): 16 products per 4 outputs instead of 36) or 4 (F(4x4,3x3): 36 per 16
 // instead of 144). The 1-D transforms are written out term by term: a multiplication by a
 // matrix's zero is not free in IEEE arithmetic, so a generic matrix loop would do them all.
-// Every invocation handles one channel of one tile; consecutive invocations take consecutive
-// channels, so their loads and stores are contiguous in NHWC.
+// Every invocation handles one channel of one tile (four in the vec4 forms at the end, where
+// the channel count allows); consecutive invocations take consecutive channels, so their loads
+// and stores are contiguous in NHWC.
 
 struct Params {
     n: u32,        // images in this chunk
@@ -239,5 +240,211 @@ fn output_transform(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_w
                 dst[p.dst_base + ((img * p.oh + oy) * p.ow + ox) * p.k + ch] = v;
             }
         }
+    }
+}
+
+// The vec4 forms of the input and output transforms, for C (input_transform4) or K
+// (output_transform4) a multiple of 4: each invocation handles four consecutive channels of one
+// tile, so every load and store moves a vec4 (on lavapipe each is a per-lane loop, whatever its
+// width: four channels per invocation make a quarter of them). The ALPHA values of a column
+// or row travel in a struct, its fields named, so that every access is a constant one and
+// the compiler keeps them in registers (a private array indexed in a loop stays in memory on
+// lavapipe, BENCHMARKS.md, "Winograd").
+@group(0) @binding(4) var<storage, read> src4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> bias4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> dst4: array<vec4<f32>>;
+
+// ALPHA values (v4, v5 unused where TILE = 2), or TILE of them after A^T.
+struct Col {
+    v0: vec4<f32>,
+    v1: vec4<f32>,
+    v2: vec4<f32>,
+    v3: vec4<f32>,
+    v4: vec4<f32>,
+    v5: vec4<f32>,
+}
+
+// input_1d on four channels.
+fn input_1d4(d: Col) -> Col {
+    var r: Col;
+    if (TILE == 2u) {
+        r.v0 = d.v0 - d.v2;
+        r.v1 = d.v1 + d.v2;
+        r.v2 = d.v2 - d.v1;
+        r.v3 = d.v1 - d.v3;
+    } else {
+        r.v0 = 4.0 * d.v0 - 5.0 * d.v2 + d.v4;
+        r.v1 = d.v3 + d.v4 - 4.0 * (d.v1 + d.v2);
+        r.v2 = 4.0 * (d.v1 - d.v2) + d.v4 - d.v3;
+        r.v3 = 2.0 * (d.v3 - d.v1) + d.v4 - d.v2;
+        r.v4 = 2.0 * (d.v1 - d.v3) + d.v4 - d.v2;
+        r.v5 = 4.0 * d.v1 - 5.0 * d.v3 + d.v5;
+    }
+    return r;
+}
+
+// output_1d on four channels: TILE values in v0..
+fn output_1d4(m: Col) -> Col {
+    var r: Col;
+    if (TILE == 2u) {
+        r.v0 = m.v0 + m.v1 + m.v2;
+        r.v1 = m.v1 - m.v2 - m.v3;
+    } else {
+        let s12 = m.v1 + m.v2;
+        let d12 = m.v1 - m.v2;
+        let s34 = m.v3 + m.v4;
+        let d34 = m.v3 - m.v4;
+        r.v0 = m.v0 + s12 + s34;
+        r.v1 = d12 + 2.0 * d34;
+        r.v2 = s12 + 4.0 * s34;
+        r.v3 = d12 + 8.0 * d34 + m.v5;
+    }
+    return r;
+}
+
+// x[img, y0 + r, x, 4*ch4 ..], zero outside the input and for r past ALPHA.
+fn patch4(img: u32, y0: i32, x: i32, ch4: u32, r: u32) -> vec4<f32> {
+    let y = y0 + i32(r);
+    if (r >= alpha() || y < 0 || y >= i32(p.h) || x < 0 || x >= i32(p.w)) {
+        return vec4<f32>(0.0);
+    }
+    return src4[(p.src_base + ((img * p.h + u32(y)) * p.w + u32(x)) * p.c) / 4u + ch4];
+}
+
+// B^T down the patch's column at x.
+fn input_col4(img: u32, y0: i32, x: i32, ch4: u32) -> Col {
+    return input_1d4(Col(patch4(img, y0, x, ch4, 0u), patch4(img, y0, x, ch4, 1u),
+        patch4(img, y0, x, ch4, 2u), patch4(img, y0, x, ch4, 3u), patch4(img, y0, x, ch4, 4u),
+        patch4(img, y0, x, ch4, 5u)));
+}
+
+// Row r of B^T d B: B^T along the row whose values are `row`, stored to V[r * ALPHA + s].
+fn input_row4(r: u32, row: Col, at: u32, stride: u32) {
+    let v = input_1d4(row);
+    let al = alpha();
+    dst4[(r * al) * stride + at] = v.v0;
+    dst4[(r * al + 1u) * stride + at] = v.v1;
+    dst4[(r * al + 2u) * stride + at] = v.v2;
+    dst4[(r * al + 3u) * stride + at] = v.v3;
+    if (TILE == 4u) {
+        dst4[(r * al + 4u) * stride + at] = v.v4;
+        dst4[(r * al + 5u) * stride + at] = v.v5;
+    }
+}
+
+// input_transform, four channels per invocation.
+@compute @workgroup_size(64, 1, 1)
+fn input_transform4(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_id(id, groups);
+    let c4 = p.c / 4u;
+    let tiles = p.n * p.tiles_h * p.tiles_w;
+    if (i >= tiles * c4) {
+        return;
+    }
+    let ch4 = i % c4;
+    let at = tile_at(i / c4);
+    let y0 = i32(at.y * TILE) - i32(p.pad_top);
+    let x0 = i32(at.z * TILE) - i32(p.pad_left);
+    let c0 = input_col4(at.x, y0, x0, ch4);
+    let c1 = input_col4(at.x, y0, x0 + 1, ch4);
+    let c2 = input_col4(at.x, y0, x0 + 2, ch4);
+    let c3 = input_col4(at.x, y0, x0 + 3, ch4);
+    var c4c: Col;
+    var c5c: Col;
+    if (TILE == 4u) {
+        c4c = input_col4(at.x, y0, x0 + 4, ch4);
+        c5c = input_col4(at.x, y0, x0 + 5, ch4);
+    }
+    // V (ALPHA^2, P, C) in vec4s: position t's rows are tiles * c4 apart.
+    let stride = tiles * c4;
+    input_row4(0u, Col(c0.v0, c1.v0, c2.v0, c3.v0, c4c.v0, c5c.v0), i, stride);
+    input_row4(1u, Col(c0.v1, c1.v1, c2.v1, c3.v1, c4c.v1, c5c.v1), i, stride);
+    input_row4(2u, Col(c0.v2, c1.v2, c2.v2, c3.v2, c4c.v2, c5c.v2), i, stride);
+    input_row4(3u, Col(c0.v3, c1.v3, c2.v3, c3.v3, c4c.v3, c5c.v3), i, stride);
+    if (TILE == 4u) {
+        input_row4(4u, Col(c0.v4, c1.v4, c2.v4, c3.v4, c4c.v4, c5c.v4), i, stride);
+        input_row4(5u, Col(c0.v5, c1.v5, c2.v5, c3.v5, c4c.v5, c5c.v5), i, stride);
+    }
+}
+
+// M[r * ALPHA + s] for r < ALPHA, then A^T down that column s.
+fn output_col4(s: u32, at: u32, stride: u32) -> Col {
+    let al = alpha();
+    var m: Col;
+    m.v0 = src4[s * stride + at];
+    m.v1 = src4[(al + s) * stride + at];
+    m.v2 = src4[(2u * al + s) * stride + at];
+    m.v3 = src4[(3u * al + s) * stride + at];
+    if (TILE == 4u) {
+        m.v4 = src4[(4u * al + s) * stride + at];
+        m.v5 = src4[(5u * al + s) * stride + at];
+    }
+    return output_1d4(m);
+}
+
+fn epilogue4(v: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    if (RELU == 1u) {
+        return max(v + b, vec4<f32>(0.0));
+    }
+    return v + b;
+}
+
+// Output row oy of the tile: A^T along `row`, plus bias, ReLU; the TILE columns from ox0 that
+// lie inside the output are stored.
+fn output_row4(row: Col, img: u32, oy: u32, ox0: u32, ch4: u32, b: vec4<f32>) {
+    if (oy >= p.oh) {
+        return;
+    }
+    let o = output_1d4(row);
+    let k4 = p.k / 4u;
+    let at = (p.dst_base + ((img * p.oh + oy) * p.ow + ox0) * p.k) / 4u + ch4;
+    if (ox0 < p.ow) {
+        dst4[at] = epilogue4(o.v0, b);
+    }
+    if (ox0 + 1u < p.ow) {
+        dst4[at + k4] = epilogue4(o.v1, b);
+    }
+    if (TILE == 4u && ox0 + 2u < p.ow) {
+        dst4[at + 2u * k4] = epilogue4(o.v2, b);
+    }
+    if (TILE == 4u && ox0 + 3u < p.ow) {
+        dst4[at + 3u * k4] = epilogue4(o.v3, b);
+    }
+}
+
+// output_transform, four channels per invocation.
+@compute @workgroup_size(64, 1, 1)
+fn output_transform4(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_id(id, groups);
+    let k4 = p.k / 4u;
+    let tiles = p.n * p.tiles_h * p.tiles_w;
+    if (i >= tiles * k4) {
+        return;
+    }
+    let ch4 = i % k4;
+    let at = tile_at(i / k4);
+    // M (ALPHA^2, P, K) in vec4s: position t's rows are tiles * k4 apart.
+    let stride = tiles * k4;
+    let c0 = output_col4(0u, i, stride);
+    let c1 = output_col4(1u, i, stride);
+    let c2 = output_col4(2u, i, stride);
+    let c3 = output_col4(3u, i, stride);
+    var c4c: Col;
+    var c5c: Col;
+    if (TILE == 4u) {
+        c4c = output_col4(4u, i, stride);
+        c5c = output_col4(5u, i, stride);
+    }
+    var b = vec4<f32>(0.0);
+    if (HAS_BIAS == 1u) {
+        b = bias4[ch4];
+    }
+    let oy = at.y * TILE;
+    let ox = at.z * TILE;
+    output_row4(Col(c0.v0, c1.v0, c2.v0, c3.v0, c4c.v0, c5c.v0), at.x, oy, ox, ch4, b);
+    output_row4(Col(c0.v1, c1.v1, c2.v1, c3.v1, c4c.v1, c5c.v1), at.x, oy + 1u, ox, ch4, b);
+    if (TILE == 4u) {
+        output_row4(Col(c0.v2, c1.v2, c2.v2, c3.v2, c4c.v2, c5c.v2), at.x, oy + 2u, ox, ch4, b);
+        output_row4(Col(c0.v3, c1.v3, c2.v3, c3.v3, c4c.v3, c5c.v3), at.x, oy + 3u, ox, ch4, b);
     }
 }

@@ -130,6 +130,18 @@ pub const ENTRY_POINTS: &[EntryPoint] = &[
     fixed(Winograd, "kernel_transform", &[&[U, R, X, W]], [64, 1, 1]),
     fixed(Winograd, "input_transform", &[&[U, R, X, W]], [64, 1, 1]),
     fixed(Winograd, "output_transform", &[&[U, R, R, W]], [64, 1, 1]),
+    fixed(
+        Winograd,
+        "input_transform4",
+        &[&[U, X, X, X, R, X, W]],
+        [64, 1, 1],
+    ),
+    fixed(
+        Winograd,
+        "output_transform4",
+        &[&[U, X, X, X, R, R, W]],
+        [64, 1, 1],
+    ),
     fixed(Pool, "max_forward", POOL_MAX, [256, 1, 1]),
     fixed(Pool, "max_backward", POOL_MAX, [256, 1, 1]),
     fixed(Pool, "max_forward_4", POOL_MAX, [256, 1, 1]),

@@ -16,7 +16,7 @@ crate::shader_params! {
         b_row: u32,
         b_rows: u32,
         c_base: u32,
-        _p0: u32,
+        products: u32,
     }
 }
 
@@ -31,7 +31,7 @@ impl Params {
             b_row: 0,
             b_rows: 0,
             c_base: 0,
-            _p0: 0,
+            products: 1,
         }
     }
 }
@@ -144,7 +144,9 @@ pub(crate) fn batched_product(batch: usize, m: usize, k: usize, n: usize) -> Pro
 /// The `batch` products C_t (M,N) = A_t (M,K) B_t (K,N), t < batch, of Winograd's
 /// convolution: A (batch,M,K) and C (batch,M,N) are whole tensors, B (batch*K,N) is made from
 /// the layer's kernel `w` by `derive` and kept with `w` while `w` is unchanged (`tag` names the
-/// derivation). One plan, one dispatch per product, each reading its slice of A, B and C.
+/// derivation). One plan and one dispatch for all of them, the product in workgroup z: one
+/// dispatch per product left each one's few workgroups (block5 at batch 8: 16) to finish
+/// before the next could start.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn batched_products(
     gpu: &Gpu,
@@ -168,31 +170,24 @@ pub(crate) fn batched_products(
     // which the module still declares, stays unread.
     let plain = derived.as_ref().unwrap_or(w);
     let [b_buf, b_tex] = b_args(packed.as_ref(), plain.all());
-    for t in 0..batch {
-        let p = Params {
-            rows: m as u32,
-            inp: k as u32,
-            out: n as u32,
-            a_base: (t * m * k) as u32,
-            b_row: (t * k) as u32,
-            b_rows: (batch * k) as u32,
-            c_base: (t * m * n) as u32,
-            _p0: 0,
-        };
-        gpu.dispatch(
-            &kernel,
-            &[
-                Arg::Uniform(bytemuck::bytes_of(&p)),
-                Arg::Read(a.all()),
-                b_buf,
-                // The bias binding, unread without HAS_BIAS.
-                Arg::Read(a.all()),
-                Arg::Write(c.all()),
-                b_tex,
-            ],
-            plan.grid(gpu, m, n),
-        );
-    }
+    let mut p = Params::new(m, k, n);
+    p.b_rows = (batch * k) as u32;
+    p.products = batch as u32;
+    let mut grid = plan.grid(gpu, m, n);
+    grid[2] *= batch as u32;
+    gpu.dispatch(
+        &kernel,
+        &[
+            Arg::Uniform(bytemuck::bytes_of(&p)),
+            Arg::Read(a.all()),
+            b_buf,
+            // The bias binding, unread without HAS_BIAS.
+            Arg::Read(a.all()),
+            Arg::Write(c.all()),
+            b_tex,
+        ],
+        grid,
+    );
     Ok(())
 }
 

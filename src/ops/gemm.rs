@@ -255,11 +255,20 @@ const GPU_TILE_ROWS: u32 = 8;
 
 /// Subgroups per workgroup, stacked along M: as many as M needs, up to a workgroup of 32 rows
 /// (at least 2 subgroups), which share B through the cache (on lavapipe the subgroups of a
-/// workgroup run one after the other on one thread). One where a subgroup covers M, as in a
-/// dense head.
+/// workgroup run one after the other on one thread); fewer where that pads M by 5% less, since
+/// M is computed in whole workgroup tiles. A short M is where it tells: a Winograd product of
+/// VGG16 block5 at batch 8 has 72 rows, 96 in tiles of 2 x 24 but 72 in tiles of 24, and ran
+/// 20% faster so (BENCHMARKS.md, "Winograd"); on lavapipe one subgroup per workgroup ran as
+/// fast per row as two. One where a subgroup covers M, as in a dense head.
 fn subgroups_per_workgroup(m: usize, rows: u32) -> u32 {
-    let most = (32 / rows).max(2) as usize;
-    m.div_ceil(rows as usize).clamp(1, most) as u32
+    let rows = rows as usize;
+    let most = (32 / rows).max(2).min(m.div_ceil(rows).max(1));
+    let padded = |per_wg: usize| m.max(1).div_ceil(rows * per_wg) * rows * per_wg;
+    let least = (1..=most).map(padded).min().unwrap_or(rows);
+    (1..=most)
+        .rev()
+        .find(|&per_wg| padded(per_wg) * 20 <= least * 21)
+        .unwrap_or(1) as u32
 }
 
 /// vec4 columns per lane for an N-column product on `width`-lane subgroups: 2, or 1 where N
@@ -339,6 +348,15 @@ mod tests {
         assert_eq!(subgroups_per_workgroup(4608, 8), 4);
         assert_eq!(subgroups_per_workgroup(20, 8), 3);
         assert_eq!(subgroups_per_workgroup(1, 8), 1);
+        // Fewer subgroups where whole workgroup tiles would pad M by 5% more: Winograd's
+        // products at VGG16 block5 (72 rows: 3 x 24, not 2 x 48) and block4 (162 rows: 7 x 24
+        // = 168, not 4 x 48 = 192), but not the direct convolution's 648 = 14 x 48 - 24
+        // (3.7% more).
+        assert_eq!(subgroups_per_workgroup(72, 24), 1);
+        assert_eq!(subgroups_per_workgroup(162, 24), 1);
+        assert_eq!(subgroups_per_workgroup(96, 24), 2);
+        assert_eq!(subgroups_per_workgroup(72, 8), 3);
+        assert_eq!(subgroups_per_workgroup(40, 8), 1);
         let t = SgTiles {
             width: 16,
             per_wg: 2,

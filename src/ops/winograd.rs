@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 
 use super::gemm::GemmPlan;
 use super::{dense, grid_1d, shape_err, Result};
-use crate::gpu::{Arg, Gpu, Kernel, ShaderId};
+use crate::gpu::{Arg, BufferRange, Gpu, Kernel, ShaderId};
 use crate::tensor::Tensor;
 
 crate::shader_params! {
@@ -158,16 +158,16 @@ pub(crate) fn conv3x3(
             (xb as usize, 0),
         );
         let consts = [("TILE", side_f)];
-        let kernel = Kernel::new(ShaderId::Winograd, "input_transform", &consts);
-        gpu.dispatch(
-            &kernel,
-            &[
-                Arg::Uniform(bytemuck::bytes_of(&p)),
-                Arg::Read(xr),
-                Arg::Unused,
-                Arg::Write(v.all()),
-            ],
-            grid_1d(gpu, &kernel, rows * c),
+        transform(
+            gpu,
+            "input_transform",
+            &consts,
+            &p,
+            xr,
+            None,
+            v.all(),
+            rows,
+            c,
         );
         dense::batched_products(
             gpu,
@@ -188,19 +188,61 @@ pub(crate) fn conv3x3(
             ("HAS_BIAS", f64::from(u32::from(conv.bias.is_some()))),
             ("RELU", f64::from(u32::from(conv.relu))),
         ];
-        let kernel = Kernel::new(ShaderId::Winograd, "output_transform", &consts);
-        gpu.dispatch(
-            &kernel,
-            &[
-                Arg::Uniform(bytemuck::bytes_of(&p)),
-                Arg::Read(m.all()),
-                Arg::Read(conv.bias.unwrap_or(&m).all()),
-                Arg::Write(yr),
-            ],
-            grid_1d(gpu, &kernel, rows * k),
+        let bias = conv.bias.unwrap_or(&m).all();
+        transform(
+            gpu,
+            "output_transform",
+            &consts,
+            &p,
+            m.all(),
+            Some(bias),
+            yr,
+            rows,
+            k,
         );
     }
     Ok(y)
+}
+
+/// Runs the input or output transform (`entry`) from `src` to `dst` over `rows` tiles of
+/// `channels` channels: four channels per invocation where `channels` is a multiple of 4 (the
+/// vec4 entry point, which moves a quarter of the loads and stores), one otherwise.
+#[allow(clippy::too_many_arguments)]
+fn transform(
+    gpu: &Gpu,
+    entry: &'static str,
+    consts: &[(&'static str, f64)],
+    p: &Params,
+    src: BufferRange<'_>,
+    bias: Option<BufferRange<'_>>,
+    dst: BufferRange<'_>,
+    rows: usize,
+    channels: usize,
+) {
+    let uniform = Arg::Uniform(bytemuck::bytes_of(p));
+    let bias = bias.map_or(Arg::Unused, Arg::Read);
+    if channels.is_multiple_of(4) {
+        let entry = if entry == "input_transform" {
+            "input_transform4"
+        } else {
+            "output_transform4"
+        };
+        let kernel = Kernel::new(ShaderId::Winograd, entry, consts);
+        let args = [
+            uniform,
+            Arg::Unused,
+            Arg::Unused,
+            Arg::Unused,
+            Arg::Read(src),
+            bias,
+            Arg::Write(dst),
+        ];
+        gpu.dispatch(&kernel, &args, grid_1d(gpu, &kernel, rows * channels / 4));
+    } else {
+        let kernel = Kernel::new(ShaderId::Winograd, entry, consts);
+        let args = [uniform, Arg::Read(src), bias, Arg::Write(dst)];
+        gpu.dispatch(&kernel, &args, grid_1d(gpu, &kernel, rows * channels));
+    }
 }
 
 /// The GEMM plan of the products of a Winograd convolution on `tile` over `p` tiles, C
