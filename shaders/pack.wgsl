@@ -25,6 +25,8 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+// src as vec4s, for pack_b4.
+@group(0) @binding(3) var<storage, read> src4: array<vec4<f32>>;
 
 fn element(k: u32, n: u32) -> f32 {
     if (n >= p.n) {
@@ -53,4 +55,29 @@ fn pack_b(
     let n = (t / p.k) * TILE_N + c4 * 4u;
     dst[j] = vec4<f32>(element(k, n), element(k, n + 1u), element(k, n + 2u),
                        element(k, n + 3u));
+}
+
+// pack_b for TRANSPOSED 0 with N and src_base multiples of 4: each packed vec4 is one vec4 of
+// the source (on lavapipe a load whose address differs per lane is a loop over the lanes, so
+// this makes a quarter of them).
+@compute @workgroup_size(64, 1, 1)
+fn pack_b4(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let j = gid.x + gid.y * groups.x * 64u;
+    let tile4 = TILE_N / 4u;
+    let tiles = (p.n + TILE_N - 1u) / TILE_N;
+    if (j >= tiles * p.k * tile4) {
+        return;
+    }
+    let c4 = j % tile4;
+    let t = j / tile4;
+    let k = t % p.k;
+    let n = (t / p.k) * TILE_N + c4 * 4u;
+    var v = vec4<f32>(0.0);
+    if (n < p.n) {
+        v = src4[(p.src_base + k * p.n + n) / 4u];
+    }
+    dst[j] = v;
 }

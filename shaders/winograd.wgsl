@@ -448,3 +448,73 @@ fn output_transform4(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_
         output_row4(Col(c0.v3, c1.v3, c2.v3, c3.v3, c4c.v3, c5c.v3), at.x, oy + 3u, ox, ch4, b);
     }
 }
+
+// kernel_1d on four kernel slices.
+fn kernel_1d4(g0: vec4<f32>, g1: vec4<f32>, g2: vec4<f32>) -> Col {
+    var r: Col;
+    if (TILE == 2u) {
+        r.v0 = g0;
+        r.v1 = 0.5 * (g0 + g1 + g2);
+        r.v2 = 0.5 * (g0 - g1 + g2);
+        r.v3 = g2;
+    } else {
+        r.v0 = 0.25 * g0;
+        r.v1 = -(g0 + g1 + g2) / 6.0;
+        r.v2 = -(g0 - g1 + g2) / 6.0;
+        r.v3 = g0 / 24.0 + g1 / 12.0 + g2 / 6.0;
+        r.v4 = g0 / 24.0 - g1 / 12.0 + g2 / 6.0;
+        r.v5 = g2;
+    }
+    return r;
+}
+
+// The kernel taps (a, b) of U's four elements 4*i4 .. 4*i4+3 (one row of U, four columns):
+// contiguous in w as kernel_transform reads it; with FLIP, four values C_w apart.
+fn kernel_tap4(a: u32, b: u32, i4: u32) -> vec4<f32> {
+    let ck = p.c * p.k;
+    if (FLIP == 0u) {
+        return src4[(a * 3u + b) * (ck / 4u) + i4];
+    }
+    let row = (4u * i4) / p.k;
+    let col = (4u * i4) % p.k;
+    let e = ((2u - a) * 3u + 2u - b) * ck + col * p.c + row;
+    return vec4<f32>(src[e], src[e + p.c], src[e + 2u * p.c], src[e + 3u * p.c]);
+}
+
+// Row r of G g G^T from the column transforms' row r values, stored to U[r * ALPHA + s].
+fn kernel_row4(r: u32, g0: vec4<f32>, g1: vec4<f32>, g2: vec4<f32>, i4: u32, stride: u32) {
+    let u = kernel_1d4(g0, g1, g2);
+    let al = alpha();
+    dst4[(r * al) * stride + i4] = u.v0;
+    dst4[(r * al + 1u) * stride + i4] = u.v1;
+    dst4[(r * al + 2u) * stride + i4] = u.v2;
+    dst4[(r * al + 3u) * stride + i4] = u.v3;
+    if (TILE == 4u) {
+        dst4[(r * al + 4u) * stride + i4] = u.v4;
+        dst4[(r * al + 5u) * stride + i4] = u.v5;
+    }
+}
+
+// kernel_transform, four columns of U per invocation (K, U's columns, a multiple of 4). w is
+// bound twice: as vec4s (src4) for the forward's contiguous reads and as values (src) for the
+// input gradient's transposed ones.
+@compute @workgroup_size(64, 1, 1)
+fn kernel_transform4(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i4 = flat_id(id, groups);
+    let stride = p.c * p.k / 4u;
+    if (i4 >= stride) {
+        return;
+    }
+    // G down each of the kernel's 3 columns b, then along each of the ALPHA rows.
+    let c0 = kernel_1d4(kernel_tap4(0u, 0u, i4), kernel_tap4(1u, 0u, i4), kernel_tap4(2u, 0u, i4));
+    let c1 = kernel_1d4(kernel_tap4(0u, 1u, i4), kernel_tap4(1u, 1u, i4), kernel_tap4(2u, 1u, i4));
+    let c2 = kernel_1d4(kernel_tap4(0u, 2u, i4), kernel_tap4(1u, 2u, i4), kernel_tap4(2u, 2u, i4));
+    kernel_row4(0u, c0.v0, c1.v0, c2.v0, i4, stride);
+    kernel_row4(1u, c0.v1, c1.v1, c2.v1, i4, stride);
+    kernel_row4(2u, c0.v2, c1.v2, c2.v2, i4, stride);
+    kernel_row4(3u, c0.v3, c1.v3, c2.v3, i4, stride);
+    if (TILE == 4u) {
+        kernel_row4(4u, c0.v4, c1.v4, c2.v4, i4, stride);
+        kernel_row4(5u, c0.v5, c1.v5, c2.v5, i4, stride);
+    }
+}

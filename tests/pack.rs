@@ -31,9 +31,13 @@ fn pack_ref(src: &[f32], base: usize, k: usize, n: usize, layout: Layout, tile: 
 fn packing_matches_the_cpu_repack() {
     let gpu = gpu_or_skip!();
     // (K, N, layout, element base, tile): N off the column tile, one tap and several, an offset
-    // into the source as a batch chunk of an output gradient has, both tile widths.
+    // into the source as a batch chunk of an output gradient has, both tile widths. Row-major
+    // cases with N and the base multiples of 4 read whole vec4s (pack_b4); N = 18 and base 2
+    // take the value-by-value path.
     for (i, (k, n, layout, base, tile)) in [
         (5usize, 4usize, Layout::RowMajor, 0usize, 64usize),
+        (6, 18, Layout::RowMajor, 0, 64),
+        (3, 8, Layout::RowMajor, 2, 32),
         (37, 132, Layout::RowMajor, 12, 64),
         (9 * 12, 68, Layout::TapTransposed { r: 12 }, 0, 64),
         (8, 36, Layout::TapTransposed { r: 8 }, 0, 64),

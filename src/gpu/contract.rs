@@ -127,9 +127,16 @@ pub const ENTRY_POINTS: &[EntryPoint] = &[
     overridden(MatmulSgTexture, "gemm_sg", GEMM_SG_TEXTURE),
     overridden(MatmulSgTexture, "gemm_sg_m", GEMM_SG_TEXTURE),
     fixed(Pack, "pack_b", &[&[U, R, W]], [64, 1, 1]),
+    fixed(Pack, "pack_b4", &[&[U, X, W, R]], [64, 1, 1]),
     fixed(Winograd, "kernel_transform", &[&[U, R, X, W]], [64, 1, 1]),
     fixed(Winograd, "input_transform", &[&[U, R, X, W]], [64, 1, 1]),
     fixed(Winograd, "output_transform", &[&[U, R, R, W]], [64, 1, 1]),
+    fixed(
+        Winograd,
+        "kernel_transform4",
+        &[&[U, R, X, X, R, X, W]],
+        [64, 1, 1],
+    ),
     fixed(
         Winograd,
         "input_transform4",

@@ -145,18 +145,33 @@ pub fn pack_b(
         src_base,
     };
     let consts = [("TRANSPOSED", transposed), ("TILE_N", tile as f64)];
-    let kernel = Kernel::new(ShaderId::Pack, "pack_b", &consts);
-    let groups = vec4s.div_ceil(kernel.workgroup_x()).max(1) as u32;
-    let x = groups.min(gpu.limits().max_compute_workgroups_per_dimension);
-    gpu.dispatch(
-        &kernel,
-        &[
+    // A row-major B whose rows are whole vec4s is read a vec4 at a time (pack_b4): one load
+    // per packed vec4 instead of four.
+    let whole = matches!(layout, Layout::RowMajor)
+        && n.is_multiple_of(4)
+        && src_base.is_multiple_of(4)
+        && src.size.is_multiple_of(16);
+    let (kernel, args) = if whole {
+        let kernel = Kernel::new(ShaderId::Pack, "pack_b4", &consts);
+        let args = vec![
+            Arg::Uniform(bytemuck::bytes_of(&p)),
+            Arg::Unused,
+            Arg::Write(buffer.all()),
+            Arg::Read(src),
+        ];
+        (kernel, args)
+    } else {
+        let kernel = Kernel::new(ShaderId::Pack, "pack_b", &consts);
+        let args = vec![
             Arg::Uniform(bytemuck::bytes_of(&p)),
             Arg::Read(src),
             Arg::Write(buffer.all()),
-        ],
-        [x, groups.div_ceil(x), 1],
-    );
+        ];
+        (kernel, args)
+    };
+    let groups = vec4s.div_ceil(kernel.workgroup_x()).max(1) as u32;
+    let x = groups.min(gpu.limits().max_compute_workgroups_per_dimension);
+    gpu.dispatch(&kernel, &args, [x, groups.div_ceil(x), 1]);
     let BSource::Texture { shift } = source else {
         return Ok(Some(PackedB::Buffer(buffer.reshape([tiles, k, tile]))));
     };

@@ -116,18 +116,34 @@ pub(crate) fn conv3x3(
     let derive = || -> Result<Tensor> {
         let u = Tensor::uninit(gpu, [positions * c, k])?;
         let consts = [("TILE", side_f), ("FLIP", flip)];
-        let kernel = Kernel::new(ShaderId::Winograd, "kernel_transform", &consts);
         let p = params(c, k, (0, 0, 0), (0, 0), (0, 0), (0, 0), (0, 0));
-        gpu.dispatch(
-            &kernel,
-            &[
-                Arg::Uniform(bytemuck::bytes_of(&p)),
+        let uniform = Arg::Uniform(bytemuck::bytes_of(&p));
+        // Four of U's columns per invocation where K allows, a quarter of the stores: a
+        // trainable layer transforms its kernel every step, and for a 512x512 kernel that
+        // cost about as much as the products.
+        if k.is_multiple_of(4) {
+            let kernel = Kernel::new(ShaderId::Winograd, "kernel_transform4", &consts);
+            let w = conv.w.all();
+            let args = [
+                uniform,
+                Arg::Read(w),
+                Arg::Unused,
+                Arg::Unused,
+                Arg::Read(w),
+                Arg::Unused,
+                Arg::Write(u.all()),
+            ];
+            gpu.dispatch(&kernel, &args, grid_1d(gpu, &kernel, c * k / 4));
+        } else {
+            let kernel = Kernel::new(ShaderId::Winograd, "kernel_transform", &consts);
+            let args = [
+                uniform,
                 Arg::Read(conv.w.all()),
                 Arg::Unused,
                 Arg::Write(u.all()),
-            ],
-            grid_1d(gpu, &kernel, c * k),
-        );
+            ];
+            gpu.dispatch(&kernel, &args, grid_1d(gpu, &kernel, c * k));
+        }
         Ok(u)
     };
     let mut hasher = std::hash::DefaultHasher::new();
