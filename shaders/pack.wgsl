@@ -38,21 +38,30 @@ fn element(k: u32, n: u32) -> f32 {
     return src[p.src_base + k * p.n + n];
 }
 
+// The (k, n) of B that packed vec4 j starts at (n the first of its four columns); k = K where j
+// lies past the packed tensor.
+fn packed_at(j: u32) -> vec2<u32> {
+    let tile4 = TILE_N / 4u;
+    let tiles = (p.n + TILE_N - 1u) / TILE_N;
+    if (j >= tiles * p.k * tile4) {
+        return vec2<u32>(p.k, 0u);
+    }
+    let t = j / tile4;
+    return vec2<u32>(t % p.k, (t / p.k) * TILE_N + (j % tile4) * 4u);
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn pack_b(
     @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let j = gid.x + gid.y * groups.x * 64u;
-    let tile4 = TILE_N / 4u;
-    let tiles = (p.n + TILE_N - 1u) / TILE_N;
-    if (j >= tiles * p.k * tile4) {
+    let at = packed_at(j);
+    if (at.x >= p.k) {
         return;
     }
-    let c4 = j % tile4;
-    let t = j / tile4;
-    let k = t % p.k;
-    let n = (t / p.k) * TILE_N + c4 * 4u;
+    let k = at.x;
+    let n = at.y;
     dst[j] = vec4<f32>(element(k, n), element(k, n + 1u), element(k, n + 2u),
                        element(k, n + 3u));
 }
@@ -66,18 +75,13 @@ fn pack_b4(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let j = gid.x + gid.y * groups.x * 64u;
-    let tile4 = TILE_N / 4u;
-    let tiles = (p.n + TILE_N - 1u) / TILE_N;
-    if (j >= tiles * p.k * tile4) {
+    let at = packed_at(j);
+    if (at.x >= p.k) {
         return;
     }
-    let c4 = j % tile4;
-    let t = j / tile4;
-    let k = t % p.k;
-    let n = (t / p.k) * TILE_N + c4 * 4u;
     var v = vec4<f32>(0.0);
-    if (n < p.n) {
-        v = src4[(p.src_base + k * p.n + n) / 4u];
+    if (at.y < p.n) {
+        v = src4[(p.src_base + at.x * p.n + at.y) / 4u];
     }
     dst[j] = v;
 }

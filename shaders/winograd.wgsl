@@ -318,9 +318,9 @@ fn input_col4(img: u32, y0: i32, x: i32, ch4: u32) -> Col {
         patch4(img, y0, x, ch4, 5u)));
 }
 
-// Row r of B^T d B: B^T along the row whose values are `row`, stored to V[r * ALPHA + s].
-fn input_row4(r: u32, row: Col, at: u32, stride: u32) {
-    let v = input_1d4(row);
+// Row r of a transformed tile (ALPHA values), stored at positions r * ALPHA + s of V or U,
+// which lie `stride` vec4s apart.
+fn store_row4(r: u32, v: Col, at: u32, stride: u32) {
     let al = alpha();
     dst4[(r * al) * stride + at] = v.v0;
     dst4[(r * al + 1u) * stride + at] = v.v1;
@@ -330,6 +330,11 @@ fn input_row4(r: u32, row: Col, at: u32, stride: u32) {
         dst4[(r * al + 4u) * stride + at] = v.v4;
         dst4[(r * al + 5u) * stride + at] = v.v5;
     }
+}
+
+// Row r of B^T d B: B^T along the row whose values are `row`.
+fn input_row4(r: u32, row: Col, at: u32, stride: u32) {
+    store_row4(r, input_1d4(row), at, stride);
 }
 
 // input_transform, four channels per invocation.
@@ -483,16 +488,7 @@ fn kernel_tap4(a: u32, b: u32, i4: u32) -> vec4<f32> {
 
 // Row r of G g G^T from the column transforms' row r values, stored to U[r * ALPHA + s].
 fn kernel_row4(r: u32, g0: vec4<f32>, g1: vec4<f32>, g2: vec4<f32>, i4: u32, stride: u32) {
-    let u = kernel_1d4(g0, g1, g2);
-    let al = alpha();
-    dst4[(r * al) * stride + i4] = u.v0;
-    dst4[(r * al + 1u) * stride + i4] = u.v1;
-    dst4[(r * al + 2u) * stride + i4] = u.v2;
-    dst4[(r * al + 3u) * stride + i4] = u.v3;
-    if (TILE == 4u) {
-        dst4[(r * al + 4u) * stride + i4] = u.v4;
-        dst4[(r * al + 5u) * stride + i4] = u.v5;
-    }
+    store_row4(r, kernel_1d4(g0, g1, g2), i4, stride);
 }
 
 // kernel_transform, four columns of U per invocation (K, U's columns, a multiple of 4). w is
