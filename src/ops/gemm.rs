@@ -255,11 +255,11 @@ const GPU_TILE_ROWS: u32 = 8;
 
 /// Subgroups per workgroup, stacked along M: as many as M needs, up to a workgroup of 32 rows
 /// (at least 2 subgroups), which share B through the cache (on lavapipe the subgroups of a
-/// workgroup run one after the other on one thread); fewer where that pads M by 5% less, since
-/// M is computed in whole workgroup tiles. A short M is where it tells: a Winograd product of
-/// VGG16 block5 at batch 8 has 72 rows, 96 in tiles of 2 x 24 but 72 in tiles of 24, and ran
-/// 20% faster so (BENCHMARKS.md, "Winograd"); on lavapipe one subgroup per workgroup ran as
-/// fast per row as two. One where a subgroup covers M, as in a dense head.
+/// workgroup run one after the other on one thread); but the most whose whole workgroup tiles
+/// pad M at most 5% more than the fewest rows any count computes. A short M is where it tells:
+/// a Winograd product of VGG16 block5 at batch 8 has 72 rows, 96 in tiles of 2 x 24 but 72 in
+/// tiles of 24, and ran 20% faster so (BENCHMARKS.md, "Winograd"); on lavapipe one subgroup
+/// per workgroup ran as fast per row as two. One where a subgroup covers M, as in a dense head.
 fn subgroups_per_workgroup(m: usize, rows: u32) -> u32 {
     let rows = rows as usize;
     let most = (32 / rows).max(2).min(m.div_ceil(rows).max(1));
