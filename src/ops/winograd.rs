@@ -176,7 +176,7 @@ pub(crate) fn conv3x3(
         let consts = [("TILE", side_f)];
         transform(
             gpu,
-            "input_transform",
+            ("input_transform", "input_transform4"),
             &consts,
             &p,
             xr,
@@ -207,7 +207,7 @@ pub(crate) fn conv3x3(
         let bias = conv.bias.unwrap_or(&m).all();
         transform(
             gpu,
-            "output_transform",
+            ("output_transform", "output_transform4"),
             &consts,
             &p,
             m.all(),
@@ -220,13 +220,13 @@ pub(crate) fn conv3x3(
     Ok(y)
 }
 
-/// Runs the input or output transform (`entry`) from `src` to `dst` over `rows` tiles of
-/// `channels` channels: four channels per invocation where `channels` is a multiple of 4 (the
-/// vec4 entry point, which moves a quarter of the loads and stores), one otherwise.
+/// Runs the input or output transform from `src` to `dst` over `rows` tiles of `channels`
+/// channels: four channels per invocation where `channels` is a multiple of 4 (`entries`' vec4
+/// entry point, the second, which moves a quarter of the loads and stores), one otherwise.
 #[allow(clippy::too_many_arguments)]
 fn transform(
     gpu: &Gpu,
-    entry: &'static str,
+    (scalar, vec4): (&'static str, &'static str),
     consts: &[(&'static str, f64)],
     p: &Params,
     src: BufferRange<'_>,
@@ -238,12 +238,7 @@ fn transform(
     let uniform = Arg::Uniform(bytemuck::bytes_of(p));
     let bias = bias.map_or(Arg::Unused, Arg::Read);
     if channels.is_multiple_of(4) {
-        let entry = if entry == "input_transform" {
-            "input_transform4"
-        } else {
-            "output_transform4"
-        };
-        let kernel = Kernel::new(ShaderId::Winograd, entry, consts);
+        let kernel = Kernel::new(ShaderId::Winograd, vec4, consts);
         let args = [
             uniform,
             Arg::Unused,
@@ -255,7 +250,7 @@ fn transform(
         ];
         gpu.dispatch(&kernel, &args, grid_1d(gpu, &kernel, rows * channels / 4));
     } else {
-        let kernel = Kernel::new(ShaderId::Winograd, entry, consts);
+        let kernel = Kernel::new(ShaderId::Winograd, scalar, consts);
         let args = [uniform, Arg::Read(src), bias, Arg::Write(dst)];
         gpu.dispatch(&kernel, &args, grid_1d(gpu, &kernel, rows * channels));
     }
