@@ -160,7 +160,7 @@ fn load_a4m(m: u32, k: u32) -> vec4<f32> {
 fn load_b4(k: u32, n4: u32) -> vec4<f32> {
     if (PACKED_B == 1u) {
         // From src_b or from an operand texture, as the appended gemm_sg_b_*.wgsl says.
-        return sg_packed_b4(sg_packed_b(k, n4, gemm_dims().z));
+        return packed_b4(packed_b_index(k, n4, gemm_dims().z));
     }
     if (MODE == 0u) {
         return src_b[k * (COUT / 4u) + n4];

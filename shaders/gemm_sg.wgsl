@@ -21,8 +21,8 @@
 //                                     z (as gemm_core); the op reads `gemm_product`, this
 //                                     invocation's, to offset its operands
 //   load_b4(k, n4) -> vec4<f32>       B[k, 4*n4 .. 4*n4+3]; k < K and 4*n4 < N. Where B arrives
-//                                     packed by pack.wgsl, `sg_packed_b` gives the vec4 index
-//                                     and `sg_packed_b4` reads it (gemm_sg_b_buffer.wgsl or
+//                                     packed by pack.wgsl, `packed_b_index` gives the vec4 index
+//                                     and `packed_b4` reads it (gemm_sg_b_buffer.wgsl or
 //                                     gemm_sg_b_texture.wgsl, appended after this file)
 //   store_c4(m, n4, v, slice)         C[m, 4*n4 .. +3] = v; m < M and 4*n4 < N
 // and, for the entry point it uses, one way of reading A:
@@ -82,7 +82,7 @@ fn sg_rank1x4(acc: ptr<function, array<vec4<f32>, 64>>, l: u32, s: vec4<f32>, b0
 }
 
 // Index of B[k, 4*n4..] in B packed as (ceil(N/T), K, T) by pack.wgsl, T = 4 * SG_TILE_N4.
-fn sg_packed_b(k: u32, n4: u32, kdim: u32) -> u32 {
+fn packed_b_index(k: u32, n4: u32, kdim: u32) -> u32 {
     return ((n4 / SG_TILE_N4) * kdim + k) * SG_TILE_N4 + n4 % SG_TILE_N4;
 }
 

@@ -9,7 +9,7 @@ override TEX_SHIFT: u32 = 12u;
 
 @group(0) @binding(5) var tex_b: texture_2d<f32>;
 
-// vec4 t of B packed by pack.wgsl (t from sg_packed_b).
-fn sg_packed_b4(t: u32) -> vec4<f32> {
+// vec4 t of B packed by pack.wgsl (t from packed_b_index).
+fn packed_b4(t: u32) -> vec4<f32> {
     return textureLoad(tex_b, vec2<u32>(t & ((1u << TEX_SHIFT) - 1u), t >> TEX_SHIFT), 0);
 }

@@ -65,7 +65,7 @@ fn b_row0() -> u32 {
 fn load_b4(k: u32, n4: u32) -> vec4<f32> {
     if (PACKED_B == 1u) {
         // From src_b or from an operand texture, as the appended gemm_sg_b_*.wgsl says.
-        return sg_packed_b4(sg_packed_b(b_row0() + k, n4, p.b_rows));
+        return packed_b4(packed_b_index(b_row0() + k, n4, p.b_rows));
     }
     return src_b[(b_row0() + k) * (p.out / 4u) + n4];
 }

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 
-use crate::gpu::ConvAlgo;
 use crate::gpu::Gpu;
+use crate::gpu::{ConvAlgo, TiledConfig};
 use crate::ops::{activation, conv, dense, pool, OpError, Padding};
 use crate::reference as cpu;
 use crate::tensor::Tensor;
@@ -496,33 +496,67 @@ impl Checks<'_> {
     }
 }
 
-/// The kernel families of `gpu`'s adapter, each as a name and the switches that select it: where
-/// the adapter runs the subgroup GEMM, that GEMM with B in operand textures and with B in
-/// buffers, then the workgroup-memory kernels; elsewhere the workgroup-memory kernels only.
-pub fn families(gpu: &Gpu) -> Vec<(String, bool, bool)> {
+/// One kernel family as the selftest selects it: its name and the device switches that give it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Family {
+    pub name: String,
+    subgroups: bool,
+    tiled: bool,
+    textures: bool,
+}
+
+/// The kernel families of `gpu`'s adapter: where the adapter runs the subgroup GEMM, that GEMM
+/// with B in operand textures and with B in buffers; the tiled kernels (in the configuration
+/// the planner picks per product) where a configuration fits the limits; and the
+/// workgroup-memory kernels.
+pub fn families(gpu: &Gpu) -> Vec<Family> {
     let mut f = Vec::new();
+    let family = |name: String, subgroups, tiled, textures| Family {
+        name,
+        subgroups,
+        tiled,
+        textures,
+    };
     if let Some(w) = gpu.subgroup_width() {
         if gpu.texture_operands() {
-            f.push((format!("subgroup-{w}, B in textures"), true, true));
+            f.push(family(
+                format!("subgroup-{w}, B in textures"),
+                true,
+                false,
+                true,
+            ));
         }
-        f.push((format!("subgroup-{w}, B in buffers"), true, false));
+        f.push(family(
+            format!("subgroup-{w}, B in buffers"),
+            true,
+            false,
+            false,
+        ));
     }
-    f.push(("workgroup-memory".to_string(), false, false));
+    if gpu.tiled_kernels() && TiledConfig::ALL.iter().any(|c| c.fits(gpu.limits())) {
+        f.push(family("tiled".to_string(), false, true, false));
+    }
+    f.push(family("workgroup-memory".to_string(), false, false, false));
     f
 }
 
 /// Every op on every family of `gpu` (see [`families`]), each result passed to `report` as it
 /// comes. The device's switches are restored afterwards.
 pub fn run(gpu: &Gpu, report: &mut dyn FnMut(&Check)) -> Result<Vec<Check>, OpError> {
-    let (subgroups, textures) = (gpu.subgroup_kernels(), gpu.texture_operands());
+    let (subgroups, tiled, textures) = (
+        gpu.subgroup_kernels(),
+        gpu.tiled_kernels(),
+        gpu.texture_operands(),
+    );
     let mut all = Vec::new();
     let result = (|| {
-        for (family, sg, tex) in families(gpu) {
-            gpu.set_subgroup_kernels(sg);
-            gpu.set_texture_operands(tex);
+        for family in families(gpu) {
+            gpu.set_subgroup_kernels(family.subgroups);
+            gpu.set_tiled_kernels(family.tiled);
+            gpu.set_texture_operands(family.textures);
             let mut c = Checks {
                 gpu,
-                family,
+                family: family.name,
                 out: Vec::new(),
                 report: &mut *report,
             };
@@ -554,6 +588,7 @@ pub fn run(gpu: &Gpu, report: &mut dyn FnMut(&Check)) -> Result<Vec<Check>, OpEr
         Ok(())
     })();
     gpu.set_subgroup_kernels(subgroups);
+    gpu.set_tiled_kernels(tiled);
     gpu.set_texture_operands(textures);
     result.map(|()| all)
 }

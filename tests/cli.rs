@@ -950,7 +950,8 @@ fn subgroups_narrower_than_reported_are_caught_before_a_kernel_runs_on_them() {
             "the warning says what the probe saw and what runs instead: {err}"
         );
         assert!(!subgroup_family_ran, "{out}");
-        assert!(last.contains("on 1 kernel families"), "{last}");
+        // The tiled and the workgroup-memory kernels.
+        assert!(last.contains("on 2 kernel families"), "{last}");
     } else {
         // No mismatch found: the subgroup family runs wherever the adapter offers one.
         let offered = String::from_utf8_lossy(&found.stdout)
@@ -980,6 +981,65 @@ fn a_bad_subgroup_rows_setting_is_an_error_naming_it() {
             "{err}"
         );
     }
+}
+
+/// A tiled configuration that does not exist is refused before anything runs, naming the
+/// variable and the configurations there are.
+#[test]
+fn a_bad_tiled_configuration_is_an_error_naming_it() {
+    for bad in ["256x256", "128X128", "64"] {
+        let out = cli()
+            .env("CNN_WGPU_TILED", bad)
+            .arg("devices")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}: {err}");
+        assert!(
+            err.contains(&format!("CNN_WGPU_TILED=\"{bad}\""))
+                && err.contains("128x128, 128x64, 64x64 or 64x64-k16"),
+            "{err}"
+        );
+    }
+}
+
+/// `devices` says which family GEMM products take by default and which tiled configurations
+/// the limits allow, and follows the switches that take families away.
+#[test]
+fn devices_reports_the_gemm_family_each_switch_leaves() {
+    if !has_adapter() {
+        return;
+    }
+    let family = |env: &[(&str, &str)]| {
+        let mut c = cli();
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = run_ok(c.args(["devices", "--json"]));
+        let first = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .unwrap();
+        (
+            first["gemm_family"].as_str().unwrap().to_string(),
+            first["tiled_configs"].as_array().unwrap().len(),
+            first["device_type"].as_str().unwrap().to_string(),
+            first["subgroup_gemm_width"].as_u64(),
+        )
+    };
+    let (default, configs, device_type, width) = family(&[]);
+    // wgpu's default limits hold every configuration, and adapters give at least those.
+    assert_eq!(configs, 4);
+    match (device_type.as_str(), width) {
+        ("Cpu", Some(w)) => assert_eq!(default, format!("subgroup-{w}")),
+        _ => assert_eq!(default, "tiled"),
+    }
+    let (no_subgroups, ..) = family(&[("CNN_WGPU_NO_SUBGROUPS", "1")]);
+    assert_eq!(no_subgroups, "tiled");
+    let (neither, configs, ..) =
+        family(&[("CNN_WGPU_NO_SUBGROUPS", "1"), ("CNN_WGPU_NO_TILED", "1")]);
+    assert_eq!((neither.as_str(), configs), ("workgroup-memory", 0));
 }
 
 #[test]

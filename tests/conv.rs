@@ -401,8 +401,9 @@ fn the_adapter_runs_the_expected_kernel_families() {
     }
     check_expected_families(gpu);
     // The subgroup family is tested with the CPU adapter's two tile heights and a GPU's, and
-    // both homes of B, beside the workgroup-memory kernels.
-    let want = if subgroup_family_expected() { 4 } else { 1 };
+    // both homes of B, beside the tiled kernels and the workgroup-memory kernels.
+    let tiled = usize::from(expected.iter().any(|f| f == "tiled"));
+    let want = if subgroup_family_expected() { 3 } else { 0 } + tiled + 1;
     assert_eq!(kernel_families().len(), want);
 }
 

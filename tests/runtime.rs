@@ -352,10 +352,10 @@ fn selftest_runs_each_family_on_kernels_of_its_own() {
     for pair in families.windows(2) {
         let last_of = |f: &str| seen.iter().rev().find(|(g, _)| g == f).unwrap().1;
         assert!(
-            last_of(&pair[1].0) > last_of(&pair[0].0),
+            last_of(&pair[1].name) > last_of(&pair[0].name),
             "{} built no pipelines of its own after {}",
-            pair[1].0,
-            pair[0].0
+            pair[1].name,
+            pair[0].name
         );
     }
     // The device's switches are as they were.

@@ -138,3 +138,107 @@ fn tuning_cache_measures_saves_reuses_and_survives_damage() {
     // Off: the file is not consulted, the defaults give the definition's dw too.
     assert_close("dw, tuning off", &dw_on(&off), &want, 1e-4, 1e-4);
 }
+
+/// On the tiled kernels, `--tune` times each configuration the adapter allows on a product and
+/// saves the fastest; a later device runs the cached one (seen in the pipelines it builds), a
+/// cached value that names no configuration is ignored, and every choice computes the
+/// definition's product.
+#[test]
+fn tiled_configuration_is_measured_saved_and_reused() {
+    use cnn_wgpu::gpu::{ShaderId, TiledConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tune.json");
+    let open = || {
+        open_with(|o| {
+            o.subgroups = false;
+            o.tune_cache = Some(path.clone());
+        })
+    };
+    let Some(gpu) = open() else {
+        return;
+    };
+    if !gpu.tiled_kernels() {
+        eprintln!(
+            "skipped: no tiled configuration fits {}",
+            gpu.adapter_name()
+        );
+        return;
+    }
+    let (rows, inp, out) = (150, 36, 132);
+    let x = rand_vec(rows * inp, 11);
+    let w = rand_vec(inp * out, 12);
+    // y = x w: the definition.
+    let mut want = vec![0.0; rows * out];
+    for r in 0..rows {
+        for k in 0..inp {
+            for o in 0..out {
+                want[r * out + o] += f64::from(x[r * inp + k]) * f64::from(w[k * out + o]);
+            }
+        }
+    }
+    let y_on = |g: &cnn_wgpu::Gpu| {
+        let y = cnn_wgpu::ops::dense::dense_forward(
+            g,
+            &upload(g, &[rows, inp], &x),
+            &upload(g, &[inp, out], &w),
+            None,
+            false,
+        )
+        .unwrap();
+        read(g, &y)
+    };
+    // The configuration of each tiled pipeline built, as [TL_WX, TL_WY, TL_TM, TL_TN4, TL_BK].
+    let tiled_built = |g: &cnn_wgpu::Gpu| -> Vec<[u32; 5]> {
+        g.built_pipelines()
+            .into_iter()
+            .filter(|(s, _, _)| *s == ShaderId::MatmulTiled)
+            .map(|(_, _, c)| {
+                ["TL_WX", "TL_WY", "TL_TM", "TL_TN4", "TL_BK"]
+                    .map(|name| c.iter().find(|(n, _)| *n == name).map_or(0, |v| v.1 as u32))
+            })
+            .collect()
+    };
+
+    gpu.set_tune_mode(TuneMode::Measure);
+    assert_close("y, measured", &y_on(&gpu), &want, 1e-4, 1e-4);
+    let saved = read_cache(&path);
+    let (key, &choice) = saved
+        .iter()
+        .find(|(k, _)| k.contains("tiled configuration"))
+        .unwrap_or_else(|| panic!("no tiled configuration was saved: {saved:?}"));
+    assert!(
+        (choice as usize) < TiledConfig::ALL.len(),
+        "{key} = {choice} (no subgroup GEMM with subgroups off)"
+    );
+
+    // Each configuration, written into the file, is the one the next device runs.
+    for (i, config) in TiledConfig::ALL.iter().enumerate() {
+        if !config.fits(gpu.limits()) {
+            continue;
+        }
+        let mut file = saved.clone();
+        file.insert(key.clone(), i as u32);
+        std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
+        let next = open().unwrap();
+        assert_close(
+            &format!("y, cached {}", config.name),
+            &y_on(&next),
+            &want,
+            1e-4,
+            1e-4,
+        );
+        assert_eq!(
+            tiled_built(&next),
+            [[config.wx, config.wy, config.tm, config.tn4, config.bk]],
+            "cached {}",
+            config.name
+        );
+    }
+    // A value that names no configuration: the default runs, nothing breaks.
+    let mut file = saved.clone();
+    file.insert(key.clone(), 57);
+    std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
+    let next = open().unwrap();
+    assert_close("y, bad cached value", &y_on(&next), &want, 1e-4, 1e-4);
+    assert_eq!(tiled_built(&next).len(), 1);
+}

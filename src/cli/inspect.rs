@@ -44,16 +44,25 @@ pub fn devices(request: &AdapterRequest, a: DevicesArgs) -> Result<(), Box<dyn s
                     "{w} lanes (subgroup GEMM kernels where a probe confirms the width as a device opens; packed weights in buffers: CNN_WGPU_NO_TEXTURES)"
                 ),
                 (Some((lo, hi)), None) if lo == hi => {
-                    format!("{lo} lanes (workgroup-memory kernels: the subgroup GEMM takes 8 to 64)")
+                    format!("{lo} lanes (no subgroup GEMM: it takes 8 to 64)")
                 }
                 (Some((lo, hi)), None) => format!(
-                    "{lo}-{hi} lanes (workgroup-memory kernels: the subgroup GEMM needs one fixed width)"
+                    "{lo}-{hi} lanes (no subgroup GEMM: it needs one fixed width)"
                 ),
-                (None, _) => "none (workgroup-memory kernels)".to_string(),
+                (None, _) => "none (no subgroup GEMM)".to_string(),
             };
             println!(
                 "    timestamp queries: {}, shader f16: {}, subgroups: {subgroups}",
                 a.timestamp_query, a.shader_f16
+            );
+            println!(
+                "    GEMM kernels: {} for vec4 operands; tiled configurations {}",
+                a.gemm_family,
+                if a.tiled_configs.is_empty() {
+                    "none (CNN_WGPU_NO_TILED, or the limits allow none)".to_string()
+                } else {
+                    a.tiled_configs.join(", ")
+                }
             );
             if let Some(path) = &a.tune_cache {
                 println!(

@@ -110,6 +110,7 @@ const fn overridden(
 const GEMM: &[&[Access]] = &[&[U, R, R, R, W, X]];
 const GEMM_SG_BUFFER: &[&[Access]] = &[&[U, R, R, R, W, X]];
 const GEMM_SG_TEXTURE: &[&[Access]] = &[&[U, R, R, R, W, T]];
+const GEMM_TILED: &[&[Access]] = &[&[U, R, R, R, W, X]];
 const ELEMENTWISE: &[&[Access]] = &[&[U, R, R, W]];
 const POOL_MAX: &[&[Access]] = &[&[U, R, W, W]];
 const POOL_AVG: &[&[Access]] = &[&[U, R, W]];
@@ -121,11 +122,15 @@ pub const ENTRY_POINTS: &[EntryPoint] = &[
     overridden(Conv2dSg, "gemm_sg_m", GEMM_SG_BUFFER),
     overridden(Conv2dSgTexture, "gemm_sg", GEMM_SG_TEXTURE),
     overridden(Conv2dSgTexture, "gemm_sg_m", GEMM_SG_TEXTURE),
+    overridden(Conv2dTiled, "gemm_tiled", GEMM_TILED),
+    overridden(Conv2dTiled, "gemm_tiled_m", GEMM_TILED),
     fixed(Matmul, "gemm", GEMM, [16, 16, 1]),
     overridden(MatmulSg, "gemm_sg", GEMM_SG_BUFFER),
     overridden(MatmulSg, "gemm_sg_m", GEMM_SG_BUFFER),
     overridden(MatmulSgTexture, "gemm_sg", GEMM_SG_TEXTURE),
     overridden(MatmulSgTexture, "gemm_sg_m", GEMM_SG_TEXTURE),
+    overridden(MatmulTiled, "gemm_tiled", GEMM_TILED),
+    overridden(MatmulTiled, "gemm_tiled_m", GEMM_TILED),
     fixed(Pack, "pack_b", &[&[U, R, W]], [64, 1, 1]),
     fixed(Pack, "pack_b4", &[&[U, X, W, R]], [64, 1, 1]),
     fixed(Winograd, "kernel_transform", &[&[U, R, X, W]], [64, 1, 1]),

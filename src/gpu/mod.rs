@@ -24,8 +24,8 @@ use std::sync::Mutex;
 use thiserror::Error;
 
 pub use dispatch::{Arg, BufferRange};
-pub use options::{ConvAlgo, DeviceOptions};
-pub use pipeline::{Access, Kernel, ShaderId};
+pub use options::{ConvAlgo, DeviceOptions, TiledConfig};
+pub use pipeline::{Access, BuiltPipeline, Kernel, ShaderId};
 pub use pool::{PoolStats, PooledTexture};
 pub use profile::Profile;
 pub use select::{AdapterRequest, AdapterSummary, BackendChoice};
@@ -105,11 +105,21 @@ struct Pending {
 /// its one subgroup size, where the smallest and largest agree and are 8, 16, 32 or 64 lanes
 /// (the widths gemm_sg.wgsl spreads its 24- or 32-row tiles over). None where the size varies
 /// between dispatches (the kernel's broadcasts name fixed lanes) or there are no subgroup
-/// operations: those adapters keep the workgroup-memory kernels.
+/// operations: those adapters run the tiled and workgroup-memory kernels.
 pub fn subgroup_gemm_width(info: &wgpu::AdapterInfo, features: wgpu::Features) -> Option<u32> {
     let (lo, hi) = (info.subgroup_min_size, info.subgroup_max_size);
     (features.contains(wgpu::Features::SUBGROUP) && lo == hi && matches!(lo, 8 | 16 | 32 | 64))
         .then_some(lo)
+}
+
+/// Whether GEMM products with vec4 operands prefer the subgroup GEMM to the tiled kernels on
+/// an adapter of this type. On a CPU adapter (lavapipe) every workgroup-memory access is a
+/// per-lane loop and the subgroup GEMM ran 8-20x faster than either workgroup-memory family
+/// (BENCHMARKS.md); on a GPU the tiled kernels are what fast GEMMs are built as, and the
+/// subgroup GEMM, whose broadcasts cost a shuffle per four FMAs, is the fallback (`--tune`
+/// times both per shape).
+pub fn prefers_subgroup_gemm(device_type: wgpu::DeviceType) -> bool {
+    device_type == wgpu::DeviceType::Cpu
 }
 
 impl Gpu {
@@ -148,7 +158,7 @@ impl Gpu {
             if let Err(why) = gpu.probe_subgroups(width) {
                 tracing::warn!(
                     adapter = gpu.adapter_name(),
-                    "the adapter reports {width}-lane subgroups, but {why}: its GEMMs run on the workgroup-memory kernels"
+                    "the adapter reports {width}-lane subgroups, but {why}: its GEMMs run on the tiled and workgroup-memory kernels"
                 );
                 gpu.withdraw_subgroup_kernels();
             }
@@ -215,6 +225,12 @@ impl Gpu {
     /// Number of distinct pipelines built so far (each (shader, entry, constants) once).
     pub fn pipeline_count(&self) -> usize {
         self.pipelines.len()
+    }
+
+    /// The pipelines built so far, each as (shader, entry point, override constants): tests
+    /// check which kernel family and configuration really ran.
+    pub fn built_pipelines(&self) -> Vec<BuiltPipeline> {
+        self.pipelines.built()
     }
 
     /// Number of compute dispatches recorded since the device was opened.

@@ -15,6 +15,12 @@ pub struct DeviceOptions {
     /// Run the GEMM-shaped ops on the subgroup kernels where the adapter supports them
     /// (`CNN_WGPU_NO_SUBGROUPS=1` turns this off).
     pub subgroups: bool,
+    /// Run vec4 GEMM products on the GPU-class tiled kernels (gemm_tiled.wgsl) where the
+    /// planner would (`CNN_WGPU_NO_TILED=1` turns this off); see [`Gpu::tiled_kernels`].
+    pub tiled: bool,
+    /// The tiled kernels' configuration every product must use instead of the planner's or the
+    /// tuned choice (`CNN_WGPU_TILED`: one of [`TiledConfig::ALL`] by name).
+    pub tiled_config: Option<TiledConfig>,
     /// Let the subgroup kernels read packed operands from textures (`CNN_WGPU_NO_TEXTURES=1`
     /// turns this off); see [`Gpu::texture_operands`].
     pub textures: bool,
@@ -90,6 +96,8 @@ impl Default for DeviceOptions {
     fn default() -> Self {
         Self {
             subgroups: true,
+            tiled: true,
+            tiled_config: None,
             textures: true,
             tune: TuneMode::Cached,
             tune_cache: None,
@@ -103,7 +111,8 @@ impl Default for DeviceOptions {
 }
 
 impl DeviceOptions {
-    /// The options the environment asks for: `CNN_WGPU_NO_SUBGROUPS`, `CNN_WGPU_NO_TEXTURES`
+    /// The options the environment asks for: `CNN_WGPU_NO_SUBGROUPS`, `CNN_WGPU_NO_TILED`,
+    /// `CNN_WGPU_TILED` (a tiled configuration by name), `CNN_WGPU_NO_TEXTURES`
     /// (set and not empty or `0`: off), `CNN_WGPU_TUNE` (`0`/`off`, `1`/`measure`, else cached),
     /// `CNN_WGPU_TUNE_CACHE`, `CNN_WGPU_SUBGROUP_ROWS` (8, 16, 24 or 32: the subgroup GEMM's
     /// rows per subgroup, for comparisons) and `CNN_WGPU_CONV_ALGO` (auto, direct, f2x2 or
@@ -132,8 +141,20 @@ impl DeviceOptions {
             },
             _ => None,
         };
+        let tiled_config = match std::env::var("CNN_WGPU_TILED") {
+            Ok(v) if !v.is_empty() => Some(TiledConfig::named(v.trim()).ok_or(
+                super::GpuError::BadSetting {
+                    name: "CNN_WGPU_TILED",
+                    value: v,
+                    expected: TiledConfig::NAMES,
+                },
+            )?),
+            _ => None,
+        };
         Ok(Self {
             subgroups: !set("CNN_WGPU_NO_SUBGROUPS"),
+            tiled: !set("CNN_WGPU_NO_TILED"),
+            tiled_config,
             textures: !set("CNN_WGPU_NO_TEXTURES"),
             tune: match std::env::var("CNN_WGPU_TUNE").as_deref() {
                 Ok("0") | Ok("off") => TuneMode::Off,
@@ -147,6 +168,93 @@ impl DeviceOptions {
             conv_algo,
             ..Self::default()
         })
+    }
+}
+
+/// One configuration of the tiled kernels (gemm_tiled.wgsl): a workgroup of `wx` x `wy`
+/// invocations, each holding `tm` rows x `4 * tn4` columns of C in registers, so that the
+/// workgroup's tile is (wy * tm) x (4 * wx * tn4); K advances `bk` at a time through two
+/// workgroup-memory stages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TiledConfig {
+    pub name: &'static str,
+    pub wx: u32,
+    pub wy: u32,
+    pub tm: u32,
+    pub tn4: u32,
+    pub bk: u32,
+}
+
+impl TiledConfig {
+    /// The configurations the planner and the tuner choose among, largest tile first: each
+    /// stays within wgpu's default limits (256 invocations, 16 KiB of workgroup memory) and
+    /// loads at most two vec4s of A and of B per invocation and K step, as the shader assumes.
+    pub const ALL: [TiledConfig; 4] = [
+        TiledConfig::new("128x128", 16, 16, 8, 2, 8),
+        TiledConfig::new("128x64", 16, 16, 8, 1, 8),
+        TiledConfig::new("64x64", 8, 8, 8, 2, 8),
+        TiledConfig::new("64x64-k16", 16, 16, 4, 1, 16),
+    ];
+    pub const NAMES: &'static str = "128x128, 128x64, 64x64 or 64x64-k16";
+
+    const fn new(name: &'static str, wx: u32, wy: u32, tm: u32, tn4: u32, bk: u32) -> Self {
+        Self {
+            name,
+            wx,
+            wy,
+            tm,
+            tn4,
+            bk,
+        }
+    }
+
+    /// The configuration called `name` in [`TiledConfig::ALL`].
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name == name)
+    }
+
+    fn index(self) -> u32 {
+        Self::ALL
+            .iter()
+            .position(|c| *c == self)
+            .expect("a configuration of TiledConfig::ALL") as u32
+    }
+
+    /// Rows of C per workgroup.
+    pub fn rows(self) -> usize {
+        (self.wy * self.tm) as usize
+    }
+
+    /// Columns of C per workgroup (and per packed tile of B).
+    pub fn cols(self) -> usize {
+        (4 * self.wx * self.tn4) as usize
+    }
+
+    pub fn invocations(self) -> u32 {
+        self.wx * self.wy
+    }
+
+    /// Bytes of workgroup memory: two stages of A (bk, rows) and of B (bk, cols).
+    pub fn workgroup_bytes(self) -> u32 {
+        2 * self.bk * (self.rows() + self.cols()) as u32 * 4
+    }
+
+    /// Whether the device's limits allow it.
+    pub fn fits(self, limits: &wgpu::Limits) -> bool {
+        self.invocations() <= limits.max_compute_invocations_per_workgroup
+            && self.wx <= limits.max_compute_workgroup_size_x
+            && self.wy <= limits.max_compute_workgroup_size_y
+            && self.workgroup_bytes() <= limits.max_compute_workgroup_storage_size
+    }
+
+    pub fn constants(self) -> [(&'static str, f64); 5] {
+        [
+            ("TL_WX", f64::from(self.wx)),
+            ("TL_WY", f64::from(self.wy)),
+            ("TL_TM", f64::from(self.tm)),
+            ("TL_TN4", f64::from(self.tn4)),
+            ("TL_BK", f64::from(self.bk)),
+        ]
     }
 }
 
@@ -170,6 +278,10 @@ pub(crate) struct Switches {
     subgroup_width: AtomicU32,
     /// Rows per subgroup the subgroup GEMM must use (8-32), or 0 to let each product choose.
     subgroup_rows: AtomicU32,
+    /// Whether vec4 products may run on the tiled kernels (gemm_tiled.wgsl).
+    tiled: AtomicBool,
+    /// The forced tiled configuration as its index in [`TiledConfig::ALL`] plus one (0: none).
+    tiled_config: AtomicU32,
     /// Whether the subgroup GEMM reads packed B operands from textures.
     textures: AtomicBool,
     /// Operand texture width in texels (a power of two).
@@ -194,6 +306,8 @@ impl Switches {
             subgroups: AtomicBool::new(subgroup_width.is_some() && options.subgroups),
             subgroup_width: AtomicU32::new(subgroup_width.unwrap_or(0)),
             subgroup_rows: AtomicU32::new(0),
+            tiled: AtomicBool::new(options.tiled),
+            tiled_config: AtomicU32::new(options.tiled_config.map_or(0, |c| c.index() + 1)),
             textures: AtomicBool::new(options.textures),
             texture_width: AtomicU32::new(default_texture_width(limits)),
             kgrad_slices: AtomicU32::new(0),
@@ -260,6 +374,36 @@ impl Gpu {
         match self.switches.subgroup_rows.load(Ordering::Relaxed) {
             0 => None,
             r => Some(r),
+        }
+    }
+
+    /// True when vec4 GEMM products may run on the GPU-class tiled kernels (gemm_tiled.wgsl):
+    /// the planner (`ops::gemm`) gives them every such product on a GPU, and on any adapter
+    /// where the subgroup GEMM does not run. On by default; [`DeviceOptions::tiled`] turns it
+    /// off, and those products then run on the subgroup GEMM or the 64x64 workgroup-memory one.
+    pub fn tiled_kernels(&self) -> bool {
+        self.switches.tiled.load(Ordering::Relaxed)
+    }
+
+    /// Turns the tiled kernels off (or back on): tests run every family against the same CPU
+    /// references.
+    pub fn set_tiled_kernels(&self, on: bool) {
+        self.switches.tiled.store(on, Ordering::Relaxed);
+    }
+
+    /// Makes every product on the tiled kernels use `config` (None restores the planner's or
+    /// the tuned choice): tests check each configuration, benches compare them.
+    pub fn force_tiled_config(&self, config: Option<TiledConfig>) {
+        self.switches
+            .tiled_config
+            .store(config.map_or(0, |c| c.index() + 1), Ordering::Relaxed);
+    }
+
+    /// The configuration [`Gpu::force_tiled_config`] set, if any.
+    pub fn forced_tiled_config(&self) -> Option<TiledConfig> {
+        match self.switches.tiled_config.load(Ordering::Relaxed) {
+            0 => None,
+            i => TiledConfig::ALL.get(i as usize - 1).copied(),
         }
     }
 

@@ -16,11 +16,16 @@ pub enum ShaderId {
     /// module because a texture binding must not be declared where none is bound: on lavapipe
     /// even an unread placeholder texture threw off the timestamps of every pass.
     Conv2dSgTexture,
+    /// conv2d_sg.wgsl on gemm_tiled.wgsl: the GPU-class workgroup-memory GEMM (no subgroups),
+    /// B read from a buffer.
+    Conv2dTiled,
     Matmul,
     /// matmul_sg.wgsl on gemm_sg.wgsl: dense layers on the subgroup GEMM, B as for Conv2dSg.
     MatmulSg,
     /// The same with B in an operand texture.
     MatmulSgTexture,
+    /// matmul_sg.wgsl on gemm_tiled.wgsl, as Conv2dTiled.
+    MatmulTiled,
     /// pack.wgsl: B operands of the subgroup GEMM repacked into contiguous column tiles.
     Pack,
     /// winograd.wgsl: the kernel, input and output transforms of Winograd's 3x3 convolution,
@@ -42,15 +47,18 @@ const GEMM_CORE: &str = include_str!("../../shaders/gemm_core.wgsl");
 const GEMM_SG: &str = include_str!("../../shaders/gemm_sg.wgsl");
 const GEMM_SG_B_BUFFER: &str = include_str!("../../shaders/gemm_sg_b_buffer.wgsl");
 const GEMM_SG_B_TEXTURE: &str = include_str!("../../shaders/gemm_sg_b_texture.wgsl");
+const GEMM_TILED: &str = include_str!("../../shaders/gemm_tiled.wgsl");
 
 impl ShaderId {
-    pub const ALL: [ShaderId; 16] = [
+    pub const ALL: [ShaderId; 18] = [
         ShaderId::Conv2d,
         ShaderId::Conv2dSg,
         ShaderId::Conv2dSgTexture,
+        ShaderId::Conv2dTiled,
         ShaderId::Matmul,
         ShaderId::MatmulSg,
         ShaderId::MatmulSgTexture,
+        ShaderId::MatmulTiled,
         ShaderId::Pack,
         ShaderId::Winograd,
         ShaderId::Pool,
@@ -79,6 +87,12 @@ impl ShaderId {
                 "gemm_sg.wgsl",
                 "gemm_sg_b_texture.wgsl",
             ],
+            ShaderId::Conv2dTiled => &[
+                "conv2d_params.wgsl",
+                "conv2d_sg.wgsl",
+                "gemm_tiled.wgsl",
+                "gemm_sg_b_buffer.wgsl",
+            ],
             ShaderId::Matmul => &["matmul_params.wgsl", "matmul.wgsl", "gemm_core.wgsl"],
             ShaderId::MatmulSg => &[
                 "matmul_params.wgsl",
@@ -91,6 +105,12 @@ impl ShaderId {
                 "matmul_sg.wgsl",
                 "gemm_sg.wgsl",
                 "gemm_sg_b_texture.wgsl",
+            ],
+            ShaderId::MatmulTiled => &[
+                "matmul_params.wgsl",
+                "matmul_sg.wgsl",
+                "gemm_tiled.wgsl",
+                "gemm_sg_b_buffer.wgsl",
             ],
             ShaderId::Pack => &["pack.wgsl"],
             ShaderId::Winograd => &["winograd.wgsl"],
@@ -115,7 +135,7 @@ impl ShaderId {
                 "\n",
                 include_str!("../../shaders/conv2d.wgsl")
             ),
-            ShaderId::Conv2dSg | ShaderId::Conv2dSgTexture => concat!(
+            ShaderId::Conv2dSg | ShaderId::Conv2dSgTexture | ShaderId::Conv2dTiled => concat!(
                 include_str!("../../shaders/conv2d_params.wgsl"),
                 "\n",
                 include_str!("../../shaders/conv2d_sg.wgsl")
@@ -125,7 +145,7 @@ impl ShaderId {
                 "\n",
                 include_str!("../../shaders/matmul.wgsl")
             ),
-            ShaderId::MatmulSg | ShaderId::MatmulSgTexture => concat!(
+            ShaderId::MatmulSg | ShaderId::MatmulSgTexture | ShaderId::MatmulTiled => concat!(
                 include_str!("../../shaders/matmul_params.wgsl"),
                 "\n",
                 include_str!("../../shaders/matmul_sg.wgsl")
@@ -149,6 +169,9 @@ impl ShaderId {
             ShaderId::Conv2dSgTexture | ShaderId::MatmulSgTexture => {
                 format!("{own}\n{GEMM_SG}\n{GEMM_SG_B_TEXTURE}")
             }
+            ShaderId::Conv2dTiled | ShaderId::MatmulTiled => {
+                format!("{own}\n{GEMM_TILED}\n{GEMM_SG_B_BUFFER}")
+            }
             _ => own.to_string(),
         }
     }
@@ -165,6 +188,9 @@ pub enum Access {
     /// Not used by the entry point; no layout entry.
     Unused,
 }
+
+/// A pipeline the cache built: its shader, entry point and override constants.
+pub type BuiltPipeline = (ShaderId, &'static str, Vec<(&'static str, f64)>);
 
 /// A specialised entry point: the unit the pipeline cache stores.
 #[derive(Clone, Debug)]
@@ -219,6 +245,21 @@ impl PipelineCache {
 
     pub fn len(&self) -> usize {
         self.pipelines.lock().expect("pipeline lock").len()
+    }
+
+    pub fn built(&self) -> Vec<BuiltPipeline> {
+        let pipelines = self.pipelines.lock().expect("pipeline lock");
+        pipelines
+            .keys()
+            .map(|k| {
+                let constants = k
+                    .constants
+                    .iter()
+                    .map(|&(name, bits)| (name, f64::from_bits(bits)))
+                    .collect();
+                (k.shader, k.entry, constants)
+            })
+            .collect()
     }
 
     pub fn get(&self, kernel: &Kernel<'_>, access: &[Access]) -> Arc<CachedPipeline> {

@@ -98,6 +98,13 @@ pub struct AdapterSummary {
     /// (subgroup GEMM width, [`DeviceOptions::textures`] on; see `Gpu::texture_operands`).
     pub operand_textures: bool,
     pub max_texture_dimension_2d: u32,
+    /// The tiled kernels' configurations this adapter's limits allow (none where
+    /// [`DeviceOptions::tiled`] is off).
+    pub tiled_configs: Vec<&'static str>,
+    /// The family GEMM products with vec4 operands run on here by default: `subgroup-W`,
+    /// `tiled` or `workgroup-memory` (the rule is `ops::gemm`'s; a subgroup width that fails its
+    /// probe as a device opens drops to the next).
+    pub gemm_family: String,
     /// This adapter's tuning cache file (see `gpu::tune`) and how many choices it holds.
     pub tune_cache: Option<String>,
     pub tuned_choices: usize,
@@ -110,7 +117,24 @@ impl AdapterSummary {
         let features = adapter.features();
         let tune_cache = super::tune::cache_path(&info, options.tune_cache.as_deref());
         let subgroup_gemm_width = super::subgroup_gemm_width(&info, features);
+        let tiled_configs: Vec<&'static str> = super::TiledConfig::ALL
+            .iter()
+            .filter(|c| options.tiled && c.fits(&limits))
+            .map(|c| c.name)
+            .collect();
+        let subgroup = subgroup_gemm_width
+            .filter(|_| options.subgroups)
+            .map(|w| format!("subgroup-{w}"));
+        let tiled = (!tiled_configs.is_empty()).then(|| "tiled".to_string());
+        let gemm_family = if super::prefers_subgroup_gemm(info.device_type) {
+            subgroup.or(tiled)
+        } else {
+            tiled.or(subgroup)
+        }
+        .unwrap_or_else(|| "workgroup-memory".to_string());
         Self {
+            tiled_configs,
+            gemm_family,
             tuned_choices: tune_cache.as_deref().map_or(0, super::tune::cached_choices),
             tune_cache: tune_cache.map(|p| p.display().to_string()),
             name: info.name,

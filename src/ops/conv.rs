@@ -143,6 +143,7 @@ const SHADERS: GemmShaders = GemmShaders {
     core: ShaderId::Conv2d,
     sg_buffer: ShaderId::Conv2dSg,
     sg_texture: ShaderId::Conv2dSgTexture,
+    tiled: ShaderId::Conv2dTiled,
 };
 
 impl Geometry {
@@ -405,12 +406,6 @@ fn forward_direct(
     const OP: &str = "conv2d_forward";
     let g = *g;
     let y = Tensor::uninit(gpu, [g.n, g.oh, g.ow, g.cout])?;
-    let mut consts = constants(&g, spec, 0);
-    // Rows of the largest chunk decide the tile; smaller chunks only pad more.
-    let mut plan = GemmPlan::new(gpu, SHADERS, &g.product(0, g.n * g.oh * g.ow));
-    let packed = plan.pack_kernel(gpu, w, Layout::RowMajor)?;
-    let kernel = plan.kernel(&mut consts);
-    let [wb, wt] = b_args(packed.as_ref(), w.all());
     let chunks = batch_chunks(
         gpu,
         OP,
@@ -420,23 +415,36 @@ fn forward_direct(
             ("output", g.out_item() as u64 * 4),
         ],
     )?;
-    for (n0, nb) in chunks {
-        let (xr, xb) = g.input_window(gpu, x, n0, nb);
-        let (yr, yb) = y.window(gpu, n0 * g.out_item(), nb * g.out_item());
-        let p = g.params(nb, xb, 0, yb);
-        gpu.dispatch(
-            &kernel,
-            &[
-                Arg::Uniform(bytemuck::bytes_of(&p)),
-                Arg::Read(xr),
-                wb,
-                Arg::Read(b.all()),
-                Arg::Write(yr),
-                wt,
-            ],
-            plan.grid(gpu, nb * g.oh * g.ow, g.cout),
-        );
-    }
+    let dispatch = |plan: &GemmPlan| -> Result<()> {
+        let mut plan = *plan;
+        let packed = plan.pack_kernel(gpu, w, Layout::RowMajor)?;
+        let mut consts = constants(&g, spec, 0);
+        let kernel = plan.kernel(&mut consts);
+        let [wb, wt] = b_args(packed.as_ref(), w.all());
+        for &(n0, nb) in &chunks {
+            let (xr, xb) = g.input_window(gpu, x, n0, nb);
+            let (yr, yb) = y.window(gpu, n0 * g.out_item(), nb * g.out_item());
+            let p = g.params(nb, xb, 0, yb);
+            gpu.dispatch(
+                &kernel,
+                &[
+                    Arg::Uniform(bytemuck::bytes_of(&p)),
+                    Arg::Read(xr),
+                    wb,
+                    Arg::Read(b.all()),
+                    Arg::Write(yr),
+                    wt,
+                ],
+                plan.grid(gpu, nb * g.oh * g.ow, g.cout),
+            );
+        }
+        Ok(())
+    };
+    // Rows of the largest chunk decide the tile; smaller chunks only pad more. y is
+    // overwritten, so a candidate may run more than once.
+    let product = g.product(0, g.n * g.oh * g.ow);
+    let plan = GemmPlan::new(gpu, SHADERS, &product).tune(gpu, &product, true, dispatch)?;
+    dispatch(&plan)?;
     Ok(y)
 }
 
@@ -520,17 +528,19 @@ pub fn conv2d_backward(
         // width `parallelism_hint` does not know); the tuning cache may hold a measured choice
         // (gpu::tune).
         let k = nb * g.oh * g.ow;
-        let plan = GemmPlan::new(gpu, SHADERS, &g.product(2, k));
-        let tile = plan.tile();
-        let tiles = m.div_ceil(tile.0) * n.div_ceil(tile.1);
+        let product = g.product(2, k);
         let most = k.div_ceil(256).clamp(1, 64) as u32;
-        let default = (gpu.parallelism_hint().div_ceil(tiles) as u32).clamp(1, most);
+        let default_slices = |plan: &GemmPlan| {
+            let tile = plan.tile();
+            let tiles = m.div_ceil(tile.0) * n.div_ceil(tile.1);
+            (gpu.parallelism_hint().div_ceil(tiles) as u32).clamp(1, most)
+        };
         let (xr, xb) = g.input_window(gpu, x, n0, nb);
         let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
-        // The subgroup kernel reads this chunk's dy (N*OH*OW, Cout) packed.
-        let packed = plan.pack_operand(gpu, dyr, dyb, Layout::RowMajor)?;
-        let [dyb_arg, dyt] = b_args(packed.as_ref(), dyr);
-        let mut run = |slices: u32| -> Result<()> {
+        let run_on = |plan: &GemmPlan, slices: u32| -> Result<()> {
+            // The subgroup kernel reads this chunk's dy (N*OH*OW, Cout) packed.
+            let packed = plan.pack_operand(gpu, dyr, dyb, Layout::RowMajor)?;
+            let [dyb_arg, dyt] = b_args(packed.as_ref(), dyr);
             let partial = if slices > 1 {
                 Some(Tensor::uninit(gpu, [slices as usize, m * n])?)
             } else {
@@ -561,6 +571,14 @@ pub fn conv2d_backward(
             }
             Ok(())
         };
+        let forced = gpu.forced_kernel_gradient_slices().map(|s| s.min(most));
+        // The tile first, at the default split (later chunks accumulate into dw, so only the
+        // first may run more than once), then the split on that tile.
+        let plan = GemmPlan::new(gpu, SHADERS, &product).tune(gpu, &product, i == 0, |p| {
+            run_on(p, forced.unwrap_or_else(|| default_slices(p)))
+        })?;
+        let default = default_slices(&plan);
+        let mut run = |slices: u32| run_on(&plan, slices);
         let family = plan.family();
         let key = format!(
             "conv2d kernel gradient: x ({nb},{},{},{}) kernel {}x{} stride {:?} pad ({},{}) cout {} on {family}: slices",
@@ -573,8 +591,8 @@ pub fn conv2d_backward(
         if !candidates.contains(&default) {
             candidates.push(default);
         }
-        let slices = match gpu.forced_kernel_gradient_slices() {
-            Some(forced) => forced.min(most),
+        let slices = match forced {
+            Some(forced) => forced,
             // Later chunks accumulate into dw, so only the first may run more than once.
             None => gpu.tuned(&key, &candidates, default, i == 0, &mut run)?,
         };
@@ -595,29 +613,37 @@ fn input_gradient_direct(
 ) -> Result<Tensor> {
     let g = *g;
     let dx = Tensor::uninit(gpu, [g.n, g.h, g.w, g.cin])?;
-    let mut consts = constants(&g, spec, 1);
-    let mut plan = GemmPlan::new(gpu, SHADERS, &g.product(1, g.n * g.h * g.w));
-    // The subgroup kernel reads w' (KH*KW*Cout, Cin) packed: one pass over the weights.
-    let packed = plan.pack_kernel(gpu, w, Layout::TapTransposed { r: g.cout })?;
-    let kernel = plan.kernel(&mut consts);
-    let [wb, wt] = b_args(packed.as_ref(), w.all());
-    for &(n0, nb) in chunks {
-        let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
-        let (dxr, dxb) = dx.window(gpu, n0 * g.in_item(), nb * g.in_item());
-        let p = g.params(nb, dyb, 0, dxb);
-        gpu.dispatch(
-            &kernel,
-            &[
-                Arg::Uniform(bytemuck::bytes_of(&p)),
-                Arg::Read(dyr),
-                wb,
-                Arg::Read(w.all()),
-                Arg::Write(dxr),
-                wt,
-            ],
-            plan.grid(gpu, nb * g.h * g.w, g.cin),
-        );
-    }
+    let dispatch = |plan: &GemmPlan| -> Result<()> {
+        let mut plan = *plan;
+        // The subgroup and tiled kernels read w' (KH*KW*Cout, Cin) packed: one pass over the
+        // weights.
+        let packed = plan.pack_kernel(gpu, w, Layout::TapTransposed { r: g.cout })?;
+        let mut consts = constants(&g, spec, 1);
+        let kernel = plan.kernel(&mut consts);
+        let [wb, wt] = b_args(packed.as_ref(), w.all());
+        for &(n0, nb) in chunks {
+            let (dyr, dyb) = dy.window(gpu, n0 * g.out_item(), nb * g.out_item());
+            let (dxr, dxb) = dx.window(gpu, n0 * g.in_item(), nb * g.in_item());
+            let p = g.params(nb, dyb, 0, dxb);
+            gpu.dispatch(
+                &kernel,
+                &[
+                    Arg::Uniform(bytemuck::bytes_of(&p)),
+                    Arg::Read(dyr),
+                    wb,
+                    Arg::Read(w.all()),
+                    Arg::Write(dxr),
+                    wt,
+                ],
+                plan.grid(gpu, nb * g.h * g.w, g.cin),
+            );
+        }
+        Ok(())
+    };
+    // dx is overwritten, so a candidate may run more than once.
+    let product = g.product(1, g.n * g.h * g.w);
+    let plan = GemmPlan::new(gpu, SHADERS, &product).tune(gpu, &product, true, dispatch)?;
+    dispatch(&plan)?;
     Ok(dx)
 }
 

@@ -59,6 +59,7 @@ pub(crate) const SHADERS: GemmShaders = GemmShaders {
     core: ShaderId::Matmul,
     sg_buffer: ShaderId::MatmulSg,
     sg_texture: ShaderId::MatmulSgTexture,
+    tiled: ShaderId::MatmulTiled,
 };
 
 /// One product of matmul.wgsl / matmul_sg.wgsl: `mode` as there (0 forward, 1 input gradient,
@@ -80,7 +81,7 @@ fn run(
     for (t, name) in [(a, "a"), (b, "b"), (c, "output")] {
         check_binding(gpu, op, name, t.byte_len())?;
     }
-    let mut consts = [&[("MODE", f64::from(mode))], epilogue].concat();
+    let consts = [&[("MODE", f64::from(mode))], epilogue].concat();
     let (inp, out, rows) = (p.inp as usize, p.out as usize, p.rows as usize);
     // B is w (IN,OUT), w read as (OUT,IN), or dy (ROWS,OUT).
     let (k, layout) = match mode {
@@ -103,29 +104,35 @@ fn run(
     };
     let mut p = p;
     p.b_rows = k as u32;
-    let mut plan = GemmPlan::new(gpu, SHADERS, &product);
     // B is the layer's kernel in the forward and the input gradient: a frozen one keeps its
     // packed texture between calls (pack::pack_kernel). dy changes every call.
-    let packed = if mode == 2 {
-        plan.pack_operand(gpu, b.all(), 0, layout)?
-    } else {
-        plan.pack_kernel(gpu, b, layout)?
+    let dispatch = |plan: &GemmPlan| -> Result<()> {
+        let mut plan = *plan;
+        let packed = if mode == 2 {
+            plan.pack_operand(gpu, b.all(), 0, layout)?
+        } else {
+            plan.pack_kernel(gpu, b, layout)?
+        };
+        let mut consts = consts.clone();
+        let kernel = plan.kernel(&mut consts);
+        let [b_buf, b_tex] = b_args(packed.as_ref(), b.all());
+        gpu.dispatch(
+            &kernel,
+            &[
+                Arg::Uniform(bytemuck::bytes_of(&p)),
+                Arg::Read(a.all()),
+                b_buf,
+                Arg::Read(bias.all()),
+                Arg::Write(c.all()),
+                b_tex,
+            ],
+            plan.grid(gpu, m, n),
+        );
+        Ok(())
     };
-    let kernel = plan.kernel(&mut consts);
-    let [b_buf, b_tex] = b_args(packed.as_ref(), b.all());
-    gpu.dispatch(
-        &kernel,
-        &[
-            Arg::Uniform(bytemuck::bytes_of(&p)),
-            Arg::Read(a.all()),
-            b_buf,
-            Arg::Read(bias.all()),
-            Arg::Write(c.all()),
-            b_tex,
-        ],
-        plan.grid(gpu, m, n),
-    );
-    Ok(())
+    // Every mode overwrites c, so a candidate may run more than once.
+    let plan = GemmPlan::new(gpu, SHADERS, &product).tune(gpu, &product, true, dispatch)?;
+    dispatch(&plan)
 }
 
 /// The product [`batched_products`] plans.
@@ -162,33 +169,38 @@ pub(crate) fn batched_products(
     check_binding(gpu, op, "transformed output", c.byte_len())?;
     check_binding(gpu, op, "transformed kernel", (batch * k * n * 4) as u64)?;
     let product = batched_product(batch, m, k, n);
-    let mut plan = GemmPlan::new(gpu, SHADERS, &product);
-    let (packed, derived) = plan.pack_derived_kernel(gpu, w, tag, derive)?;
-    let mut consts = vec![("MODE", 0.0), ("HAS_BIAS", 0.0), ("RELU", 0.0)];
-    let kernel = plan.kernel(&mut consts);
-    // The plain B where it is read as it is; otherwise the texture is read and this binding,
-    // which the module still declares, stays unread.
-    let plain = derived.as_ref().unwrap_or(w);
-    let [b_buf, b_tex] = b_args(packed.as_ref(), plain.all());
     let mut p = Params::new(m, k, n);
     p.b_rows = (batch * k) as u32;
     p.products = batch as u32;
-    let mut grid = plan.grid(gpu, m, n);
-    grid[2] *= batch as u32;
-    gpu.dispatch(
-        &kernel,
-        &[
-            Arg::Uniform(bytemuck::bytes_of(&p)),
-            Arg::Read(a.all()),
-            b_buf,
-            // The bias binding, unread without HAS_BIAS.
-            Arg::Read(a.all()),
-            Arg::Write(c.all()),
-            b_tex,
-        ],
-        grid,
-    );
-    Ok(())
+    let dispatch = |plan: &GemmPlan| -> Result<()> {
+        let mut plan = *plan;
+        let (packed, derived) = plan.pack_derived_kernel(gpu, w, tag, derive)?;
+        let mut consts = vec![("MODE", 0.0), ("HAS_BIAS", 0.0), ("RELU", 0.0)];
+        let kernel = plan.kernel(&mut consts);
+        // The plain B where it is read as it is; otherwise the texture is read and this
+        // binding, which the module still declares, stays unread.
+        let plain = derived.as_ref().unwrap_or(w);
+        let [b_buf, b_tex] = b_args(packed.as_ref(), plain.all());
+        let mut grid = plan.grid(gpu, m, n);
+        grid[2] *= batch as u32;
+        gpu.dispatch(
+            &kernel,
+            &[
+                Arg::Uniform(bytemuck::bytes_of(&p)),
+                Arg::Read(a.all()),
+                b_buf,
+                // The bias binding, unread without HAS_BIAS.
+                Arg::Read(a.all()),
+                Arg::Write(c.all()),
+                b_tex,
+            ],
+            grid,
+        );
+        Ok(())
+    };
+    // c is overwritten, so a candidate may run more than once.
+    let plan = GemmPlan::new(gpu, SHADERS, &product).tune(gpu, &product, true, dispatch)?;
+    dispatch(&plan)
 }
 
 /// y = x w (+ b), then ReLU if `relu`.

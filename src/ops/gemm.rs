@@ -1,21 +1,24 @@
-//! The GEMM planner: every GEMM-shaped product (conv2d's three, dense's three) is planned here
-//! from its own numbers — M, K, N, how A is read, whether B is a layer's kernel or a per-call
-//! operand — into a kernel family, a tile, where B is read from (packed or not, buffer or
+//! The GEMM planner: every GEMM-shaped product (conv2d's three, dense's three, Winograd's
+//! batched ones) is planned here from its own numbers — M, K, N, how A is read, whether B is a
+//! layer's kernel or a per-call operand — and the adapter's facts (device type, subgroup width,
+//! limits) into a kernel family, a tile, where B is read from (packed or not, buffer or
 //! texture), the packed B, the override constants, the entry point and the grid. An op says
 //! what its product is and binds its operands; it decides nothing about kernels.
 
 use super::pack::{pack_b, pack_derived, pack_kernel, BSource, Layout, PackedB};
 use super::Result;
-use crate::gpu::{BufferRange, Gpu, Kernel, ShaderId};
+use crate::gpu::{BufferRange, Gpu, Kernel, ShaderId, TiledConfig};
 use crate::tensor::Tensor;
 
-/// The shader modules of one GEMM-shaped op: its workgroup-memory module (on gemm_core.wgsl)
-/// and its subgroup modules (on gemm_sg.wgsl) reading B from a buffer or from a texture.
+/// The shader modules of one GEMM-shaped op: its workgroup-memory module (on gemm_core.wgsl),
+/// its subgroup modules (on gemm_sg.wgsl) reading B from a buffer or from a texture, and its
+/// tiled module (on gemm_tiled.wgsl).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct GemmShaders {
     pub core: ShaderId,
     pub sg_buffer: ShaderId,
     pub sg_texture: ShaderId,
+    pub tiled: ShaderId,
 }
 
 /// A product C (M,N) = A (M,K) B (K,N) as the planner needs to know it.
@@ -25,8 +28,8 @@ pub(crate) struct Product {
     pub k: usize,
     pub n: usize,
     pub a: ARead,
-    /// Every operand moves as whole vec4s (the channel counts allow it): the subgroup kernels
-    /// need that.
+    /// Every operand moves as whole vec4s (the channel counts allow it): the subgroup and the
+    /// tiled kernels need that.
     pub vec4: bool,
     /// B is read transposed (the input gradients' kernel), so it is always packed.
     pub b_transposed: bool,
@@ -35,39 +38,152 @@ pub(crate) struct Product {
     pub batch: usize,
 }
 
-/// How one product runs: on the subgroup kernels where the adapter has one fixed subgroup width
-/// they take (8 to 64 lanes) and the product's operands move as vec4s, on the workgroup-memory
-/// kernel otherwise.
+/// The kernel family a product runs on, with what that family needs to know.
+#[derive(Clone, Copy, Debug)]
+enum Family {
+    /// gemm_sg.wgsl: its tile and where it reads B.
+    Subgroup(SgTiles, BSource),
+    /// gemm_tiled.wgsl: its configuration, and whether B is packed (a buffer) or read as it is.
+    Tiled(TiledConfig, BSource),
+    /// gemm_core.wgsl, value by value.
+    Core,
+}
+
+/// How one product runs. The family follows from the adapter's facts and the product's:
+/// - products whose operands do not all move as vec4s: the workgroup-memory kernel
+///   (gemm_core.wgsl), value by value;
+/// - on a CPU adapter with one fixed subgroup width the subgroup GEMM takes (lavapipe), the
+///   subgroup GEMM: there every workgroup-memory access is a per-lane loop, and it ran
+///   8-20x faster than either workgroup-memory family (BENCHMARKS.md);
+/// - everywhere else (every GPU, and adapters whose subgroups vary in width or are missing),
+///   the tiled kernels (gemm_tiled.wgsl), built the way GPU GEMMs are; with those switched off
+///   ([`Gpu::tiled_kernels`]), the subgroup GEMM where the width allows, else gemm_core.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct GemmPlan {
     shaders: GemmShaders,
     a: ARead,
     /// B's (K,N).
     b_dims: (usize, usize),
-    /// The subgroup kernel's tile and where it reads B; None on the workgroup-memory kernel.
-    sg: Option<(SgTiles, BSource)>,
+    family: Family,
 }
 
 /// The workgroup-memory kernel's tile: 16x16 invocations of 4x4 outputs (gemm_core.wgsl).
 const CORE_TILE: (usize, usize) = (64, 64);
 
 impl GemmPlan {
-    /// The plan for `product` on `shaders`' family. The subgroup kernel reads B packed
+    /// The plan for `product` on `shaders`' families. The subgroup kernel reads B packed
     /// (pack.wgsl) where B is read transposed, and otherwise where more than one row tile reads
-    /// B, so that packing pays.
+    /// B, so that packing pays; the tiled kernels only where B is read transposed (they read a
+    /// row-major B in whole vec4s as it is). On the tiled kernels, a choice `--tune` measured
+    /// for this product ([`GemmPlan::tune`]) wins over the default configuration.
     pub fn new(gpu: &Gpu, shaders: GemmShaders, product: &Product) -> Self {
-        let b_dims = (product.batch * product.k, product.n);
-        let sg = gpu.subgroup_width().filter(|_| product.vec4).map(|width| {
-            let tiles = SgTiles::choose(gpu, width, product.m, product.n, product.a);
-            let pack = product.b_transposed || product.m > tiles.rows();
-            (tiles, BSource::choose(gpu, pack, b_dims, tiles.cols()))
-        });
-        Self {
+        let subgroup_first = crate::gpu::prefers_subgroup_gemm(gpu.info().device_type);
+        let subgroup = || subgroup_family(gpu, product);
+        let tiled = || {
+            gpu.tiled_kernels()
+                .then(|| tiled_config(gpu, product))
+                .flatten()
+                .map(|config| Family::Tiled(config, tiled_b_source(product)))
+        };
+        let family = if !product.vec4 {
+            Family::Core
+        } else if subgroup_first {
+            subgroup().or_else(tiled).unwrap_or(Family::Core)
+        } else {
+            tiled().or_else(subgroup).unwrap_or(Family::Core)
+        };
+        let plan = Self {
             shaders,
             a: product.a,
-            b_dims,
-            sg,
+            b_dims: (product.batch * product.k, product.n),
+            family,
+        };
+        match plan.tuning(gpu, product) {
+            Some((key, candidates, default)) => {
+                // The cached choice, or the default: nothing is measured here.
+                let choice = gpu
+                    .tuned::<super::OpError>(&key, &candidates, default, false, |_| Ok(()))
+                    .unwrap_or(default);
+                plan.with_choice(gpu, product, choice)
+            }
+            None => plan,
         }
+    }
+
+    /// What `--tune` may choose among for this plan: on the tiled kernels with no forced
+    /// configuration, each configuration the device's limits allow (as its index in
+    /// [`TiledConfig::ALL`]) and, where the adapter has one, the subgroup GEMM
+    /// ([`SUBGROUP_CHOICE`]); as (key, candidates, default). None elsewhere.
+    fn tuning(&self, gpu: &Gpu, product: &Product) -> Option<(String, Vec<u32>, u32)> {
+        let Family::Tiled(config, _) = self.family else {
+            return None;
+        };
+        if gpu.forced_tiled_config().is_some() {
+            return None;
+        }
+        let mut candidates: Vec<u32> = (0..TiledConfig::ALL.len() as u32)
+            .filter(|&i| TiledConfig::ALL[i as usize].fits(gpu.limits()))
+            .collect();
+        if subgroup_family(gpu, product).is_some() {
+            candidates.push(SUBGROUP_CHOICE);
+        }
+        let default = TiledConfig::ALL
+            .iter()
+            .position(|c| *c == config)
+            .map_or(0, |i| i as u32);
+        let key = format!(
+            "gemm {:?}: M {} K {} N {} x{} A {:?}{}: tiled configuration",
+            self.shaders.tiled,
+            product.m,
+            product.k,
+            product.n,
+            product.batch,
+            product.a,
+            if product.b_transposed {
+                ", B transposed"
+            } else {
+                ""
+            }
+        );
+        Some((key, candidates, default))
+    }
+
+    /// This plan with the family `--tune` chose: a tiled configuration by index, or the
+    /// subgroup GEMM.
+    fn with_choice(&self, gpu: &Gpu, product: &Product, choice: u32) -> Self {
+        let family = if choice == SUBGROUP_CHOICE {
+            subgroup_family(gpu, product)
+        } else {
+            TiledConfig::ALL
+                .get(choice as usize)
+                .filter(|c| c.fits(gpu.limits()))
+                .map(|c| Family::Tiled(*c, tiled_b_source(product)))
+        };
+        Self {
+            family: family.unwrap_or(self.family),
+            ..*self
+        }
+    }
+
+    /// Under `--tune` (`TuneMode::Measure`), on the tiled kernels: times `run` with each
+    /// configuration the device allows (and the subgroup GEMM where there is one) on this
+    /// product, where `measurable` says `run` may repeat, and keeps the fastest in the tuning
+    /// cache; returns the plan to run. Elsewhere the plan as it is (which already holds a
+    /// cached choice).
+    pub fn tune(
+        self,
+        gpu: &Gpu,
+        product: &Product,
+        measurable: bool,
+        mut run: impl FnMut(&GemmPlan) -> Result<()>,
+    ) -> Result<Self> {
+        let Some((key, candidates, default)) = self.tuning(gpu, product) else {
+            return Ok(self);
+        };
+        let choice = gpu.tuned(&key, &candidates, default, measurable, |c| {
+            run(&self.with_choice(gpu, product, c))
+        })?;
+        Ok(self.with_choice(gpu, product, choice))
     }
 
     /// Packs the layer's kernel `w` as B read by `layout`, or takes the packed texture `w`
@@ -79,12 +195,18 @@ impl GemmPlan {
         w: &Tensor,
         layout: Layout,
     ) -> Result<Option<PackedB>> {
-        let Some((tiles, source)) = self.sg else {
-            return Ok(None);
-        };
-        let (source, packed) = pack_kernel(gpu, w, self.b_dims, layout, tiles.cols(), source)?;
-        self.sg = Some((tiles, source));
-        Ok(packed)
+        match self.family {
+            Family::Subgroup(tiles, source) => {
+                let (source, packed) =
+                    pack_kernel(gpu, w, self.b_dims, layout, tiles.cols(), source)?;
+                self.family = Family::Subgroup(tiles, source);
+                Ok(packed)
+            }
+            Family::Tiled(config, source) => {
+                pack_b(gpu, w.all(), 0, self.b_dims, layout, config.cols(), source)
+            }
+            Family::Core => Ok(None),
+        }
     }
 
     /// Like [`GemmPlan::pack_kernel`] for a B that `derive` makes from the layer's kernel `w`
@@ -99,12 +221,12 @@ impl GemmPlan {
         tag: u64,
         derive: &dyn Fn() -> Result<Tensor>,
     ) -> Result<(Option<PackedB>, Option<Tensor>)> {
-        let Some((tiles, source)) = self.sg else {
+        let Family::Subgroup(tiles, source) = self.family else {
             return Ok((None, Some(derive()?)));
         };
         let (source, packed, derived) =
             pack_derived(gpu, w, tag, self.b_dims, tiles.cols(), source, derive)?;
-        self.sg = Some((tiles, source));
+        self.family = Family::Subgroup(tiles, source);
         Ok((packed, derived))
     }
 
@@ -117,18 +239,21 @@ impl GemmPlan {
         base: u32,
         layout: Layout,
     ) -> Result<Option<PackedB>> {
-        match self.sg {
-            Some((tiles, source)) => {
+        match self.family {
+            Family::Subgroup(tiles, source) => {
                 pack_b(gpu, b, base, self.b_dims, layout, tiles.cols(), source)
             }
-            None => Ok(None),
+            Family::Tiled(config, source) => {
+                pack_b(gpu, b, base, self.b_dims, layout, config.cols(), source)
+            }
+            Family::Core => Ok(None),
         }
     }
 
     /// The kernel, with the plan's override constants added to the op's `consts`.
     pub fn kernel<'a>(&self, consts: &'a mut Vec<(&'static str, f64)>) -> Kernel<'a> {
-        match self.sg {
-            Some((tiles, source)) => {
+        match self.family {
+            Family::Subgroup(tiles, source) => {
                 consts.extend(source.constants());
                 consts.extend(tiles.constants());
                 let entry = if self.a == ARead::AlongM {
@@ -139,14 +264,27 @@ impl GemmPlan {
                 let shader = source.shader(self.shaders.sg_buffer, self.shaders.sg_texture);
                 Kernel::new(shader, entry, consts)
             }
-            None => Kernel::new(self.shaders.core, "gemm", consts),
+            Family::Tiled(config, source) => {
+                consts.extend(source.constants());
+                consts.extend(config.constants());
+                let entry = if self.a == ARead::AlongM {
+                    "gemm_tiled_m"
+                } else {
+                    "gemm_tiled"
+                };
+                Kernel::new(self.shaders.tiled, entry, consts)
+            }
+            Family::Core => Kernel::new(self.shaders.core, "gemm", consts),
         }
     }
 
     /// (rows, columns) of C per workgroup.
     pub fn tile(&self) -> (usize, usize) {
-        self.sg
-            .map_or(CORE_TILE, |(tiles, _)| (tiles.rows(), tiles.cols()))
+        match self.family {
+            Family::Subgroup(tiles, _) => (tiles.rows(), tiles.cols()),
+            Family::Tiled(config, _) => (config.rows(), config.cols()),
+            Family::Core => CORE_TILE,
+        }
     }
 
     /// The workgroup grid for an (M,N) output (a batch chunk's M may be below the planned one).
@@ -154,15 +292,90 @@ impl GemmPlan {
         grid(gpu, m, n, self.tile())
     }
 
-    /// The kernel family and tile, as tuning keys name them.
+    /// The kernel family as tuning keys name it: the subgroup GEMM with its tile, `tiled`
+    /// (its configuration is a tuned choice of its own, so keys leave it out) or
+    /// `workgroup-memory`.
     pub fn family(&self) -> String {
-        match self.sg {
-            Some((tiles, _)) => {
+        match self.family {
+            Family::Subgroup(tiles, _) => {
                 format!("subgroup-{} {}x{}", tiles.width, tiles.rows(), tiles.cols())
             }
-            None => "workgroup-memory".to_string(),
+            Family::Tiled(..) => "tiled".to_string(),
+            Family::Core => "workgroup-memory".to_string(),
         }
     }
+}
+
+/// The tuning cache's code for "the subgroup GEMM" among the tiled configurations' indices.
+const SUBGROUP_CHOICE: u32 = 100;
+
+/// The subgroup GEMM's family for `product`, where the adapter runs it.
+fn subgroup_family(gpu: &Gpu, product: &Product) -> Option<Family> {
+    let b_dims = (product.batch * product.k, product.n);
+    gpu.subgroup_width().filter(|_| product.vec4).map(|width| {
+        let tiles = SgTiles::choose(gpu, width, product.m, product.n, product.a);
+        let pack = product.b_transposed || product.m > tiles.rows();
+        Family::Subgroup(tiles, BSource::choose(gpu, pack, b_dims, tiles.cols()))
+    })
+}
+
+/// Where the tiled kernels read B: packed (into `config.cols()`-column tiles in a buffer) only
+/// where B is read transposed; a row-major B is read in whole vec4s as it is.
+fn tiled_b_source(product: &Product) -> BSource {
+    if product.b_transposed {
+        BSource::Packed
+    } else {
+        BSource::Plain
+    }
+}
+
+/// The tiled configuration of `product`: the forced one ([`Gpu::force_tiled_config`]) where
+/// the device allows it, else [`default_tiled_config`]; None where no configuration fits the
+/// device's limits.
+fn tiled_config(gpu: &Gpu, product: &Product) -> Option<TiledConfig> {
+    let limits = gpu.limits();
+    if let Some(forced) = gpu.forced_tiled_config().filter(|c| c.fits(limits)) {
+        return Some(forced);
+    }
+    let fitting: Vec<TiledConfig> = TiledConfig::ALL
+        .into_iter()
+        .filter(|c| c.fits(limits))
+        .collect();
+    default_tiled_config(
+        &fitting,
+        product.m,
+        product.n,
+        product.batch,
+        gpu.parallelism_hint(),
+    )
+}
+
+/// Of `configs` (largest tile first), the one that computes the fewest padded outputs of an
+/// (M,N) product run `batch` times, counting a grid of fewer workgroups than the adapter runs
+/// at once (`parallel`) as if it filled them; ties go to the larger tile, whose loads feed more
+/// arithmetic. A 64-channel layer (N = 64) thus takes a 64-column tile, not half a 128-column
+/// one, and a small product smaller tiles that keep the adapter busy.
+fn default_tiled_config(
+    configs: &[TiledConfig],
+    m: usize,
+    n: usize,
+    batch: usize,
+    parallel: usize,
+) -> Option<TiledConfig> {
+    let cost = |c: &TiledConfig| {
+        let (tm, tn) = (m.max(1).div_ceil(c.rows()), n.max(1).div_ceil(c.cols()));
+        let groups = tm * tn * batch.max(1);
+        let work = groups * c.rows() * c.cols();
+        work * parallel.div_ceil(groups).max(1)
+    };
+    let mut best: Option<(usize, TiledConfig)> = None;
+    for c in configs {
+        let w = cost(c);
+        if best.is_none_or(|(b, _)| w < b) {
+            best = Some((w, *c));
+        }
+    }
+    best.map(|(_, c)| c)
 }
 
 /// One workgroup's tile of C on the subgroup GEMM.
@@ -309,7 +522,44 @@ pub(crate) fn grid(gpu: &Gpu, m: usize, n: usize, (tile_m, tile_n): (usize, usiz
 
 #[cfg(test)]
 mod tests {
-    use super::{subgroups_per_workgroup, tile_rows, vec4_columns_per_lane, SgTiles};
+    use super::{
+        default_tiled_config, subgroups_per_workgroup, tile_rows, vec4_columns_per_lane, SgTiles,
+    };
+    use crate::gpu::TiledConfig;
+
+    #[test]
+    fn tiled_configuration_weighs_padding_and_idle_workgroups() {
+        let all = TiledConfig::ALL;
+        let pick = |m, n, batch, parallel| {
+            default_tiled_config(&all, m, n, batch, parallel)
+                .unwrap()
+                .name
+        };
+        // A 1024^3 matmul fills 64 workgroups of 128x128: the largest tile.
+        assert_eq!(pick(1024, 1024, 1, 64), "128x128");
+        // VGG16 block1 (64 channels): 128-column tiles would compute half padding; 128x64
+        // and 64x64 pad the same, and the larger tile wins.
+        assert_eq!(pick(2 * 150 * 150, 64, 1, 64), "128x64");
+        // VGG16 block5 at batch 8 (1568 x 512): 52 tiles of 128x128 leave a GPU idle, 200 of
+        // 64x64 keep it busy.
+        assert_eq!(pick(1568, 512, 1, 64), "64x64");
+        // On a 2-core CPU adapter every tile keeps it busy: the least padding decides (1568
+        // rows pad 2% in 64-row tiles, 6% in 128-row ones), and where none pads, the largest.
+        assert_eq!(pick(1568, 512, 1, 2), "64x64");
+        assert_eq!(pick(1536, 512, 1, 2), "128x128");
+        // A dense head (20 rows, 8 columns): one workgroup whatever the tile, so the smallest.
+        assert_eq!(pick(20, 8, 1, 64), "64x64");
+        // Winograd's 36 products count as workgroups: 36 x 2 x 4 = 288 of 128x128 at block5.
+        assert_eq!(pick(200, 512, 36, 64), "128x128");
+        // Only what the limits allow is chosen from; nothing where nothing fits.
+        assert_eq!(
+            default_tiled_config(&all[3..], 1024, 1024, 1, 64)
+                .unwrap()
+                .name,
+            "64x64-k16"
+        );
+        assert_eq!(default_tiled_config(&[], 1024, 1024, 1, 64), None);
+    }
 
     #[test]
     fn tile_height_weighs_padding_against_speed() {

@@ -158,10 +158,13 @@ pub fn params_layouts() -> Vec<crate::gpu::contract::ParamsLayout> {
     use crate::gpu::ShaderId::*;
     vec![
         ParamsLayout::of::<activation::Params>("ops::activation::Params", &[Activation]),
-        ParamsLayout::of::<conv::Params>("ops::conv::Params", &[Conv2d, Conv2dSg, Conv2dSgTexture]),
+        ParamsLayout::of::<conv::Params>(
+            "ops::conv::Params",
+            &[Conv2d, Conv2dSg, Conv2dSgTexture, Conv2dTiled],
+        ),
         ParamsLayout::of::<dense::Params>(
             "ops::dense::Params",
-            &[Matmul, MatmulSg, MatmulSgTexture],
+            &[Matmul, MatmulSg, MatmulSgTexture, MatmulTiled],
         ),
         ParamsLayout::of::<dropout::Params>("ops::dropout::Params", &[Dropout]),
         ParamsLayout::of::<loss::Params>("ops::loss::Params", &[Loss]),

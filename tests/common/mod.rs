@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
 use cnn_wgpu::gpu::select;
+use cnn_wgpu::gpu::TiledConfig;
 use cnn_wgpu::model::spec::{Activation, LayerKind};
 use cnn_wgpu::model::ModelSpec;
 use cnn_wgpu::ops::Padding;
@@ -71,7 +72,11 @@ enum Variant {
     /// Subgroup GEMM, the 8-row tiles a GPU takes (four subgroups per workgroup), B read from
     /// buffers.
     GpuRows,
-    /// Workgroup-memory kernels (subgroups off).
+    /// The GPU-class tiled kernels (subgroups off), in their 64x64 configuration of 8x8
+    /// invocations: the one that loads two vec4s of A and of B per invocation and K step, and
+    /// whose tiles the small test products span several of (tests/tiled.rs checks the others).
+    Tiled,
+    /// The 64x64 workgroup-memory kernels (subgroups and tiled kernels off).
     Plain,
 }
 
@@ -103,7 +108,14 @@ fn variant_gpu(key: DeviceKey) -> &'static Gpu {
             g.force_subgroup_tile_rows(Some(8));
             g.set_texture_operands(false);
         }
-        Variant::Plain => g.set_subgroup_kernels(false),
+        Variant::Tiled => {
+            g.set_subgroup_kernels(false);
+            g.force_tiled_config(TiledConfig::named("64x64"));
+        }
+        Variant::Plain => {
+            g.set_subgroup_kernels(false);
+            g.set_tiled_kernels(false);
+        }
     }
     g.force_kernel_gradient_slices(slices);
     devices.push((key, g));
@@ -111,9 +123,9 @@ fn variant_gpu(key: DeviceKey) -> &'static Gpu {
 }
 
 /// The adapter's kernel families: where it has the subgroup GEMM, that GEMM forced to 24-row
-/// tiles, to 32-row tiles and to a GPU's 8-row tiles, and the workgroup-memory kernels
-/// (subgroups off), each on a device of its own, so every GEMM-shaped op is checked on each;
-/// elsewhere just the shared device. The shared device keeps choosing tile heights by its cost model. Fails when the
+/// tiles, to 32-row tiles and to a GPU's 8-row tiles; where its limits allow them, the tiled
+/// kernels; and the workgroup-memory kernels; each on a device of its own, so every GEMM-shaped
+/// op is checked on each. The shared device keeps the planner's choices. Fails when the
 /// adapter's families are not the ones `CNN_WGPU_EXPECT_KERNELS` lists (see
 /// [`check_expected_families`]).
 pub fn kernel_families() -> Vec<(&'static str, &'static Gpu)> {
@@ -132,39 +144,49 @@ pub fn families_with(
         return Vec::new();
     };
     check_expected_families(g);
-    if !g.subgroup_kernels() {
-        let plain = match (binding_limit, slices) {
-            (None, None) => g,
-            _ => variant_gpu((Variant::Plain, binding_limit, slices)),
-        };
-        return vec![("workgroup-memory kernels", plain)];
-    }
-    vec![
-        (
+    let mut families = Vec::new();
+    if g.subgroup_kernels() {
+        families.push((
             "subgroup kernels, 24-row tiles, B in 64-texel-wide textures",
             variant_gpu((Variant::Short, binding_limit, slices)),
-        ),
-        (
+        ));
+        families.push((
             "subgroup kernels, 32-row tiles, B in buffers",
             variant_gpu((Variant::Tall, binding_limit, slices)),
-        ),
-        (
+        ));
+        families.push((
             "subgroup kernels, 8-row tiles as on a GPU, B in buffers",
             variant_gpu((Variant::GpuRows, binding_limit, slices)),
-        ),
-        (
-            "workgroup-memory kernels",
-            variant_gpu((Variant::Plain, binding_limit, slices)),
-        ),
-    ]
+        ));
+    }
+    if tiled_runs(g) {
+        families.push((
+            "tiled kernels, 64x64 tiles of 8x8 per invocation",
+            variant_gpu((Variant::Tiled, binding_limit, slices)),
+        ));
+    }
+    families.push((
+        "workgroup-memory kernels",
+        variant_gpu((Variant::Plain, binding_limit, slices)),
+    ));
+    families
+}
+
+/// Whether `g` runs the tiled kernels: they are on and one configuration fits its limits.
+fn tiled_runs(g: &Gpu) -> bool {
+    g.tiled_kernels() && TiledConfig::ALL.iter().any(|c| c.fits(g.limits()))
 }
 
 /// The kernel families `g`'s adapter runs, by name: `subgroup-W` (the subgroup GEMM, at the
-/// adapter's fixed subgroup width W) where it runs, and `workgroup-memory` everywhere.
+/// adapter's fixed subgroup width W) where it runs, `tiled` where its limits allow the tiled
+/// kernels, and `workgroup-memory` everywhere.
 pub fn adapter_families(g: &Gpu) -> Vec<String> {
     let mut names = Vec::new();
     if let Some(w) = g.subgroup_width() {
         names.push(format!("subgroup-{w}"));
+    }
+    if tiled_runs(g) {
+        names.push("tiled".to_string());
     }
     names.push("workgroup-memory".to_string());
     names
@@ -183,12 +205,13 @@ pub fn expected_families() -> Vec<String> {
         .collect();
     for n in &names {
         let known = n == "workgroup-memory"
+            || n == "tiled"
             || n.strip_prefix("subgroup-")
                 .and_then(|w| w.parse::<u32>().ok())
                 .is_some_and(u32::is_power_of_two);
         assert!(
             known,
-            "CNN_WGPU_EXPECT_KERNELS={list:?}: {n:?} is no kernel family (subgroup-8, subgroup-16, ..., workgroup-memory)"
+            "CNN_WGPU_EXPECT_KERNELS={list:?}: {n:?} is no kernel family (subgroup-8, subgroup-16, ..., tiled, workgroup-memory)"
         );
     }
     names

@@ -2,18 +2,19 @@
 //! toolchain and no network, that takes at most 64 MiB of files per run (x86-64 Linux). Builds a
 //! bundle (the stripped release binary, the Vulkan loader packages, the bench workloads, the
 //! commit, and `run.sh`), which on that machine prints `devices`, runs `selftest`, then
-//! `--tune bench --peak --json` with every kernel family, and writes what BENCHMARKS.md needs
-//! into one folder. `--summarize DIR` turns that folder into BENCHMARKS.md's table.
+//! `--tune bench --peak --json`, then the bench on every kernel family and tiled configuration,
+//! and writes what BENCHMARKS.md needs into one folder. `--summarize DIR` turns that folder
+//! into BENCHMARKS.md's table.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// What the GPU machine runs: `sh run.sh REPORT_DIR`. Plain POSIX sh: that machine may have
-/// nothing else. At most 8 files land in REPORT_DIR (what a device run brings back).
+/// nothing else. Seven files land in REPORT_DIR (a device run brings back few).
 const RUN_SH: &str = r#"#!/bin/sh
 # cnn-wgpu's GPU report (made by `cargo xtask gpu-report`): the adapters, the selftest, then the
-# bench suite with its FMA peak on every kernel family, into one folder.
+# bench suite with its FMA peak on every kernel family and tiled configuration, into one folder.
 # Usage: sh run.sh REPORT_DIR        BENCH_ONLY="a b" limits the bench to those workloads.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -48,17 +49,28 @@ echo "devices exit: $?" >> "$report/meta.txt"
 "$bin" devices --json > "$report/devices.json" 2>>"$log"
 "$bin" selftest > "$report/selftest.txt" 2>>"$log"
 echo "selftest exit: $?" >> "$report/meta.txt"
-# shellcheck disable=SC2086
-"$bin" --tune bench --peak --json $only > "$report/bench.jsonl" 2>>"$log"
-echo "bench exit: $?" >> "$report/meta.txt"
-# shellcheck disable=SC2086
-CNN_WGPU_NO_SUBGROUPS=1 "$bin" --tune bench --peak --json $only > "$report/bench-workgroup-memory.jsonl" 2>>"$log"
-echo "bench (workgroup-memory) exit: $?" >> "$report/meta.txt"
-# The subgroup GEMM with the 32-row tiles a CPU adapter takes, against the 8 rows a GPU gets by
-# default (the same as the default run where the adapter has no subgroup GEMM).
-# shellcheck disable=SC2086
-CNN_WGPU_SUBGROUP_ROWS=32 "$bin" --tune bench --peak --json $only > "$report/bench-subgroup-32-rows.jsonl" 2>>"$log"
-echo "bench (subgroup GEMM, 32-row tiles) exit: $?" >> "$report/meta.txt"
+# The bench suite once per kernel family, every line of every run in bench.jsonl with the run's
+# label added as "run" (a device run brings back few files). The default run measures the FMA
+# peak and, with --tune, the fastest tiled configuration (or subgroup GEMM) per product.
+bench() {
+    label=$1
+    shift
+    run="$report/bench-run.tmp"
+    # shellcheck disable=SC2086
+    "$@" --json $only > "$run" 2>>"$log"
+    echo "bench ($label) exit: $?" >> "$report/meta.txt"
+    sed "s/^{/{\"run\":\"$label\",/" "$run" >> "$report/bench.jsonl"
+    rm -f "$run"
+}
+: > "$report/bench.jsonl"
+bench default "$bin" --tune bench --peak
+# The subgroup GEMM where the adapter has one fixed width (its 8-row tiles on a GPU).
+bench subgroup env CNN_WGPU_NO_TILED=1 "$bin" bench
+bench workgroup-memory env CNN_WGPU_NO_TILED=1 CNN_WGPU_NO_SUBGROUPS=1 "$bin" bench
+# Each tiled configuration forced (subgroups off, so that it runs on every adapter).
+for c in 128x128 128x64 64x64 64x64-k16; do
+    bench "tiled $c" env CNN_WGPU_NO_SUBGROUPS=1 CNN_WGPU_TILED=$c "$bin" bench
+done
 echo "report in $report"
 "#;
 
@@ -234,40 +246,47 @@ pub fn summarize(report: &Path) -> Result<String, String> {
         field("host:"),
     );
     let mut rows: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut peaks = Vec::new();
-    let families = [
-        ("bench.jsonl", "default"),
-        ("bench-workgroup-memory.jsonl", "workgroup-memory"),
-        ("bench-subgroup-32-rows.jsonl", "subgroup 32 rows"),
+    let runs = [
+        ("default", "default families"),
+        ("subgroup", "subgroup GEMM"),
+        ("workgroup-memory", "workgroup-memory"),
+        ("tiled 128x128", "tiled 128x128"),
+        ("tiled 128x64", "tiled 128x64"),
+        ("tiled 64x64", "tiled 64x64"),
+        ("tiled 64x64-k16", "tiled 64x64-k16"),
     ];
-    for (i, (file, _)) in families.iter().enumerate() {
-        // A report made before a family was added lacks its file: its column stays empty.
-        let text = match read(file) {
-            Ok(text) => text,
-            Err(_) if i > 1 => String::new(),
-            Err(e) => return Err(e),
+    let text = read("bench.jsonl")?;
+    let mut lines = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("bench.jsonl: {e}: {line}"))?;
+        lines.push(v);
+    }
+    // The default run's FMA peak: every run's share is of it.
+    let peak = lines
+        .iter()
+        .find(|v| v["workload"] == "peak/fma")
+        .and_then(|v| v["gflops"].as_f64());
+    for v in &lines {
+        let name = v["workload"].as_str().unwrap_or("?").to_string();
+        let Some(i) = runs.iter().position(|(r, _)| v["run"] == *r) else {
+            continue;
         };
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let v: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| format!("{file}: {e}: {line}"))?;
-            let name = v["workload"].as_str().unwrap_or("?").to_string();
-            let gflops = v["gflops"].as_f64().unwrap_or(f64::NAN);
-            if name == "peak/fma" {
-                peaks.push(format!("{gflops:.0}"));
-                continue;
-            }
-            let share = v["peak_fraction"]
-                .as_f64()
-                .map_or(String::new(), |f| format!(" ({:.0}%)", 100.0 * f));
-            let cells = rows
-                .entry(name)
-                .or_insert_with(|| vec![String::new(); families.len()]);
-            cells[i] = format!("{gflops:.1}{share}");
+        if name == "peak/fma" {
+            continue;
         }
+        let gflops = v["gflops"].as_f64().unwrap_or(f64::NAN);
+        let share = peak.map_or(String::new(), |p| format!(" ({:.0}%)", 100.0 * gflops / p));
+        let cells = rows
+            .entry(name)
+            .or_insert_with(|| vec![String::new(); runs.len()]);
+        cells[i] = format!("{gflops:.1}{share}");
     }
     out.push_str(&format!(
-        "FMA peak: {} GFLOP/s.\n\n| workload | default families, GFLOP/s (share of peak) | workgroup-memory forced | subgroup GEMM with 32-row tiles |\n| --- | ---: | ---: | ---: |\n",
-        peaks.join(" / ")
+        "FMA peak: {} GFLOP/s. GFLOP/s per workload (share of the peak); the default run tuned each product (`--tune`).\n\n| workload | {} |\n| --- |{}\n",
+        peak.map_or("?".to_string(), |p| format!("{p:.0}")),
+        runs.iter().map(|(_, h)| *h).collect::<Vec<_>>().join(" | "),
+        " ---: |".repeat(runs.len())
     ));
     for (name, cells) in rows {
         out.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
@@ -352,9 +371,11 @@ mod tests {
         for line in [
             "devices exit: 0",
             "selftest exit: 0",
-            "bench exit: 0",
+            "bench (default) exit: 0",
+            "bench (subgroup) exit: 0",
             "bench (workgroup-memory) exit: 0",
-            "bench (subgroup GEMM, 32-row tiles) exit: 0",
+            "bench (tiled 128x128) exit: 0",
+            "bench (tiled 64x64-k16) exit: 0",
         ] {
             assert!(meta.contains(line), "{meta}");
         }
@@ -376,7 +397,7 @@ mod tests {
         assert!(md.contains("FMA peak: ") && md.contains(&row), "{md}");
         // Every run measured the workload.
         let row = md.lines().find(|l| l.starts_with(&row)).unwrap();
-        assert_eq!(row.matches('%').count(), 3, "{row}");
+        assert_eq!(row.matches('%').count(), 7, "{row}");
         let _ = std::fs::remove_dir_all(&tmp);
     }
 }

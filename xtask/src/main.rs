@@ -92,6 +92,7 @@ fn lavapipe_512() -> Result<(), String> {
         "pack",
         "pool",
         "runtime",
+        "tiled",
         "winograd",
     ] {
         args.extend(["--test", t]);
