@@ -14,9 +14,9 @@
 //                         are spread with consecutive lanes on consecutive rows, so their
 //                         transposing scalar stores land in consecutive words.
 //   tl_b[stage][k][n/4]   B as it is, consecutive lanes on consecutive vec4s.
-// An invocation (tx, ty) owns the rows {4ty..4ty+3} and {BM/2 + 4ty..} and the vec4 columns
-// {tx} and {tx + TL_WX}: in the inner loop the lanes of a warp read consecutive vec4s of tl_b,
-// and one or two vec4s of tl_a that they all share (a broadcast).
+// An invocation (tx, ty) owns the rows {4ty..4ty+3} and, with 8 rows, {BM/2 + 4ty..}, and the
+// vec4 columns {tx} and, with 2, {tx + TL_WX}: in the inner loop the lanes of a warp read
+// consecutive vec4s of tl_b, and one or two vec4s of tl_a that they all share (a broadcast).
 //
 // The op module in front of this one is the one gemm_sg.wgsl takes (conv2d_sg.wgsl,
 // matmul_sg.wgsl): gemm_dims, gemm_slices, gemm_products, a_row/load_a4 (entry gemm_tiled) or

@@ -968,19 +968,20 @@ fn subgroups_narrower_than_reported_are_caught_before_a_kernel_runs_on_them() {
 #[test]
 fn a_bad_subgroup_rows_setting_is_an_error_naming_it() {
     for bad in ["12", "rows", "-8"] {
-        let out = cli()
-            .env("CNN_WGPU_SUBGROUP_ROWS", bad)
-            .arg("devices")
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{bad}: {err}");
-        assert!(
-            err.contains(&format!("CNN_WGPU_SUBGROUP_ROWS=\"{bad}\""))
-                && err.contains("8, 16, 24 or 32"),
-            "{err}"
-        );
+        refused_naming("CNN_WGPU_SUBGROUP_ROWS", bad, "8, 16, 24 or 32");
     }
+}
+
+/// `devices` with the environment variable `var` set to `bad` fails before anything runs, and
+/// its error names the variable, the value and what it takes (`takes`).
+fn refused_naming(var: &str, bad: &str, takes: &str) {
+    let out = cli().env(var, bad).arg("devices").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{var}={bad}: {err}");
+    assert!(
+        err.contains(&format!("{var}=\"{bad}\"")) && err.contains(takes),
+        "{err}"
+    );
 }
 
 /// A tiled configuration that does not exist is refused before anything runs, naming the
@@ -988,18 +989,7 @@ fn a_bad_subgroup_rows_setting_is_an_error_naming_it() {
 #[test]
 fn a_bad_tiled_configuration_is_an_error_naming_it() {
     for bad in ["256x256", "128X128", "64"] {
-        let out = cli()
-            .env("CNN_WGPU_TILED", bad)
-            .arg("devices")
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{bad}: {err}");
-        assert!(
-            err.contains(&format!("CNN_WGPU_TILED=\"{bad}\""))
-                && err.contains("128x128, 128x64, 64x64 or 64x64-k16"),
-            "{err}"
-        );
+        refused_naming("CNN_WGPU_TILED", bad, "128x128, 128x64, 64x64 or 64x64-k16");
     }
 }
 
@@ -1045,18 +1035,7 @@ fn devices_reports_the_gemm_family_each_switch_leaves() {
 #[test]
 fn a_bad_convolution_algorithm_is_an_error_naming_it() {
     for bad in ["f3x3", "winograd", "2"] {
-        let out = cli()
-            .env("CNN_WGPU_CONV_ALGO", bad)
-            .arg("devices")
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{bad}: {err}");
-        assert!(
-            err.contains(&format!("CNN_WGPU_CONV_ALGO=\"{bad}\""))
-                && err.contains("auto, direct, f2x2 or f4x4"),
-            "{err}"
-        );
+        refused_naming("CNN_WGPU_CONV_ALGO", bad, "auto, direct, f2x2 or f4x4");
         let out = cli()
             .args(["--conv-algo", bad, "devices"])
             .output()
