@@ -119,6 +119,10 @@ pub struct BenchLine {
     /// Winograd's may pass the adapter's FMA peak.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub algorithm: Option<String>,
+    /// The GEMM kernels a convolution or matmul workload ran: family and tile or tiled
+    /// configuration per product (`subgroup-8 48x64`, `tiled 128x128`, `dx ..., dw ...`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gemm: Option<String>,
 }
 
 /// Untimed runs go on past the `warmup` count until this much time has passed: a millisecond
@@ -298,7 +302,8 @@ pub fn run(
                     t: Timing,
                     flops: f64,
                     gpu_bytes: u64,
-                    algorithm: Option<ConvAlgo>| {
+                    algorithm: Option<ConvAlgo>,
+                    gemm: Option<String>| {
         let gflops = flops / (t.ms * 1e6);
         let line = BenchLine {
             engine: engine.clone(),
@@ -311,6 +316,7 @@ pub fn run(
             gpu_bytes,
             runs: t.runs,
             algorithm: algorithm.map(|a| a.name().to_string()),
+            gemm,
         };
         report(&line);
         lines.push(line);
@@ -328,7 +334,8 @@ pub fn run(
         if let Some((s, t, bytes)) = timed {
             any = true;
             let algo = conv::conv2d_algorithm(gpu, &s.x, &s.w, &s.spec, false)?;
-            push(id, c.n, t, s.forward_flops, bytes, Some(algo));
+            let gemm = conv::conv2d_gemm(gpu, &s.x, &s.w, &s.spec, false)?;
+            push(id, c.n, t, s.forward_flops, bytes, Some(algo), Some(gemm));
         }
     }
     for c in &w.conv2d_backward {
@@ -344,7 +351,16 @@ pub fn run(
             any = true;
             // Input gradient + weight gradient: two products the size of the forward.
             let algo = conv::conv2d_algorithm(gpu, &s.x, &s.w, &s.spec, true)?;
-            push(id, c.n, t, 2.0 * s.forward_flops, bytes, Some(algo));
+            let gemm = conv::conv2d_gemm(gpu, &s.x, &s.w, &s.spec, true)?;
+            push(
+                id,
+                c.n,
+                t,
+                2.0 * s.forward_flops,
+                bytes,
+                Some(algo),
+                Some(gemm),
+            );
         }
     }
     for m in &w.matmul {
@@ -358,7 +374,11 @@ pub fn run(
         )?;
         if let Some((s, t, bytes)) = timed {
             any = true;
-            push(id, m.n, t, s.flops, bytes, None);
+            let (&[rows, k], &[_, n]) = (s.a.dims(), s.b.dims()) else {
+                unreachable!("matmul workloads are 2-D")
+            };
+            let gemm = dense::matmul_gemm(gpu, rows, k, n);
+            push(id, m.n, t, s.flops, bytes, None, Some(gemm));
         }
     }
     for net in &w.network {
@@ -396,7 +416,7 @@ pub fn run(
                 opts,
             )?,
         };
-        push(id, n, t, flops, gpu.pool_stats().peak, None);
+        push(id, n, t, flops, gpu.pool_stats().peak, None, None);
     }
     // `pipeline` is measured by the CLI beside these sections, so asking only for it is fine.
     if !any && !opts.only.is_empty() && !opts.only.iter().any(|o| is_pipeline_filter(o)) {
@@ -684,22 +704,23 @@ impl PeakRun {
 /// Prints lines as an aligned table.
 pub fn table(lines: &[BenchLine]) -> String {
     let mut out = format!(
-        "{:<40} {:>6} {:>5} {:>11} {:>10} {:>7} {:>10}\n",
-        "workload", "algo", "n", "median ms", "GFLOP/s", "peak %", "GPU MiB"
+        "{:<40} {:>6} {:>5} {:>11} {:>10} {:>7} {:>10}  {}\n",
+        "workload", "algo", "n", "median ms", "GFLOP/s", "peak %", "GPU MiB", "GEMM kernels"
     );
     for l in lines {
         let peak = l
             .peak_fraction
             .map_or("-".to_string(), |p| format!("{:.1}", p * 100.0));
         out += &format!(
-            "{:<40} {:>6} {:>5} {:>11.3} {:>10.2} {:>7} {:>10.1}\n",
+            "{:<40} {:>6} {:>5} {:>11.3} {:>10.2} {:>7} {:>10.1}  {}\n",
             l.workload,
             l.algorithm.as_deref().unwrap_or("-"),
             l.n,
             l.ms,
             l.gflops,
             peak,
-            l.gpu_bytes as f64 / (1024.0 * 1024.0)
+            l.gpu_bytes as f64 / (1024.0 * 1024.0),
+            l.gemm.as_deref().unwrap_or("-")
         );
     }
     out

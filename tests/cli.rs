@@ -185,6 +185,19 @@ fn bench_prints_one_json_line_per_workload() {
         assert!(!l["adapter"].as_str().unwrap().is_empty());
         assert!(l["gpu_bytes"].as_u64().unwrap() > 0);
     }
+    // The GEMM kernels each workload ran: channel counts off the 4-multiples (6 output
+    // channels, an RGB input's gradient, a 7x5 matmul) take the workgroup-memory kernel value
+    // by value; the kernel gradient's 4 output channels take the adapter's vec4 family.
+    assert_eq!(lines[0]["gemm"], "workgroup-memory 64x64", "{}", lines[0]);
+    assert_eq!(lines[2]["gemm"], "workgroup-memory 64x64", "{}", lines[2]);
+    let backward = lines[1]["gemm"].as_str().unwrap();
+    let dw = backward
+        .strip_prefix("dx workgroup-memory 64x64, dw ")
+        .unwrap_or_else(|| panic!("{backward}"));
+    assert!(
+        dw.starts_with("subgroup-") || dw.starts_with("tiled "),
+        "{backward}"
+    );
     let p = &lines[3];
     assert_eq!(
         (p["images"].as_u64(), p["threads"].as_u64()),

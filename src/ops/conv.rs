@@ -352,6 +352,55 @@ pub fn conv2d_algorithm(
     })
 }
 
+/// The GEMM kernels a convolution of `x` with `w` runs on this device now, as `bench` reports
+/// them: per product its family with the tile or tiled configuration (a cached `--tune` choice
+/// included), the Winograd products' where that algorithm runs. The forward's, or with
+/// `backward` the input gradient's and the kernel gradient's. Measures nothing.
+pub fn conv2d_gemm(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    spec: &Conv2dSpec,
+    backward: bool,
+) -> Result<String> {
+    const OP: &str = "conv2d_gemm";
+    let g = geometry(OP, x, w, spec)?;
+    // Product `mode` (0 forward, 1 input gradient) as it runs: direct, or Winograd's batched
+    // products over the images of its first chunk.
+    let product = |mode: u32| -> Result<String> {
+        let algo = algorithm(gpu, &g, spec, mode, false, |_| Ok(()))?;
+        let ((h, w, c), (oh, ow, k)) = if mode == 0 {
+            ((g.h, g.w, g.cin), (g.oh, g.ow, g.cout))
+        } else {
+            ((g.oh, g.ow, g.cout), (g.h, g.w, g.cin))
+        };
+        Ok(match tile_of(algo) {
+            Some(tile) => {
+                let images = winograd::images_per_chunk(gpu, tile, (h, w, c), (oh, ow, k));
+                let side = tile.side();
+                let p = g.n.min(images) * oh.div_ceil(side) * ow.div_ceil(side);
+                winograd::product_plan(gpu, tile, p, c, k).describe()
+            }
+            None => GemmPlan::new(gpu, SHADERS, &g.product(mode, g.n * oh * ow)).describe(),
+        })
+    };
+    if !backward {
+        return product(0);
+    }
+    let chunks = batch_chunks(
+        gpu,
+        OP,
+        g.n,
+        &[
+            ("input", g.in_item() as u64 * 4),
+            ("output gradient", g.out_item() as u64 * 4),
+        ],
+    )?;
+    let nb = chunks.first().map_or(g.n, |c| c.1);
+    let dw = GemmPlan::new(gpu, SHADERS, &g.product(2, nb * g.oh * g.ow)).describe();
+    Ok(format!("dx {}, dw {dw}", product(1)?))
+}
+
 fn tile_of(algo: u32) -> Option<Tile> {
     match algo {
         F2X2 => Some(Tile::F2),

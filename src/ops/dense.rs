@@ -135,6 +135,21 @@ fn run(
     dispatch(&plan)
 }
 
+/// The GEMM kernel `matmul` of an (M,K) by a (K,N) matrix runs on this device now, as `bench`
+/// reports it (see `GemmPlan::describe`). Measures nothing.
+pub fn matmul_gemm(gpu: &Gpu, m: usize, k: usize, n: usize) -> String {
+    let product = Product {
+        m,
+        k,
+        n,
+        a: ARead::Plain,
+        vec4: k.is_multiple_of(4) && n.is_multiple_of(4),
+        b_transposed: false,
+        batch: 1,
+    };
+    GemmPlan::new(gpu, SHADERS, &product).describe()
+}
+
 /// The product [`batched_products`] plans.
 pub(crate) fn batched_product(batch: usize, m: usize, k: usize, n: usize) -> Product {
     Product {

@@ -304,6 +304,17 @@ impl GemmPlan {
             Family::Core => "workgroup-memory".to_string(),
         }
     }
+
+    /// The family with its configuration, as `bench` reports it: the subgroup GEMM with its
+    /// tile, the tiled kernels with their configuration's name, or the 64x64 workgroup-memory
+    /// GEMM.
+    pub fn describe(&self) -> String {
+        match self.family {
+            Family::Tiled(config, _) => format!("tiled {}", config.name),
+            Family::Core => "workgroup-memory 64x64".to_string(),
+            Family::Subgroup(..) => self.family(),
+        }
+    }
 }
 
 /// The tuning cache's code for "the subgroup GEMM" among the tiled configurations' indices.
