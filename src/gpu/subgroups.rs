@@ -4,7 +4,7 @@
 //! silently. lavapipe built for 1024-bit vectors is one: it reports 32-lane subgroups and runs
 //! 16 (BENCHMARKS.md, "Subgroup widths"). One small dispatch of shaders/subgroup_probe.wgsl says
 //! what the subgroups really are; where that is not what the adapter reported, the device keeps
-//! the workgroup-memory kernels and says why.
+//! the tiled and workgroup-memory kernels and says why.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;

@@ -10,7 +10,7 @@ use super::Result;
 use crate::gpu::{BufferRange, Gpu, Kernel, ShaderId, TiledConfig};
 use crate::tensor::Tensor;
 
-/// The shader modules of one GEMM-shaped op: its workgroup-memory module (on gemm_core.wgsl),
+/// The shader modules of one GEMM-shaped op: its 64x64 workgroup-memory module (on gemm_core.wgsl),
 /// its subgroup modules (on gemm_sg.wgsl) reading B from a buffer or from a texture, and its
 /// tiled module (on gemm_tiled.wgsl).
 #[derive(Clone, Copy, Debug)]
@@ -473,8 +473,8 @@ impl SgTiles {
 /// Rows per subgroup on a GPU: a lane then holds 8 rows x 8 columns, 64 accumulators, which with
 /// its B values and indices fits a GPU's registers (at most 255 per invocation on NVIDIA, 256
 /// VGPRs on AMD). The 24 or 32 rows a CPU adapter takes (192-256 accumulators) would spill
-/// there. Not yet measured on a GPU: `cargo xtask gpu-report` times it against the
-/// workgroup-memory kernels.
+/// there. Not yet measured on a GPU, where the tiled kernels are the default and `--tune` (or
+/// `cargo xtask gpu-report`) times this kernel against them.
 const GPU_TILE_ROWS: u32 = 8;
 
 /// Subgroups per workgroup, stacked along M: as many as M needs, up to a workgroup of 32 rows
