@@ -216,6 +216,30 @@ impl Geometry {
         let (xr, xb) = x.window(gpu, n0 * self.in_item(), nb * self.in_item());
         (xr.padded_to(16, gpu.binding_limit()), xb)
     }
+    /// The input and the output, per image, of product `mode` (0 forward, 1 input gradient):
+    /// ((H, W, C), (OH, OW, K)) as that product sees them.
+    fn sides(&self, mode: u32) -> ((usize, usize, usize), (usize, usize, usize)) {
+        if mode == 0 {
+            ((self.h, self.w, self.cin), (self.oh, self.ow, self.cout))
+        } else {
+            ((self.oh, self.ow, self.cout), (self.h, self.w, self.cin))
+        }
+    }
+
+    /// The batch chunks of the backward, whose input and output gradient must each fit a
+    /// binding.
+    fn backward_chunks(&self, gpu: &Gpu, op: &'static str) -> Result<Vec<(usize, usize)>> {
+        batch_chunks(
+            gpu,
+            op,
+            self.n,
+            &[
+                ("input", self.in_item() as u64 * 4),
+                ("output gradient", self.out_item() as u64 * 4),
+            ],
+        )
+    }
+
     fn in_item(&self) -> usize {
         self.h * self.w * self.cin
     }
@@ -244,12 +268,7 @@ fn algorithm(
     if (g.kh, g.kw, spec.stride) != (3, 3, (1, 1)) {
         return Ok(DIRECT);
     }
-    // The product's input and output, per image.
-    let ((h, w, c), (oh, ow, k)) = if mode == 0 {
-        ((g.h, g.w, g.cin), (g.oh, g.ow, g.cout))
-    } else {
-        ((g.oh, g.ow, g.cout), (g.h, g.w, g.cin))
-    };
+    let ((h, w, c), (oh, ow, k)) = g.sides(mode);
     // Where not even one image's transformed tensors fit a binding, the layer runs direct.
     let fits = |tile| winograd::images_per_chunk(gpu, tile, (h, w, c), (oh, ow, k)) > 0;
     let forced = |algo: u32, tile| {
@@ -302,11 +321,7 @@ fn algorithm(
 /// within 15% of the measured one on all six shapes timed. Channel counts under 16 or not
 /// multiples of 4 stay direct (their products run value by value). `--tune` measures instead.
 fn default_algorithm(gpu: &Gpu, g: &Geometry, mode: u32, fits: impl Fn(Tile) -> bool) -> u32 {
-    let ((c, k), (oh, ow)) = if mode == 0 {
-        ((g.cin, g.cout), (g.oh, g.ow))
-    } else {
-        ((g.cout, g.cin), (g.h, g.w))
-    };
+    let ((_, _, c), (oh, ow, k)) = g.sides(mode);
     if c < 16 || k < 16 || !c.is_multiple_of(4) || !k.is_multiple_of(4) {
         return DIRECT;
     }
@@ -369,11 +384,7 @@ pub fn conv2d_gemm(
     // products over the images of its first chunk.
     let product = |mode: u32| -> Result<String> {
         let algo = algorithm(gpu, &g, spec, mode, false, |_| Ok(()))?;
-        let ((h, w, c), (oh, ow, k)) = if mode == 0 {
-            ((g.h, g.w, g.cin), (g.oh, g.ow, g.cout))
-        } else {
-            ((g.oh, g.ow, g.cout), (g.h, g.w, g.cin))
-        };
+        let ((h, w, c), (oh, ow, k)) = g.sides(mode);
         Ok(match tile_of(algo) {
             Some(tile) => {
                 let images = winograd::images_per_chunk(gpu, tile, (h, w, c), (oh, ow, k));
@@ -387,15 +398,7 @@ pub fn conv2d_gemm(
     if !backward {
         return product(0);
     }
-    let chunks = batch_chunks(
-        gpu,
-        OP,
-        g.n,
-        &[
-            ("input", g.in_item() as u64 * 4),
-            ("output gradient", g.out_item() as u64 * 4),
-        ],
-    )?;
+    let chunks = g.backward_chunks(gpu, OP)?;
     let nb = chunks.first().map_or(g.n, |c| c.1);
     let dw = GemmPlan::new(gpu, SHADERS, &g.product(2, nb * g.oh * g.ow)).describe();
     Ok(format!("dx {}, dw {dw}", product(1)?))
@@ -527,14 +530,7 @@ pub fn conv2d_backward(
         ));
     }
     check_binding(gpu, OP, "kernel", w.byte_len())?;
-    let in_bytes = g.in_item() as u64 * 4;
-    let out_bytes = g.out_item() as u64 * 4;
-    let chunks = batch_chunks(
-        gpu,
-        OP,
-        g.n,
-        &[("input", in_bytes), ("output gradient", out_bytes)],
-    )?;
+    let chunks = g.backward_chunks(gpu, OP)?;
 
     let dx_winograd = |tile: Tile| {
         winograd::conv3x3(

@@ -89,19 +89,13 @@ fn run(
         1 => (out, Layout::TapTransposed { r: out }),
         _ => (rows, Layout::RowMajor),
     };
-    let product = Product {
+    let product = dense_product(
+        mode,
         m,
         k,
         n,
-        a: if mode == 2 {
-            ARead::AlongM
-        } else {
-            ARead::Plain
-        },
-        vec4: inp.is_multiple_of(4) && out.is_multiple_of(4),
-        b_transposed: mode == 1,
-        batch: 1,
-    };
+        inp.is_multiple_of(4) && out.is_multiple_of(4),
+    );
     let mut p = p;
     p.b_rows = k as u32;
     // B is the layer's kernel in the forward and the input gradient: a frozen one keeps its
@@ -138,16 +132,26 @@ fn run(
 /// The GEMM kernel `matmul` of an (M,K) by a (K,N) matrix runs on this device now, as `bench`
 /// reports it (see `GemmPlan::describe`). Measures nothing.
 pub fn matmul_gemm(gpu: &Gpu, m: usize, k: usize, n: usize) -> String {
-    let product = Product {
+    let vec4 = k.is_multiple_of(4) && n.is_multiple_of(4);
+    GemmPlan::new(gpu, SHADERS, &dense_product(0, m, k, n, vec4)).describe()
+}
+
+/// Product `mode` of matmul.wgsl (0 forward, 1 input gradient, 2 kernel gradient) as the
+/// planner sees it: C (M,N) = A (M,K) B (K,N), `vec4` where IN and OUT are multiples of 4.
+fn dense_product(mode: u32, m: usize, k: usize, n: usize, vec4: bool) -> Product {
+    Product {
         m,
         k,
         n,
-        a: ARead::Plain,
-        vec4: k.is_multiple_of(4) && n.is_multiple_of(4),
-        b_transposed: false,
+        a: if mode == 2 {
+            ARead::AlongM
+        } else {
+            ARead::Plain
+        },
+        vec4,
+        b_transposed: mode == 1,
         batch: 1,
-    };
-    GemmPlan::new(gpu, SHADERS, &product).describe()
+    }
 }
 
 /// The product [`batched_products`] plans.
