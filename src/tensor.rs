@@ -201,6 +201,23 @@ impl Tensor {
         &self.buf
     }
 
+    /// A second owner of the buffer, for the pool to keep as a derived operand.
+    pub(crate) fn shared_buffer(&self) -> Arc<PooledBuffer> {
+        self.buf.clone()
+    }
+
+    /// The tensor of `shape` held by `buf`, a buffer kept by the pool ([`Tensor::shared_buffer`]
+    /// of a tensor of that shape).
+    pub(crate) fn from_shared(buf: Arc<PooledBuffer>, shape: impl Into<Shape>) -> Self {
+        let shape = shape.into();
+        assert!(
+            (shape.numel() as u64 * 4) <= buf.buffer().size(),
+            "Tensor::from_shared: {shape} does not fit a {}-byte buffer",
+            buf.buffer().size()
+        );
+        Self { buf, shape }
+    }
+
     /// Copies the data back to the host (flushes pending work first).
     pub fn to_vec(&self, gpu: &Gpu) -> Result<Vec<f32>, GpuError> {
         let bytes = gpu.read_bytes(self.buffer(), 0, self.byte_len())?;

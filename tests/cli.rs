@@ -1040,6 +1040,15 @@ fn devices_reports_the_gemm_family_each_switch_leaves() {
     }
     let (no_subgroups, ..) = family(&[("CNN_WGPU_NO_SUBGROUPS", "1")]);
     assert_eq!(no_subgroups, "tiled");
+    // Planned as on a GPU: the tiled kernels first on any adapter.
+    let (as_gpu, ..) = family(&[("CNN_WGPU_PLAN_AS_GPU", "1")]);
+    assert_eq!(as_gpu, "tiled");
+    let (as_gpu_without_tiled, ..) =
+        family(&[("CNN_WGPU_PLAN_AS_GPU", "1"), ("CNN_WGPU_NO_TILED", "1")]);
+    assert_eq!(
+        as_gpu_without_tiled,
+        width.map_or("workgroup-memory".to_string(), |w| format!("subgroup-{w}"))
+    );
     let (neither, configs, ..) =
         family(&[("CNN_WGPU_NO_SUBGROUPS", "1"), ("CNN_WGPU_NO_TILED", "1")]);
     assert_eq!((neither.as_str(), configs), ("workgroup-memory", 0));

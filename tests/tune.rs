@@ -242,3 +242,103 @@ fn tiled_configuration_is_measured_saved_and_reused() {
     assert_close("y, bad cached value", &y_on(&next), &want, 1e-4, 1e-4);
     assert_eq!(tiled_built(&next).len(), 1);
 }
+
+/// Planned as on a GPU (the tiled kernels first, the subgroup GEMM as the alternative `--tune`
+/// times), a convolution's algorithm is measured once: when the GEMM under it is then cached
+/// as the subgroup GEMM, the next device finds the algorithm under the same key instead of
+/// measuring it again under a new family label; and it computes the definition's output on
+/// the subgroup GEMM it was given.
+#[test]
+fn on_a_gpu_plan_a_cached_subgroup_choice_keeps_the_algorithm_key() {
+    use cnn_wgpu::gpu::ShaderId;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tune.json");
+    let open = || {
+        open_with(|o| {
+            o.plan_as_gpu = true;
+            o.tune = TuneMode::Measure;
+            o.tune_cache = Some(path.clone());
+        })
+    };
+    let Some(gpu) = open() else {
+        return;
+    };
+    assert!(gpu.plans_as_gpu());
+    if !(gpu.subgroup_kernels() && gpu.tiled_kernels()) {
+        assert!(
+            !subgroup_family_expected(),
+            "CNN_WGPU_EXPECT_KERNELS lists a subgroup family, but {} runs no subgroup kernels",
+            gpu.adapter_name()
+        );
+        eprintln!(
+            "skipped: {} runs no subgroup and tiled kernels both",
+            gpu.adapter_name()
+        );
+        return;
+    }
+    let (xs, ws) = ([1usize, 10, 10, 16], [3usize, 3, 16, 16]);
+    let x = rand_vec(xs.iter().product(), 21);
+    let w = rand_vec(ws.iter().product(), 22);
+    let b = rand_vec(16, 23);
+    let spec = Conv2dSpec::new(1, Padding::Same, false);
+    let (want, _) = conv2d_ref(
+        &to_f64(&x),
+        xs,
+        &to_f64(&w),
+        ws,
+        &to_f64(&b),
+        (1, 1),
+        Padding::Same,
+        false,
+    );
+    let y_on = |g: &cnn_wgpu::Gpu| {
+        let y = conv::conv2d_forward(
+            g,
+            &upload(g, &xs, &x),
+            &upload(g, &ws, &w),
+            &upload(g, &[16], &b),
+            &spec,
+        )
+        .unwrap();
+        read(g, &y)
+    };
+    // Winograd F(4x4)'s bound at these sizes is looser than direct's.
+    assert_close("y, measured", &y_on(&gpu), &want, 1e-3, 1e-3);
+    let mut saved = read_cache(&path);
+    assert!(
+        saved.keys().any(|k| k.contains(": algorithm")),
+        "the algorithm was measured: {saved:?}"
+    );
+    let gemm_keys: Vec<String> = saved
+        .keys()
+        .filter(|k| k.contains("tiled configuration"))
+        .cloned()
+        .collect();
+    assert!(!gemm_keys.is_empty(), "no GEMM was tuned: {saved:?}");
+    // As if the subgroup GEMM had won every product.
+    for k in &gemm_keys {
+        saved.insert(k.clone(), 100);
+    }
+    std::fs::write(&path, serde_json::to_string(&saved).unwrap()).unwrap();
+    let next = open().unwrap();
+    assert_close("y, subgroup GEMM cached", &y_on(&next), &want, 1e-3, 1e-3);
+    let shaders: Vec<ShaderId> = next.built_pipelines().into_iter().map(|p| p.0).collect();
+    assert!(
+        shaders.iter().any(|s| matches!(
+            s,
+            ShaderId::Conv2dSg
+                | ShaderId::Conv2dSgTexture
+                | ShaderId::MatmulSg
+                | ShaderId::MatmulSgTexture
+        )) && !shaders
+            .iter()
+            .any(|s| matches!(s, ShaderId::Conv2dTiled | ShaderId::MatmulTiled)),
+        "the cached subgroup choice runs: {shaders:?}"
+    );
+    let after = read_cache(&path);
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        saved.keys().collect::<Vec<_>>(),
+        "nothing was measured again under a new key"
+    );
+}

@@ -254,9 +254,14 @@ fn a_frozen_kernel_keeps_its_transform_only_while_unchanged() {
             .0
         };
         // Three calls: the kernel is seen unchanged on the second, which keeps its transformed
-        // copy, and the third reads that copy.
+        // copy (a texture for the subgroup kernels, a buffer for the others), and the third
+        // reads that copy, so it neither transforms nor packs the kernel.
+        let mut dispatches = Vec::new();
+        let mut held = Vec::new();
         for call in 0..3 {
+            let before = gpu.dispatch_count();
             let y = conv::conv2d_forward(gpu, &x, &w, &b, &s).unwrap();
+            dispatches.push(gpu.dispatch_count() - before);
             assert_close(
                 &format!("{what}: call {call}"),
                 &read(gpu, &y),
@@ -264,7 +269,19 @@ fn a_frozen_kernel_keeps_its_transform_only_while_unchanged() {
                 1e-3,
                 1e-3,
             );
+            drop(y);
+            held.push(gpu.pool_stats().in_use);
         }
+        assert!(
+            dispatches[2] < dispatches[0],
+            "{what}: the third call reads the kept transform, so it dispatches less than the first: {dispatches:?}"
+        );
+        assert!(
+            held[1] > held[0],
+            "{what}: the second call keeps the transform: {} -> {} bytes in use",
+            held[0],
+            held[1]
+        );
         // A written kernel (a training step) must not be served its old transform.
         w.write(gpu, &w1);
         let y = conv::conv2d_forward(gpu, &x, &w, &b, &s).unwrap();
@@ -274,6 +291,25 @@ fn a_frozen_kernel_keeps_its_transform_only_while_unchanged() {
             &want(&w1),
             1e-3,
             1e-3,
+        );
+        // Unchanged again after the write: kept again, from the new contents.
+        let y = conv::conv2d_forward(gpu, &x, &w, &b, &s).unwrap();
+        assert_close(
+            &format!("{what}: after a write, kept again"),
+            &read(gpu, &y),
+            &want(&w1),
+            1e-3,
+            1e-3,
+        );
+        // The kept transform goes back to the pool with its kernel.
+        drop(y);
+        let before = gpu.pool_stats().in_use;
+        drop(w);
+        let freed = before - gpu.pool_stats().in_use;
+        let w_bytes = (ws.iter().product::<usize>() * 4) as u64;
+        assert!(
+            freed > w_bytes,
+            "{what}: dropping the kernel returns its buffer and its kept transform: {freed} bytes"
         );
     });
 }

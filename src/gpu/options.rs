@@ -42,6 +42,10 @@ pub struct DeviceOptions {
     /// How 3x3 stride-1 convolutions run (`CNN_WGPU_CONV_ALGO`, `--conv-algo`); see
     /// [`ConvAlgo`].
     pub conv_algo: ConvAlgo,
+    /// Plan GEMM products as on a GPU even on a CPU adapter (`CNN_WGPU_PLAN_AS_GPU=1`): the
+    /// tiled kernels first, the subgroup GEMM as `--tune`'s alternative, with a GPU's 8-row
+    /// tiles; see [`Gpu::plans_as_gpu`].
+    pub plan_as_gpu: bool,
 }
 
 /// The algorithm of 3x3 stride-1 convolutions (forward and input gradient; other convolutions
@@ -106,6 +110,7 @@ impl Default for DeviceOptions {
             subgroup_tile_rows: None,
             kernel_gradient_slices: None,
             conv_algo: ConvAlgo::Auto,
+            plan_as_gpu: false,
         }
     }
 }
@@ -115,8 +120,9 @@ impl DeviceOptions {
     /// `CNN_WGPU_TILED` (a tiled configuration by name), `CNN_WGPU_NO_TEXTURES`
     /// (set and not empty or `0`: off), `CNN_WGPU_TUNE` (`0`/`off`, `1`/`measure`, else cached),
     /// `CNN_WGPU_TUNE_CACHE`, `CNN_WGPU_SUBGROUP_ROWS` (8, 16, 24 or 32: the subgroup GEMM's
-    /// rows per subgroup, for comparisons) and `CNN_WGPU_CONV_ALGO` (auto, direct, f2x2 or
-    /// f4x4); a value outside these is an error naming the variable.
+    /// rows per subgroup, for comparisons), `CNN_WGPU_CONV_ALGO` (auto, direct, f2x2 or
+    /// f4x4) and `CNN_WGPU_PLAN_AS_GPU` (set and not empty or `0`: on); a value outside these
+    /// is an error naming the variable.
     pub fn from_env() -> Result<Self, super::GpuError> {
         let conv_algo = match std::env::var("CNN_WGPU_CONV_ALGO") {
             Ok(v) if !v.is_empty() => <ConvAlgo as clap::ValueEnum>::from_str(v.trim(), true)
@@ -156,6 +162,7 @@ impl DeviceOptions {
             tiled: !set("CNN_WGPU_NO_TILED"),
             tiled_config,
             textures: !set("CNN_WGPU_NO_TEXTURES"),
+            plan_as_gpu: set("CNN_WGPU_PLAN_AS_GPU"),
             tune: match std::env::var("CNN_WGPU_TUNE").as_deref() {
                 Ok("0") | Ok("off") => TuneMode::Off,
                 Ok("1") | Ok("measure") => TuneMode::Measure,
@@ -292,6 +299,8 @@ pub(crate) struct Switches {
     poison: AtomicBool,
     /// [`ConvAlgo`] as its code.
     conv_algo: AtomicU32,
+    /// Whether GEMMs are planned as on a GPU on any adapter.
+    plan_as_gpu: AtomicBool,
     /// A buffer of NaN bytes the poison fills copy from, made on first use.
     nan_source: std::sync::OnceLock<wgpu::Buffer>,
 }
@@ -313,6 +322,7 @@ impl Switches {
             kgrad_slices: AtomicU32::new(0),
             poison: AtomicBool::new(options.poison_uninit),
             conv_algo: AtomicU32::new(options.conv_algo.code()),
+            plan_as_gpu: AtomicBool::new(options.plan_as_gpu),
             nan_source: std::sync::OnceLock::new(),
         }
     }
@@ -383,6 +393,20 @@ impl Gpu {
     /// off, and those products then run on the subgroup GEMM or the 64x64 workgroup-memory one.
     pub fn tiled_kernels(&self) -> bool {
         self.switches.tiled.load(Ordering::Relaxed)
+    }
+
+    /// True when GEMM products are planned as on a GPU: on every adapter that is not a CPU
+    /// ([`super::prefers_subgroup_gemm`]), and where [`DeviceOptions::plan_as_gpu`] or
+    /// [`Gpu::set_plan_as_gpu`] asks for it, so that a GPU's planning and tuning paths run on
+    /// lavapipe too.
+    pub fn plans_as_gpu(&self) -> bool {
+        !super::prefers_subgroup_gemm(self.info.device_type)
+            || self.switches.plan_as_gpu.load(Ordering::Relaxed)
+    }
+
+    /// Plans GEMMs as on a GPU (or back as the adapter's type says); see [`Gpu::plans_as_gpu`].
+    pub fn set_plan_as_gpu(&self, on: bool) {
+        self.switches.plan_as_gpu.store(on, Ordering::Relaxed);
     }
 
     /// Turns the tiled kernels off (or back on): tests run every family against the same CPU

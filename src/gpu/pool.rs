@@ -57,23 +57,31 @@ pub(crate) struct BufferPool {
     derived: Arc<Mutex<Derived>>,
 }
 
-/// Operand textures derived from a loaned buffer's contents (the subgroup GEMM's packed B of a
-/// layer's kernel), by loan: kept while the buffer is unchanged, dropped with the loan.
+/// Operands derived from a loaned buffer's contents (the subgroup GEMM's packed B of a layer's
+/// kernel, Winograd's transformed kernel), by loan: kept while the buffer is unchanged, dropped
+/// with the loan.
 #[derive(Default)]
 struct Derived(HashMap<u64, Vec<DerivedEntry>>);
+
+/// A kept derivation: a packed texture, or a buffer for the kernels that read B from one.
+#[derive(Clone)]
+pub enum Kept {
+    Texture(Arc<PooledTexture>),
+    Buffer(Arc<PooledBuffer>),
+}
 
 struct DerivedEntry {
     /// Which derivation (the packing's parameters, hashed by the caller).
     key: u64,
     /// The buffer's write count when this was seen or derived.
     version: u64,
-    texture: Option<Arc<PooledTexture>>,
+    kept: Option<Kept>,
 }
 
 /// What [`BufferPool::derivation`] knows of a derivation of a buffer's contents.
 pub enum Derivation {
     /// Derived from these very contents before, and kept.
-    Kept(Arc<PooledTexture>),
+    Kept(Kept),
     /// Asked for before with the buffer unchanged since, but not kept: worth keeping now.
     Unchanged,
     /// First asked for, or the buffer was written since.
@@ -119,7 +127,7 @@ impl PooledBuffer {
 
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
-        // The derived textures go back to the pool (which locks it) before the buffer does.
+        // The derived operands go back to the pool (which locks it) before the buffer does.
         let derived = self
             .derived
             .lock()
@@ -195,44 +203,50 @@ impl BufferPool {
     }
 
     /// What is known of derivation `key` of `buffer`'s current contents; records the asking,
-    /// and drops a kept texture made from older contents.
+    /// and drops a kept operand made from older contents.
     pub fn derivation(&self, buffer: &PooledBuffer, key: u64) -> Derivation {
         let version = buffer.version();
+        // A kept buffer that is dropped returns to the pool and drops its own derivations,
+        // which takes this lock: it is dropped after the lock is released.
         let mut derived = self.derived.lock().expect("derived lock");
         let list = derived.0.entry(buffer.loan).or_default();
         match list.iter_mut().find(|e| e.key == key) {
-            Some(e) if e.version == version => match &e.texture {
-                Some(t) => Derivation::Kept(t.clone()),
+            Some(e) if e.version == version => match &e.kept {
+                Some(k) => Derivation::Kept(k.clone()),
                 None => Derivation::Unchanged,
             },
             Some(e) => {
                 e.version = version;
-                e.texture = None;
+                let stale = e.kept.take();
+                drop(derived);
+                drop(stale);
                 Derivation::Changed
             }
             None => {
                 list.push(DerivedEntry {
                     key,
                     version,
-                    texture: None,
+                    kept: None,
                 });
                 Derivation::Changed
             }
         }
     }
 
-    /// Keeps `texture`, derivation `key` of `buffer`'s current contents, until the buffer is
+    /// Keeps `kept`, derivation `key` of `buffer`'s current contents, until the buffer is
     /// written or its loan ends.
-    pub fn keep_derived(&self, buffer: &PooledBuffer, key: u64, texture: Arc<PooledTexture>) {
+    pub fn keep_derived(&self, buffer: &PooledBuffer, key: u64, kept: Kept) {
         let version = buffer.version();
         let mut derived = self.derived.lock().expect("derived lock");
         let list = derived.0.entry(buffer.loan).or_default();
-        list.retain(|e| e.key != key);
+        let stale: Vec<DerivedEntry> = list.extract_if(.., |e| e.key == key).collect();
         list.push(DerivedEntry {
             key,
             version,
-            texture: Some(texture),
+            kept: Some(kept),
         });
+        drop(derived);
+        drop(stale);
     }
 
     pub fn alloc(&self, bytes: u64) -> PooledBuffer {

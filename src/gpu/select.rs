@@ -126,7 +126,8 @@ impl AdapterSummary {
             .filter(|_| options.subgroups)
             .map(|w| format!("subgroup-{w}"));
         let tiled = (!tiled_configs.is_empty()).then(|| "tiled".to_string());
-        let gemm_family = if super::prefers_subgroup_gemm(info.device_type) {
+        let gemm_family = if super::prefers_subgroup_gemm(info.device_type) && !options.plan_as_gpu
+        {
             subgroup.or(tiled)
         } else {
             tiled.or(subgroup)

@@ -284,7 +284,10 @@ fn algorithm(
         ConvAlgo::F2x2 => Ok(forced(F2X2, Tile::F2)),
         ConvAlgo::F4x4 => Ok(forced(F4X4, Tile::F4)),
         ConvAlgo::Auto => {
-            let family = GemmPlan::new(gpu, SHADERS, &g.product(mode, g.n * g.oh * g.ow)).family();
+            // Labelled by the family before a tuned GEMM choice, which the first measurement
+            // under --tune makes: the key stays the same from the next run on.
+            let direct = g.product(mode, g.n * g.oh * g.ow);
+            let family = GemmPlan::untuned(gpu, SHADERS, &direct).family();
             let key =
                 format!(
                 "conv2d {}: x ({},{},{},{}) kernel 3x3 pad ({},{}) cout {} on {family}: algorithm",

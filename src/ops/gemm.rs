@@ -5,7 +5,7 @@
 //! texture), the packed B, the override constants, the entry point and the grid. An op says
 //! what its product is and binds its operands; it decides nothing about kernels.
 
-use super::pack::{pack_b, pack_derived, pack_kernel, BSource, Layout, PackedB};
+use super::pack::{derive_kept, pack_b, pack_derived, pack_kernel, BSource, Layout, PackedB};
 use super::Result;
 use crate::gpu::{BufferRange, Gpu, Kernel, ShaderId, TiledConfig};
 use crate::tensor::Tensor;
@@ -77,7 +77,23 @@ impl GemmPlan {
     /// row-major B in whole vec4s as it is). On the tiled kernels, a choice `--tune` measured
     /// for this product ([`GemmPlan::tune`]) wins over the default configuration.
     pub fn new(gpu: &Gpu, shaders: GemmShaders, product: &Product) -> Self {
-        let subgroup_first = crate::gpu::prefers_subgroup_gemm(gpu.info().device_type);
+        let plan = Self::untuned(gpu, shaders, product);
+        match plan.tuning(gpu, product) {
+            Some((key, candidates, default)) => {
+                // The cached choice, or the default: nothing is measured here.
+                let choice = gpu
+                    .tuned::<super::OpError>(&key, &candidates, default, false, |_| Ok(()))
+                    .unwrap_or(default);
+                plan.with_choice(gpu, product, choice)
+            }
+            None => plan,
+        }
+    }
+
+    /// The plan [`GemmPlan::new`] starts from, before a choice `--tune` measured: the one to
+    /// label other tuning keys with, since it does not change when that choice is made.
+    pub fn untuned(gpu: &Gpu, shaders: GemmShaders, product: &Product) -> Self {
+        let subgroup_first = !gpu.plans_as_gpu();
         let subgroup = || subgroup_family(gpu, product);
         let tiled = || {
             gpu.tiled_kernels()
@@ -92,21 +108,11 @@ impl GemmPlan {
         } else {
             tiled().or_else(subgroup).unwrap_or(Family::Core)
         };
-        let plan = Self {
+        Self {
             shaders,
             a: product.a,
             b_dims: (product.batch * product.k, product.n),
             family,
-        };
-        match plan.tuning(gpu, product) {
-            Some((key, candidates, default)) => {
-                // The cached choice, or the default: nothing is measured here.
-                let choice = gpu
-                    .tuned::<super::OpError>(&key, &candidates, default, false, |_| Ok(()))
-                    .unwrap_or(default);
-                plan.with_choice(gpu, product, choice)
-            }
-            None => plan,
         }
     }
 
@@ -210,10 +216,11 @@ impl GemmPlan {
     }
 
     /// Like [`GemmPlan::pack_kernel`] for a B that `derive` makes from the layer's kernel `w`
-    /// (Winograd's transformed kernel; `tag` names the derivation): the packed texture is
-    /// kept with `w` while `w` is unchanged, so a frozen layer transforms its kernel once.
-    /// Returns the packed B, or None where B is read as it is, and the derived tensor where it
-    /// was made this call (bound as the plain B).
+    /// (Winograd's transformed kernel; `tag` names the derivation): the packed texture (the
+    /// subgroup GEMM) or the derived tensor itself (the kernels that read B from a buffer) is
+    /// kept with `w` while `w` is unchanged, so a frozen layer transforms its kernel once on
+    /// every family. Returns the packed B, or None where B is read as it is, and the derived
+    /// tensor where the kernel binds it as the plain B.
     pub fn pack_derived_kernel(
         &mut self,
         gpu: &Gpu,
@@ -221,13 +228,29 @@ impl GemmPlan {
         tag: u64,
         derive: &dyn Fn() -> Result<Tensor>,
     ) -> Result<(Option<PackedB>, Option<Tensor>)> {
-        let Family::Subgroup(tiles, source) = self.family else {
-            return Ok((None, Some(derive()?)));
-        };
-        let (source, packed, derived) =
-            pack_derived(gpu, w, tag, self.b_dims, tiles.cols(), source, derive)?;
-        self.family = Family::Subgroup(tiles, source);
-        Ok((packed, derived))
+        match self.family {
+            Family::Subgroup(tiles, source) => {
+                let (source, packed, derived) =
+                    pack_derived(gpu, w, tag, self.b_dims, tiles.cols(), source, derive)?;
+                self.family = Family::Subgroup(tiles, source);
+                Ok((packed, derived))
+            }
+            // These read B from a buffer: the derived B itself is kept.
+            Family::Tiled(config, source) => {
+                let b = derive_kept(gpu, w, tag, self.b_dims, derive)?;
+                let packed = pack_b(
+                    gpu,
+                    b.all(),
+                    0,
+                    self.b_dims,
+                    Layout::RowMajor,
+                    config.cols(),
+                    source,
+                )?;
+                Ok((packed, Some(b)))
+            }
+            Family::Core => Ok((None, Some(derive_kept(gpu, w, tag, self.b_dims, derive)?))),
+        }
     }
 
     /// Packs a per-call B operand (the window `b` at element `base`, read by `layout`), which
@@ -435,7 +458,7 @@ impl SgTiles {
             ARead::AlongM => false,
         };
         let rows = gpu.forced_subgroup_tile_rows().unwrap_or_else(|| {
-            if gpu.info().device_type == wgpu::DeviceType::Cpu {
+            if !gpu.plans_as_gpu() {
                 tile_rows(m, short)
             } else {
                 GPU_TILE_ROWS

@@ -8,7 +8,7 @@ use super::Result;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use crate::gpu::pool::{Derivation, TEXEL_BYTES};
+use crate::gpu::pool::{Derivation, Kept, TEXEL_BYTES};
 use crate::gpu::{Arg, BufferRange, Gpu, Kernel, PooledTexture, ShaderId};
 use crate::tensor::Tensor;
 
@@ -249,6 +249,33 @@ pub fn pack_derived(
     )
 }
 
+/// `derive`'s B (row-major, `dims`) made from the layer's kernel `w`, `tag` naming the
+/// derivation, for the kernels that read B from a buffer: made per call, except where `w` has
+/// not been written since an earlier call asked for it (a frozen layer), where it is made once
+/// and kept with `w` as a buffer until `w` is written or dropped, as [`pack_derived`] keeps a
+/// texture.
+pub fn derive_kept(
+    gpu: &Gpu,
+    w: &Tensor,
+    tag: u64,
+    dims: (usize, usize),
+    derive: &dyn Fn() -> Result<Tensor>,
+) -> Result<Tensor> {
+    let mut h = std::hash::DefaultHasher::new();
+    ("buffer", dims, tag).hash(&mut h);
+    let key = h.finish();
+    match gpu.pool().derivation(w.pooled(), key) {
+        Derivation::Kept(Kept::Buffer(b)) => Ok(Tensor::from_shared(b, [dims.0, dims.1])),
+        Derivation::Unchanged => {
+            let b = derive()?;
+            gpu.pool()
+                .keep_derived(w.pooled(), key, Kept::Buffer(b.shared_buffer()));
+            Ok(b)
+        }
+        Derivation::Kept(Kept::Texture(_)) | Derivation::Changed => derive(),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn pack_kept(
     gpu: &Gpu,
@@ -260,7 +287,9 @@ fn pack_kept(
     source: BSource,
     derive: Option<&dyn Fn() -> Result<Tensor>>,
 ) -> Result<(BSource, Option<PackedB>, Option<Tensor>)> {
-    let per_call = |source| -> Result<(BSource, Option<PackedB>, Option<Tensor>)> {
+    // `keep` where no texture is kept, so that the derived B is kept as a buffer instead
+    // (never both).
+    let per_call = |source, keep: bool| -> Result<(BSource, Option<PackedB>, Option<Tensor>)> {
         match derive {
             None => Ok((
                 source,
@@ -268,7 +297,11 @@ fn pack_kept(
                 None,
             )),
             Some(derive) => {
-                let b = derive()?;
+                let b = if keep {
+                    derive_kept(gpu, w, tag, dims, derive)?
+                } else {
+                    derive()?
+                };
                 let packed = pack_b(gpu, b.all(), 0, dims, layout, tile, source)?;
                 Ok((source, packed, Some(b)))
             }
@@ -276,11 +309,11 @@ fn pack_kept(
     };
     let shift = match source {
         BSource::Texture { shift } => shift,
-        // Where B does not fit a texture (or textures are off), nothing is kept.
-        BSource::Packed => return per_call(source),
+        // Where B does not fit a texture (or textures are off), no texture is kept.
+        BSource::Packed => return per_call(source, true),
         BSource::Plain => match gpu.operand_texture_shift(packed_vec4s(dims.0, dims.1, tile)) {
             Some(shift) => shift,
-            None => return per_call(source),
+            None => return per_call(source, true),
         },
     };
     let mut h = std::hash::DefaultHasher::new();
@@ -288,14 +321,15 @@ fn pack_kept(
     let key = h.finish();
     let texture = BSource::Texture { shift };
     match gpu.pool().derivation(w.pooled(), key) {
-        Derivation::Kept(t) => Ok((texture, Some(PackedB::Texture(t)), None)),
+        Derivation::Kept(Kept::Texture(t)) => Ok((texture, Some(PackedB::Texture(t)), None)),
         Derivation::Unchanged => {
-            let (_, packed, derived) = per_call(texture)?;
+            let (_, packed, derived) = per_call(texture, false)?;
             if let Some(PackedB::Texture(t)) = &packed {
-                gpu.pool().keep_derived(w.pooled(), key, t.clone());
+                gpu.pool()
+                    .keep_derived(w.pooled(), key, Kept::Texture(t.clone()));
             }
             Ok((texture, packed, derived))
         }
-        Derivation::Changed => per_call(source),
+        Derivation::Kept(Kept::Buffer(_)) | Derivation::Changed => per_call(source, false),
     }
 }

@@ -146,6 +146,15 @@ pub(crate) fn conv3x3(
         }
         Ok(u)
     };
+    // A batch split into chunks transforms the kernel once per call, not once per chunk.
+    let once = std::cell::OnceCell::new();
+    let derive_once = || -> Result<Tensor> {
+        if let Some(u) = once.get() {
+            return Ok(Tensor::clone(u));
+        }
+        let u = derive()?;
+        Ok(once.get_or_init(|| u).clone())
+    };
     let mut hasher = std::hash::DefaultHasher::new();
     ("winograd", tile, conv.flip).hash(&mut hasher);
     let tag = hasher.finish();
@@ -193,7 +202,7 @@ pub(crate) fn conv3x3(
             (positions, rows, c, k),
             conv.w,
             tag,
-            &derive,
+            &derive_once,
         )?;
         let (yr, yb) = y.window(gpu, n0 * oh * ow * k, nb * oh * ow * k);
         let mut p = p;

@@ -93,6 +93,7 @@ fn lavapipe_512() -> Result<(), String> {
         "pool",
         "runtime",
         "tiled",
+        "tune",
         "winograd",
     ] {
         args.extend(["--test", t]);
