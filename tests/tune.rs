@@ -342,3 +342,55 @@ fn on_a_gpu_plan_a_cached_subgroup_choice_keeps_the_algorithm_key() {
         "nothing was measured again under a new key"
     );
 }
+
+/// While `--tune` times a frozen layer's candidates (direct, F(2x2), F(4x4), each run several
+/// times with the kernel unchanged), none of them keeps its derived kernel: after the measuring
+/// call the layer holds what the chosen algorithm keeps on a device that only read the choice.
+#[test]
+fn measuring_keeps_no_candidate_derivation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tune.json");
+    let open = |mode| {
+        open_with(|o| {
+            o.tune = mode;
+            o.tune_cache = Some(path.clone());
+        })
+    };
+    let Some(measuring) = open(TuneMode::Measure) else {
+        return;
+    };
+    let (xs, ws) = ([1usize, 12, 12, 16], [3usize, 3, 16, 32]);
+    let (xv, wv, bv) = (
+        rand_vec(xs.iter().product(), 31),
+        rand_vec(ws.iter().product(), 32),
+        rand_vec(32, 33),
+    );
+    let spec = Conv2dSpec::new(1, Padding::Same, false);
+    // Bytes a frozen layer holds beyond its tensors after `calls` calls.
+    let kept_after = |gpu: &cnn_wgpu::Gpu, calls: usize| {
+        let x = upload(gpu, &xs, &xv);
+        let w = upload(gpu, &ws, &wv);
+        let b = upload(gpu, &[32], &bv);
+        let before = gpu.pool_stats().in_use;
+        for _ in 0..calls {
+            let y = conv::conv2d_forward(gpu, &x, &w, &b, &spec).unwrap();
+            read(gpu, &y);
+        }
+        gpu.pool_stats().in_use - before
+    };
+    // One call measures every candidate, then runs the chosen one, which finds the kernel
+    // unchanged since the measurement asked and keeps its derivation.
+    let measured = kept_after(&measuring, 1);
+    let saved = read_cache(&path);
+    assert!(
+        saved.keys().any(|k| k.contains(": algorithm")),
+        "the algorithm was measured: {saved:?}"
+    );
+    let cached = open(TuneMode::Cached).unwrap();
+    let chosen = kept_after(&cached, 3);
+    assert!(chosen > 0, "a frozen kernel keeps its derived kernel");
+    assert_eq!(
+        measured, chosen,
+        "after measuring, the layer holds only the chosen algorithm's derived kernel"
+    );
+}

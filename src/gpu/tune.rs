@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use super::{Gpu, GpuError};
@@ -33,6 +33,24 @@ pub(crate) struct Tuner {
     mode: AtomicU8,
     path: Option<PathBuf>,
     choices: Mutex<BTreeMap<String, u32>>,
+    /// Measurements in progress (they nest: an algorithm's candidates tune their GEMMs).
+    measuring: AtomicU32,
+}
+
+/// Counts a measurement in progress while it lives, also when a candidate fails.
+struct Measuring<'a>(&'a AtomicU32);
+
+impl<'a> Measuring<'a> {
+    fn start(count: &'a AtomicU32) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Measuring<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// `<cache dir>/cnn-wgpu/tune-<adapter>-<driver>.json`, the names reduced to [a-z0-9-].
@@ -99,6 +117,7 @@ impl Tuner {
             mode: AtomicU8::new(mode as u8),
             path,
             choices: Mutex::new(choices),
+            measuring: AtomicU32::new(0),
         }
     }
 
@@ -170,6 +189,13 @@ impl Gpu {
         self.tuner.set_mode(mode);
     }
 
+    /// True while [`Gpu::tuned`] times candidates. Kernels derived from a layer's weights are
+    /// not kept then: each candidate's own derivation (a packed texture, Winograd's F(2x2) and
+    /// F(4x4) transforms) would otherwise stay with a frozen kernel beside the one chosen.
+    pub(crate) fn measuring(&self) -> bool {
+        self.tuner.measuring.load(Ordering::Relaxed) > 0
+    }
+
     /// The tuning cache file of this adapter and driver, where there is a cache directory.
     pub fn tune_cache_path(&self) -> Option<&std::path::Path> {
         self.tuner.path()
@@ -195,6 +221,7 @@ impl Gpu {
             return Ok(default);
         }
         self.sync()?;
+        let measuring = Measuring::start(&self.tuner.measuring);
         let mut best = (f64::INFINITY, default);
         let mut times = Vec::new();
         for &c in candidates {
@@ -212,6 +239,7 @@ impl Gpu {
                 best = (t, c);
             }
         }
+        drop(measuring);
         tracing::info!("tuned {key} = {} ({})", best.1, times.join(", "));
         self.tuner.record(key, best.1);
         Ok(best.1)

@@ -253,7 +253,8 @@ pub fn pack_derived(
 /// derivation, for the kernels that read B from a buffer: made per call, except where `w` has
 /// not been written since an earlier call asked for it (a frozen layer), where it is made once
 /// and kept with `w` as a buffer until `w` is written or dropped, as [`pack_derived`] keeps a
-/// texture.
+/// texture. Nothing is kept while `--tune` times candidates, so that only the chosen one's
+/// derivation stays.
 pub fn derive_kept(
     gpu: &Gpu,
     w: &Tensor,
@@ -266,13 +267,13 @@ pub fn derive_kept(
     let key = h.finish();
     match gpu.pool().derivation(w.pooled(), key) {
         Derivation::Kept(Kept::Buffer(b)) => Ok(Tensor::from_shared(b, [dims.0, dims.1])),
-        Derivation::Unchanged => {
+        Derivation::Unchanged if !gpu.measuring() => {
             let b = derive()?;
             gpu.pool()
                 .keep_derived(w.pooled(), key, Kept::Buffer(b.shared_buffer()));
             Ok(b)
         }
-        Derivation::Kept(Kept::Texture(_)) | Derivation::Changed => derive(),
+        _ => derive(),
     }
 }
 
@@ -322,7 +323,8 @@ fn pack_kept(
     let texture = BSource::Texture { shift };
     match gpu.pool().derivation(w.pooled(), key) {
         Derivation::Kept(Kept::Texture(t)) => Ok((texture, Some(PackedB::Texture(t)), None)),
-        Derivation::Unchanged => {
+        // Nothing is kept while `--tune` times candidates ([`Gpu::measuring`]).
+        Derivation::Unchanged if !gpu.measuring() => {
             let (_, packed, derived) = per_call(texture, false)?;
             if let Some(PackedB::Texture(t)) = &packed {
                 gpu.pool()
@@ -330,6 +332,6 @@ fn pack_kept(
             }
             Ok((texture, packed, derived))
         }
-        Derivation::Kept(Kept::Buffer(_)) | Derivation::Changed => per_call(source, false),
+        _ => per_call(source, false),
     }
 }
