@@ -123,6 +123,16 @@ pub struct BenchLine {
     /// configuration per product (`subgroup-8 48x64`, `tiled 128x128`, `dx ..., dw ...`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gemm: Option<String>,
+    /// With `--against`: the baseline conv algorithm each run alternated with (for a
+    /// convolution workload, the one it resolved to for that layer), its median time, and the
+    /// speed-up over it (the median of the pairs' ratios, [`time_paired`]). `gpu_bytes` is
+    /// then both variants' peak together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speedup: Option<f64>,
 }
 
 /// Untimed runs go on past the `warmup` count until this much time has passed: a millisecond
@@ -161,33 +171,151 @@ pub fn time_median(
     let mut times = Vec::with_capacity(runs);
     let start = Instant::now();
     while times.len() < runs.max(1) || (start.elapsed() < MIN_TIMED && times.len() < MAX_RUNS) {
-        let t = Instant::now();
-        f()?;
-        gpu.sync()?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
+        times.push(timed_run(gpu, &mut f)?);
     }
-    times.sort_by(|a, b| a.total_cmp(b));
     Ok(Timing {
-        ms: times[times.len() / 2],
+        ms: median(&mut times),
         runs: times.len(),
     })
 }
 
+/// One flushed-and-synced submission of `f`, in milliseconds.
+fn timed_run(gpu: &Gpu, mut f: impl FnMut() -> Result<(), BenchError>) -> Result<f64, BenchError> {
+    let t = Instant::now();
+    f()?;
+    gpu.sync()?;
+    Ok(t.elapsed().as_secs_f64() * 1e3)
+}
+
+/// The median (the upper one of an even count); `v` is sorted in place.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// A workload's timing and its baseline's, taken in alternation by [`time_paired`].
+#[derive(Clone, Copy, Debug)]
+pub struct Paired {
+    pub main: Timing,
+    pub baseline: Timing,
+    /// The median over pairs of (baseline ms / main ms): above 1 where the main variant is
+    /// the faster.
+    pub speedup: f64,
+}
+
+/// Times `f(false)` (the main variant) against `f(true)` (the baseline) run for run: each pair
+/// runs both back to back, so that a shared machine's load, which drifts over seconds, slows
+/// both alike, and the speed-up is the median of the pairs' ratios. On this project's shared
+/// CI-class machine separate runs of one workload differed by up to 2x within minutes
+/// (BENCHMARKS.md, "Paired timing"). The order within a pair alternates, so that neither
+/// variant always runs on the caches the other left. Warm-up: each variant `warmup` times,
+/// more while they take under 300 ms together; then at least `runs` pairs, more (up to 1000)
+/// while they take under twice 500 ms together.
+pub fn time_paired(
+    gpu: &Gpu,
+    warmup: usize,
+    runs: usize,
+    mut f: impl FnMut(bool) -> Result<(), BenchError>,
+) -> Result<Paired, BenchError> {
+    let start = Instant::now();
+    let mut done = 0;
+    while done < warmup || (done > 0 && start.elapsed() < MIN_WARMUP) {
+        for baseline in [false, true] {
+            f(baseline)?;
+            gpu.sync()?;
+        }
+        done += 1;
+    }
+    let (mut main, mut base) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    while main.len() < runs.max(1) || (start.elapsed() < 2 * MIN_TIMED && main.len() < MAX_RUNS) {
+        let order = if main.len() % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for baseline in order {
+            let ms = timed_run(gpu, || f(baseline))?;
+            if baseline { &mut base } else { &mut main }.push(ms);
+        }
+    }
+    let speedup = paired_speedup(&main, &base);
+    Ok(Paired {
+        main: Timing {
+            ms: median(&mut main),
+            runs: main.len(),
+        },
+        baseline: Timing {
+            ms: median(&mut base),
+            runs: base.len(),
+        },
+        speedup,
+    })
+}
+
+/// The median of `base[i] / main[i]` over the pairs: one pair's ratio is taken under one
+/// moment's load, so a slow spell moves both of its times and not the ratio.
+pub fn paired_speedup(main: &[f64], base: &[f64]) -> f64 {
+    assert_eq!(main.len(), base.len(), "timings come in pairs");
+    let mut ratios: Vec<f64> = main.iter().zip(base).map(|(m, b)| b / m).collect();
+    median(&mut ratios)
+}
+
+/// How a workload was timed: alone, or in pairs against a baseline conv algorithm.
+enum Measured {
+    Alone(Timing),
+    Paired(Paired, ConvAlgo),
+}
+
+impl Measured {
+    fn main(&self) -> Timing {
+        match self {
+            Measured::Alone(t) => *t,
+            Measured::Paired(p, _) => p.main,
+        }
+    }
+}
+
+/// Times `f` alone, or where `--against` names a baseline conv algorithm, in pairs with the
+/// device's conv algorithm set to the current one, then to the baseline ([`time_paired`]).
+/// The device's algorithm is restored afterwards, also on an error.
+fn measure(
+    gpu: &Gpu,
+    against: Option<ConvAlgo>,
+    warmup: usize,
+    runs: usize,
+    mut f: impl FnMut() -> Result<(), BenchError>,
+) -> Result<Measured, BenchError> {
+    let Some(base) = against else {
+        return Ok(Measured::Alone(time_median(gpu, warmup, runs, f)?));
+    };
+    let main = gpu.conv_algo();
+    let paired = time_paired(gpu, warmup, runs, |baseline| {
+        gpu.set_conv_algo(if baseline { base } else { main });
+        f()
+    });
+    gpu.set_conv_algo(main);
+    Ok(Measured::Paired(paired?, base))
+}
+
 /// One kernel workload, when `--only` selects it (None otherwise): its setup, then `run` timed
-/// on it as [`time_median`] does, and the allocator peak of setup and runs together.
+/// on it as [`measure`] does (paired against `--against` where `paired`), and the allocator
+/// peak of setup and runs together.
 fn time_kernel<S>(
     gpu: &Gpu,
     opts: &BenchOptions,
     id: &str,
+    paired: bool,
     setup: impl FnOnce() -> Result<S, BenchError>,
     run: impl Fn(&S) -> Result<(), crate::ops::OpError>,
-) -> Result<Option<(S, Timing, u64)>, BenchError> {
+) -> Result<Option<(S, Measured, u64)>, BenchError> {
     if !selected(opts, id) {
         return Ok(None);
     }
     fresh_accounting(gpu);
     let s = setup()?;
-    let t = time_median(gpu, opts.warmup, opts.runs, || Ok(run(&s)?))?;
+    let against = opts.against.filter(|_| paired);
+    let t = measure(gpu, against, opts.warmup, opts.runs, || Ok(run(&s)?))?;
     Ok(Some((s, t, gpu.pool_stats().peak)))
 }
 
@@ -266,6 +394,9 @@ pub struct BenchOptions {
     pub runs: usize,
     /// The adapter's measured FMA peak in GFLOP/s, for `peak_fraction`.
     pub peak_gflops: Option<f64>,
+    /// Time the convolution and network workloads in pairs against this conv algorithm
+    /// ([`time_paired`]); the matmul workloads, which no conv algorithm changes, alone.
+    pub against: Option<ConvAlgo>,
 }
 
 impl Default for BenchOptions {
@@ -275,6 +406,7 @@ impl Default for BenchOptions {
             warmup: 2,
             runs: 5,
             peak_gflops: None,
+            against: None,
         }
     }
 }
@@ -299,12 +431,17 @@ pub fn run(
     let engine = format!("cnn-wgpu {}", env!("CARGO_PKG_VERSION"));
     let mut push = |workload: String,
                     n: usize,
-                    t: Timing,
+                    m: Measured,
                     flops: f64,
                     gpu_bytes: u64,
-                    algorithm: Option<ConvAlgo>,
+                    (algorithm, baseline): (Option<ConvAlgo>, Option<ConvAlgo>),
                     gemm: Option<String>| {
+        let t = m.main();
         let gflops = flops / (t.ms * 1e6);
+        let paired = match m {
+            Measured::Paired(p, against) => Some((p, baseline.unwrap_or(against))),
+            Measured::Alone(_) => None,
+        };
         let line = BenchLine {
             engine: engine.clone(),
             adapter: gpu.adapter_name().to_string(),
@@ -317,6 +454,9 @@ pub fn run(
             runs: t.runs,
             algorithm: algorithm.map(|a| a.name().to_string()),
             gemm,
+            baseline: paired.map(|(_, a)| a.name().to_string()),
+            baseline_ms: paired.map(|(p, _)| p.baseline.ms),
+            speedup: paired.map(|(p, _)| p.speedup),
         };
         report(&line);
         lines.push(line);
@@ -328,14 +468,15 @@ pub fn run(
             gpu,
             opts,
             &id,
+            true,
             || c.setup(gpu),
             |s| conv::conv2d_forward(gpu, &s.x, &s.w, &s.b, &s.spec).map(drop),
         )?;
         if let Some((s, t, bytes)) = timed {
             any = true;
-            let algo = conv::conv2d_algorithm(gpu, &s.x, &s.w, &s.spec, false)?;
+            let algos = conv_algorithms(gpu, opts, &s, false)?;
             let gemm = conv::conv2d_gemm(gpu, &s.x, &s.w, &s.spec, false)?;
-            push(id, c.n, t, s.forward_flops, bytes, Some(algo), Some(gemm));
+            push(id, c.n, t, s.forward_flops, bytes, algos, Some(gemm));
         }
     }
     for c in &w.conv2d_backward {
@@ -344,23 +485,16 @@ pub fn run(
             gpu,
             opts,
             &id,
+            true,
             || c.setup(gpu),
             |s| conv::conv2d_backward(gpu, &s.x, &s.w, &s.dy, &s.spec, true).map(drop),
         )?;
         if let Some((s, t, bytes)) = timed {
             any = true;
             // Input gradient + weight gradient: two products the size of the forward.
-            let algo = conv::conv2d_algorithm(gpu, &s.x, &s.w, &s.spec, true)?;
+            let algos = conv_algorithms(gpu, opts, &s, true)?;
             let gemm = conv::conv2d_gemm(gpu, &s.x, &s.w, &s.spec, true)?;
-            push(
-                id,
-                c.n,
-                t,
-                2.0 * s.forward_flops,
-                bytes,
-                Some(algo),
-                Some(gemm),
-            );
+            push(id, c.n, t, 2.0 * s.forward_flops, bytes, algos, Some(gemm));
         }
     }
     for m in &w.matmul {
@@ -369,6 +503,7 @@ pub fn run(
             gpu,
             opts,
             &id,
+            false,
             || m.setup(gpu),
             |s| dense::matmul(gpu, &s.a, &s.b).map(drop),
         )?;
@@ -378,7 +513,7 @@ pub fn run(
                 unreachable!("matmul workloads are 2-D")
             };
             let gemm = dense::matmul_gemm(gpu, rows, k, n);
-            push(id, m.n, t, s.flops, bytes, None, Some(gemm));
+            push(id, m.n, t, s.flops, bytes, (None, None), Some(gemm));
         }
     }
     for net in &w.network {
@@ -399,7 +534,7 @@ pub fn run(
         let (n, h, wd) = (dim("n", 2), dim("h", 150), dim("w", 150));
         let (t, flops) = match name {
             "vgg16_base_forward_150" => {
-                vgg16_base_forward(gpu, n, h, wd, opts.warmup.min(1), opts.runs)?
+                vgg16_base_forward(gpu, n, h, wd, opts.warmup.min(1), opts.runs, opts.against)?
             }
             "small_convnet_train_step" => train_step(
                 gpu,
@@ -416,13 +551,32 @@ pub fn run(
                 opts,
             )?,
         };
-        push(id, n, t, flops, gpu.pool_stats().peak, None, None);
+        push(id, n, t, flops, gpu.pool_stats().peak, (None, None), None);
     }
     // `pipeline` is measured by the CLI beside these sections, so asking only for it is fine.
     if !any && !opts.only.is_empty() && !opts.only.iter().any(|o| is_pipeline_filter(o)) {
         return Err(BenchError::NoMatch(opts.only.join(",")));
     }
     Ok(lines)
+}
+
+/// The algorithm a conv workload ran, and with `--against` the one its baseline resolved to
+/// for the same layer (`auto` names a choice per shape).
+fn conv_algorithms(
+    gpu: &Gpu,
+    opts: &BenchOptions,
+    s: &ConvSetup,
+    backward: bool,
+) -> Result<(Option<ConvAlgo>, Option<ConvAlgo>), BenchError> {
+    let ran = conv::conv2d_algorithm(gpu, &s.x, &s.w, &s.spec, backward)?;
+    let Some(base) = opts.against else {
+        return Ok((Some(ran), None));
+    };
+    let main = gpu.conv_algo();
+    gpu.set_conv_algo(base);
+    let resolved = conv::conv2d_algorithm(gpu, &s.x, &s.w, &s.spec, backward);
+    gpu.set_conv_algo(main);
+    Ok((Some(ran), Some(resolved?)))
 }
 
 /// Decode + resize + augment throughput of the data pipeline.
@@ -484,15 +638,17 @@ pub const VGG16_BASE: [(usize, bool); 13] = [
 ];
 
 /// Times the VGG16 base forward (input to block5_pool) on an (n, h, w, 3) batch with seeded
-/// weights: the network section's `vgg16_base_forward_150`. Returns (median ms, FLOPs).
-pub fn vgg16_base_forward(
+/// weights: the network section's `vgg16_base_forward_150`, alone or paired `against` a conv
+/// algorithm. Returns the timing and the FLOPs.
+fn vgg16_base_forward(
     gpu: &Gpu,
     n: usize,
     h: usize,
     w: usize,
     warmup: usize,
     runs: usize,
-) -> Result<(Timing, f64), BenchError> {
+    against: Option<ConvAlgo>,
+) -> Result<(Measured, f64), BenchError> {
     let mut layers = Vec::new();
     let (mut cin, mut hh, mut ww, mut flops) = (3, h, w, 0.0);
     for (i, &(cout, pool)) in VGG16_BASE.iter().enumerate() {
@@ -515,7 +671,7 @@ pub fn vgg16_base_forward(
     }
     let x = Tensor::from_slice(gpu, [n, h, w, 3], &seeded(n * h * w * 3, 7))?;
     let spec = Conv2dSpec::new(1, Padding::Same, true);
-    let t = time_median(gpu, warmup, runs, || {
+    let t = measure(gpu, against, warmup, runs, || {
         let mut t = x.clone();
         for (k, b, pool) in &layers {
             t = conv::conv2d_forward(gpu, &t, k, b, &spec)?;
@@ -544,7 +700,7 @@ fn train_step(
     trainable_from: Option<&str>,
     n: usize,
     opts: &BenchOptions,
-) -> Result<(Timing, f64), BenchError> {
+) -> Result<(Measured, f64), BenchError> {
     let mut model = crate::model::Model::new(gpu, spec, 1)?;
     if let Some(name) = trainable_from {
         model.trainable_from(name)?;
@@ -577,7 +733,7 @@ fn train_step(
     )?;
     let opt = crate::ops::optim::Optimizer::rmsprop(1e-5);
     let mut step = 0u64;
-    let t = time_median(gpu, opts.warmup.min(1), opts.runs, || {
+    let t = measure(gpu, opts.against, opts.warmup.min(1), opts.runs, || {
         step += 1;
         model.train_step(gpu, &opt, &x, &y, step)?;
         Ok(())
@@ -701,18 +857,24 @@ impl PeakRun {
     }
 }
 
-/// Prints lines as an aligned table.
+/// Prints lines as an aligned table; with `--against`, each line's baseline, its time and the
+/// speed-up over it come before the GEMM kernels.
 pub fn table(lines: &[BenchLine]) -> String {
+    let paired = lines.iter().any(|l| l.speedup.is_some());
     let mut out = format!(
-        "{:<40} {:>6} {:>5} {:>11} {:>10} {:>7} {:>10}  {}\n",
-        "workload", "algo", "n", "median ms", "GFLOP/s", "peak %", "GPU MiB", "GEMM kernels"
+        "{:<40} {:>6} {:>5} {:>11} {:>10} {:>7} {:>10}",
+        "workload", "algo", "n", "median ms", "GFLOP/s", "peak %", "GPU MiB"
     );
+    if paired {
+        out += &format!(" {:>8} {:>11} {:>8}", "baseline", "its ms", "speed-up");
+    }
+    out += "  GEMM kernels\n";
     for l in lines {
         let peak = l
             .peak_fraction
             .map_or("-".to_string(), |p| format!("{:.1}", p * 100.0));
         out += &format!(
-            "{:<40} {:>6} {:>5} {:>11.3} {:>10.2} {:>7} {:>10.1}  {}\n",
+            "{:<40} {:>6} {:>5} {:>11.3} {:>10.2} {:>7} {:>10.1}",
             l.workload,
             l.algorithm.as_deref().unwrap_or("-"),
             l.n,
@@ -720,8 +882,16 @@ pub fn table(lines: &[BenchLine]) -> String {
             l.gflops,
             peak,
             l.gpu_bytes as f64 / (1024.0 * 1024.0),
-            l.gemm.as_deref().unwrap_or("-")
         );
+        if paired {
+            out += &match (&l.baseline, l.baseline_ms, l.speedup) {
+                (Some(b), Some(ms), Some(x)) => {
+                    format!(" {b:>8} {ms:>11.3} {:>8}", format!("{x:.2}x"))
+                }
+                _ => format!(" {:>8} {:>11} {:>8}", "-", "-", "-"),
+            };
+        }
+        out += &format!("  {}\n", l.gemm.as_deref().unwrap_or("-"));
     }
     out
 }

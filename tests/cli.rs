@@ -207,6 +207,42 @@ fn bench_prints_one_json_line_per_workload() {
     assert!(p["images_per_s"].as_f64().unwrap() > 0.0);
 }
 
+/// `bench --against direct` times each convolution workload in pairs with the direct
+/// convolution and reports it beside the workload's own algorithm.
+#[test]
+fn bench_against_reports_the_baseline_beside_each_convolution() {
+    if !has_adapter() {
+        return;
+    }
+    let out = run_ok(
+        cli()
+            .args([
+                "bench",
+                "--json",
+                "--runs",
+                "1",
+                "--conv-algo",
+                "f4x4",
+                "--against",
+                "direct",
+                "--only",
+                "conv2d_forward",
+                "--workloads",
+            ])
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/benches/smoke_workloads.json"
+            )),
+    );
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(line["workload"], "conv2d_forward/tiny", "{line}");
+    assert_eq!(line["algorithm"], "f4x4", "{line}");
+    assert_eq!(line["baseline"], "direct", "{line}");
+    assert!(line["baseline_ms"].as_f64().unwrap() > 0.0, "{line}");
+    assert!(line["speedup"].as_f64().unwrap() > 0.0, "{line}");
+}
+
 #[test]
 fn bench_with_a_missing_workloads_file_names_it() {
     let out = cli()

@@ -361,3 +361,86 @@ fn selftest_runs_each_family_on_kernels_of_its_own() {
     // The device's switches are as they were.
     assert_eq!(cnn_wgpu::selftest::families(&gpu), families);
 }
+
+/// `bench --against`'s speed-up is the median of each pair's own ratio, so a slow spell that
+/// stretches both runs of a pair leaves it alone, where the ratio of the two medians would not.
+#[test]
+fn paired_speedup_is_the_median_of_the_pairs_ratios() {
+    use cnn_wgpu::bench::paired_speedup;
+    // Ratios 2, 1, 3: median 2.
+    assert_eq!(paired_speedup(&[2.0, 4.0, 1.0], &[4.0, 4.0, 3.0]), 2.0);
+    // The machine slows 10x over the run; every pair ran the baseline 3x longer. The medians'
+    // ratio (baseline 30 over main 1, or similar) would mix slow and fast moments.
+    let main = [1.0, 1.0, 10.0, 10.0, 10.0];
+    let base = [3.0, 3.0, 30.0, 30.0, 30.0];
+    assert_eq!(paired_speedup(&main, &base), 3.0);
+}
+
+/// `time_paired` runs the two variants in pairs whose order alternates, as many of each, at
+/// least the asked-for count; `bench --against` runs each workload's pairs with the device's
+/// conv algorithm set to its own and then to the baseline, and sets it back afterwards.
+#[test]
+fn paired_timing_alternates_the_variants_and_the_conv_algorithm() {
+    use cnn_wgpu::gpu::ConvAlgo;
+    let Some(gpu) = fresh_gpu() else {
+        return;
+    };
+    let mut seen = Vec::new();
+    let p = cnn_wgpu::bench::time_paired(&gpu, 1, 4, |baseline| {
+        seen.push(baseline);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(p.main.runs, p.baseline.runs);
+    assert!(p.main.runs >= 4, "{p:?}");
+    assert!(p.speedup > 0.0 && p.main.ms >= 0.0 && p.baseline.ms >= 0.0);
+    let timed = &seen[seen.len() - 2 * p.main.runs..];
+    for (i, pair) in timed.chunks(2).enumerate() {
+        let want = if i % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        assert_eq!(pair, want, "pair {i}");
+    }
+
+    // Through the bench: a 3x3 forward run as F(2x2) against the direct convolution.
+    let workloads: cnn_wgpu::bench::Workloads = serde_json::from_str(
+        r#"{"conv2d_forward": [{"name": "odd", "n": 1, "h": 9, "w": 7, "cin": 5, "cout": 6}]}"#,
+    )
+    .unwrap();
+    let bench = |algo: ConvAlgo, against: Option<ConvAlgo>| {
+        let gpu = fresh_gpu().unwrap();
+        gpu.set_conv_algo(algo);
+        let opts = cnn_wgpu::bench::BenchOptions {
+            runs: 2,
+            against,
+            ..Default::default()
+        };
+        let lines = cnn_wgpu::bench::run(&gpu, &workloads, &opts, |_| {}).unwrap();
+        assert_eq!(gpu.conv_algo(), algo, "the device's algorithm is set back");
+        (lines, gpu.pipeline_count())
+    };
+    let (lines, paired) = bench(ConvAlgo::F2x2, Some(ConvAlgo::Direct));
+    let l = &lines[0];
+    assert_eq!(l.algorithm.as_deref(), Some("f2x2"));
+    assert_eq!(l.baseline.as_deref(), Some("direct"));
+    assert!(
+        l.baseline_ms.unwrap() > 0.0 && l.speedup.unwrap() > 0.0,
+        "{l:?}"
+    );
+    let table = cnn_wgpu::bench::table(&lines);
+    assert!(
+        table.contains("speed-up") && table.contains("direct"),
+        "{table}"
+    );
+    // Both algorithms really ran: the paired device built every pipeline either one builds
+    // alone (the transforms' and the direct convolution's), more than each.
+    let (alone, f2x2) = bench(ConvAlgo::F2x2, None);
+    assert!(alone[0].baseline.is_none() && alone[0].speedup.is_none());
+    let (_, direct) = bench(ConvAlgo::Direct, None);
+    assert!(
+        paired > f2x2 && paired > direct,
+        "{paired} pipelines against {f2x2} and {direct}"
+    );
+}

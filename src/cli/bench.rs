@@ -23,6 +23,12 @@ pub struct BenchArgs {
     /// reported
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     runs: u64,
+    /// Time each convolution and network workload run for run against this conv algorithm
+    /// (direct, f2x2, f4x4 or auto), the two alternating in pairs so that a shared machine's
+    /// drifting load slows both alike; reports the baseline's time and the speed-up (the median
+    /// of the pairs' ratios) beside each. The workloads themselves run with --conv-algo.
+    #[arg(long, value_name = "ALGO")]
+    against: Option<cnn_wgpu::gpu::ConvAlgo>,
     /// Training images (class sub-folders) for the `pipeline` section (default: the shared
     /// cats-vs-dogs train split).
     #[arg(long)]
@@ -42,6 +48,7 @@ pub fn bench(request: &AdapterRequest, a: BenchArgs) -> Result<(), Box<dyn std::
         json,
         peak,
         runs,
+        against,
         pipeline_data,
         pipeline_images,
         threads,
@@ -52,6 +59,7 @@ pub fn bench(request: &AdapterRequest, a: BenchArgs) -> Result<(), Box<dyn std::
     let mut opts = BenchOptions {
         only,
         runs: runs as usize,
+        against,
         ..BenchOptions::default()
     };
     if peak {

@@ -64,6 +64,8 @@ bench() {
 }
 : > "$report/bench.jsonl"
 bench default "$bin" --tune bench --peak
+# Winograd against the direct convolution run for run, with the choices the default run tuned.
+bench "against direct" "$bin" bench --against direct
 # The subgroup GEMM where the adapter has one fixed width (its 8-row tiles on a GPU).
 bench subgroup env CNN_WGPU_NO_TILED=1 "$bin" bench
 bench workgroup-memory env CNN_WGPU_NO_TILED=1 CNN_WGPU_NO_SUBGROUPS=1 "$bin" bench
@@ -291,7 +293,35 @@ pub fn summarize(report: &Path) -> Result<String, String> {
     for (name, cells) in rows {
         out.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
     }
+    out.push_str(&paired_table(&lines));
     Ok(out)
+}
+
+/// The `against direct` run's workloads that were timed in pairs: what each ran, its time, the
+/// direct convolution's, and the median of the pairs' ratios.
+fn paired_table(lines: &[serde_json::Value]) -> String {
+    let rows: Vec<String> = lines
+        .iter()
+        .filter(|v| v["run"] == "against direct" && v["speedup"].is_number())
+        .map(|v| {
+            let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+            format!(
+                "| {} | {} | {:.2} | {:.2} | {:.2}x |\n",
+                v["workload"].as_str().unwrap_or("?"),
+                v["algorithm"].as_str().unwrap_or("-"),
+                f("ms"),
+                f("baseline_ms"),
+                f("speedup")
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\nEach 3x3 convolution's tuned algorithm against the direct one, run for run (`bench --against direct`; speed-up = median of the pairs' ratios):\n\n| workload | ran | ms | direct ms | speed-up |\n| --- | --- | ---: | ---: | ---: |\n{}",
+        rows.concat()
+    )
 }
 
 #[cfg(test)]
@@ -372,6 +402,7 @@ mod tests {
             "devices exit: 0",
             "selftest exit: 0",
             "bench (default) exit: 0",
+            "bench (against direct) exit: 0",
             "bench (subgroup) exit: 0",
             "bench (workgroup-memory) exit: 0",
             "bench (tiled 128x128) exit: 0",
@@ -399,5 +430,35 @@ mod tests {
         let row = md.lines().find(|l| l.starts_with(&row)).unwrap();
         assert_eq!(row.matches('%').count(), 7, "{row}");
         let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    /// The summary's paired table lists the `against direct` run's paired lines only, with
+    /// their algorithm, both times and the speed-up.
+    #[test]
+    fn the_summary_lists_the_paired_workloads() {
+        let tmp = std::env::temp_dir().join(format!("xtask-paired-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::write(tmp.join("meta.txt"), "date: d\ncommit: c\nhost: h\n").unwrap();
+        std::fs::write(
+            tmp.join("selftest.txt"),
+            "selftest on Some GPU (Vulkan, driver 1); x\nall passed\n",
+        )
+        .unwrap();
+        let jsonl = [
+            r#"{"run":"default","workload":"peak/fma","gflops":1000.0}"#,
+            r#"{"run":"default","workload":"conv2d_forward/b3","gflops":500.0,"ms":2.0}"#,
+            r#"{"run":"against direct","workload":"conv2d_forward/b3","gflops":520.0,"ms":1.5,"algorithm":"f4x4","baseline":"direct","baseline_ms":3.25,"speedup":2.125}"#,
+            r#"{"run":"against direct","workload":"matmul/m","gflops":300.0,"ms":1.0}"#,
+        ];
+        std::fs::write(tmp.join("bench.jsonl"), jsonl.join("\n")).unwrap();
+        let md = summarize(&tmp).unwrap();
+        let _ = std::fs::remove_dir_all(&tmp);
+        assert!(
+            md.contains("| conv2d_forward/b3 | f4x4 | 1.50 | 3.25 | 2.12x |"),
+            "{md}"
+        );
+        assert!(!md.contains("| matmul/m | -"), "{md}");
+        // The paired run is not a kernel-family column of the GFLOP/s table.
+        assert!(md.contains("| conv2d_forward/b3 | 500.0 (50%) |"), "{md}");
     }
 }
