@@ -205,12 +205,11 @@ pub struct Paired {
 
 /// Times `f(false)` (the main variant) against `f(true)` (the baseline) run for run: each pair
 /// runs both back to back, so that a shared machine's load, which drifts over seconds, slows
-/// both alike, and the speed-up is the median of the pairs' ratios. On this project's shared
-/// CI-class machine separate runs of one workload differed by up to 2x within minutes
-/// (BENCHMARKS.md, "Paired timing"). The order within a pair alternates, so that neither
-/// variant always runs on the caches the other left. Warm-up: each variant `warmup` times,
-/// more while they take under 300 ms together; then at least `runs` pairs, more (up to 1000)
-/// while they take under twice 500 ms together.
+/// both alike, and the speed-up is the median of the pairs' ratios (BENCHMARKS.md, "Paired
+/// timing", shows how far apart separate runs fall there). The order within a pair
+/// alternates, so that neither variant always runs on the caches the other left. Warm-up:
+/// each variant `warmup` times, more while they take under 300 ms together; then at least
+/// `runs` pairs, more (up to 1000) while they take under twice 500 ms together.
 pub fn time_paired(
     gpu: &Gpu,
     warmup: usize,
