@@ -133,6 +133,10 @@ pub struct BenchLine {
     pub baseline_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speedup: Option<f64>,
+    /// With `--peak-paired`: `peak_fraction` is the median of the pairs' own shares of the
+    /// peak kernel's speed ([`BenchOptions::peak_paired`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub peak_paired: bool,
 }
 
 /// Untimed runs go on past the `warmup` count until this much time has passed: a millisecond
@@ -260,51 +264,81 @@ pub fn paired_speedup(main: &[f64], base: &[f64]) -> f64 {
     median(&mut ratios)
 }
 
-/// How a workload was timed: alone, or in pairs against a baseline conv algorithm.
+/// What a workload's runs are paired with ([`time_paired`]).
+#[derive(Clone, Copy, Debug)]
+enum Pair {
+    /// The same work with the device's conv algorithm set to this one (`--against`).
+    Algo(ConvAlgo),
+    /// A run of the FMA peak kernel unrolled `unroll` times, sized to last about
+    /// [`PEAK_PAIR_SECONDS`] at `gflops` (`--peak-paired`).
+    Peak { unroll: u32, gflops: f64 },
+}
+
+/// How long the peak kernel's run beside each workload run lasts: long enough that its
+/// dispatch costs nothing measurable, short enough not to double a millisecond workload's time.
+const PEAK_PAIR_SECONDS: f64 = 0.02;
+
+/// How a workload was timed: alone, in pairs against a baseline conv algorithm, or in pairs
+/// with a peak kernel run of these FLOPs.
 enum Measured {
     Alone(Timing),
     Paired(Paired, ConvAlgo),
+    PeakPaired(Paired, f64),
 }
 
 impl Measured {
     fn main(&self) -> Timing {
         match self {
             Measured::Alone(t) => *t,
-            Measured::Paired(p, _) => p.main,
+            Measured::Paired(p, _) | Measured::PeakPaired(p, _) => p.main,
         }
     }
 }
 
-/// Times `f` alone, or where `--against` names a baseline conv algorithm, in pairs with the
-/// device's conv algorithm set to the current one, then to the baseline ([`time_paired`]).
-/// The device's algorithm is restored afterwards, also on an error.
+/// Times `f` alone, or in pairs ([`time_paired`]) with what `pair` names: the device's conv
+/// algorithm set to the current one, then to the baseline (restored afterwards, also on an
+/// error), or `f` then a peak kernel run.
 fn measure(
     gpu: &Gpu,
-    against: Option<ConvAlgo>,
+    pair: Option<Pair>,
     warmup: usize,
     runs: usize,
     mut f: impl FnMut() -> Result<(), BenchError>,
 ) -> Result<Measured, BenchError> {
-    let Some(base) = against else {
-        return Ok(Measured::Alone(time_median(gpu, warmup, runs, f)?));
-    };
-    let main = gpu.conv_algo();
-    let paired = time_paired(gpu, warmup, runs, |baseline| {
-        gpu.set_conv_algo(if baseline { base } else { main });
-        f()
-    });
-    gpu.set_conv_algo(main);
-    Ok(Measured::Paired(paired?, base))
+    match pair {
+        None => Ok(Measured::Alone(time_median(gpu, warmup, runs, f)?)),
+        Some(Pair::Algo(base)) => {
+            let main = gpu.conv_algo();
+            let paired = time_paired(gpu, warmup, runs, |baseline| {
+                gpu.set_conv_algo(if baseline { base } else { main });
+                f()
+            });
+            gpu.set_conv_algo(main);
+            Ok(Measured::Paired(paired?, base))
+        }
+        Some(Pair::Peak { unroll, gflops }) => {
+            let peak = PeakRun::lasting(gpu, unroll, gflops, PEAK_PAIR_SECONDS)?;
+            let paired = time_paired(gpu, warmup, runs, |baseline| {
+                if baseline {
+                    peak.record(gpu);
+                    Ok(())
+                } else {
+                    f()
+                }
+            })?;
+            Ok(Measured::PeakPaired(paired, peak.flops()))
+        }
+    }
 }
 
 /// One kernel workload, when `--only` selects it (None otherwise): its setup, then `run` timed
-/// on it as [`measure`] does (paired against `--against` where `paired`), and the allocator
-/// peak of setup and runs together.
+/// on it as [`measure`] does (paired as [`BenchOptions::pair`] says for a convolution where
+/// `conv`), and the allocator peak of setup and runs together.
 fn time_kernel<S>(
     gpu: &Gpu,
     opts: &BenchOptions,
     id: &str,
-    paired: bool,
+    conv: bool,
     setup: impl FnOnce() -> Result<S, BenchError>,
     run: impl Fn(&S) -> Result<(), crate::ops::OpError>,
 ) -> Result<Option<(S, Measured, u64)>, BenchError> {
@@ -313,8 +347,9 @@ fn time_kernel<S>(
     }
     fresh_accounting(gpu);
     let s = setup()?;
-    let against = opts.against.filter(|_| paired);
-    let t = measure(gpu, against, opts.warmup, opts.runs, || Ok(run(&s)?))?;
+    let t = measure(gpu, opts.pair(conv), opts.warmup, opts.runs, || {
+        Ok(run(&s)?)
+    })?;
     Ok(Some((s, t, gpu.pool_stats().peak)))
 }
 
@@ -396,6 +431,21 @@ pub struct BenchOptions {
     /// Time the convolution and network workloads in pairs against this conv algorithm
     /// ([`time_paired`]); the matmul workloads, which no conv algorithm changes, alone.
     pub against: Option<ConvAlgo>,
+    /// Pair every workload's runs with a short run of the peak kernel at this unrolling (the
+    /// best one [`measure_peak_best`] found, at `peak_gflops`), so that `peak_fraction` is the
+    /// median of the pairs' own shares: each taken under one moment's load. Takes precedence
+    /// over `against`.
+    pub peak_paired: Option<u32>,
+}
+
+impl BenchOptions {
+    /// What a workload's runs are paired with; `conv`: a conv algorithm changes it.
+    fn pair(&self, conv: bool) -> Option<Pair> {
+        match (self.peak_paired, self.peak_gflops) {
+            (Some(unroll), Some(gflops)) => Some(Pair::Peak { unroll, gflops }),
+            _ => self.against.filter(|_| conv).map(Pair::Algo),
+        }
+    }
 }
 
 impl Default for BenchOptions {
@@ -406,6 +456,7 @@ impl Default for BenchOptions {
             runs: 5,
             peak_gflops: None,
             against: None,
+            peak_paired: None,
         }
     }
 }
@@ -439,7 +490,13 @@ pub fn run(
         let gflops = flops / (t.ms * 1e6);
         let paired = match m {
             Measured::Paired(p, against) => Some((p, baseline.unwrap_or(against))),
-            Measured::Alone(_) => None,
+            _ => None,
+        };
+        // Paired with the peak kernel: a pair's share is (flops / its ms) over (peak FLOPs /
+        // the peak run's ms), so the median share is flops / peak FLOPs times the median ratio.
+        let peak_fraction = match m {
+            Measured::PeakPaired(p, peak_flops) => Some(flops / peak_flops * p.speedup),
+            _ => opts.peak_gflops.map(|p| gflops / p),
         };
         let line = BenchLine {
             engine: engine.clone(),
@@ -448,7 +505,8 @@ pub fn run(
             n,
             ms: t.ms,
             gflops,
-            peak_fraction: opts.peak_gflops.map(|p| gflops / p),
+            peak_fraction,
+            peak_paired: matches!(m, Measured::PeakPaired(..)),
             gpu_bytes,
             runs: t.runs,
             algorithm: algorithm.map(|a| a.name().to_string()),
@@ -532,9 +590,15 @@ pub fn run(
         };
         let (n, h, wd) = (dim("n", 2), dim("h", 150), dim("w", 150));
         let (t, flops) = match name {
-            "vgg16_base_forward_150" => {
-                vgg16_base_forward(gpu, n, h, wd, opts.warmup.min(1), opts.runs, opts.against)?
-            }
+            "vgg16_base_forward_150" => vgg16_base_forward(
+                gpu,
+                n,
+                h,
+                wd,
+                opts.warmup.min(1),
+                opts.runs,
+                opts.pair(true),
+            )?,
             "small_convnet_train_step" => train_step(
                 gpu,
                 crate::model::zoo::small_convnet(h, false),
@@ -637,8 +701,8 @@ pub const VGG16_BASE: [(usize, bool); 13] = [
 ];
 
 /// Times the VGG16 base forward (input to block5_pool) on an (n, h, w, 3) batch with seeded
-/// weights: the network section's `vgg16_base_forward_150`, alone or paired `against` a conv
-/// algorithm. Returns the timing and the FLOPs.
+/// weights: the network section's `vgg16_base_forward_150`, alone or paired as `pair` says.
+/// Returns the timing and the FLOPs.
 fn vgg16_base_forward(
     gpu: &Gpu,
     n: usize,
@@ -646,7 +710,7 @@ fn vgg16_base_forward(
     w: usize,
     warmup: usize,
     runs: usize,
-    against: Option<ConvAlgo>,
+    pair: Option<Pair>,
 ) -> Result<(Measured, f64), BenchError> {
     let mut layers = Vec::new();
     let (mut cin, mut hh, mut ww, mut flops) = (3, h, w, 0.0);
@@ -670,7 +734,7 @@ fn vgg16_base_forward(
     }
     let x = Tensor::from_slice(gpu, [n, h, w, 3], &seeded(n * h * w * 3, 7))?;
     let spec = Conv2dSpec::new(1, Padding::Same, true);
-    let t = measure(gpu, against, warmup, runs, || {
+    let t = measure(gpu, pair, warmup, runs, || {
         let mut t = x.clone();
         for (k, b, pool) in &layers {
             t = conv::conv2d_forward(gpu, &t, k, b, &spec)?;
@@ -732,7 +796,7 @@ fn train_step(
     )?;
     let opt = crate::ops::optim::Optimizer::rmsprop(1e-5);
     let mut step = 0u64;
-    let t = measure(gpu, opts.against, opts.warmup.min(1), opts.runs, || {
+    let t = measure(gpu, opts.pair(true), opts.warmup.min(1), opts.runs, || {
         step += 1;
         model.train_step(gpu, &opt, &x, &y, step)?;
         Ok(())
@@ -771,6 +835,11 @@ const PEAK_UNROLLS: [u32; 4] = [1, 2, 4, 8];
 /// Measures the adapter's FMA throughput in GFLOP/s with shaders/peak.wgsl: the best of
 /// [`PEAK_UNROLLS`].
 pub fn measure_peak(gpu: &Gpu) -> Result<f64, BenchError> {
+    Ok(measure_peak_best(gpu)?.0)
+}
+
+/// [`measure_peak`] and the unrolling that reached it.
+pub fn measure_peak_best(gpu: &Gpu) -> Result<(f64, u32), BenchError> {
     let mut best = (0.0f64, 0u32);
     for unroll in PEAK_UNROLLS {
         let gflops = measure_peak_unrolled(gpu, unroll)?;
@@ -780,7 +849,7 @@ pub fn measure_peak(gpu: &Gpu) -> Result<f64, BenchError> {
         }
     }
     tracing::info!(unroll = best.1, gflops = best.0, "FMA peak kept");
-    Ok(best.0)
+    Ok(best)
 }
 
 /// The FMA throughput of shaders/peak.wgsl with its loop unrolled `unroll` times.
@@ -831,6 +900,21 @@ impl PeakRun {
             groups,
             out: Tensor::uninit(gpu, [threads])?,
         })
+    }
+
+    /// A run of `unroll` that lasts about `seconds` where the kernel runs at `gflops`: the
+    /// peak kernel beside each workload run of `--peak-paired`.
+    fn lasting(gpu: &Gpu, unroll: u32, gflops: f64, seconds: f64) -> Result<Self, BenchError> {
+        const ITERS: u32 = 4096;
+        let one = Self::new(gpu, ITERS, unroll, 1)?;
+        let groups = (gflops * 1e9 * seconds / one.flops()).ceil().max(1.0);
+        // Far beyond any adapter's grid (a 1000 TFLOP/s GPU needs ~1200 groups here).
+        if groups > 65_535.0 {
+            return Err(BenchError::Invalid(format!(
+                "peak kernel: {gflops} GFLOP/s needs {groups} workgroups for {seconds} s"
+            )));
+        }
+        Self::new(gpu, ITERS, unroll, groups as usize)
     }
 
     fn record(&self, gpu: &Gpu) {

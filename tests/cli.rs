@@ -243,6 +243,22 @@ fn bench_against_reports_the_baseline_beside_each_convolution() {
     assert!(line["speedup"].as_f64().unwrap() > 0.0, "{line}");
 }
 
+/// `--against` and `--peak-paired` each pair a run with something else: asking for both is
+/// refused before any adapter is opened.
+#[test]
+fn bench_refuses_two_kinds_of_pairing() {
+    let out = cli()
+        .args(["bench", "--against", "direct", "--peak-paired"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--against") && err.contains("--peak-paired"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bench_with_a_missing_workloads_file_names_it() {
     let out = cli()

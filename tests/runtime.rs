@@ -444,3 +444,38 @@ fn paired_timing_alternates_the_variants_and_the_conv_algorithm() {
         "{paired} pipelines against {f2x2} and {direct}"
     );
 }
+
+/// `bench --peak-paired` runs the peak kernel beside each workload run (the paired device builds
+/// exactly one pipeline more than an unpaired one: the peak kernel's) and marks the line; a
+/// peak no grid could keep busy for the pair's 20 ms is refused with the numbers.
+#[test]
+fn peak_paired_runs_the_peak_kernel_beside_each_workload() {
+    let workloads: cnn_wgpu::bench::Workloads =
+        serde_json::from_str(r#"{"matmul": [{"name": "odd", "m": 7, "n": 5, "k": 9}]}"#).unwrap();
+    let bench = |peak_paired: Option<u32>, gflops: f64| {
+        let gpu = fresh_gpu()?;
+        let opts = cnn_wgpu::bench::BenchOptions {
+            runs: 2,
+            peak_gflops: Some(gflops),
+            peak_paired,
+            ..Default::default()
+        };
+        let lines = cnn_wgpu::bench::run(&gpu, &workloads, &opts, |_| {});
+        Some((lines, gpu.pipeline_count()))
+    };
+    // 1 GFLOP/s: a peak run of a couple of workgroups.
+    let Some((paired, with_peak)) = bench(Some(4), 1.0) else {
+        return;
+    };
+    let (alone, without) = bench(None, 1.0).unwrap();
+    let (paired, alone) = (paired.unwrap(), alone.unwrap());
+    assert!(paired[0].peak_paired && !alone[0].peak_paired);
+    let share = paired[0].peak_fraction.unwrap();
+    assert!(share.is_finite() && share > 0.0, "{share}");
+    assert_eq!(with_peak, without + 1, "the peak kernel's pipeline");
+    let err = bench(Some(4), 1e12).unwrap().0.unwrap_err().to_string();
+    assert!(
+        err.contains("peak kernel") && err.contains("workgroups"),
+        "{err}"
+    );
+}

@@ -27,8 +27,14 @@ pub struct BenchArgs {
     /// (direct, f2x2, f4x4 or auto), the two alternating in pairs so that a shared machine's
     /// drifting load slows both alike; reports the baseline's time and the speed-up (the median
     /// of the pairs' ratios) beside each. The workloads themselves run with --conv-algo.
-    #[arg(long, value_name = "ALGO")]
+    #[arg(long, value_name = "ALGO", conflicts_with = "peak_paired")]
     against: Option<cnn_wgpu::gpu::ConvAlgo>,
+    /// Measure the FMA peak first (as --peak), then run a short peak kernel beside every
+    /// workload run, pair for pair, and report the share of the peak as the median of the
+    /// pairs' own shares: on a machine whose speed drifts, a share that one moment's load does
+    /// not skew.
+    #[arg(long)]
+    peak_paired: bool,
     /// Training images (class sub-folders) for the `pipeline` section (default: the shared
     /// cats-vs-dogs train split).
     #[arg(long)]
@@ -49,6 +55,7 @@ pub fn bench(request: &AdapterRequest, a: BenchArgs) -> Result<(), Box<dyn std::
         peak,
         runs,
         against,
+        peak_paired,
         pipeline_data,
         pipeline_images,
         threads,
@@ -62,9 +69,10 @@ pub fn bench(request: &AdapterRequest, a: BenchArgs) -> Result<(), Box<dyn std::
         against,
         ..BenchOptions::default()
     };
-    if peak {
-        let p = bench::measure_peak(&gpu)?;
+    if peak || peak_paired {
+        let (p, unroll) = bench::measure_peak_best(&gpu)?;
         opts.peak_gflops = Some(p);
+        opts.peak_paired = peak_paired.then_some(unroll);
         if json {
             println!(
                 "{}",
@@ -87,6 +95,11 @@ pub fn bench(request: &AdapterRequest, a: BenchArgs) -> Result<(), Box<dyn std::
     })?;
     if !json {
         print!("{}", bench::table(&lines));
+        if opts.peak_paired.is_some() {
+            println!(
+                "(peak %: the median of each run's share of a peak kernel run right beside it)"
+            );
+        }
         let pending: Vec<&str> = w
             .network
             .iter()
