@@ -134,7 +134,8 @@ pub struct BenchLine {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speedup: Option<f64>,
     /// With `--peak-paired`: `peak_fraction` is the median of the pairs' own shares of the
-    /// peak kernel's speed ([`BenchOptions::peak_paired`]).
+    /// peak kernel's speed ([`BenchOptions::peak_paired`]); `gpu_bytes` then includes the
+    /// peak kernel's output, 4 bytes per invocation of its run.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub peak_paired: bool,
 }
