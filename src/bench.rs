@@ -310,12 +310,13 @@ fn measure(
         None => Ok(Measured::Alone(time_median(gpu, warmup, runs, f)?)),
         Some(Pair::Algo(base)) => {
             let main = gpu.conv_algo();
-            let paired = time_paired(gpu, warmup, runs, |baseline| {
-                gpu.set_conv_algo(if baseline { base } else { main });
-                f()
-            });
-            gpu.set_conv_algo(main);
-            Ok(Measured::Paired(paired?, base))
+            let paired = gpu.with_conv_algo(main, || {
+                time_paired(gpu, warmup, runs, |baseline| {
+                    gpu.set_conv_algo(if baseline { base } else { main });
+                    f()
+                })
+            })?;
+            Ok(Measured::Paired(paired, base))
         }
         Some(Pair::Peak { unroll, gflops }) => {
             let peak = PeakRun::lasting(gpu, unroll, gflops, PEAK_PAIR_SECONDS)?;
@@ -636,11 +637,10 @@ fn conv_algorithms(
     let Some(base) = opts.against else {
         return Ok((Some(ran), None));
     };
-    let main = gpu.conv_algo();
-    gpu.set_conv_algo(base);
-    let resolved = conv::conv2d_algorithm(gpu, &s.x, &s.w, &s.spec, backward);
-    gpu.set_conv_algo(main);
-    Ok((Some(ran), Some(resolved?)))
+    let resolved = gpu.with_conv_algo(base, || {
+        conv::conv2d_algorithm(gpu, &s.x, &s.w, &s.spec, backward)
+    })?;
+    Ok((Some(ran), Some(resolved)))
 }
 
 /// Decode + resize + augment throughput of the data pipeline.

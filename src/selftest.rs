@@ -228,24 +228,23 @@ impl Checks<'_> {
             self.upload(&ws, &w)?,
             self.upload(&[cout], &b)?,
         );
-        let previous = self.gpu.conv_algo();
-        self.gpu.set_conv_algo(algo);
         let spec = conv::Conv2dSpec::new(1, padding, true);
         let linear = conv::Conv2dSpec::new(1, padding, false);
-        let forward = timed(|| {
-            let y = conv::conv2d_forward(self.gpu, &xt, &wt, &bt, &spec)?;
-            self.read(&y)
-        });
         let (want, ys) = cpu::conv2d_ref(&x64, xs, &w64, ws, &b64, (1, 1), padding, true);
         let (dy, dy64) = d.values(ys.iter().product());
-        let dyt = self.upload(&ys, &dy);
-        let backward = dyt.and_then(|dyt| {
-            timed(|| {
-                let g = conv::conv2d_backward(self.gpu, &xt, &wt, &dyt, &linear, true)?;
-                self.read(g.dx.as_ref().expect("asked for dx"))
-            })
+        let (forward, backward) = self.gpu.with_conv_algo(algo, || {
+            let forward = timed(|| {
+                let y = conv::conv2d_forward(self.gpu, &xt, &wt, &bt, &spec)?;
+                self.read(&y)
+            });
+            let backward = self.upload(&ys, &dy).and_then(|dyt| {
+                timed(|| {
+                    let g = conv::conv2d_backward(self.gpu, &xt, &wt, &dyt, &linear, true)?;
+                    self.read(g.dx.as_ref().expect("asked for dx"))
+                })
+            });
+            (forward, backward)
         });
-        self.gpu.set_conv_algo(previous);
         let (y, ms) = forward?;
         let pad = usize::from(padding == Padding::Same);
         let mut bound =

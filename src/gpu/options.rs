@@ -512,6 +512,16 @@ impl Gpu {
             .store(algo.code(), Ordering::Relaxed);
     }
 
+    /// Runs `f` with every 3x3 stride-1 convolution on `algo`, then puts back the algorithm
+    /// that was set before (also where `f` returns an error).
+    pub fn with_conv_algo<T>(&self, algo: ConvAlgo, f: impl FnOnce() -> T) -> T {
+        let previous = self.conv_algo();
+        self.set_conv_algo(algo);
+        let out = f();
+        self.set_conv_algo(previous);
+        out
+    }
+
     /// Fills every tensor from [`crate::Tensor::uninit`] with NaN before handing it out (off by
     /// default). The pool recycles buffers, so a kernel that fails to write part of its output
     /// would otherwise leave the previous, often identical, result there and pass a repeated
