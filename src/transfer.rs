@@ -164,15 +164,12 @@ pub fn measure_speed(gpu: &Gpu, cfg: &TransferConfig) -> Result<Speed, TrainErro
     let mut model = Model::new(gpu, zoo::vgg16_classifier(cfg.image_size), cfg.seed)?;
     let pre = weights::load_vgg16(gpu, &mut model, &cfg.weights)?.preprocessing;
     let train = Arc::new(cfg.split("train")?);
-    let first = |batch: usize| -> Result<_, TrainError> {
-        let loader = Loader::new(train.clone(), LoaderConfig::evaluation(batch, pre))?;
-        let b = loader.epoch(0).next().ok_or_else(|| {
-            TrainError::Invalid(format!("{}: no training images", cfg.data.display()))
-        })??;
-        let n = b.len();
-        Ok((b.upload(gpu)?, n))
-    };
-    let (batch, n) = first(cfg.batch)?;
+    let loader = Loader::new(train, LoaderConfig::evaluation(cfg.batch, pre))?;
+    let first = loader.epoch(0).next().ok_or_else(|| {
+        TrainError::Invalid(format!("{}: no training images", cfg.data.display()))
+    })??;
+    let n = first.len();
+    let batch = first.upload(gpu)?;
     // SGD at rate 0: the steps run in full and change nothing.
     let still = Optimizer::sgd(0.0);
     let run = |model: &mut Model, (x, y): &(crate::Tensor, crate::Tensor), train: bool| {
