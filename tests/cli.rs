@@ -4,6 +4,9 @@ mod common;
 
 use std::process::Command;
 
+/// The tiny workloads file the bench tests run.
+const SMOKE_WORKLOADS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/smoke_workloads.json");
+
 fn cli() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cnn-wgpu"))
 }
@@ -99,10 +102,7 @@ fn unknown_adapter_is_an_error_listing_the_available_ones() {
     }
     let out = cli()
         .args(["bench", "--adapter", "no-such-gpu-xyz", "--workloads"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/benches/smoke_workloads.json"
-        ))
+        .arg(SMOKE_WORKLOADS)
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -153,10 +153,7 @@ fn bench_prints_one_json_line_per_workload() {
             ])
             .arg(tmp.path())
             .arg("--workloads")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/benches/smoke_workloads.json"
-            )),
+            .arg(SMOKE_WORKLOADS),
     );
     let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
@@ -229,10 +226,7 @@ fn bench_against_reports_the_baseline_beside_each_convolution() {
                 "conv2d_forward",
                 "--workloads",
             ])
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/benches/smoke_workloads.json"
-            )),
+            .arg(SMOKE_WORKLOADS),
     );
     let line: serde_json::Value =
         serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
