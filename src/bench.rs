@@ -32,12 +32,28 @@ pub enum BenchError {
     NoMatch(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("workload {workload}: {source}")]
+    Workload {
+        workload: String,
+        #[source]
+        source: Box<BenchError>,
+    },
     #[error(transparent)]
     Op(#[from] OpError),
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
     #[error(transparent)]
     Gpu(#[from] crate::gpu::GpuError),
+}
+
+impl BenchError {
+    /// This error, said of workload `id` (`conv2d_forward/block1_conv2`).
+    fn in_workload(self, id: &str) -> Self {
+        Self::Workload {
+            workload: id.to_string(),
+            source: Box::new(self),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -94,10 +110,56 @@ impl Workloads {
             path: path.to_path_buf(),
             source,
         })?;
-        serde_json::from_str(&text).map_err(|source| BenchError::Parse {
+        let w: Self = serde_json::from_str(&text).map_err(|source| BenchError::Parse {
             path: path.to_path_buf(),
             source,
-        })
+        })?;
+        w.check().map_err(|reason| {
+            BenchError::Invalid(format!("workloads file {}: {reason}", path.display()))
+        })?;
+        Ok(w)
+    }
+
+    /// Every size of every workload is at least 1 (an empty tensor times nothing).
+    fn check(&self) -> Result<(), String> {
+        let sizes = |section: &str, name: &str, fields: &[(&str, usize)]| match fields
+            .iter()
+            .find(|(_, v)| *v == 0)
+        {
+            Some((field, _)) => Err(format!(
+                "workload {section}/{name} has {field} 0; every size must be at least 1"
+            )),
+            None => Ok(()),
+        };
+        for (section, convs) in [
+            ("conv2d_forward", &self.conv2d_forward),
+            ("conv2d_backward", &self.conv2d_backward),
+        ] {
+            for c in convs {
+                let fields = [
+                    ("n", c.n),
+                    ("h", c.h),
+                    ("w", c.w),
+                    ("cin", c.cin),
+                    ("cout", c.cout),
+                    ("k", c.k),
+                    ("stride", c.stride),
+                ];
+                sizes(section, &c.name, &fields)?;
+            }
+        }
+        for m in &self.matmul {
+            sizes("matmul", &m.name, &[("m", m.m), ("n", m.n), ("k", m.k)])?;
+        }
+        for net in &self.network {
+            let name = net.get("name").and_then(|v| v.as_str()).unwrap_or("?");
+            for field in ["n", "h", "w"] {
+                if net.get(field).and_then(|v| v.as_u64()) == Some(0) {
+                    sizes("network", name, &[(field, 0)])?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -367,6 +429,26 @@ fn seeded(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// A tensor of `shape` holding [`seeded`] values, refused before any host memory is taken
+/// where it would pass the adapter's largest buffer.
+fn seeded_tensor(gpu: &Gpu, shape: &[usize], seed: u32) -> Result<Tensor, BenchError> {
+    let limit = gpu.limits().max_buffer_size;
+    let bytes = shape
+        .iter()
+        .try_fold(4u64, |b, &d| b.checked_mul(d as u64))
+        .unwrap_or(u64::MAX);
+    if bytes > limit {
+        return Err(BenchError::Invalid(format!(
+            "a tensor {shape:?} needs {bytes} bytes, over this adapter's max_buffer_size of {limit} bytes"
+        )));
+    }
+    Ok(Tensor::from_slice(
+        gpu,
+        shape,
+        &seeded(shape.iter().product(), seed),
+    )?)
+}
+
 /// Inputs of one conv workload on the device.
 pub struct ConvSetup {
     pub x: Tensor,
@@ -387,10 +469,10 @@ impl ConvWorkload {
             op: "bench",
             reason: format!("workload {} does not fit its kernel", self.name),
         })?;
-        let x = Tensor::from_slice(gpu, xs, &seeded(xs.iter().product(), 1))?;
-        let w = Tensor::from_slice(gpu, ws, &seeded(ws.iter().product(), 2))?;
-        let b = Tensor::from_slice(gpu, [self.cout], &seeded(self.cout, 3))?;
-        let dy = Tensor::from_slice(gpu, ys, &seeded(ys.iter().product(), 4))?;
+        let x = seeded_tensor(gpu, &xs, 1)?;
+        let w = seeded_tensor(gpu, &ws, 2)?;
+        let b = seeded_tensor(gpu, &[self.cout], 3)?;
+        let dy = seeded_tensor(gpu, &ys, 4)?;
         let forward_flops =
             2.0 * (ys.iter().product::<usize>() * self.k * self.k * self.cin) as f64;
         Ok(ConvSetup {
@@ -414,8 +496,8 @@ pub struct MatmulSetup {
 impl MatmulWorkload {
     pub fn setup(&self, gpu: &Gpu) -> Result<MatmulSetup, BenchError> {
         Ok(MatmulSetup {
-            a: Tensor::from_slice(gpu, [self.m, self.k], &seeded(self.m * self.k, 5))?,
-            b: Tensor::from_slice(gpu, [self.k, self.n], &seeded(self.k * self.n, 6))?,
+            a: seeded_tensor(gpu, &[self.m, self.k], 5)?,
+            b: seeded_tensor(gpu, &[self.k, self.n], 6)?,
             flops: 2.0 * (self.m * self.n * self.k) as f64,
         })
     }
@@ -530,7 +612,8 @@ pub fn run(
             true,
             || c.setup(gpu),
             |s| conv::conv2d_forward(gpu, &s.x, &s.w, &s.b, &s.spec).map(drop),
-        )?;
+        )
+        .map_err(|e| e.in_workload(&id))?;
         if let Some((s, t, bytes)) = timed {
             any = true;
             let algos = conv_algorithms(gpu, opts, &s, false)?;
@@ -547,7 +630,8 @@ pub fn run(
             true,
             || c.setup(gpu),
             |s| conv::conv2d_backward(gpu, &s.x, &s.w, &s.dy, &s.spec, true).map(drop),
-        )?;
+        )
+        .map_err(|e| e.in_workload(&id))?;
         if let Some((s, t, bytes)) = timed {
             any = true;
             // Input gradient + weight gradient: two products the size of the forward.
@@ -565,7 +649,8 @@ pub fn run(
             false,
             || m.setup(gpu),
             |s| dense::matmul(gpu, &s.a, &s.b).map(drop),
-        )?;
+        )
+        .map_err(|e| e.in_workload(&id))?;
         if let Some((s, t, bytes)) = timed {
             any = true;
             let (&[rows, k], &[_, n]) = (s.a.dims(), s.b.dims()) else {
@@ -591,7 +676,7 @@ pub fn run(
                 .map_or(d, |v| v as usize)
         };
         let (n, h, wd) = (dim("n", 2), dim("h", 150), dim("w", 150));
-        let (t, flops) = match name {
+        let measured = match name {
             "vgg16_base_forward_150" => vgg16_base_forward(
                 gpu,
                 n,
@@ -600,22 +685,23 @@ pub fn run(
                 opts.warmup.min(1),
                 opts.runs,
                 opts.pair(true),
-            )?,
+            ),
             "small_convnet_train_step" => train_step(
                 gpu,
                 crate::model::zoo::small_convnet(h, false),
                 None,
                 n,
                 opts,
-            )?,
+            ),
             _ => train_step(
                 gpu,
                 crate::model::zoo::vgg16_classifier(h),
                 Some("block5_conv1"),
                 n,
                 opts,
-            )?,
+            ),
         };
+        let (t, flops) = measured.map_err(|e| e.in_workload(&id))?;
         push(id, n, t, flops, gpu.pool_stats().peak, (None, None), None);
     }
     // `pipeline` is measured by the CLI beside these sections, so asking only for it is fine.
@@ -733,7 +819,7 @@ fn vgg16_base_forward(
             ww /= 2;
         }
     }
-    let x = Tensor::from_slice(gpu, [n, h, w, 3], &seeded(n * h * w * 3, 7))?;
+    let x = seeded_tensor(gpu, &[n, h, w, 3], 7)?;
     let spec = Conv2dSpec::new(1, Padding::Same, true);
     let t = measure(gpu, pair, warmup, runs, || {
         let mut t = x.clone();
@@ -789,7 +875,7 @@ fn train_step(
     let dims: Vec<usize> = std::iter::once(n)
         .chain(model.spec.input.iter().copied())
         .collect();
-    let x = Tensor::from_slice(gpu, dims.as_slice(), &seeded(dims.iter().product(), 3))?;
+    let x = seeded_tensor(gpu, &dims, 3)?;
     let y = Tensor::from_slice(
         gpu,
         [n, 1],

@@ -77,6 +77,11 @@ impl fmt::Debug for Tensor {
     }
 }
 
+/// The least bytes a tensor is bound with: one vec4, which the vec4 kernels' bindings need at
+/// the least, so that an empty tensor (a batch of 0) binds as any other and the kernels'
+/// bounds checks leave it unread. Pooled buffers hold at least 256 bytes.
+const MIN_BINDING: u64 = 16;
+
 fn check_size(gpu: &Gpu, op: &'static str, numel: usize) -> Result<u64, GpuError> {
     let bytes = (numel as u64 * 4).max(4);
     if bytes > gpu.limits().max_buffer_size {
@@ -279,7 +284,7 @@ impl Tensor {
         let align = gpu.offset_alignment();
         let begin = start as u64 * 4;
         let aligned = begin / align * align;
-        let end = ((start + len) as u64 * 4).max(aligned + 4);
+        let end = ((start + len) as u64 * 4).max(aligned + MIN_BINDING);
         (
             BufferRange {
                 buffer: self.buffer(),
@@ -296,7 +301,7 @@ impl Tensor {
         BufferRange {
             buffer: self.buffer(),
             offset: 0,
-            size: self.byte_len(),
+            size: self.byte_len().max(MIN_BINDING),
             writes: self.buf.writes(),
         }
     }

@@ -510,6 +510,94 @@ fn absurd_image_sizes_are_clear_errors() {
     );
 }
 
+/// A workloads file asking for an empty tensor, or for one no buffer of the adapter holds, is a
+/// clear error naming the file or the workload, not a panic in wgpu or an abort while the host
+/// fills terabytes of input.
+#[test]
+fn bench_refuses_empty_and_oversized_workloads_naming_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, json: &str| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, json).unwrap();
+        path
+    };
+    let empty = write(
+        "empty.json",
+        r#"{"conv2d_forward": [{"name": "none", "n": 2, "h": 5, "w": 5, "cin": 4, "cout": 0}]}"#,
+    );
+    // Refused when the file is read, before any adapter is opened.
+    let run = cli()
+        .arg("bench")
+        .arg("--workloads")
+        .arg(&empty)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("empty.json") && err.contains("conv2d_forward/none has cout 0"),
+        "{err}"
+    );
+    if !has_adapter() {
+        return;
+    }
+    // The conv input alone would be 2 x 10^6 x 10^6 x 64 floats; the matmul's inputs fit but
+    // its (10^8, 10^8) output does not.
+    for (json, workload) in [
+        (
+            r#"{"conv2d_forward": [{"name": "huge", "n": 2, "h": 1000000, "w": 1000000, "cin": 64, "cout": 64}]}"#,
+            "conv2d_forward/huge",
+        ),
+        (
+            r#"{"matmul": [{"name": "wide", "m": 100000000, "n": 100000000, "k": 4}]}"#,
+            "matmul/wide",
+        ),
+    ] {
+        let file = write("big.json", json);
+        let run = cli()
+            .arg("bench")
+            .arg("--workloads")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{workload}: {err}");
+        assert!(
+            err.contains(&format!("workload {workload}:")) && err.contains("max_buffer_size"),
+            "{err}"
+        );
+        // The cause is in the message itself, so it is not printed twice.
+        assert!(!err.contains("caused by"), "{err}");
+    }
+}
+
+#[test]
+fn train_refuses_a_validation_split_that_is_not_a_fraction() {
+    for bad in ["1.5", "1", "-0.1", "nan"] {
+        let run = cli()
+            .args(["train", "--model", "small-convnet", "--data", "unused"])
+            .arg(format!("--validation-split={bad}"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains("fraction in [0, 1)"), "{bad}: {err}");
+    }
+}
+
+/// `train --help` names every model of the zoo, as `--model` takes them.
+#[test]
+fn train_help_lists_the_zoo() {
+    let out = run_ok(cli().args(["train", "--help"]));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for name in cnn_wgpu::model::zoo::NAMES {
+        assert!(
+            help.contains(name),
+            "train --help does not name {name}:\n{help}"
+        );
+    }
+}
+
 /// Labels are class indices in sorted order, so splits whose class folders differ would train
 /// with an impossible label shape (an extra class) or swapped labels (a renamed one): refused
 /// before anything is written, naming the split and the difference.

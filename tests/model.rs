@@ -466,3 +466,55 @@ fn tiny_convnet_learns_and_frozen_layers_stay_put() {
         "optimizer state only for trainable layers with weights"
     );
 }
+
+/// A batch whose layer outputs pass the adapter's largest buffer is refused before anything
+/// runs, naming the first such layer and the largest batch that fits; that batch is accepted.
+#[test]
+fn a_batch_no_buffer_holds_is_refused_naming_the_layer() {
+    let Some(gpu) = gpu() else { return };
+    let model = Model::new(gpu, zoo::small_convnet(150, false), 0).unwrap();
+    let limit = gpu.limits().max_buffer_size;
+    let fits = model.largest_batch(gpu);
+    // What "fits" means: every layer's output for `fits` samples is within one buffer, and the
+    // first layer's output that is not, for one sample more, is the one the error names.
+    let bytes = |n: usize, shape: &[usize]| n as u64 * 4 * shape.iter().product::<usize>() as u64;
+    assert!(model.shapes().iter().all(|s| bytes(fits, s) <= limit));
+    let first = model
+        .shapes()
+        .iter()
+        .position(|s| bytes(fits + 1, s) > limit)
+        .expect("one more sample passes some layer's buffer");
+    model.check_batch(gpu, fits).unwrap();
+    let err = model.check_batch(gpu, fits + 1).unwrap_err().to_string();
+    let layer = &model.spec.layers[first].name;
+    assert!(
+        err.contains(&format!("layer {layer}'s output"))
+            && err.contains(&format!("batches of up to {fits} fit")),
+        "{err}"
+    );
+}
+
+/// An image too small for a model's layers is refused with the least side that fits, derived
+/// here by hand: VGG16's five 2x2 pools after `same` convolutions need floor(s / 2^5) >= 1, so
+/// s >= 32; the small convnet's four (valid 3x3 conv, 2x2 pool) steps map s to
+/// floor((s - 2) / 2), and four of them reach 1 from 46 (46 -> 22 -> 10 -> 4 -> 1) but not
+/// from 45 (45 -> 21 -> 9 -> 3 -> 0).
+#[test]
+fn an_image_too_small_for_the_layers_names_the_least_side() {
+    for (spec, least) in [
+        (zoo::vgg16_classifier as fn(usize) -> ModelSpec, 32),
+        (|s| zoo::small_convnet(s, false), 46),
+    ] {
+        spec(least).checked_shapes().unwrap();
+        let small = spec(least - 1);
+        let err = small.checked_shapes().unwrap_err().to_string();
+        let side = least - 1;
+        assert!(
+            err.contains(&format!(
+                "model {}: a {side}x{side} image is too small for its layers, {least}x{least} is the least it takes",
+                small.name
+            )),
+            "{err}"
+        );
+    }
+}

@@ -479,3 +479,56 @@ fn peak_paired_runs_the_peak_kernel_beside_each_workload() {
         "{err}"
     );
 }
+
+/// A batch of 0 samples runs through every batched op on every kernel family: the outputs are
+/// empty, and the parameter gradients, sums over no samples, are 0. (An empty tensor used to
+/// bind 4 bytes where the vec4 kernels need 16, a wgpu validation panic.)
+#[test]
+fn an_empty_batch_runs_every_op_to_empty_outputs_and_zero_gradients() {
+    use cnn_wgpu::gpu::{ConvAlgo, Gpu};
+    use cnn_wgpu::ops::dense;
+    let zero = |gpu: &Gpu, what: &str, t: &Tensor| {
+        let v = read(gpu, t);
+        assert!(v.iter().all(|&x| x == 0.0), "{what}: {v:?}");
+    };
+    let convs = |gpu: &Gpu, what: &str| {
+        let (cin, cout) = (4, 8);
+        let x = Tensor::zeros(gpu, [0, 7, 9, cin]).unwrap();
+        let w = upload(gpu, &[3, 3, cin, cout], &rand_vec(9 * cin * cout, 1));
+        let b = upload(gpu, &[cout], &rand_vec(cout, 2));
+        for padding in [Padding::Same, Padding::Valid] {
+            let spec = Conv2dSpec::new(1, padding, true);
+            let y = conv::conv2d_forward(gpu, &x, &w, &b, &spec).unwrap();
+            let dy = Tensor::zeros(gpu, y.dims()).unwrap();
+            let g = conv::conv2d_backward(gpu, &x, &w, &dy, &spec, true).unwrap();
+            assert_eq!(g.dx.unwrap().dims(), x.dims(), "{what}");
+            zero(gpu, &format!("{what}: conv dw"), &g.dw);
+            zero(gpu, &format!("{what}: conv db"), &g.db);
+        }
+    };
+    for (family, gpu) in kernel_families() {
+        convs(gpu, family);
+        let x = Tensor::zeros(gpu, [0, 6, 5, 4]).unwrap();
+        let (y, taps) = pool::max_pool2d(gpu, &x, pool::PoolSpec::square(2)).unwrap();
+        assert_eq!(y.dims(), [0, 3, 2, 4], "{family}");
+        let dx =
+            pool::max_pool2d_backward(gpu, &y, &taps, x.dims(), pool::PoolSpec::square(2)).unwrap();
+        assert_eq!(dx.dims(), x.dims(), "{family}");
+        let x = Tensor::zeros(gpu, [0, 12]).unwrap();
+        let w = upload(gpu, &[12, 8], &rand_vec(96, 3));
+        let b = upload(gpu, &[8], &rand_vec(8, 4));
+        let y = dense::dense_forward(gpu, &x, &w, Some(&b), true).unwrap();
+        assert_eq!(y.dims(), [0, 8], "{family}");
+        let g = dense::dense_backward(gpu, &x, &w, &y, true).unwrap();
+        assert_eq!(g.dx.unwrap().dims(), x.dims(), "{family}");
+        zero(gpu, &format!("{family}: dense dw"), &g.dw);
+        zero(gpu, &format!("{family}: dense db"), &g.db);
+        gpu.sync().unwrap();
+    }
+    // Winograd's transforms too, on a device of its own (the algorithm is a device switch).
+    let Some(gpu) = fresh_gpu() else { return };
+    for algo in [ConvAlgo::F2x2, ConvAlgo::F4x4] {
+        gpu.with_conv_algo(algo, || convs(&gpu, algo.name()));
+    }
+    gpu.sync().unwrap();
+}

@@ -47,6 +47,16 @@ pub fn learning_rate(s: &str) -> Result<f32, String> {
     }
 }
 
+/// `--validation-split`: a fraction in [0, 1), refused when parsed whatever the data is.
+pub fn validation_fraction(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s}: the validation split is a fraction in [0, 1)"))
+    }
+}
+
 /// `--reduce-lr-factor`: strictly between 0 and 1, or the learning rate would not go down.
 pub fn reduce_factor(s: &str) -> Result<f32, String> {
     let v: f32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;

@@ -8,6 +8,8 @@ use cnn_wgpu::transfer::{image_model, ImageModel};
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
+    /// The zoo model: small-convnet, small-convnet-dropout, convnet-180, vgg16-base,
+    /// vgg16-classifier, mnist-convnet or conv1d-net (`summary --model` prints one).
     #[arg(long)]
     model: String,
     /// Folder with train/ and validation/ (and test/) class folders, or MNIST IDX files.
@@ -59,7 +61,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "last")]
     csv_label: String,
     /// For a CSV file: the last fraction of rows used for validation.
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = 0.25, value_parser = super::validation_fraction)]
     validation_split: f32,
     /// Continue the run in --out from its last.safetensors (after Ctrl-C or a crash).
     #[arg(long)]

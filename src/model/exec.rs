@@ -137,7 +137,7 @@ impl Model {
     /// Allocates the model with Keras' initialisation: Glorot-uniform kernels, zero biases,
     /// seeded per layer so adding a layer does not change the others. Every layer trains.
     pub fn new(gpu: &Gpu, spec: ModelSpec, seed: u64) -> Result<Self, ModelError> {
-        let shapes = spec.shapes()?;
+        let shapes = spec.checked_shapes()?;
         fits(gpu, &spec, &shapes)?;
         let mut params = Vec::with_capacity(spec.layers.len());
         for i in 0..spec.layers.len() {
@@ -376,6 +376,7 @@ impl Model {
                 found: dims.to_vec(),
             });
         }
+        self.check_batch(gpu, dims[0])?;
         let keep_from = if training.is_some() {
             self.first_trainable()
         } else {
@@ -659,5 +660,37 @@ impl Model {
     /// Output shape of every layer (without the batch).
     pub fn shapes(&self) -> &[Vec<usize>] {
         &self.shapes
+    }
+
+    /// Refuses a batch of `n` samples where a layer's output for the whole batch would pass the
+    /// adapter's largest buffer (one sample's was checked when the model was made), naming
+    /// the layer and the largest batch that fits: an early, clear error in place of an
+    /// allocation failing mid-step.
+    pub fn check_batch(&self, gpu: &Gpu, n: usize) -> Result<(), ModelError> {
+        let limit = gpu.limits().max_buffer_size;
+        for (layer, shape) in self.spec.layers.iter().zip(&self.shapes) {
+            let per_sample = shape.iter().product::<usize>() as u64 * 4;
+            let bytes = per_sample.saturating_mul(n as u64);
+            if bytes > limit {
+                return Err(ModelError::BatchTooLarge {
+                    batch: n,
+                    layer: layer.name.clone(),
+                    bytes,
+                    limit,
+                    fits: self.largest_batch(gpu),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The largest batch whose every layer output fits one buffer of this adapter.
+    pub fn largest_batch(&self, gpu: &Gpu) -> usize {
+        let limit = gpu.limits().max_buffer_size;
+        self.shapes
+            .iter()
+            .map(|s| (limit / (s.iter().product::<usize>() as u64 * 4).max(1)) as usize)
+            .min()
+            .unwrap_or(usize::MAX)
     }
 }

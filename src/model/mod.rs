@@ -22,6 +22,15 @@ pub enum ModelError {
         input: Vec<usize>,
         reason: String,
     },
+    #[error("model {model}: a {h}x{w} image is too small for its layers, {least}x{least} is the least it takes (--image-size); {source}")]
+    ImageTooSmall {
+        model: String,
+        h: usize,
+        w: usize,
+        least: usize,
+        #[source]
+        source: Box<ModelError>,
+    },
     #[error("no layer named {name:?} in model {model}; layers: {layers}")]
     NoSuchLayer {
         name: String,
@@ -34,6 +43,14 @@ pub enum ModelError {
         what: String,
         bytes: u64,
         limit: u64,
+    },
+    #[error("a batch of {batch}: layer {layer}'s output for the batch needs {bytes} bytes, over this adapter's max_buffer_size of {limit} bytes; batches of up to {fits} fit (--batch)")]
+    BatchTooLarge {
+        batch: usize,
+        layer: String,
+        bytes: u64,
+        limit: u64,
+        fits: usize,
     },
     #[error("{0}")]
     Invalid(String),

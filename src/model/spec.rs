@@ -106,6 +106,9 @@ pub struct ModelSpec {
     pub layers: Vec<LayerSpec>,
 }
 
+/// The largest image side [`ModelSpec::checked_shapes`] looks at for the least that fits.
+const MAX_SIDE: usize = 8192;
+
 /// Builds a [`ModelSpec`] (Keras `Sequential.add` is `push` here), giving unnamed layers Keras' default names (conv2d, conv2d_1, ...).
 pub struct Sequential {
     spec: ModelSpec,
@@ -170,6 +173,37 @@ pub fn dense(units: usize, activation: Activation) -> LayerKind {
 
 impl ModelSpec {
     /// Output shape of every layer (without the batch), checking that each layer fits its input.
+    /// [`ModelSpec::shapes`], where an image input too small for the layers is an error that
+    /// says the least square side that fits (layers that shrink the image fit every larger
+    /// one too, so the first side that fits is the least).
+    pub fn checked_shapes(&self) -> Result<Vec<Vec<usize>>, ModelError> {
+        let err = match self.shapes() {
+            Ok(shapes) => return Ok(shapes),
+            Err(e @ ModelError::Shape { .. }) => e,
+            Err(e) => return Err(e),
+        };
+        let &[h, w, c] = self.input.as_slice() else {
+            return Err(err);
+        };
+        let fits = |side: usize| {
+            let at = ModelSpec {
+                input: vec![side, side, c],
+                ..self.clone()
+            };
+            at.shapes().is_ok()
+        };
+        match (h.max(w) + 1..=MAX_SIDE).find(|&s| fits(s)) {
+            Some(least) => Err(ModelError::ImageTooSmall {
+                model: self.name.clone(),
+                h,
+                w,
+                least,
+                source: Box::new(err),
+            }),
+            None => Err(err),
+        }
+    }
+
     pub fn shapes(&self) -> Result<Vec<Vec<usize>>, ModelError> {
         let mut cur = self.input.clone();
         let mut out = Vec::with_capacity(self.layers.len());

@@ -143,6 +143,16 @@ pub fn fit(
     cfg: &FitConfig,
 ) -> Result<Vec<EpochRecord>, TrainError> {
     check_settings(cfg, val.is_some())?;
+    // Before anything is written: the largest batch each loader makes must fit.
+    for loader in std::iter::once(train).chain(val) {
+        model.check_batch(
+            gpu,
+            loader
+                .config()
+                .batch_size
+                .min(loader.dataset().len().max(1)),
+        )?;
+    }
     if let Some(dir) = &cfg.out {
         run_folder::open(dir, cfg.resume, cfg.overwrite)?;
     }
