@@ -666,6 +666,16 @@ fn summary_prints_keras_totals() {
     assert!(
         !run.status.success() && String::from_utf8_lossy(&run.stderr).contains("small-convnet")
     );
+    // VGG16's five 2x2 pools need a side of 32 at the least.
+    let run = cli()
+        .args(["summary", "--model", "vgg16-base", "--image-size", "20"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.code() == Some(1) && err.contains("32x32 is the least it takes"),
+        "{err}"
+    );
 }
 
 #[test]

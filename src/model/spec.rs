@@ -359,7 +359,7 @@ impl ModelSpec {
 
     /// Keras' `model.summary()` table; `trainable[i]` says whether layer i trains.
     pub fn summary(&self, trainable: &[bool]) -> Result<String, ModelError> {
-        let shapes = self.shapes()?;
+        let shapes = self.checked_shapes()?;
         let rule = "_".repeat(75);
         let mut s = format!(
             "Model: \"{}\"\n{rule}\n {:<34}{:<27}{:>12}\n{}\n",
