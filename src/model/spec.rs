@@ -172,7 +172,6 @@ pub fn dense(units: usize, activation: Activation) -> LayerKind {
 }
 
 impl ModelSpec {
-    /// Output shape of every layer (without the batch), checking that each layer fits its input.
     /// [`ModelSpec::shapes`], where an image input too small for the layers is an error that
     /// says the least square side that fits (layers that shrink the image fit every larger
     /// one too, so the first side that fits is the least).
@@ -204,6 +203,7 @@ impl ModelSpec {
         }
     }
 
+    /// Output shape of every layer (without the batch), checking that each layer fits its input.
     pub fn shapes(&self) -> Result<Vec<Vec<usize>>, ModelError> {
         let mut cur = self.input.clone();
         let mut out = Vec::with_capacity(self.layers.len());
