@@ -571,6 +571,8 @@ fn bench_refuses_empty_and_oversized_workloads_naming_them() {
     }
 }
 
+/// A validation split outside [0, 1) is refused when parsed, whatever the data: it used to be
+/// checked only for a CSV file and silently ignored beside class folders.
 #[test]
 fn train_refuses_a_validation_split_that_is_not_a_fraction() {
     for bad in ["1.5", "1", "-0.1", "nan"] {
