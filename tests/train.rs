@@ -541,3 +541,23 @@ fn checkpoint_with_a_wrong_dtype_is_rejected() {
         "{err}"
     );
 }
+
+/// A run folder where a file stands, or under a file, is refused by name before anything is
+/// written; a folder that does not exist yet, however deep, is fine.
+#[test]
+fn a_file_in_place_of_the_run_folder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"kept").unwrap();
+    for dir in [file.clone(), file.join("run"), file.join("runs/stage")] {
+        let err = train::check_run_folder(&dir, false, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("{} is a file, not a folder", file.display())),
+            "{err}"
+        );
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"kept");
+    train::check_run_folder(&tmp.path().join("new/deeper/run"), false, false).unwrap();
+}

@@ -586,6 +586,25 @@ fn three_stages(data: &Path, original_weights: &Path, tmp: &Path) {
         "{err}"
     );
 
+    // A file where the run folders would go is refused before any work: it used to surface
+    // when stage 2 first saved, after the plan's minute of measuring.
+    let file = tmp.join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let err = main_job_error(
+        tmp,
+        &[
+            "--weights".as_ref(),
+            weights.as_os_str(),
+            "--runs".as_ref(),
+            file.as_os_str(),
+        ],
+    );
+    assert!(
+        err.contains(&format!("{} is a file, not a folder", file.display()))
+            && !err.contains("measuring"),
+        "{err}"
+    );
+
     // Without --weights the Keras file is looked for first, then the pinned download's name.
     let cwd = tempfile::tempdir().unwrap();
     let err = main_job_error(cwd.path(), &[]);

@@ -22,6 +22,7 @@ const RUN_FILES: [&str; 4] = [
 /// overwritten on purpose: forgetting `--resume` after Ctrl-C must not throw the saved state
 /// away. Call it before writing anything into `dir`.
 pub fn check_run_folder(dir: &Path, resume: bool, overwrite: bool) -> Result<(), TrainError> {
+    check_can_be_folder(dir)?;
     if resume && overwrite {
         return Err(TrainError::Invalid(
             "--resume continues the run folder and --overwrite replaces it: give one of them"
@@ -43,6 +44,32 @@ pub fn check_run_folder(dir: &Path, resume: bool, overwrite: bool) -> Result<(),
             found: found.join(", "),
         })
     }
+}
+
+/// Refuses a run folder that cannot be made: a file where it, or a folder above it, would be
+/// (found before an hour-long stage starts, not when it first saves).
+fn check_can_be_folder(dir: &Path) -> Result<(), TrainError> {
+    use std::io::ErrorKind::{NotADirectory, NotFound};
+    for at in dir.ancestors().filter(|p| !p.as_os_str().is_empty()) {
+        match std::fs::metadata(at) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) => {
+                return Err(TrainError::Invalid(format!(
+                    "run folder {}: {} is a file, not a folder; choose another run folder",
+                    dir.display(),
+                    at.display()
+                )))
+            }
+            Err(e) if matches!(e.kind(), NotFound | NotADirectory) => continue,
+            Err(source) => {
+                return Err(TrainError::Io {
+                    path: at.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes a run's settings to `dir/config.json`, or, when resuming, checks them against the
