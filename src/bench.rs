@@ -432,21 +432,10 @@ fn seeded(n: usize, seed: u32) -> Vec<f32> {
 /// A tensor of `shape` holding [`seeded`] values, refused before any host memory is taken
 /// where it would pass the adapter's largest buffer.
 fn seeded_tensor(gpu: &Gpu, shape: &[usize], seed: u32) -> Result<Tensor, BenchError> {
-    let limit = gpu.limits().max_buffer_size;
-    let bytes = shape
-        .iter()
-        .try_fold(4u64, |b, &d| b.checked_mul(d as u64))
-        .unwrap_or(u64::MAX);
-    if bytes > limit {
-        return Err(BenchError::Invalid(format!(
-            "a tensor {shape:?} needs {bytes} bytes, over this adapter's max_buffer_size of {limit} bytes"
-        )));
-    }
-    Ok(Tensor::from_slice(
-        gpu,
-        shape,
-        &seeded(shape.iter().product(), seed),
-    )?)
+    let shape = crate::Shape::from(shape);
+    crate::tensor::check_size(gpu, "bench", &shape)?;
+    let values = seeded(shape.numel(), seed);
+    Ok(Tensor::from_slice(gpu, shape, &values)?)
 }
 
 /// Inputs of one conv workload on the device.

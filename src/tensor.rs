@@ -82,12 +82,22 @@ impl fmt::Debug for Tensor {
 /// bounds checks leave it unread. Pooled buffers hold at least 256 bytes.
 const MIN_BINDING: u64 = 16;
 
-fn check_size(gpu: &Gpu, op: &'static str, numel: usize) -> Result<u64, GpuError> {
-    let bytes = (numel as u64 * 4).max(4);
+/// Bytes of an f32 tensor of these dims, saturating where they pass `u64`.
+pub fn f32_bytes(dims: &[usize]) -> u64 {
+    dims.iter()
+        .try_fold(4u64, |b, &d| b.checked_mul(d as u64))
+        .unwrap_or(u64::MAX)
+}
+
+/// The bytes a tensor of `shape` takes, refused (naming `op`) where no buffer of the device
+/// holds it. The product saturates, so a shape whose element count passes `usize` is refused
+/// rather than wrapped; callers that fill a tensor on the host check before filling.
+pub fn check_size(gpu: &Gpu, op: &'static str, shape: &Shape) -> Result<u64, GpuError> {
+    let bytes = f32_bytes(&shape.0).max(4);
     if bytes > gpu.limits().max_buffer_size {
         return Err(GpuError::BufferTooLarge {
             op,
-            what: format!("a tensor of {numel} f32"),
+            what: format!("a tensor of shape {shape}"),
             needed: bytes,
             limit: gpu.limits().max_buffer_size,
         });
@@ -110,7 +120,7 @@ impl Tensor {
     /// A pooled buffer as it comes, for constructors that overwrite all of it at once.
     fn alloc(gpu: &Gpu, shape: impl Into<Shape>) -> Result<Self, GpuError> {
         let shape = shape.into();
-        let bytes = check_size(gpu, "alloc", shape.numel())?;
+        let bytes = check_size(gpu, "alloc", &shape)?;
         Ok(Self {
             buf: Arc::new(gpu.pool().alloc(bytes)),
             shape,

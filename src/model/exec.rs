@@ -19,7 +19,7 @@ use crate::ops::optim::{self, Optimizer, OptimizerState, Penalty};
 use crate::ops::pool::{self, PoolSpec};
 use crate::ops::Padding;
 use crate::ops::{activation, dense, dropout, reduce};
-use crate::tensor::Tensor;
+use crate::tensor::{f32_bytes, Tensor};
 
 /// A model on the device: its spec, parameters and which layers train.
 pub struct Model {
@@ -96,12 +96,6 @@ fn glorot(rng: &mut ChaCha8Rng, shape: &[usize]) -> Vec<f32> {
 /// the initial weights are drawn).
 fn fits(gpu: &Gpu, spec: &ModelSpec, shapes: &[Vec<usize>]) -> Result<(), ModelError> {
     let limit = gpu.limits().max_buffer_size;
-    let bytes = |shape: &[usize]| {
-        shape
-            .iter()
-            .try_fold(4u64, |b, &d| b.checked_mul(d as u64))
-            .unwrap_or(u64::MAX)
-    };
     let too_large = |layer: &str, what: String, bytes: u64| ModelError::TooLarge {
         layer: layer.to_string(),
         what,
@@ -109,18 +103,18 @@ fn fits(gpu: &Gpu, spec: &ModelSpec, shapes: &[Vec<usize>]) -> Result<(), ModelE
         limit,
     };
     if let Some(first) = spec.layers.first() {
-        let b = bytes(&spec.input);
+        let b = f32_bytes(&spec.input);
         if b > limit {
             return Err(too_large(&first.name, "input for one sample".into(), b));
         }
     }
     for (i, layer) in spec.layers.iter().enumerate() {
-        let b = bytes(&shapes[i]);
+        let b = f32_bytes(&shapes[i]);
         if b > limit {
             return Err(too_large(&layer.name, "output for one sample".into(), b));
         }
         for (name, shape) in spec.param_shapes(i)? {
-            let b = bytes(&shape);
+            let b = f32_bytes(&shape);
             if b > limit {
                 return Err(too_large(&layer.name, format!("parameter {name}"), b));
             }
@@ -669,13 +663,12 @@ impl Model {
     pub fn check_batch(&self, gpu: &Gpu, n: usize) -> Result<(), ModelError> {
         let limit = gpu.limits().max_buffer_size;
         for (layer, shape) in self.spec.layers.iter().zip(&self.shapes) {
-            let per_sample = shape.iter().product::<usize>() as u64 * 4;
-            let bytes = per_sample.saturating_mul(n as u64);
-            if bytes > limit {
+            let need = f32_bytes(shape).saturating_mul(n as u64);
+            if need > limit {
                 return Err(ModelError::BatchTooLarge {
                     batch: n,
                     layer: layer.name.clone(),
-                    bytes,
+                    bytes: need,
                     limit,
                     fits: self.largest_batch(gpu),
                 });
@@ -689,7 +682,7 @@ impl Model {
         let limit = gpu.limits().max_buffer_size;
         self.shapes
             .iter()
-            .map(|s| (limit / (s.iter().product::<usize>() as u64 * 4).max(1)) as usize)
+            .map(|s| (limit / f32_bytes(s)) as usize)
             .min()
             .unwrap_or(usize::MAX)
     }
