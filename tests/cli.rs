@@ -521,19 +521,26 @@ fn bench_refuses_empty_and_oversized_workloads_naming_them() {
         std::fs::write(&path, json).unwrap();
         path
     };
+    // `bench` on this workloads file: its exit code and stderr.
+    let bench = |file: &std::path::Path| {
+        let run = cli()
+            .arg("bench")
+            .arg("--workloads")
+            .arg(file)
+            .output()
+            .unwrap();
+        (
+            run.status.code(),
+            String::from_utf8_lossy(&run.stderr).into_owned(),
+        )
+    };
     let empty = write(
         "empty.json",
         r#"{"conv2d_forward": [{"name": "none", "n": 2, "h": 5, "w": 5, "cin": 4, "cout": 0}]}"#,
     );
     // Refused when the file is read, before any adapter is opened.
-    let run = cli()
-        .arg("bench")
-        .arg("--workloads")
-        .arg(&empty)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(1), "{err}");
+    let (code, err) = bench(&empty);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("empty.json") && err.contains("conv2d_forward/none has cout 0"),
         "{err}"
@@ -553,15 +560,8 @@ fn bench_refuses_empty_and_oversized_workloads_naming_them() {
             "matmul/wide",
         ),
     ] {
-        let file = write("big.json", json);
-        let run = cli()
-            .arg("bench")
-            .arg("--workloads")
-            .arg(&file)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&run.stderr);
-        assert_eq!(run.status.code(), Some(1), "{workload}: {err}");
+        let (code, err) = bench(&write("big.json", json));
+        assert_eq!(code, Some(1), "{workload}: {err}");
         assert!(
             err.contains(&format!("workload {workload}:")) && err.contains("max_buffer_size"),
             "{err}"
