@@ -3,8 +3,8 @@
 //! run, the forward also runs with B read from a buffer instead of an operand texture
 //! (`forward-b-in-buffer/...`), to compare the two ways of reading it. Every 3x3 stride-1
 //! workload also runs with each convolution algorithm forced (`forward-direct/...`,
-//! `forward-f2x2/...`, `forward-f4x4/...`, the same for `backward-`), throughput counted in the
-//! direct convolution's FLOPs.
+//! `forward-f2x2/...`, `forward-f4x4/...`, `forward-f6x6/...`, the same for `backward-`),
+//! throughput counted in the direct convolution's FLOPs.
 
 mod support;
 
@@ -36,7 +36,12 @@ fn conv2d(c: &mut Criterion) {
         }
         gpu.set_texture_operands(variants[0].1);
         if (wl.k, wl.stride) == (3, 1) {
-            for algo in [ConvAlgo::Direct, ConvAlgo::F2x2, ConvAlgo::F4x4] {
+            for algo in [
+                ConvAlgo::Direct,
+                ConvAlgo::F2x2,
+                ConvAlgo::F4x4,
+                ConvAlgo::F6x6,
+            ] {
                 gpu.set_conv_algo(algo);
                 group.bench_function(format!("forward-{}/{}", algo.name(), wl.name), |b| {
                     b.iter(|| {
@@ -58,7 +63,12 @@ fn conv2d(c: &mut Criterion) {
             })
         });
         if (wl.k, wl.stride) == (3, 1) {
-            for algo in [ConvAlgo::Direct, ConvAlgo::F2x2, ConvAlgo::F4x4] {
+            for algo in [
+                ConvAlgo::Direct,
+                ConvAlgo::F2x2,
+                ConvAlgo::F4x4,
+                ConvAlgo::F6x6,
+            ] {
                 gpu.set_conv_algo(algo);
                 group.bench_function(format!("backward-{}/{}", algo.name(), wl.name), |b| {
                     b.iter(|| {

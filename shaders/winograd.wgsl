@@ -13,8 +13,9 @@
 //                     zero outside the input (padding, and past the last whole tile)
 //   output_transform  M (ALPHA^2, P, K) ->  y (N,OH,OW,K), plus bias (HAS_BIAS) then ReLU
 //                     (RELU), only the positions inside OH x OW written
-// TILE is 2 (F(2x2,3x3): 16 products per 4 outputs instead of 36) or 4 (F(4x4,3x3): 36 per 16
-// instead of 144). The 1-D transforms are written out term by term: a multiplication by a
+// TILE is 2 (F(2x2,3x3): 16 products per 4 outputs instead of 36), 4 (F(4x4,3x3): 36 per 16
+// instead of 144) or 6 (F(6x6,3x3): 64 per 36 instead of 324; interpolation points 0, +-1,
+// +-2, +-1/2 and infinity, the choice with the least rounding error for this size). The 1-D transforms are written out term by term: a multiplication by a
 // matrix's zero is not free in IEEE arithmetic, so a generic matrix loop would do them all.
 // Every invocation handles one channel of one tile (four in the vec4 forms at the end, where
 // the channel count allows); consecutive invocations take consecutive channels, so their loads
@@ -64,50 +65,74 @@ fn tile_at(tile: u32) -> vec3<u32> {
 }
 
 // B^T d for one column d of an input patch (ALPHA values).
-fn input_1d(d: array<f32, 6>) -> array<f32, 6> {
-    var r: array<f32, 6>;
+fn input_1d(d: array<f32, 8>) -> array<f32, 8> {
+    var r: array<f32, 8>;
     if (TILE == 2u) {
         r[0] = d[0] - d[2];
         r[1] = d[1] + d[2];
         r[2] = d[2] - d[1];
         r[3] = d[1] - d[3];
-    } else {
+    } else if (TILE == 4u) {
         r[0] = 4.0 * d[0] - 5.0 * d[2] + d[4];
         r[1] = d[3] + d[4] - 4.0 * (d[1] + d[2]);
         r[2] = 4.0 * (d[1] - d[2]) + d[4] - d[3];
         r[3] = 2.0 * (d[3] - d[1]) + d[4] - d[2];
         r[4] = 2.0 * (d[1] - d[3]) + d[4] - d[2];
         r[5] = 4.0 * d[1] - 5.0 * d[3] + d[5];
+    } else {
+        r[0] = d[0] - d[6] + 5.25 * (d[4] - d[2]);
+        r[7] = d[7] - d[1] + 5.25 * (d[3] - d[5]);
+        let t1 = d[2] + d[6] - 4.25 * d[4];
+        let t2 = d[1] + d[5] - 4.25 * d[3];
+        r[1] = t1 + t2;
+        r[2] = t1 - t2;
+        let t3 = d[6] + 0.25 * d[2] - 1.25 * d[4];
+        let t4 = 0.5 * d[1] - 2.5 * d[3] + 2.0 * d[5];
+        r[3] = t3 + t4;
+        r[4] = t3 - t4;
+        let t5 = d[6] + 4.0 * d[2] - 5.0 * d[4];
+        let t6 = 2.0 * d[1] - 2.5 * d[3] + 0.5 * d[5];
+        r[5] = t5 + t6;
+        r[6] = t5 - t6;
     }
     return r;
 }
 
 // G g for one column g of a 3x3 kernel: ALPHA values.
-fn kernel_1d(g0: f32, g1: f32, g2: f32) -> array<f32, 6> {
-    var r: array<f32, 6>;
+fn kernel_1d(g0: f32, g1: f32, g2: f32) -> array<f32, 8> {
+    var r: array<f32, 8>;
     if (TILE == 2u) {
         r[0] = g0;
         r[1] = 0.5 * (g0 + g1 + g2);
         r[2] = 0.5 * (g0 - g1 + g2);
         r[3] = g2;
-    } else {
+    } else if (TILE == 4u) {
         r[0] = 0.25 * g0;
         r[1] = -(g0 + g1 + g2) / 6.0;
         r[2] = -(g0 - g1 + g2) / 6.0;
         r[3] = g0 / 24.0 + g1 / 12.0 + g2 / 6.0;
         r[4] = g0 / 24.0 - g1 / 12.0 + g2 / 6.0;
         r[5] = g2;
+    } else {
+        r[0] = g0;
+        r[1] = -2.0 * (g0 + g1 + g2) / 9.0;
+        r[2] = -2.0 * (g0 - g1 + g2) / 9.0;
+        r[3] = g0 / 90.0 + g1 / 45.0 + 2.0 * g2 / 45.0;
+        r[4] = g0 / 90.0 - g1 / 45.0 + 2.0 * g2 / 45.0;
+        r[5] = 32.0 * g0 / 45.0 + 16.0 * g1 / 45.0 + 8.0 * g2 / 45.0;
+        r[6] = 32.0 * g0 / 45.0 - 16.0 * g1 / 45.0 + 8.0 * g2 / 45.0;
+        r[7] = g2;
     }
     return r;
 }
 
 // A^T m for one column m of a transformed product (ALPHA values): TILE values.
-fn output_1d(m: array<f32, 6>) -> array<f32, 4> {
-    var r: array<f32, 4>;
+fn output_1d(m: array<f32, 8>) -> array<f32, 6> {
+    var r: array<f32, 6>;
     if (TILE == 2u) {
         r[0] = m[0] + m[1] + m[2];
         r[1] = m[1] - m[2] - m[3];
-    } else {
+    } else if (TILE == 4u) {
         let s12 = m[1] + m[2];
         let d12 = m[1] - m[2];
         let s34 = m[3] + m[4];
@@ -116,6 +141,19 @@ fn output_1d(m: array<f32, 6>) -> array<f32, 4> {
         r[1] = d12 + 2.0 * d34;
         r[2] = s12 + 4.0 * s34;
         r[3] = d12 + 8.0 * d34 + m[5];
+    } else {
+        let s12 = m[1] + m[2];
+        let d12 = m[1] - m[2];
+        let s34 = m[3] + m[4];
+        let d34 = m[3] - m[4];
+        let s56 = m[5] + m[6];
+        let d56 = m[5] - m[6];
+        r[0] = m[0] + s12 + s34 + s56;
+        r[1] = d12 + 2.0 * d34 + 0.5 * d56;
+        r[2] = s12 + 4.0 * s34 + 0.25 * s56;
+        r[3] = d12 + 8.0 * d34 + 0.125 * d56;
+        r[4] = s12 + 16.0 * s34 + 0.0625 * s56;
+        r[5] = d12 + 32.0 * d34 + 0.03125 * d56 + m[7];
     }
     return r;
 }
@@ -141,7 +179,7 @@ fn kernel_transform(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_w
         }
     }
     // G g G^T: G applied down each of the 3 columns, then along each of the ALPHA rows.
-    var gc: array<array<f32, 6>, 3>;
+    var gc: array<array<f32, 8>, 3>;
     for (var b = 0u; b < 3u; b++) {
         gc[b] = kernel_1d(g[b], g[3u + b], g[6u + b]);
     }
@@ -172,10 +210,10 @@ fn input_transform(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_wo
     let x0 = i32(tx * TILE) - i32(p.pad_left);
     let al = alpha();
     // B^T d B: B^T down each column of the patch, then along each row.
-    var cols: array<array<f32, 6>, 6>;
+    var cols: array<array<f32, 8>, 8>;
     for (var s = 0u; s < al; s++) {
         let x = x0 + i32(s);
-        var d: array<f32, 6>;
+        var d: array<f32, 8>;
         for (var r = 0u; r < al; r++) {
             let y = y0 + i32(r);
             if (y >= 0 && y < i32(p.h) && x >= 0 && x < i32(p.w)) {
@@ -185,7 +223,7 @@ fn input_transform(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_wo
         cols[s] = input_1d(d);
     }
     for (var r = 0u; r < al; r++) {
-        var row: array<f32, 6>;
+        var row: array<f32, 8>;
         for (var s = 0u; s < al; s++) {
             row[s] = cols[s][r];
         }
@@ -211,9 +249,9 @@ fn output_transform(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_w
     let tx = at.z;
     let al = alpha();
     // A^T m A: A^T down each column, then along each of the TILE rows.
-    var cols: array<array<f32, 4>, 6>;
+    var cols: array<array<f32, 6>, 8>;
     for (var s = 0u; s < al; s++) {
-        var m: array<f32, 6>;
+        var m: array<f32, 8>;
         for (var r = 0u; r < al; r++) {
             m[r] = src[(r * al + s) * tiles * p.k + i];
         }
@@ -225,7 +263,7 @@ fn output_transform(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_w
     }
     for (var r = 0u; r < TILE; r++) {
         let oy = ty * TILE + r;
-        var row: array<f32, 6>;
+        var row: array<f32, 8>;
         for (var s = 0u; s < al; s++) {
             row[s] = cols[s][r];
         }
@@ -254,7 +292,7 @@ fn output_transform(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_w
 @group(0) @binding(5) var<storage, read> bias4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> dst4: array<vec4<f32>>;
 
-// ALPHA values (v4, v5 unused where TILE = 2), or TILE of them after A^T.
+// ALPHA values (those past ALPHA unused), or TILE of them after A^T.
 struct Col {
     v0: vec4<f32>,
     v1: vec4<f32>,
@@ -262,6 +300,8 @@ struct Col {
     v3: vec4<f32>,
     v4: vec4<f32>,
     v5: vec4<f32>,
+    v6: vec4<f32>,
+    v7: vec4<f32>,
 }
 
 // input_1d on four channels.
@@ -272,13 +312,28 @@ fn input_1d4(d: Col) -> Col {
         r.v1 = d.v1 + d.v2;
         r.v2 = d.v2 - d.v1;
         r.v3 = d.v1 - d.v3;
-    } else {
+    } else if (TILE == 4u) {
         r.v0 = 4.0 * d.v0 - 5.0 * d.v2 + d.v4;
         r.v1 = d.v3 + d.v4 - 4.0 * (d.v1 + d.v2);
         r.v2 = 4.0 * (d.v1 - d.v2) + d.v4 - d.v3;
         r.v3 = 2.0 * (d.v3 - d.v1) + d.v4 - d.v2;
         r.v4 = 2.0 * (d.v1 - d.v3) + d.v4 - d.v2;
         r.v5 = 4.0 * d.v1 - 5.0 * d.v3 + d.v5;
+    } else {
+        r.v0 = d.v0 - d.v6 + 5.25 * (d.v4 - d.v2);
+        r.v7 = d.v7 - d.v1 + 5.25 * (d.v3 - d.v5);
+        let t1 = d.v2 + d.v6 - 4.25 * d.v4;
+        let t2 = d.v1 + d.v5 - 4.25 * d.v3;
+        r.v1 = t1 + t2;
+        r.v2 = t1 - t2;
+        let t3 = d.v6 + 0.25 * d.v2 - 1.25 * d.v4;
+        let t4 = 0.5 * d.v1 - 2.5 * d.v3 + 2.0 * d.v5;
+        r.v3 = t3 + t4;
+        r.v4 = t3 - t4;
+        let t5 = d.v6 + 4.0 * d.v2 - 5.0 * d.v4;
+        let t6 = 2.0 * d.v1 - 2.5 * d.v3 + 0.5 * d.v5;
+        r.v5 = t5 + t6;
+        r.v6 = t5 - t6;
     }
     return r;
 }
@@ -289,7 +344,7 @@ fn output_1d4(m: Col) -> Col {
     if (TILE == 2u) {
         r.v0 = m.v0 + m.v1 + m.v2;
         r.v1 = m.v1 - m.v2 - m.v3;
-    } else {
+    } else if (TILE == 4u) {
         let s12 = m.v1 + m.v2;
         let d12 = m.v1 - m.v2;
         let s34 = m.v3 + m.v4;
@@ -298,6 +353,19 @@ fn output_1d4(m: Col) -> Col {
         r.v1 = d12 + 2.0 * d34;
         r.v2 = s12 + 4.0 * s34;
         r.v3 = d12 + 8.0 * d34 + m.v5;
+    } else {
+        let s12 = m.v1 + m.v2;
+        let d12 = m.v1 - m.v2;
+        let s34 = m.v3 + m.v4;
+        let d34 = m.v3 - m.v4;
+        let s56 = m.v5 + m.v6;
+        let d56 = m.v5 - m.v6;
+        r.v0 = m.v0 + s12 + s34 + s56;
+        r.v1 = d12 + 2.0 * d34 + 0.5 * d56;
+        r.v2 = s12 + 4.0 * s34 + 0.25 * s56;
+        r.v3 = d12 + 8.0 * d34 + 0.125 * d56;
+        r.v4 = s12 + 16.0 * s34 + 0.0625 * s56;
+        r.v5 = d12 + 32.0 * d34 + 0.03125 * d56 + m.v7;
     }
     return r;
 }
@@ -315,7 +383,7 @@ fn patch4(img: u32, y0: i32, x: i32, ch4: u32, r: u32) -> vec4<f32> {
 fn input_col4(img: u32, y0: i32, x: i32, ch4: u32) -> Col {
     return input_1d4(Col(patch4(img, y0, x, ch4, 0u), patch4(img, y0, x, ch4, 1u),
         patch4(img, y0, x, ch4, 2u), patch4(img, y0, x, ch4, 3u), patch4(img, y0, x, ch4, 4u),
-        patch4(img, y0, x, ch4, 5u)));
+        patch4(img, y0, x, ch4, 5u), patch4(img, y0, x, ch4, 6u), patch4(img, y0, x, ch4, 7u)));
 }
 
 // Row r of a transformed tile (ALPHA values), stored at positions r * ALPHA + s of V or U,
@@ -326,9 +394,13 @@ fn store_row4(r: u32, v: Col, at: u32, stride: u32) {
     dst4[(r * al + 1u) * stride + at] = v.v1;
     dst4[(r * al + 2u) * stride + at] = v.v2;
     dst4[(r * al + 3u) * stride + at] = v.v3;
-    if (TILE == 4u) {
+    if (TILE >= 4u) {
         dst4[(r * al + 4u) * stride + at] = v.v4;
         dst4[(r * al + 5u) * stride + at] = v.v5;
+    }
+    if (TILE == 6u) {
+        dst4[(r * al + 6u) * stride + at] = v.v6;
+        dst4[(r * al + 7u) * stride + at] = v.v7;
     }
 }
 
@@ -356,19 +428,29 @@ fn input_transform4(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_w
     let c3 = input_col4(at.x, y0, x0 + 3, ch4);
     var c4c: Col;
     var c5c: Col;
-    if (TILE == 4u) {
+    var c6c: Col;
+    var c7c: Col;
+    if (TILE >= 4u) {
         c4c = input_col4(at.x, y0, x0 + 4, ch4);
         c5c = input_col4(at.x, y0, x0 + 5, ch4);
     }
+    if (TILE == 6u) {
+        c6c = input_col4(at.x, y0, x0 + 6, ch4);
+        c7c = input_col4(at.x, y0, x0 + 7, ch4);
+    }
     // V (ALPHA^2, P, C) in vec4s: position t's rows are tiles * c4 apart.
     let stride = tiles * c4;
-    input_row4(0u, Col(c0.v0, c1.v0, c2.v0, c3.v0, c4c.v0, c5c.v0), i, stride);
-    input_row4(1u, Col(c0.v1, c1.v1, c2.v1, c3.v1, c4c.v1, c5c.v1), i, stride);
-    input_row4(2u, Col(c0.v2, c1.v2, c2.v2, c3.v2, c4c.v2, c5c.v2), i, stride);
-    input_row4(3u, Col(c0.v3, c1.v3, c2.v3, c3.v3, c4c.v3, c5c.v3), i, stride);
-    if (TILE == 4u) {
-        input_row4(4u, Col(c0.v4, c1.v4, c2.v4, c3.v4, c4c.v4, c5c.v4), i, stride);
-        input_row4(5u, Col(c0.v5, c1.v5, c2.v5, c3.v5, c4c.v5, c5c.v5), i, stride);
+    input_row4(0u, Col(c0.v0, c1.v0, c2.v0, c3.v0, c4c.v0, c5c.v0, c6c.v0, c7c.v0), i, stride);
+    input_row4(1u, Col(c0.v1, c1.v1, c2.v1, c3.v1, c4c.v1, c5c.v1, c6c.v1, c7c.v1), i, stride);
+    input_row4(2u, Col(c0.v2, c1.v2, c2.v2, c3.v2, c4c.v2, c5c.v2, c6c.v2, c7c.v2), i, stride);
+    input_row4(3u, Col(c0.v3, c1.v3, c2.v3, c3.v3, c4c.v3, c5c.v3, c6c.v3, c7c.v3), i, stride);
+    if (TILE >= 4u) {
+        input_row4(4u, Col(c0.v4, c1.v4, c2.v4, c3.v4, c4c.v4, c5c.v4, c6c.v4, c7c.v4), i, stride);
+        input_row4(5u, Col(c0.v5, c1.v5, c2.v5, c3.v5, c4c.v5, c5c.v5, c6c.v5, c7c.v5), i, stride);
+    }
+    if (TILE == 6u) {
+        input_row4(6u, Col(c0.v6, c1.v6, c2.v6, c3.v6, c4c.v6, c5c.v6, c6c.v6, c7c.v6), i, stride);
+        input_row4(7u, Col(c0.v7, c1.v7, c2.v7, c3.v7, c4c.v7, c5c.v7, c6c.v7, c7c.v7), i, stride);
     }
 }
 
@@ -380,9 +462,13 @@ fn output_col4(s: u32, at: u32, stride: u32) -> Col {
     m.v1 = src4[(al + s) * stride + at];
     m.v2 = src4[(2u * al + s) * stride + at];
     m.v3 = src4[(3u * al + s) * stride + at];
-    if (TILE == 4u) {
+    if (TILE >= 4u) {
         m.v4 = src4[(4u * al + s) * stride + at];
         m.v5 = src4[(5u * al + s) * stride + at];
+    }
+    if (TILE == 6u) {
+        m.v6 = src4[(6u * al + s) * stride + at];
+        m.v7 = src4[(7u * al + s) * stride + at];
     }
     return output_1d4(m);
 }
@@ -409,11 +495,17 @@ fn output_row4(row: Col, img: u32, oy: u32, ox0: u32, ch4: u32, b: vec4<f32>) {
     if (ox0 + 1u < p.ow) {
         dst4[at + k4] = epilogue4(o.v1, b);
     }
-    if (TILE == 4u && ox0 + 2u < p.ow) {
+    if (TILE >= 4u && ox0 + 2u < p.ow) {
         dst4[at + 2u * k4] = epilogue4(o.v2, b);
     }
-    if (TILE == 4u && ox0 + 3u < p.ow) {
+    if (TILE >= 4u && ox0 + 3u < p.ow) {
         dst4[at + 3u * k4] = epilogue4(o.v3, b);
+    }
+    if (TILE == 6u && ox0 + 4u < p.ow) {
+        dst4[at + 4u * k4] = epilogue4(o.v4, b);
+    }
+    if (TILE == 6u && ox0 + 5u < p.ow) {
+        dst4[at + 5u * k4] = epilogue4(o.v5, b);
     }
 }
 
@@ -436,9 +528,15 @@ fn output_transform4(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_
     let c3 = output_col4(3u, i, stride);
     var c4c: Col;
     var c5c: Col;
-    if (TILE == 4u) {
+    var c6c: Col;
+    var c7c: Col;
+    if (TILE >= 4u) {
         c4c = output_col4(4u, i, stride);
         c5c = output_col4(5u, i, stride);
+    }
+    if (TILE == 6u) {
+        c6c = output_col4(6u, i, stride);
+        c7c = output_col4(7u, i, stride);
     }
     var b = vec4<f32>(0.0);
     if (HAS_BIAS == 1u) {
@@ -446,11 +544,15 @@ fn output_transform4(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_
     }
     let oy = at.y * TILE;
     let ox = at.z * TILE;
-    output_row4(Col(c0.v0, c1.v0, c2.v0, c3.v0, c4c.v0, c5c.v0), at.x, oy, ox, ch4, b);
-    output_row4(Col(c0.v1, c1.v1, c2.v1, c3.v1, c4c.v1, c5c.v1), at.x, oy + 1u, ox, ch4, b);
-    if (TILE == 4u) {
-        output_row4(Col(c0.v2, c1.v2, c2.v2, c3.v2, c4c.v2, c5c.v2), at.x, oy + 2u, ox, ch4, b);
-        output_row4(Col(c0.v3, c1.v3, c2.v3, c3.v3, c4c.v3, c5c.v3), at.x, oy + 3u, ox, ch4, b);
+    output_row4(Col(c0.v0, c1.v0, c2.v0, c3.v0, c4c.v0, c5c.v0, c6c.v0, c7c.v0), at.x, oy, ox, ch4, b);
+    output_row4(Col(c0.v1, c1.v1, c2.v1, c3.v1, c4c.v1, c5c.v1, c6c.v1, c7c.v1), at.x, oy + 1u, ox, ch4, b);
+    if (TILE >= 4u) {
+        output_row4(Col(c0.v2, c1.v2, c2.v2, c3.v2, c4c.v2, c5c.v2, c6c.v2, c7c.v2), at.x, oy + 2u, ox, ch4, b);
+        output_row4(Col(c0.v3, c1.v3, c2.v3, c3.v3, c4c.v3, c5c.v3, c6c.v3, c7c.v3), at.x, oy + 3u, ox, ch4, b);
+    }
+    if (TILE == 6u) {
+        output_row4(Col(c0.v4, c1.v4, c2.v4, c3.v4, c4c.v4, c5c.v4, c6c.v4, c7c.v4), at.x, oy + 4u, ox, ch4, b);
+        output_row4(Col(c0.v5, c1.v5, c2.v5, c3.v5, c4c.v5, c5c.v5, c6c.v5, c7c.v5), at.x, oy + 5u, ox, ch4, b);
     }
 }
 
@@ -462,13 +564,22 @@ fn kernel_1d4(g0: vec4<f32>, g1: vec4<f32>, g2: vec4<f32>) -> Col {
         r.v1 = 0.5 * (g0 + g1 + g2);
         r.v2 = 0.5 * (g0 - g1 + g2);
         r.v3 = g2;
-    } else {
+    } else if (TILE == 4u) {
         r.v0 = 0.25 * g0;
         r.v1 = -(g0 + g1 + g2) / 6.0;
         r.v2 = -(g0 - g1 + g2) / 6.0;
         r.v3 = g0 / 24.0 + g1 / 12.0 + g2 / 6.0;
         r.v4 = g0 / 24.0 - g1 / 12.0 + g2 / 6.0;
         r.v5 = g2;
+    } else {
+        r.v0 = g0;
+        r.v1 = -2.0 * (g0 + g1 + g2) / 9.0;
+        r.v2 = -2.0 * (g0 - g1 + g2) / 9.0;
+        r.v3 = g0 / 90.0 + g1 / 45.0 + 2.0 * g2 / 45.0;
+        r.v4 = g0 / 90.0 - g1 / 45.0 + 2.0 * g2 / 45.0;
+        r.v5 = 32.0 * g0 / 45.0 + 16.0 * g1 / 45.0 + 8.0 * g2 / 45.0;
+        r.v6 = 32.0 * g0 / 45.0 - 16.0 * g1 / 45.0 + 8.0 * g2 / 45.0;
+        r.v7 = g2;
     }
     return r;
 }
@@ -509,8 +620,12 @@ fn kernel_transform4(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_
     kernel_row4(1u, c0.v1, c1.v1, c2.v1, i4, stride);
     kernel_row4(2u, c0.v2, c1.v2, c2.v2, i4, stride);
     kernel_row4(3u, c0.v3, c1.v3, c2.v3, i4, stride);
-    if (TILE == 4u) {
+    if (TILE >= 4u) {
         kernel_row4(4u, c0.v4, c1.v4, c2.v4, i4, stride);
         kernel_row4(5u, c0.v5, c1.v5, c2.v5, i4, stride);
+    }
+    if (TILE == 6u) {
+        kernel_row4(6u, c0.v6, c1.v6, c2.v6, i4, stride);
+        kernel_row4(7u, c0.v7, c1.v7, c2.v7, i4, stride);
     }
 }

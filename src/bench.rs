@@ -177,7 +177,7 @@ pub struct BenchLine {
     pub gpu_bytes: u64,
     pub runs: usize,
     /// The algorithm a convolution workload ran (its input gradient's, for a backward one):
-    /// direct, f2x2 or f4x4. GFLOP/s always counts the direct convolution's FLOPs, so
+    /// direct, f2x2, f4x4 or f6x6. GFLOP/s always counts the direct convolution's FLOPs, so
     /// Winograd's may pass the adapter's FMA peak.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub algorithm: Option<String>,

@@ -32,7 +32,7 @@ struct Cli {
     #[arg(long, global = true)]
     tune: bool,
     /// How 3x3 stride-1 convolutions run: auto (the measured choice per layer under --tune,
-    /// else a cost model's), direct, f2x2 or f4x4 (Winograd) everywhere; overrides
+    /// else a cost model's), direct, f2x2, f4x4 or f6x6 (Winograd) everywhere; overrides
     /// CNN_WGPU_CONV_ALGO.
     #[arg(long, global = true, value_enum)]
     conv_algo: Option<ConvAlgo>,

@@ -243,7 +243,8 @@ pub fn pool_backward_ref(
 }
 
 /// |B^T|, |G| and |A^T| of F(m x m, 3x3), as (rows, columns, values): the magnitudes the
-/// error bound below is built from (Lavin & Gray's matrices; the shader's term-by-term
+/// error bound below is built from (Lavin & Gray's matrices for m = 2 and 4, and for m = 6
+/// those of the points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity; the shader's term-by-term
 /// transforms are checked by their values against the direct convolution, not by these).
 fn winograd_abs_matrices(m: usize) -> ([Vec<f64>; 3], usize) {
     if m == 2 {
@@ -260,7 +261,7 @@ fn winograd_abs_matrices(m: usize) -> ([Vec<f64>; 3], usize) {
             ],
             4,
         )
-    } else {
+    } else if m == 4 {
         let (a, b, c) = (1. / 24., 1. / 12., 1. / 6.);
         (
             [
@@ -281,6 +282,59 @@ fn winograd_abs_matrices(m: usize) -> ([Vec<f64>; 3], usize) {
                 ],
             ],
             6,
+        )
+    } else {
+        // Points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity (the shader's F(6x6) comment).
+        let (p, q) = (2. / 9., 1. / 90.);
+        let (r, t, v) = (32. / 45., 16. / 45., 8. / 45.);
+        (
+            [
+                vec![
+                    1., 0., 5.25, 0., 5.25, 0., 1., 0., //
+                    0., 1., 1., 4.25, 4.25, 1., 1., 0., //
+                    0., 1., 1., 4.25, 4.25, 1., 1., 0., //
+                    0., 0.5, 0.25, 2.5, 1.25, 2., 1., 0., //
+                    0., 0.5, 0.25, 2.5, 1.25, 2., 1., 0., //
+                    0., 2., 4., 2.5, 5., 0.5, 1., 0., //
+                    0., 2., 4., 2.5, 5., 0.5, 1., 0., //
+                    0., 1., 0., 5.25, 0., 5.25, 0., 1.,
+                ],
+                vec![
+                    1.,
+                    0.,
+                    0.,
+                    p,
+                    p,
+                    p,
+                    p,
+                    p,
+                    p,
+                    q,
+                    2. * q,
+                    4. * q,
+                    q,
+                    2. * q,
+                    4. * q,
+                    r,
+                    t,
+                    v,
+                    r,
+                    t,
+                    v,
+                    0.,
+                    0.,
+                    1.,
+                ],
+                vec![
+                    1., 1., 1., 1., 1., 1., 1., 0., //
+                    0., 1., 1., 2., 2., 0.5, 0.5, 0., //
+                    0., 1., 1., 4., 4., 0.25, 0.25, 0., //
+                    0., 1., 1., 8., 8., 0.125, 0.125, 0., //
+                    0., 1., 1., 16., 16., 0.0625, 0.0625, 0., //
+                    0., 1., 1., 32., 32., 0.03125, 0.03125, 1.,
+                ],
+            ],
+            8,
         )
     }
 }

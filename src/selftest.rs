@@ -216,7 +216,9 @@ impl Checks<'_> {
         cout: usize,
         padding: Padding,
     ) -> Result<(), OpError> {
-        let m = if algo == ConvAlgo::F2x2 { 2 } else { 4 };
+        let m = algo
+            .winograd_side()
+            .expect("selftest's Winograd checks run a Winograd algorithm");
         let ws = [3, 3, xs[3], cout];
         let mut d = Data::new(13);
         let (x, x64) = d.values(xs.iter().product());
@@ -572,7 +574,7 @@ pub fn run(gpu: &Gpu, report: &mut dyn FnMut(&Check)) -> Result<Vec<Check>, OpEr
             // Winograd's transforms and batched products: channels off the 4-multiples (the
             // workgroup-memory products) and on them (the family's own), H and W no multiple
             // of either tile.
-            for algo in [ConvAlgo::F2x2, ConvAlgo::F4x4] {
+            for algo in ConvAlgo::WINOGRAD {
                 c.winograd(algo, [2, 7, 9, 5], 6, Padding::Same)?;
                 c.winograd(algo, [1, 11, 10, 16], 20, Padding::Valid)?;
             }

@@ -1029,6 +1029,8 @@ fn selftest_checks_every_family_and_op_and_says_so() {
         "conv2d backward dx f2x2",
         "conv2d forward f4x4",
         "conv2d backward dx f4x4",
+        "conv2d forward f6x6",
+        "conv2d backward dx f6x6",
         "dense forward",
         "dense backward dx",
         "dense backward dw",
@@ -1203,7 +1205,11 @@ fn devices_reports_the_gemm_family_each_switch_leaves() {
 #[test]
 fn a_bad_convolution_algorithm_is_an_error_naming_it() {
     for bad in ["f3x3", "winograd", "2"] {
-        refused_naming("CNN_WGPU_CONV_ALGO", bad, "auto, direct, f2x2 or f4x4");
+        refused_naming(
+            "CNN_WGPU_CONV_ALGO",
+            bad,
+            "auto, direct, f2x2, f4x4 or f6x6",
+        );
         let out = cli()
             .args(["--conv-algo", bad, "devices"])
             .output()
@@ -1211,7 +1217,7 @@ fn a_bad_convolution_algorithm_is_an_error_naming_it() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "--conv-algo {bad}: {err}");
         assert!(
-            err.contains(&format!("'{bad}'")) && err.contains("auto, direct, f2x2, f4x4"),
+            err.contains(&format!("'{bad}'")) && err.contains("auto, direct, f2x2, f4x4, f6x6"),
             "{err}"
         );
     }

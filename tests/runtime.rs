@@ -527,7 +527,7 @@ fn an_empty_batch_runs_every_op_to_empty_outputs_and_zero_gradients() {
     }
     // Winograd's transforms too, on a device of its own (the algorithm is a device switch).
     let Some(gpu) = fresh_gpu() else { return };
-    for algo in [ConvAlgo::F2x2, ConvAlgo::F4x4] {
+    for algo in ConvAlgo::WINOGRAD {
         gpu.with_conv_algo(algo, || convs(&gpu, algo.name()));
     }
     gpu.sync().unwrap();

@@ -226,7 +226,7 @@ fn every_tiled_configuration_matches_the_cpu_dense_products_and_winograd() {
         }
         // Winograd's ALPHA^2 batched products (dense's MODE 0 with products) on this
         // configuration, against the direct CPU convolution.
-        for algo in [ConvAlgo::F2x2, ConvAlgo::F4x4] {
+        for algo in ConvAlgo::WINOGRAD {
             gpu.set_conv_algo(algo);
             let (xs, ws) = ([2usize, 11, 10, 16], [3usize, 3, 16, 20]);
             let spec = Conv2dSpec::new(1, Padding::Same, false);
@@ -253,7 +253,7 @@ fn every_tiled_configuration_matches_the_cpu_dense_products_and_winograd() {
             );
             // Within the rounding bound derived from Winograd's transforms (as
             // tests/winograd.rs), plus one rounding of the bias add.
-            let m = if algo == ConvAlgo::F4x4 { 4 } else { 2 };
+            let m = algo.winograd_side().unwrap();
             let mut bound =
                 winograd_error_bound(&to_f64(&x), xs, &to_f64(&w), 20, (1, 1), (11, 10), m);
             for (e, (yv, bv)) in bound.iter_mut().zip(want.iter().zip(b.iter().cycle())) {

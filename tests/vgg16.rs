@@ -143,7 +143,12 @@ fn vgg16_golden_holds_with_each_convolution_algorithm() {
     let (shape, input) = golden(&fx, "input");
     let x = upload(&gpu, &shape, &input);
     let (_, want) = golden(&fx, "block5_pool");
-    for algo in [ConvAlgo::Direct, ConvAlgo::F2x2, ConvAlgo::F4x4] {
+    for algo in [
+        ConvAlgo::Direct,
+        ConvAlgo::F2x2,
+        ConvAlgo::F4x4,
+        ConvAlgo::F6x6,
+    ] {
         gpu.set_conv_algo(algo);
         let got = read(&gpu, &model.features(&gpu, &x, "block5_pool").unwrap());
         let r = rel_max(&got, &want);

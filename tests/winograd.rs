@@ -17,8 +17,6 @@ use common::*;
 /// one test at a time sets it.
 static ALGO: Mutex<()> = Mutex::new(());
 
-const ALGOS: [(ConvAlgo, usize); 2] = [(ConvAlgo::F2x2, 2), (ConvAlgo::F4x4, 4)];
-
 fn assert_within(what: &str, got: &[f32], want: &[f64], bound: &[f64]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let mut worst = (0.0f64, 0usize);
@@ -60,6 +58,7 @@ fn cases() -> Vec<Case> {
         // H and W smaller than one tile, and exactly a tile's input (valid: 6 -> 4)
         c([1, 1, 1, 4], 8, Same, false),
         c([2, 6, 6, 4], 4, Valid, false),
+        c([1, 8, 8, 4], 8, Valid, true),
         // channels that are multiples of 4 (the subgroup products), more rows than a tile
         c([2, 15, 14, 8], 12, Same, true),
         c([3, 9, 13, 12], 68, Valid, false),
@@ -79,7 +78,8 @@ fn spec(c: &Case) -> Conv2dSpec {
 fn each_algorithm(families: Vec<(&'static str, &'static Gpu)>, f: impl Fn(&str, &Gpu, usize)) {
     let _one = ALGO.lock().unwrap_or_else(|e| e.into_inner());
     for (family, gpu) in families {
-        for (algo, m) in ALGOS {
+        for algo in ConvAlgo::WINOGRAD {
+            let m = algo.winograd_side().unwrap();
             gpu.set_conv_algo(algo);
             f(&format!("{family}, {}", algo.name()), gpu, m);
         }
@@ -258,7 +258,10 @@ fn a_frozen_kernel_keeps_its_transform_only_while_unchanged() {
         // reads that copy, so it neither transforms nor packs the kernel.
         let mut dispatches = Vec::new();
         let mut held = Vec::new();
+        let mut cached = Vec::new();
         for call in 0..3 {
+            // Each call starts from an empty free list, so that what it leaves cached is its own.
+            gpu.trim_pool();
             let before = gpu.dispatch_count();
             let y = conv::conv2d_forward(gpu, &x, &w, &b, &s).unwrap();
             dispatches.push(gpu.dispatch_count() - before);
@@ -270,7 +273,9 @@ fn a_frozen_kernel_keeps_its_transform_only_while_unchanged() {
                 1e-3,
             );
             drop(y);
-            held.push(gpu.pool_stats().in_use);
+            let stats = gpu.pool_stats();
+            held.push(stats.in_use);
+            cached.push(stats.cached);
         }
         assert!(
             dispatches[2] < dispatches[0],
@@ -281,6 +286,13 @@ fn a_frozen_kernel_keeps_its_transform_only_while_unchanged() {
             "{what}: the second call keeps the transform: {} -> {} bytes in use",
             held[0],
             held[1]
+        );
+        // The keeping call's one-offs (the transformed kernel that was packed into the kept
+        // texture, the texture's staging buffer) are not cached: it leaves the pool holding
+        // what a call that reads the kept transform leaves (the output, the scratch).
+        assert_eq!(
+            cached[1], cached[2],
+            "{what}: bytes cached after the keeping call and after the next"
         );
         // A written kernel (a training step) must not be served its old transform.
         w.write(gpu, &w1);

@@ -24,7 +24,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     runs: u64,
     /// Time each convolution and network workload run for run against this conv algorithm
-    /// (direct, f2x2, f4x4 or auto), the two alternating in pairs so that a shared machine's
+    /// (direct, f2x2, f4x4, f6x6 or auto), the two alternating in pairs so that a shared machine's
     /// drifting load slows both alike; reports the baseline's time and the speed-up (the median
     /// of the pairs' ratios) beside each. The workloads themselves run with --conv-algo.
     #[arg(long, value_name = "ALGO", conflicts_with = "peak_paired")]

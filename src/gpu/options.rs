@@ -64,9 +64,25 @@ pub enum ConvAlgo {
     /// Winograd F(4x4,3x3): 4x fewer multiplications, a looser rounding error.
     #[value(name = "f4x4")]
     F4x4,
+    /// Winograd F(6x6,3x3): 5.1x fewer multiplications, looser again.
+    #[value(name = "f6x6")]
+    F6x6,
 }
 
 impl ConvAlgo {
+    /// The Winograd algorithms, smallest tile first.
+    pub const WINOGRAD: [Self; 3] = [Self::F2x2, Self::F4x4, Self::F6x6];
+
+    /// The output tile side m of Winograd F(m x m, 3x3); None for auto and direct.
+    pub fn winograd_side(self) -> Option<usize> {
+        match self {
+            Self::F2x2 => Some(2),
+            Self::F4x4 => Some(4),
+            Self::F6x6 => Some(6),
+            Self::Auto | Self::Direct => None,
+        }
+    }
+
     /// Its name as `CNN_WGPU_CONV_ALGO` and `--conv-algo` take it.
     pub fn name(self) -> &'static str {
         match self {
@@ -74,6 +90,7 @@ impl ConvAlgo {
             Self::Direct => "direct",
             Self::F2x2 => "f2x2",
             Self::F4x4 => "f4x4",
+            Self::F6x6 => "f6x6",
         }
     }
 
@@ -82,6 +99,7 @@ impl ConvAlgo {
             1 => Self::Direct,
             2 => Self::F2x2,
             4 => Self::F4x4,
+            6 => Self::F6x6,
             _ => Self::Auto,
         }
     }
@@ -92,6 +110,7 @@ impl ConvAlgo {
             Self::Direct => 1,
             Self::F2x2 => 2,
             Self::F4x4 => 4,
+            Self::F6x6 => 6,
         }
     }
 }
@@ -120,8 +139,8 @@ impl DeviceOptions {
     /// `CNN_WGPU_TILED` (a tiled configuration by name), `CNN_WGPU_NO_TEXTURES`
     /// (set and not empty or `0`: off), `CNN_WGPU_TUNE` (`0`/`off`, `1`/`measure`, else cached),
     /// `CNN_WGPU_TUNE_CACHE`, `CNN_WGPU_SUBGROUP_ROWS` (8, 16, 24 or 32: the subgroup GEMM's
-    /// rows per subgroup, for comparisons), `CNN_WGPU_CONV_ALGO` (auto, direct, f2x2 or
-    /// f4x4) and `CNN_WGPU_PLAN_AS_GPU` (set and not empty or `0`: on); a value outside these
+    /// rows per subgroup, for comparisons), `CNN_WGPU_CONV_ALGO` (auto, direct, f2x2,
+    /// f4x4 or f6x6) and `CNN_WGPU_PLAN_AS_GPU` (set and not empty or `0`: on); a value outside these
     /// is an error naming the variable.
     pub fn from_env() -> Result<Self, super::GpuError> {
         let conv_algo = match std::env::var("CNN_WGPU_CONV_ALGO") {
@@ -129,7 +148,7 @@ impl DeviceOptions {
                 .map_err(|_| super::GpuError::BadSetting {
                     name: "CNN_WGPU_CONV_ALGO",
                     value: v,
-                    expected: "auto, direct, f2x2 or f4x4",
+                    expected: "auto, direct, f2x2, f4x4 or f6x6",
                 })?,
             _ => ConvAlgo::Auto,
         };

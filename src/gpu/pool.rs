@@ -4,7 +4,7 @@
 //! texels, see `ops::pack`) are pooled the same way and counted in the same figures.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Allocator accounting, in bytes of GPU memory.
@@ -102,6 +102,8 @@ pub struct PooledBuffer {
     /// Bumped by every recorded write (`Gpu::dispatch` for its `Arg::Write` ranges, uploads,
     /// zero fills), so that a derivation can tell whether the contents changed.
     writes: AtomicU64,
+    /// Set by [`PooledBuffer::discard_on_drop`]: freed when the loan ends, not cached.
+    discard: AtomicBool,
 }
 
 impl PooledBuffer {
@@ -123,6 +125,14 @@ impl PooledBuffer {
     pub fn version(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
     }
+
+    /// Frees the buffer when the loan ends instead of caching it for reuse: for a one-off that
+    /// nothing asks for again (the staging buffer of a texture that is kept, a frozen layer's
+    /// transformed kernel once packed into one), which the free list would otherwise hold, and
+    /// count in the peak, for the rest of the run.
+    pub fn discard_on_drop(&self) {
+        self.discard.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Drop for PooledBuffer {
@@ -137,8 +147,16 @@ impl Drop for PooledBuffer {
         drop(derived);
         if let Some(buf) = self.buffer.take() {
             let mut inner = self.pool.lock().expect("pool lock");
-            inner.take_back(self.class);
-            inner.free.entry(self.class).or_default().push(buf);
+            if self.discard.load(Ordering::Relaxed) {
+                // Dropped, not destroyed: wgpu frees it once the commands recorded so far,
+                // which may still read it, have run.
+                inner.stats.in_use -= self.class;
+                drop(inner);
+                drop(buf);
+            } else {
+                inner.take_back(self.class);
+                inner.free.entry(self.class).or_default().push(buf);
+            }
         }
     }
 }
@@ -271,6 +289,7 @@ impl BufferPool {
             derived: self.derived.clone(),
             loan: NEXT_LOAN.fetch_add(1, Ordering::Relaxed),
             writes: AtomicU64::new(0),
+            discard: AtomicBool::new(false),
         }
     }
 

@@ -252,6 +252,7 @@ impl Geometry {
 const DIRECT: u32 = 1;
 const F2X2: u32 = 2;
 const F4X4: u32 = 4;
+const F6X6: u32 = 6;
 
 /// Which algorithm runs product `mode` (0 forward, 1 input gradient) of the convolution `g`:
 /// Winograd only for 3x3 stride-1 kernels; there what `--conv-algo` forces, else the tuning
@@ -283,6 +284,7 @@ fn algorithm(
         ConvAlgo::Direct => Ok(DIRECT),
         ConvAlgo::F2x2 => Ok(forced(F2X2, Tile::F2)),
         ConvAlgo::F4x4 => Ok(forced(F4X4, Tile::F4)),
+        ConvAlgo::F6x6 => Ok(forced(F6X6, Tile::F6)),
         ConvAlgo::Auto => {
             // Labelled by the family before a tuned GEMM choice, which the first measurement
             // under --tune makes: the key stays the same from the next run on.
@@ -298,6 +300,7 @@ fn algorithm(
                 (DIRECT, None),
                 (F2X2, Some(Tile::F2)),
                 (F4X4, Some(Tile::F4)),
+                (F6X6, Some(Tile::F6)),
             ]
             .into_iter()
             .filter(|(_, tile)| tile.is_none_or(fits))
@@ -321,8 +324,10 @@ fn algorithm(
 /// padding over the tiles P, plus its transforms, which cost about KAPPA products per
 /// transformed value and so weigh ALPHA^2 / m^2 (1/C + 1/K). KAPPA was fitted to lavapipe's
 /// timings of the VGG16 layers (BENCHMARKS.md, "Winograd"): the model's ratio to direct is
-/// within 15% of the measured one on all six shapes timed. Channel counts under 16 or not
-/// multiples of 4 stay direct (their products run value by value). `--tune` measures instead.
+/// within 15% of the measured one on all six shapes timed, and F(6x6)'s to F(4x4) within about
+/// 10% on the eight timed ("F(6x6,3x3)"; its transforms hold 64 values per lane and cost more
+/// per value). Channel counts under 16 or not multiples of 4 stay direct (their products run
+/// value by value). `--tune` measures instead.
 fn default_algorithm(gpu: &Gpu, g: &Geometry, mode: u32, fits: impl Fn(Tile) -> bool) -> u32 {
     let ((_, _, c), (oh, ow, k)) = g.sides(mode);
     if c < 16 || k < 16 || !c.is_multiple_of(4) || !k.is_multiple_of(4) {
@@ -332,7 +337,11 @@ fn default_algorithm(gpu: &Gpu, g: &Geometry, mode: u32, fits: impl Fn(Tile) -> 
     let m = g.n * oh * ow;
     let direct_rows = GemmPlan::new(gpu, SHADERS, &g.product(mode, m)).tile().0;
     let mut best = (9.0 * row_waste(m, direct_rows), DIRECT);
-    for (algo, tile, kappa) in [(F2X2, Tile::F2, 50.0), (F4X4, Tile::F4, 70.0)] {
+    for (algo, tile, kappa) in [
+        (F2X2, Tile::F2, 50.0),
+        (F4X4, Tile::F4, 70.0),
+        (F6X6, Tile::F6, 110.0),
+    ] {
         if !fits(tile) {
             continue;
         }
@@ -366,6 +375,7 @@ pub fn conv2d_algorithm(
     Ok(match algorithm(gpu, &g, spec, mode, false, |_| Ok(()))? {
         F2X2 => ConvAlgo::F2x2,
         F4X4 => ConvAlgo::F4x4,
+        F6X6 => ConvAlgo::F6x6,
         _ => ConvAlgo::Direct,
     })
 }
@@ -411,6 +421,7 @@ fn tile_of(algo: u32) -> Option<Tile> {
     match algo {
         F2X2 => Some(Tile::F2),
         F4X4 => Some(Tile::F4),
+        F6X6 => Some(Tile::F6),
         _ => None,
     }
 }

@@ -118,10 +118,26 @@ pub fn pack_b(
     gpu: &Gpu,
     src: BufferRange<'_>,
     src_base: u32,
+    dims: (usize, usize),
+    layout: Layout,
+    tile: usize,
+    source: BSource,
+) -> Result<Option<PackedB>> {
+    pack_b_once(gpu, src, src_base, dims, layout, tile, source, false)
+}
+
+/// [`pack_b`]; with `kept`, for a texture that is kept, whose staging buffer is a one-off and
+/// is discarded rather than cached by the pool.
+#[allow(clippy::too_many_arguments)]
+fn pack_b_once(
+    gpu: &Gpu,
+    src: BufferRange<'_>,
+    src_base: u32,
     (k, n): (usize, usize),
     layout: Layout,
     tile: usize,
     source: BSource,
+    kept: bool,
 ) -> Result<Option<PackedB>> {
     let tiles = n.div_ceil(tile);
     let vec4s = packed_vec4s(k, n, tile);
@@ -175,6 +191,9 @@ pub fn pack_b(
     let BSource::Texture { shift } = source else {
         return Ok(Some(PackedB::Buffer(buffer.reshape([tiles, k, tile]))));
     };
+    if kept {
+        buffer.pooled().discard_on_drop();
+    }
     let texture = gpu.operand_texture(shift, vec4s);
     let width = 1u32 << shift;
     let rows = vec4s.div_ceil(width as usize) as u32;
@@ -289,12 +308,19 @@ fn pack_kept(
     derive: Option<&dyn Fn() -> Result<Tensor>>,
 ) -> Result<(BSource, Option<PackedB>, Option<Tensor>)> {
     // `keep` where no texture is kept, so that the derived B is kept as a buffer instead
-    // (never both).
-    let per_call = |source, keep: bool| -> Result<(BSource, Option<PackedB>, Option<Tensor>)> {
+    // (never both); `texture_kept` where the packed texture will be kept, so that the buffers
+    // made on the way to it (the staging buffer, the derived B) are one-offs: while the
+    // kernel is unchanged nothing asks for them again, and the pool would hold them cached,
+    // and count them in the peak, for the rest of the run (F(6x6)'s transform of a 512x512
+    // kernel is 64 MiB).
+    let per_call = |source,
+                    keep: bool,
+                    texture_kept: bool|
+     -> Result<(BSource, Option<PackedB>, Option<Tensor>)> {
         match derive {
             None => Ok((
                 source,
-                pack_b(gpu, w.all(), 0, dims, layout, tile, source)?,
+                pack_b_once(gpu, w.all(), 0, dims, layout, tile, source, texture_kept)?,
                 None,
             )),
             Some(derive) => {
@@ -303,7 +329,11 @@ fn pack_kept(
                 } else {
                     derive()?
                 };
-                let packed = pack_b(gpu, b.all(), 0, dims, layout, tile, source)?;
+                if texture_kept {
+                    b.pooled().discard_on_drop();
+                }
+                let packed =
+                    pack_b_once(gpu, b.all(), 0, dims, layout, tile, source, texture_kept)?;
                 Ok((source, packed, Some(b)))
             }
         }
@@ -311,10 +341,10 @@ fn pack_kept(
     let shift = match source {
         BSource::Texture { shift } => shift,
         // Where B does not fit a texture (or textures are off), no texture is kept.
-        BSource::Packed => return per_call(source, true),
+        BSource::Packed => return per_call(source, true, false),
         BSource::Plain => match gpu.operand_texture_shift(packed_vec4s(dims.0, dims.1, tile)) {
             Some(shift) => shift,
-            None => return per_call(source, true),
+            None => return per_call(source, true, false),
         },
     };
     let mut h = std::hash::DefaultHasher::new();
@@ -325,13 +355,13 @@ fn pack_kept(
         Derivation::Kept(Kept::Texture(t)) => Ok((texture, Some(PackedB::Texture(t)), None)),
         // Nothing is kept while `--tune` times candidates ([`Gpu::measuring`]).
         Derivation::Unchanged if !gpu.measuring() => {
-            let (_, packed, derived) = per_call(texture, false)?;
+            let (_, packed, derived) = per_call(texture, false, true)?;
             if let Some(PackedB::Texture(t)) = &packed {
                 gpu.pool()
                     .keep_derived(w.pooled(), key, Kept::Texture(t.clone()));
             }
             Ok((texture, packed, derived))
         }
-        _ => per_call(source, false),
+        _ => per_call(source, false, false),
     }
 }

@@ -1,5 +1,5 @@
-//! Winograd convolution for 3x3 stride-1 layers (shaders/winograd.wgsl): F(2x2,3x3) and
-//! F(4x4,3x3). The kernel, input and output transforms run here; the ALPHA^2 products between
+//! Winograd convolution for 3x3 stride-1 layers (shaders/winograd.wgsl): F(2x2,3x3),
+//! F(4x4,3x3) and F(6x6,3x3). The kernel, input and output transforms run here; the ALPHA^2 products between
 //! them run on the GEMM planner's kernels through dense's matmul modules
 //! ([`super::dense::batched_products`]), so every kernel family runs them. Forward (with the
 //! fused bias and ReLU) and the input gradient, which is the same convolution of dy with the
@@ -33,11 +33,12 @@ crate::shader_params! {
     }
 }
 
-/// Output tile side: 2 (F(2x2,3x3)) or 4 (F(4x4,3x3)).
+/// Output tile side: 2 (F(2x2,3x3)), 4 (F(4x4,3x3)) or 6 (F(6x6,3x3)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Tile {
     F2,
     F4,
+    F6,
 }
 
 impl Tile {
@@ -45,6 +46,7 @@ impl Tile {
         match self {
             Tile::F2 => 2,
             Tile::F4 => 4,
+            Tile::F6 => 6,
         }
     }
     /// Transformed positions per tile: (side + 2)^2 products.
@@ -68,11 +70,11 @@ pub(crate) struct Conv3x3<'a> {
 
 /// Scratch (the transformed input or output of one batch chunk) is kept under this many bytes
 /// per tensor, on top of the binding limit, so that a large batch of large images costs a
-/// bounded amount of memory: F(4x4) holds 2.25x the input, F(2x2) 4x. Each scratch tensor is
-/// allocated once per call at a power of two of bytes, so that every layer's scratch falls in
-/// a few of the pool's size classes and is reused across layers instead of each layer leaving
-/// buffers of its own sizes in the pool (at 256 MiB and exact sizes, the block5 fine-tuning
-/// step at batch 32 held 2.1 GiB; BENCHMARKS.md, "Winograd").
+/// bounded amount of memory: F(6x6) holds 1.78x the input, F(4x4) 2.25x, F(2x2) 4x. Each
+/// scratch tensor is allocated once per call at a power of two of bytes, so that every layer's
+/// scratch falls in a few of the pool's size classes and is reused across layers instead of
+/// each layer leaving buffers of its own sizes in the pool (at 256 MiB and exact sizes, the
+/// block5 fine-tuning step at batch 32 held 2.1 GiB; BENCHMARKS.md, "Winograd").
 const SCRATCH_BYTES: u64 = 64 << 20;
 
 /// y (N,OH,OW,K) for the convolution `conv` describes, on `tile`.
