@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use cnn_wgpu::gpu::TuneMode;
+use cnn_wgpu::gpu::{ConvAlgo, TuneMode};
 use cnn_wgpu::ops::conv::{self, Conv2dSpec};
 use cnn_wgpu::ops::Padding;
 use common::*;
@@ -343,8 +343,8 @@ fn on_a_gpu_plan_a_cached_subgroup_choice_keeps_the_algorithm_key() {
     );
 }
 
-/// While `--tune` times a frozen layer's candidates (direct, F(2x2), F(4x4), each run several
-/// times with the kernel unchanged), none of them keeps its derived kernel: after the measuring
+/// While `--tune` times a layer's candidates on the first call (direct and each Winograd
+/// tile, each run several times), none of them keeps its derived kernel: after the measuring
 /// call the layer holds what the chosen algorithm keeps on a device that only read the choice.
 #[test]
 fn measuring_keeps_no_candidate_derivation() {
@@ -392,5 +392,114 @@ fn measuring_keeps_no_candidate_derivation() {
     assert_eq!(
         measured, chosen,
         "after measuring, the layer holds only the chosen algorithm's derived kernel"
+    );
+}
+
+/// A kernel unchanged since its last call (a frozen layer, inference) has its Winograd
+/// transform and packing kept, so its candidates are measured again under a key of their own,
+/// each timed with its derivations kept as it would run: past its warm-up and first timed run
+/// a candidate neither transforms nor packs. What a candidate kept is released after its
+/// timing: afterwards the layer holds only the chosen algorithm's derivation.
+#[test]
+fn a_kept_kernel_is_measured_with_its_derivations_kept_and_keeps_only_the_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tune.json");
+    let open = |mode| {
+        open_with(|o| {
+            o.tune = mode;
+            o.tune_cache = Some(path.clone());
+        })
+    };
+    let Some(measuring) = open(TuneMode::Measure) else {
+        return;
+    };
+    let (xs, ws) = ([1usize, 12, 12, 16], [3usize, 3, 16, 32]);
+    let (xv, wv, bv) = (
+        rand_vec(xs.iter().product(), 41),
+        rand_vec(ws.iter().product(), 42),
+        rand_vec(32, 43),
+    );
+    let spec = Conv2dSpec::new(1, Padding::Same, false);
+    let want = conv2d_ref(
+        &to_f64(&xv),
+        xs,
+        &to_f64(&wv),
+        ws,
+        &to_f64(&bv),
+        (1, 1),
+        Padding::Same,
+        false,
+    )
+    .0;
+    // Dispatches of each of three calls on one unchanged kernel, and the bytes the layer
+    // holds beyond its tensors after them.
+    let run = |gpu: &cnn_wgpu::Gpu| {
+        let x = upload(gpu, &xs, &xv);
+        let w = upload(gpu, &ws, &wv);
+        let b = upload(gpu, &[32], &bv);
+        let before = gpu.pool_stats().in_use;
+        let mut dispatches = Vec::new();
+        for call in 0..3 {
+            let start = gpu.dispatch_count();
+            let y = conv::conv2d_forward(gpu, &x, &w, &b, &spec).unwrap();
+            dispatches.push(gpu.dispatch_count() - start);
+            assert_close(&format!("call {call}"), &read(gpu, &y), &want, 1e-3, 1e-3);
+        }
+        (dispatches, gpu.pool_stats().in_use - before)
+    };
+    let (measured, held) = run(&measuring);
+    let saved = read_cache(&path);
+    assert!(
+        saved.keys().any(|k| k.ends_with(": algorithm")),
+        "the first call measured as for a trainable layer: {saved:?}"
+    );
+    assert!(
+        saved
+            .keys()
+            .any(|k| k.ends_with(": algorithm, kernel kept")),
+        "the second call, the kernel unchanged, measured again: {saved:?}"
+    );
+    // A device that reads both choices runs the same algorithms, deriving where the
+    // measuring device's chosen run derived: the same dispatches. Past those, the second
+    // call dispatched its measurement.
+    let cached = open(TuneMode::Cached).unwrap();
+    let (ran, chosen) = run(&cached);
+    let measurement = measured[1] - ran[1];
+    // Each candidate forced on a device that measures nothing (and reads the same cache, so
+    // its products run as the measured ones did): its first call derives (a full run), its
+    // third reads what its second kept.
+    let plain = open(TuneMode::Cached).unwrap();
+    let runs: Vec<(ConvAlgo, u64, u64)> = [
+        ConvAlgo::Direct,
+        ConvAlgo::F2x2,
+        ConvAlgo::F4x4,
+        ConvAlgo::F6x6,
+    ]
+    .into_iter()
+    .map(|algo| {
+        plain.set_conv_algo(algo);
+        let (d, _) = run(&plain);
+        (algo, d[0], d[2])
+    })
+    .collect();
+    // Timed as it runs, a candidate derives in at most its warm-up and first timed run (the
+    // second of those keeps) and reads what it kept in the other two. Timed with nothing
+    // kept, every run of every candidate derives, except the first candidate's where the
+    // first call's choice left its derivation kept (released after that candidate).
+    let as_kept: u64 = runs
+        .iter()
+        .map(|&(_, full, kept)| 2 * full + 2 * kept)
+        .sum();
+    let none_kept: u64 =
+        runs[1..].iter().map(|&(_, full, _)| 4 * full).sum::<u64>() + 4 * runs[0].2;
+    assert!(as_kept < none_kept, "{runs:?}");
+    assert!(
+        measurement <= as_kept,
+        "the kept kernel's candidates were timed with their derivations kept: {measurement} dispatches, at most {as_kept} ({none_kept} or more with none kept; per algorithm, a full run's and a kept run's: {runs:?})"
+    );
+    assert!(chosen > 0, "a frozen kernel keeps its derived kernel");
+    assert_eq!(
+        held, chosen,
+        "after measuring, the layer holds only the chosen algorithm's derivation"
     );
 }

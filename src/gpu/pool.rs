@@ -251,6 +251,32 @@ impl BufferPool {
         }
     }
 
+    /// Whether derivation `key` of `buffer`'s current contents was asked for before, the
+    /// buffer unchanged since: [`BufferPool::derivation`]'s Unchanged or Kept, without
+    /// recording the asking.
+    pub fn seen_unchanged(&self, buffer: &PooledBuffer, key: u64) -> bool {
+        let version = buffer.version();
+        let derived = self.derived.lock().expect("derived lock");
+        derived
+            .0
+            .get(&buffer.loan)
+            .is_some_and(|list| list.iter().any(|e| e.key == key && e.version == version))
+    }
+
+    /// Drops every operand kept for `buffer`'s loan. Each derivation is still known as
+    /// asked for at these contents, so the next call that uses one derives and keeps it
+    /// again: after `--tune` timed candidates that kept theirs, only the chosen one's returns.
+    pub fn release_kept(&self, buffer: &PooledBuffer) {
+        let mut derived = self.derived.lock().expect("derived lock");
+        let released: Vec<Kept> = derived
+            .0
+            .get_mut(&buffer.loan)
+            .map(|list| list.iter_mut().filter_map(|e| e.kept.take()).collect())
+            .unwrap_or_default();
+        drop(derived);
+        drop(released);
+    }
+
     /// Keeps `kept`, derivation `key` of `buffer`'s current contents, until the buffer is
     /// written or its loan ends.
     pub fn keep_derived(&self, buffer: &PooledBuffer, key: u64, kept: Kept) {

@@ -35,6 +35,9 @@ pub(crate) struct Tuner {
     choices: Mutex<BTreeMap<String, u32>>,
     /// Measurements in progress (they nest: an algorithm's candidates tune their GEMMs).
     measuring: AtomicU32,
+    /// Measurements in progress whose candidates keep their derivations
+    /// ([`Gpu::tuned_keeping`]).
+    keeping: AtomicU32,
 }
 
 /// Counts a measurement in progress while it lives, also when a candidate fails.
@@ -118,6 +121,7 @@ impl Tuner {
             path,
             choices: Mutex::new(choices),
             measuring: AtomicU32::new(0),
+            keeping: AtomicU32::new(0),
         }
     }
 
@@ -196,6 +200,13 @@ impl Gpu {
         self.tuner.measuring.load(Ordering::Relaxed) > 0
     }
 
+    /// Whether a kernel's derivation (packed texture, Winograd transform) may be kept now:
+    /// always outside a measurement, and inside one only where it was started by
+    /// [`Gpu::tuned_keeping`].
+    pub(crate) fn keeps_derivations(&self) -> bool {
+        !self.measuring() || self.tuner.keeping.load(Ordering::Relaxed) > 0
+    }
+
     /// The tuning cache file of this adapter and driver, where there is a cache directory.
     pub fn tune_cache_path(&self) -> Option<&std::path::Path> {
         self.tuner.path()
@@ -212,6 +223,36 @@ impl Gpu {
         candidates: &[u32],
         default: u32,
         measurable: bool,
+        run: impl FnMut(u32) -> Result<(), E>,
+    ) -> Result<u32, E> {
+        self.choose(key, candidates, default, measurable, None, run)
+    }
+
+    /// [`Gpu::tuned`] for a layer whose kernel stays unchanged from call to call (frozen, or
+    /// inference): while a candidate is timed it keeps its derivations of the kernel, as it
+    /// would in use, so that it is timed at the speed it runs at once they are kept, not with
+    /// the transform or packing a frozen kernel pays once. `release` drops what it kept
+    /// after each candidate (`BufferPool::release_kept`), so that no candidate's derivation
+    /// outlives its timing: the chosen one's is made and kept again by the next call.
+    pub(crate) fn tuned_keeping<E: From<GpuError>>(
+        &self,
+        key: &str,
+        candidates: &[u32],
+        default: u32,
+        measurable: bool,
+        release: &dyn Fn(),
+        run: impl FnMut(u32) -> Result<(), E>,
+    ) -> Result<u32, E> {
+        self.choose(key, candidates, default, measurable, Some(release), run)
+    }
+
+    fn choose<E: From<GpuError>>(
+        &self,
+        key: &str,
+        candidates: &[u32],
+        default: u32,
+        measurable: bool,
+        release: Option<&dyn Fn()>,
         mut run: impl FnMut(u32) -> Result<(), E>,
     ) -> Result<u32, E> {
         if let Some(v) = self.tuner.get(key).filter(|v| candidates.contains(v)) {
@@ -222,23 +263,34 @@ impl Gpu {
         }
         self.sync()?;
         let measuring = Measuring::start(&self.tuner.measuring);
+        let keeps = release.map(|_| Measuring::start(&self.tuner.keeping));
         let mut best = (f64::INFINITY, default);
         let mut times = Vec::new();
         for &c in candidates {
-            run(c)?;
-            self.sync()?;
-            let mut t = f64::INFINITY;
-            for _ in 0..3 {
-                let start = std::time::Instant::now();
+            let mut time = || -> Result<f64, E> {
                 run(c)?;
                 self.sync()?;
-                t = t.min(start.elapsed().as_secs_f64() * 1e3);
+                let mut t = f64::INFINITY;
+                for _ in 0..3 {
+                    let start = std::time::Instant::now();
+                    run(c)?;
+                    self.sync()?;
+                    t = t.min(start.elapsed().as_secs_f64() * 1e3);
+                }
+                Ok(t)
+            };
+            let timed = time();
+            // Also where the candidate failed: nothing it kept outlives its timing.
+            if let Some(release) = release {
+                release();
             }
+            let t = timed?;
             times.push(format!("{c}: {t:.2} ms"));
             if t < best.0 {
                 best = (t, c);
             }
         }
+        drop(keeps);
         drop(measuring);
         tracing::info!("tuned {key} = {} ({})", best.1, times.join(", "));
         self.tuner.record(key, best.1);

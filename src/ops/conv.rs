@@ -3,10 +3,13 @@
 //! (N,OH,OW,Cout). A batch whose activations pass the device's binding limit runs in chunks of
 //! whole images, each bound as its own window of the big buffer.
 
+use std::hash::{Hash, Hasher};
+
 use super::gemm::{ARead, GemmPlan, GemmShaders, Product};
 use super::pack::{b_args, Layout};
 use super::winograd::{self, Conv3x3, Tile};
 use super::{batch_chunks, check_binding, reduce, shape_err, Padding, Result};
+use crate::gpu::pool::Derivation;
 use crate::gpu::{Arg, BufferRange, ConvAlgo, Gpu, ShaderId};
 use crate::tensor::Tensor;
 
@@ -254,14 +257,16 @@ const F2X2: u32 = 2;
 const F4X4: u32 = 4;
 const F6X6: u32 = 6;
 
-/// Which algorithm runs product `mode` (0 forward, 1 input gradient) of the convolution `g`:
-/// Winograd only for 3x3 stride-1 kernels; there what `--conv-algo` forces, else the tuning
-/// cache's measured choice (measured now under `--tune`, `run` running a candidate), else
-/// [`default_algorithm`].
+/// Which algorithm runs product `mode` (0 forward, 1 input gradient) of the convolution `g`
+/// with kernel `kernel`: Winograd only for 3x3 stride-1 kernels; there what `--conv-algo`
+/// forces, else the tuning cache's measured choice (measured now under `--tune`, `run`
+/// running a candidate), else [`default_algorithm`]. The calls that run the product
+/// (`measurable`) record that they saw the kernel; the reports only look.
 fn algorithm(
     gpu: &Gpu,
     g: &Geometry,
     spec: &Conv2dSpec,
+    kernel: &Tensor,
     mode: u32,
     measurable: bool,
     run: impl FnMut(u32) -> Result<()>,
@@ -290,11 +295,27 @@ fn algorithm(
             // under --tune makes: the key stays the same from the next run on.
             let direct = g.product(mode, g.n * g.oh * g.ow);
             let family = GemmPlan::untuned(gpu, SHADERS, &direct).family();
+            // A kernel unchanged since this product's last call (a frozen layer, inference)
+            // has its Winograd transform kept, so its candidates are compared as they run
+            // with their derivations kept, under a key of its own; a kernel written since (a
+            // trainable layer) or seen for the first time pays its transform every call.
+            let mut h = std::hash::DefaultHasher::new();
+            ("conv2d algorithm: kernel seen", mode).hash(&mut h);
+            let seen = h.finish();
+            let kept = if measurable {
+                matches!(
+                    gpu.pool().derivation(kernel.pooled(), seen),
+                    Derivation::Unchanged | Derivation::Kept(_)
+                )
+            } else {
+                gpu.pool().seen_unchanged(kernel.pooled(), seen)
+            };
             let key =
                 format!(
-                "conv2d {}: x ({},{},{},{}) kernel 3x3 pad ({},{}) cout {} on {family}: algorithm",
+                "conv2d {}: x ({},{},{},{}) kernel 3x3 pad ({},{}) cout {} on {family}: algorithm{}",
                 if mode == 0 { "forward" } else { "input gradient" },
-                g.n, g.h, g.w, g.cin, g.pad_top, g.pad_left, g.cout
+                g.n, g.h, g.w, g.cin, g.pad_top, g.pad_left, g.cout,
+                if kept { ", kernel kept" } else { "" }
             );
             let candidates: Vec<u32> = [
                 (DIRECT, None),
@@ -312,7 +333,11 @@ fn algorithm(
             } else {
                 DIRECT
             };
-            gpu.tuned(&key, &candidates, default, measurable, run)
+            if !kept {
+                return gpu.tuned(&key, &candidates, default, measurable, run);
+            }
+            let release = || gpu.pool().release_kept(kernel.pooled());
+            gpu.tuned_keeping(&key, &candidates, default, measurable, &release, run)
         }
     }
 }
@@ -372,12 +397,14 @@ pub fn conv2d_algorithm(
 ) -> Result<ConvAlgo> {
     let g = geometry("conv2d_algorithm", x, w, spec)?;
     let mode = u32::from(input_gradient);
-    Ok(match algorithm(gpu, &g, spec, mode, false, |_| Ok(()))? {
-        F2X2 => ConvAlgo::F2x2,
-        F4X4 => ConvAlgo::F4x4,
-        F6X6 => ConvAlgo::F6x6,
-        _ => ConvAlgo::Direct,
-    })
+    Ok(
+        match algorithm(gpu, &g, spec, w, mode, false, |_| Ok(()))? {
+            F2X2 => ConvAlgo::F2x2,
+            F4X4 => ConvAlgo::F4x4,
+            F6X6 => ConvAlgo::F6x6,
+            _ => ConvAlgo::Direct,
+        },
+    )
 }
 
 /// The GEMM kernels a convolution of `x` with `w` runs on this device now, as `bench` reports
@@ -396,7 +423,7 @@ pub fn conv2d_gemm(
     // Product `mode` (0 forward, 1 input gradient) as it runs: direct, or Winograd's batched
     // products over the images of its first chunk.
     let product = |mode: u32| -> Result<String> {
-        let algo = algorithm(gpu, &g, spec, mode, false, |_| Ok(()))?;
+        let algo = algorithm(gpu, &g, spec, w, mode, false, |_| Ok(()))?;
         let ((h, w, c), (oh, ow, k)) = g.sides(mode);
         Ok(match tile_of(algo) {
             Some(tile) => {
@@ -457,7 +484,7 @@ pub fn conv2d_forward(
         ),
         None => forward_direct(gpu, x, w, b, spec, &g),
     };
-    let algo = algorithm(gpu, &g, spec, 0, true, |a| run(a).map(drop))?;
+    let algo = algorithm(gpu, &g, spec, w, 0, true, |a| run(a).map(drop))?;
     run(algo)
 }
 
@@ -563,7 +590,7 @@ pub fn conv2d_backward(
         )
     };
     let dx_algo = if need_dx {
-        algorithm(gpu, &g, spec, 1, true, |a| match tile_of(a) {
+        algorithm(gpu, &g, spec, w, 1, true, |a| match tile_of(a) {
             Some(tile) => dx_winograd(tile).map(drop),
             None => input_gradient_direct(gpu, w, dy, spec, &g, &chunks).map(drop),
         })?

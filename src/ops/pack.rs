@@ -273,7 +273,8 @@ pub fn pack_derived(
 /// not been written since an earlier call asked for it (a frozen layer), where it is made once
 /// and kept with `w` as a buffer until `w` is written or dropped, as [`pack_derived`] keeps a
 /// texture. Nothing is kept while `--tune` times candidates, so that only the chosen one's
-/// derivation stays.
+/// derivation stays, except where they are timed as a frozen kernel runs them
+/// ([`Gpu::tuned_keeping`], whose caller releases them afterwards).
 pub fn derive_kept(
     gpu: &Gpu,
     w: &Tensor,
@@ -286,7 +287,7 @@ pub fn derive_kept(
     let key = h.finish();
     match gpu.pool().derivation(w.pooled(), key) {
         Derivation::Kept(Kept::Buffer(b)) => Ok(Tensor::from_shared(b, [dims.0, dims.1])),
-        Derivation::Unchanged if !gpu.measuring() => {
+        Derivation::Unchanged if gpu.keeps_derivations() => {
             let b = derive()?;
             gpu.pool()
                 .keep_derived(w.pooled(), key, Kept::Buffer(b.shared_buffer()));
@@ -353,8 +354,9 @@ fn pack_kept(
     let texture = BSource::Texture { shift };
     match gpu.pool().derivation(w.pooled(), key) {
         Derivation::Kept(Kept::Texture(t)) => Ok((texture, Some(PackedB::Texture(t)), None)),
-        // Nothing is kept while `--tune` times candidates ([`Gpu::measuring`]).
-        Derivation::Unchanged if !gpu.measuring() => {
+        // Nothing is kept while `--tune` times candidates, except as `Gpu::tuned_keeping`
+        // times them ([`Gpu::keeps_derivations`]).
+        Derivation::Unchanged if gpu.keeps_derivations() => {
             let (_, packed, derived) = per_call(texture, false, true)?;
             if let Some(PackedB::Texture(t)) = &packed {
                 gpu.pool()
