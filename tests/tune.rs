@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use cnn_wgpu::gpu::{ConvAlgo, TuneMode};
 use cnn_wgpu::ops::conv::{self, Conv2dSpec};
 use cnn_wgpu::ops::Padding;
+use cnn_wgpu::Tensor;
 use common::*;
 
 /// dw[ky,kx,ci,co] = sum over n, oy, ox of x[n, oy+ky, ox+kx, ci] * dy[n, oy, ox, co] (valid,
@@ -41,6 +42,46 @@ fn kernel_grad_ref(x: &[f32], xs: [usize; 4], dy: &[f32], k: usize, co: usize) -
 fn read_cache(path: &std::path::Path) -> BTreeMap<String, u32> {
     let text = std::fs::read_to_string(path).expect("the tuning cache was written");
     serde_json::from_str(&text).expect("the tuning cache is a JSON map")
+}
+
+/// A device that tunes as `mode` says, its cache at `path`; None without an adapter.
+fn tuning_at(path: &std::path::Path, mode: TuneMode) -> Option<cnn_wgpu::Gpu> {
+    open_with(|o| {
+        o.tune = mode;
+        o.tune_cache = Some(path.to_path_buf());
+    })
+}
+
+/// A frozen 3x3 layer, x (1,12,12,16) -> (1,12,12,32) with `same` padding, on which the
+/// kept-kernel tests call the forward again and again.
+struct FrozenLayer {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    spec: Conv2dSpec,
+}
+
+impl FrozenLayer {
+    const X: [usize; 4] = [1, 12, 12, 16];
+    const W: [usize; 4] = [3, 3, 16, 32];
+
+    fn new(seed: u64) -> Self {
+        Self {
+            x: rand_vec(Self::X.iter().product(), seed),
+            w: rand_vec(Self::W.iter().product(), seed + 1),
+            b: rand_vec(32, seed + 2),
+            spec: Conv2dSpec::new(1, Padding::Same, false),
+        }
+    }
+
+    /// x, w and b on `gpu`.
+    fn upload(&self, gpu: &cnn_wgpu::Gpu) -> (Tensor, Tensor, Tensor) {
+        (
+            upload(gpu, &Self::X, &self.x),
+            upload(gpu, &Self::W, &self.w),
+            upload(gpu, &[32], &self.b),
+        )
+    }
 }
 
 #[test]
@@ -350,30 +391,17 @@ fn on_a_gpu_plan_a_cached_subgroup_choice_keeps_the_algorithm_key() {
 fn measuring_keeps_no_candidate_derivation() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tune.json");
-    let open = |mode| {
-        open_with(|o| {
-            o.tune = mode;
-            o.tune_cache = Some(path.clone());
-        })
-    };
+    let open = |mode| tuning_at(&path, mode);
     let Some(measuring) = open(TuneMode::Measure) else {
         return;
     };
-    let (xs, ws) = ([1usize, 12, 12, 16], [3usize, 3, 16, 32]);
-    let (xv, wv, bv) = (
-        rand_vec(xs.iter().product(), 31),
-        rand_vec(ws.iter().product(), 32),
-        rand_vec(32, 33),
-    );
-    let spec = Conv2dSpec::new(1, Padding::Same, false);
+    let layer = FrozenLayer::new(31);
     // Bytes a frozen layer holds beyond its tensors after `calls` calls.
     let kept_after = |gpu: &cnn_wgpu::Gpu, calls: usize| {
-        let x = upload(gpu, &xs, &xv);
-        let w = upload(gpu, &ws, &wv);
-        let b = upload(gpu, &[32], &bv);
+        let (x, w, b) = layer.upload(gpu);
         let before = gpu.pool_stats().in_use;
         for _ in 0..calls {
-            let y = conv::conv2d_forward(gpu, &x, &w, &b, &spec).unwrap();
+            let y = conv::conv2d_forward(gpu, &x, &w, &b, &layer.spec).unwrap();
             read(gpu, &y);
         }
         gpu.pool_stats().in_use - before
@@ -386,12 +414,19 @@ fn measuring_keeps_no_candidate_derivation() {
         saved.keys().any(|k| k.contains(": algorithm")),
         "the algorithm was measured: {saved:?}"
     );
+    // The choice the measuring call made, forced on a device that measures nothing: from
+    // its second call on, the kernel unchanged, the cache would otherwise send it to the
+    // kept-kernel key, which one call did not measure (its default may be another algorithm
+    // with a derivation of another size).
     let cached = open(TuneMode::Cached).unwrap();
+    let (x, w, _) = layer.upload(&cached);
+    let algo = conv::conv2d_algorithm(&cached, &x, &w, &layer.spec, false).unwrap();
+    cached.set_conv_algo(algo);
     let chosen = kept_after(&cached, 3);
     assert!(chosen > 0, "a frozen kernel keeps its derived kernel");
     assert_eq!(
         measured, chosen,
-        "after measuring, the layer holds only the chosen algorithm's derived kernel"
+        "after measuring, the layer holds only the chosen algorithm's ({algo:?}) derived kernel"
     );
 }
 
@@ -404,28 +439,17 @@ fn measuring_keeps_no_candidate_derivation() {
 fn a_kept_kernel_is_measured_with_its_derivations_kept_and_keeps_only_the_choice() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tune.json");
-    let open = |mode| {
-        open_with(|o| {
-            o.tune = mode;
-            o.tune_cache = Some(path.clone());
-        })
-    };
+    let open = |mode| tuning_at(&path, mode);
     let Some(measuring) = open(TuneMode::Measure) else {
         return;
     };
-    let (xs, ws) = ([1usize, 12, 12, 16], [3usize, 3, 16, 32]);
-    let (xv, wv, bv) = (
-        rand_vec(xs.iter().product(), 41),
-        rand_vec(ws.iter().product(), 42),
-        rand_vec(32, 43),
-    );
-    let spec = Conv2dSpec::new(1, Padding::Same, false);
+    let layer = FrozenLayer::new(41);
     let want = conv2d_ref(
-        &to_f64(&xv),
-        xs,
-        &to_f64(&wv),
-        ws,
-        &to_f64(&bv),
+        &to_f64(&layer.x),
+        FrozenLayer::X,
+        &to_f64(&layer.w),
+        FrozenLayer::W,
+        &to_f64(&layer.b),
         (1, 1),
         Padding::Same,
         false,
@@ -434,14 +458,12 @@ fn a_kept_kernel_is_measured_with_its_derivations_kept_and_keeps_only_the_choice
     // Dispatches of each of three calls on one unchanged kernel, and the bytes the layer
     // holds beyond its tensors after them.
     let run = |gpu: &cnn_wgpu::Gpu| {
-        let x = upload(gpu, &xs, &xv);
-        let w = upload(gpu, &ws, &wv);
-        let b = upload(gpu, &[32], &bv);
+        let (x, w, b) = layer.upload(gpu);
         let before = gpu.pool_stats().in_use;
         let mut dispatches = Vec::new();
         for call in 0..3 {
             let start = gpu.dispatch_count();
-            let y = conv::conv2d_forward(gpu, &x, &w, &b, &spec).unwrap();
+            let y = conv::conv2d_forward(gpu, &x, &w, &b, &layer.spec).unwrap();
             dispatches.push(gpu.dispatch_count() - start);
             assert_close(&format!("call {call}"), &read(gpu, &y), &want, 1e-3, 1e-3);
         }
