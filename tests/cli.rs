@@ -863,6 +863,122 @@ fn train_writes_a_run_folder_and_evaluates_on_test() {
     }
 }
 
+/// `predict` takes folders (walked with their sub-folders, in natural order) and runs them a
+/// batch at a time: each image gets what it gets predicted alone, one file per call. An image
+/// that cannot be decoded costs only itself: the others are printed, then the command fails
+/// naming it. A missing path or a folder without images is refused before anything runs.
+#[test]
+fn predict_takes_folders_in_batches_and_an_unreadable_image_costs_only_itself() {
+    if !has_adapter() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    class_folders(
+        tmp.path(),
+        &["train", "validation", "test"],
+        &["cats", "dogs"],
+        3,
+    );
+    let run = tmp.path().join("run");
+    run_ok(
+        cli()
+            .args(["train", "--model", "small-convnet", "--image-size", "48"])
+            .args(["--batch", "4", "--stop-after-steps", "1", "--data"])
+            .arg(tmp.path())
+            .arg("--out")
+            .arg(&run),
+    );
+    let ck = run.join("last.safetensors");
+    let predict = |extra: &[&str], inputs: &[std::path::PathBuf]| {
+        cli()
+            .args(["predict", "--json", "--checkpoint"])
+            .arg(&ck)
+            .args(extra)
+            .args(inputs)
+            .output()
+            .unwrap()
+    };
+    let rows = |out: &std::process::Output| -> Vec<(String, f64)> {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["file"].as_str().unwrap().to_string(),
+                    r["probabilities"]["dogs"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let test = tmp.path().join("test");
+    let files: Vec<std::path::PathBuf> = ["cats", "dogs"]
+        .iter()
+        .flat_map(|c| (0..3).map(move |i| format!("{c}/{i}.png")))
+        .map(|f| test.join(f))
+        .collect();
+    // Each image alone, one call each.
+    let alone: Vec<(String, f64)> = files
+        .iter()
+        .flat_map(|f| {
+            let out = predict(&[], std::slice::from_ref(f));
+            assert!(out.status.success());
+            rows(&out)
+        })
+        .collect();
+    // The folder in batches of 4 (the last one short).
+    let out = predict(&["--batch", "4"], std::slice::from_ref(&test));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let batched = rows(&out);
+    let names = |r: &[(String, f64)]| r.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&batched),
+        names(&alone),
+        "the folder's images, in order"
+    );
+    for ((f, a), (_, b)) in alone.iter().zip(&batched) {
+        // A batch may run other GEMM tiles than one image does: the sums differ by rounding.
+        assert!((a - b).abs() <= 1e-5, "{f}: {a} alone, {b} in a batch");
+    }
+
+    std::fs::write(test.join("dogs/1b.jpg"), b"not an image").unwrap();
+    let out = predict(&["--batch", "2"], std::slice::from_ref(&test));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("1 of 7 images") && err.contains("1b.jpg"),
+        "{err}"
+    );
+    assert_eq!(
+        names(&rows(&out)),
+        names(&alone),
+        "the others are all printed"
+    );
+
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(empty.join("inner")).unwrap();
+    for (input, named) in [
+        (empty.clone(), "empty"),
+        (test.join("no-such.png"), "no-such.png"),
+    ] {
+        let out = predict(&[], &[files[0].clone(), input]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && out.stdout.is_empty() && err.contains(named),
+            "{named}: {err}"
+        );
+    }
+}
+
 /// A synthetic telemetry CSV where a local pattern decides the class: class 1 rows hide a
 /// (+3, -3, +3) motif at a random position in noise, class 0 rows hide (+3, +3, +3) — the same
 /// energy, so only the shape tells them apart. conv1d-net must reach 95% validation accuracy.
@@ -989,6 +1105,68 @@ fn features_writes_a_layers_activations() {
     assert!(
         v.iter().all(|x| *x >= 0.0) && v.iter().any(|x| *x > 0.0),
         "post-ReLU pooled activations"
+    );
+    // A folder's images (sub-folders included, in order) in batches: the same features as
+    // the files named one by one in one batch, each image's own.
+    let folder = tmp.path().join("images");
+    for sub in ["a", "b"] {
+        std::fs::create_dir_all(folder.join(sub)).unwrap();
+        std::fs::copy(&img, folder.join(sub).join("cat.0.jpg")).unwrap();
+    }
+    let out2 = tmp.path().join("g.safetensors");
+    run_ok(
+        cli()
+            .args(["features", "--layer", "block2_pool", "--image-size", "64"])
+            .args(["--batch", "1", "--weights"])
+            .arg(&weights)
+            .arg("--images")
+            .arg(&folder)
+            .arg("--out")
+            .arg(&out2),
+    );
+    let bytes2 = std::fs::read(&out2).unwrap();
+    let st2 = safetensors::SafeTensors::deserialize(&bytes2).unwrap();
+    let t2 = st2.tensor("block2_pool").unwrap();
+    assert_eq!(t2.shape(), [2, 16, 16, 128]);
+    let v2: Vec<f32> = bytemuck::pod_collect_to_vec(t2.data());
+    let worst = v
+        .iter()
+        .zip(&v2)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    let top = v.iter().fold(0.0, |m: f32, x| m.max(x.abs()));
+    // Batch 1 may run other GEMM tiles than batch 2: the sums differ by rounding only.
+    assert!(worst <= 1e-5 * top, "{worst} of {top}");
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes2).unwrap();
+    let files = meta.metadata().as_ref().unwrap()["files"].clone();
+    assert!(
+        files.contains("a/cat.0.jpg") && files.contains("b/cat.0.jpg"),
+        "{files}"
+    );
+    // Features cover every image: an undecodable one is an error naming it, and nothing is
+    // written.
+    std::fs::write(folder.join("b/cat.1.jpg"), b"").unwrap();
+    let out3 = tmp.path().join("h.safetensors");
+    let run = cli()
+        .args([
+            "features",
+            "--layer",
+            "block2_pool",
+            "--image-size",
+            "64",
+            "--weights",
+        ])
+        .arg(&weights)
+        .arg("--images")
+        .arg(&folder)
+        .arg("--out")
+        .arg(&out3)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && err.contains("cat.1.jpg") && !out3.exists(),
+        "{err}"
     );
     let run = cli()
         .args(["features", "--layer", "block9_pool", "--weights"])

@@ -117,8 +117,12 @@ pub struct FeaturesArgs {
     /// A VGG16 layer name, e.g. block1_conv1, block3_pool, block5_pool.
     #[arg(long)]
     layer: String,
+    /// Image files, or folders whose images (sub-folders included) are all taken, in order.
     #[arg(long, required = true, num_args = 1..)]
     images: Vec<PathBuf>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
     #[arg(long)]
     out: PathBuf,
     #[arg(long, default_value_t = 150)]
@@ -135,7 +139,10 @@ pub fn features(
         images,
         out,
         image_size,
+        batch,
     } = a;
+    // Paths first: a missing file or an empty folder is refused before the weights load.
+    let files = cnn_wgpu::data::FileList::open(&images)?.sized((image_size, image_size), 3)?;
     let gpu = select::open(request)?;
     let mut model =
         cnn_wgpu::model::Model::new(&gpu, cnn_wgpu::model::zoo::vgg16_base(image_size), 0)?;
@@ -144,21 +151,44 @@ pub fn features(
         "{:?} weights, {:?} preprocessing (from the {})",
         loaded.naming, loaded.preprocessing, loaded.preprocessing_source
     );
-    let mut px = Vec::new();
-    for path in &images {
-        let mut v = cnn_wgpu::data::image_io::load(path, (image_size, image_size), 3)?.to_f32();
-        loaded.preprocessing.apply(&mut v, 3);
-        px.extend(v);
+    // The layer's name is checked before any image is decoded.
+    let mut dims = model.spec.checked_shapes()?[model.spec.require_layer(&layer)?].clone();
+    let n = cnn_wgpu::data::Dataset::len(&files);
+    let files = std::sync::Arc::new(files);
+    // Features cover every image or none: an undecodable one is an error naming it.
+    let mut cfg =
+        cnn_wgpu::data::LoaderConfig::evaluation(usize::try_from(batch)?, loaded.preprocessing);
+    cfg.strict = true;
+    let loader = cnn_wgpu::data::Loader::new(files.clone(), cfg)?;
+    let bar = if n > 1 {
+        indicatif::ProgressBar::new(n as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "features [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .expect("progress template")
+        .progress_chars("=> "),
+    );
+    let mut data = Vec::new();
+    for b in loader.epoch(0) {
+        let b = b?;
+        let x = cnn_wgpu::Tensor::from_slice(&gpu, b.shape, &b.images)?;
+        data.extend(model.features(&gpu, &x, &layer)?.to_vec(&gpu)?);
+        bar.inc(b.len() as u64);
     }
-    let x = cnn_wgpu::Tensor::from_slice(&gpu, [images.len(), image_size, image_size, 3], &px)?;
-    let y = model.features(&gpu, &x, &layer)?;
-    let data = y.to_vec(&gpu)?;
+    bar.finish_and_clear();
+    dims.insert(0, n);
     let view = safetensors::tensor::TensorView::new(
         safetensors::Dtype::F32,
-        y.dims().to_vec(),
+        dims.clone(),
         bytemuck::cast_slice(&data),
     )?;
-    let files: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
+    let files: Vec<String> = (0..n)
+        .map(|i| files.path(i).display().to_string())
+        .collect();
     let meta = std::collections::HashMap::from([
         ("layout".to_string(), "NHWC".to_string()),
         ("files".to_string(), serde_json::to_string(&files)?),
@@ -173,7 +203,7 @@ pub fn features(
         &safetensors::serialize([(layer.as_str(), view)], Some(meta))?,
     )
     .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-    println!("wrote {} {:?} to {}", layer, y.dims(), out.display());
+    println!("wrote {} {:?} to {}", layer, dims, out.display());
     Ok(())
 }
 

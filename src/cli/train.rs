@@ -322,6 +322,10 @@ pub struct PredictArgs {
     /// of the table.
     #[arg(long)]
     json: bool,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
+    /// Image files, or folders whose images (sub-folders included) are all predicted.
     #[arg(required = true)]
     images: Vec<PathBuf>,
 }
@@ -335,13 +339,19 @@ struct Prediction {
     probabilities: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Predicts every image `a` names, a batch at a time. An image that cannot be decoded is left
+/// out with a warning and the rest are still predicted and printed; the command then fails,
+/// naming how many and the first, so that a script notices.
 pub fn predict(request: &AdapterRequest, a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> {
     let PredictArgs {
         checkpoint,
         weights,
         json,
+        batch,
         images,
     } = a;
+    // Paths first: a missing file or an empty folder is refused before the model loads.
+    let files = cnn_wgpu::data::FileList::open(&images)?;
     let gpu = select::open(request)?;
     let ImageModel {
         model,
@@ -353,37 +363,73 @@ pub fn predict(request: &AdapterRequest, a: PredictArgs) -> Result<(), Box<dyn s
         &[h, w, c] => (h, w, c),
         _ => return Err("predict takes image models".into()),
     };
+    let files = std::sync::Arc::new(files.sized((h, w), c)?);
+    let n = files.len();
+    let loader = Loader::new(
+        files.clone(),
+        LoaderConfig::evaluation(usize::try_from(batch)?, pre),
+    )?;
+    let bar = if n > 1 {
+        indicatif::ProgressBar::new(n as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "predict [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .expect("progress template")
+        .progress_chars("=> "),
+    );
     let name = |k: usize| class_names.get(k).cloned().unwrap_or_else(|| k.to_string());
-    let mut rows = Vec::with_capacity(images.len());
-    for path in &images {
-        let img = cnn_wgpu::data::image_io::load(path, (h, w), c)?;
-        let mut px = img.to_f32();
-        pre.apply(&mut px, c);
-        let x = cnn_wgpu::Tensor::from_slice(&gpu, [1, h, w, c], &px)?;
+    let mut rows = Vec::with_capacity(n);
+    for b in loader.epoch(0) {
+        let b = b?;
+        let x = cnn_wgpu::Tensor::from_slice(&gpu, b.shape, &b.images)?;
         let p = model.predict(&gpu, &x)?.to_vec(&gpu)?;
-        // A single sigmoid unit is the probability of the second class.
-        let per_class = if p.len() == 1 {
-            vec![1.0 - p[0], p[0]]
-        } else {
-            p
-        };
-        let k = per_class
-            .iter()
-            .enumerate()
-            .fold(0, |b, (i, v)| if *v > per_class[b] { i } else { b });
-        rows.push(Prediction {
-            file: path.clone(),
-            class: name(k),
-            probability: per_class[k],
-            probabilities: per_class
+        let per = p.len() / b.len().max(1);
+        for (&i, p) in b.samples.iter().zip(p.chunks(per.max(1))) {
+            // A single sigmoid unit is the probability of the second class.
+            let per_class = if p.len() == 1 {
+                vec![1.0 - p[0], p[0]]
+            } else {
+                p.to_vec()
+            };
+            let k = per_class
                 .iter()
                 .enumerate()
-                .map(|(i, v)| (name(i), (*v).into()))
-                .collect(),
-        });
+                .fold(0, |b, (i, v)| if *v > per_class[b] { i } else { b });
+            rows.push(Prediction {
+                file: files.path(i).to_path_buf(),
+                class: name(k),
+                probability: per_class[k],
+                probabilities: per_class
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (name(i), (*v).into()))
+                    .collect(),
+            });
+        }
+        bar.inc(b.len() as u64);
     }
+    bar.finish_and_clear();
+    print_predictions(&rows, json)?;
+    let skipped = loader.skipped();
+    if let Some(first) = skipped.first() {
+        return Err(format!(
+            "{} of {n} images could not be decoded and have no prediction (first: {first}); the other {} are printed",
+            skipped.len(),
+            rows.len()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The predictions as a table, or with `json` as one JSON array.
+fn print_predictions(rows: &[Prediction], json: bool) -> Result<(), Box<dyn std::error::Error>> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(rows)?);
         return Ok(());
     }
     let width = rows
@@ -393,7 +439,7 @@ pub fn predict(request: &AdapterRequest, a: PredictArgs) -> Result<(), Box<dyn s
         .unwrap_or(0)
         .max(4);
     println!("{:<width$}  {:<12} probability", "file", "class");
-    for r in &rows {
+    for r in rows {
         println!(
             "{:<width$}  {:<12} {:.4}",
             r.file.display().to_string(),

@@ -232,6 +232,110 @@ impl Dataset for DirectoryDataset {
     }
 }
 
+/// Unlabelled image files, as `predict` takes them: files named one by one (any name; the
+/// format is sniffed from the bytes) and the images in folders, each folder walked with its
+/// sub-folders in sorted order. Every sample is class 0.
+pub struct FileList {
+    files: Vec<PathBuf>,
+    size: (usize, usize),
+    channels: usize,
+}
+
+impl FileList {
+    /// Expands `inputs` into files. Errors, before any image is decoded: a path that does not
+    /// exist (or cannot be read), and a folder with no images in it or below it. Entries of a
+    /// folder named like images that are not readable files (a dangling link) are left out
+    /// with a warning, as [`DirectoryDataset::open`] does; links to folders are not followed,
+    /// so a link loop cannot make the walk endless.
+    /// Decoded as RGB at 150x150 until [`FileList::sized`] says otherwise.
+    pub fn open(inputs: &[PathBuf]) -> Result<Self, DataError> {
+        let mut files = Vec::new();
+        for input in inputs {
+            let meta = std::fs::metadata(input).map_err(super::io_err(input))?;
+            if meta.is_dir() {
+                let before = files.len();
+                walk(input, &mut files)?;
+                if files.len() == before {
+                    return Err(DataError::NoImages(input.clone()));
+                }
+            } else {
+                files.push(input.clone());
+            }
+        }
+        Ok(Self {
+            files,
+            size: (150, 150),
+            channels: 3,
+        })
+    }
+
+    /// The same files, decoded to (H,W) = `size` with `channels` channels (3 or 1).
+    pub fn sized(mut self, size: (usize, usize), channels: usize) -> Result<Self, DataError> {
+        image_io::check_size(size, channels)?;
+        (self.size, self.channels) = (size, channels);
+        Ok(self)
+    }
+
+    pub fn path(&self, i: usize) -> &Path {
+        &self.files[i]
+    }
+}
+
+/// Appends the images under `dir` to `files`: its own files in natural order, then each
+/// sub-folder's in sorted order. Hidden entries are skipped.
+fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), DataError> {
+    let mut here = Vec::new();
+    let mut below = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(super::io_err(dir))? {
+        let entry = entry.map_err(super::io_err(dir))?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let p = entry.path();
+        let kind = entry.file_type().map_err(super::io_err(&p))?;
+        if kind.is_dir() {
+            below.push(p);
+        } else if image_io::is_image_path(&p) {
+            match std::fs::metadata(&p) {
+                Ok(m) if m.is_file() => here.push(p),
+                Ok(_) => tracing::warn!("left out {}: not a file", p.display()),
+                Err(e) => tracing::warn!("left out {}: {e}", p.display()),
+            }
+        }
+    }
+    here.sort_by_cached_key(|p| natural_key(p));
+    files.extend(here);
+    below.sort_by_cached_key(|p| natural_key(p));
+    for sub in below {
+        walk(&sub, files)?;
+    }
+    Ok(())
+}
+
+impl Dataset for FileList {
+    fn len(&self) -> usize {
+        self.files.len()
+    }
+    fn sample_shape(&self) -> (usize, usize, usize) {
+        (self.size.0, self.size.1, self.channels)
+    }
+    fn label_kind(&self) -> LabelKind {
+        LabelKind::Binary
+    }
+    fn class_names(&self) -> &[String] {
+        &[]
+    }
+    fn class_of(&self, _i: usize) -> usize {
+        0
+    }
+    fn load(&self, i: usize) -> Result<Image, DataError> {
+        image_io::load(&self.files[i], self.size, self.channels)
+    }
+    fn describe(&self, i: usize) -> String {
+        self.files[i].display().to_string()
+    }
+}
+
 /// Real-valued samples in memory, (H,W,C) each: cached VGG16 features, for instance.
 pub struct TensorDataset {
     pub values: Vec<f32>,

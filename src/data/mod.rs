@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use augment::{Augment, FillMode};
-pub use dataset::{Dataset, DirectoryDataset, LabelKind};
+pub use dataset::{Dataset, DirectoryDataset, FileList, LabelKind};
 pub use image_io::{Image, Preprocessing};
 pub use loader::{Batch, Loader, LoaderConfig};
 pub use source::{Source, Splits};
@@ -41,6 +41,8 @@ pub enum DataError {
     NoClasses(PathBuf),
     #[error("class folder {0} holds no images (.jpg .jpeg .png .bmp .gif)")]
     EmptyClass(PathBuf),
+    #[error("folder {0} holds no images (.jpg .jpeg .png .bmp .gif), in it or in its sub-folders")]
+    NoImages(PathBuf),
     #[error("{path} has {found} class folder(s) ({names}); this task needs at least 2")]
     TooFewClasses {
         path: PathBuf,
