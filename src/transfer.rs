@@ -553,15 +553,7 @@ pub fn cached_features(
     let root = ds.root().to_path_buf();
     let n = ds.len();
     let loader = Loader::new(Arc::new(ds), LoaderConfig::evaluation(batch, pre))?;
-    let bar = indicatif::ProgressBar::new(n as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "features {msg} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
-        )
-        .expect("template")
-        .progress_chars("=> "),
-    );
-    bar.set_message(root.display().to_string());
+    let bar = crate::train::images_bar(format!("features {}", root.display()), n);
     let mut values = Vec::with_capacity(n * per);
     for b in loader.epoch(0) {
         let b = b?;

@@ -1073,30 +1073,41 @@ fn features_writes_a_layers_activations() {
     }
     let weights = shared.join("weights/vgg16_notop.safetensors");
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("f.safetensors");
     let img = shared.join("data/cats_and_dogs_small/train/cats/cat.0.jpg");
-    run_ok(
-        cli()
-            .args([
+    // `features` of `layer` at 64x64 for `images` into `out`, with `extra` flags.
+    let features =
+        |layer: &str, images: &[&std::path::Path], out: &std::path::Path, extra: &[&str]| {
+            let mut c = cli();
+            c.args([
                 "features",
                 "--layer",
-                "block2_pool",
+                layer,
                 "--image-size",
                 "64",
                 "--weights",
             ])
             .arg(&weights)
+            .args(extra)
             .arg("--images")
-            .arg(&img)
-            .arg(&img)
+            .args(images)
             .arg("--out")
-            .arg(&out),
-    );
-    let bytes = std::fs::read(&out).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor("block2_pool").unwrap();
-    assert_eq!(t.shape(), [2, 16, 16, 128]);
-    let v: Vec<f32> = bytemuck::pod_collect_to_vec(t.data());
+            .arg(out);
+            c
+        };
+    // The tensor's shape and values, and the files its metadata lists.
+    let written = |path: &std::path::Path| {
+        let bytes = std::fs::read(path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = st.tensor("block2_pool").unwrap();
+        let v: Vec<f32> = bytemuck::pod_collect_to_vec(t.data());
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let files = meta.metadata().as_ref().unwrap()["files"].clone();
+        (t.shape().to_vec(), v, files)
+    };
+    let out = tmp.path().join("f.safetensors");
+    run_ok(&mut features("block2_pool", &[&img, &img], &out, &[]));
+    let (shape, v, _) = written(&out);
+    assert_eq!(shape, [2, 16, 16, 128]);
     assert_eq!(
         v[..v.len() / 2],
         v[v.len() / 2..],
@@ -1114,21 +1125,14 @@ fn features_writes_a_layers_activations() {
         std::fs::copy(&img, folder.join(sub).join("cat.0.jpg")).unwrap();
     }
     let out2 = tmp.path().join("g.safetensors");
-    run_ok(
-        cli()
-            .args(["features", "--layer", "block2_pool", "--image-size", "64"])
-            .args(["--batch", "1", "--weights"])
-            .arg(&weights)
-            .arg("--images")
-            .arg(&folder)
-            .arg("--out")
-            .arg(&out2),
-    );
-    let bytes2 = std::fs::read(&out2).unwrap();
-    let st2 = safetensors::SafeTensors::deserialize(&bytes2).unwrap();
-    let t2 = st2.tensor("block2_pool").unwrap();
-    assert_eq!(t2.shape(), [2, 16, 16, 128]);
-    let v2: Vec<f32> = bytemuck::pod_collect_to_vec(t2.data());
+    run_ok(&mut features(
+        "block2_pool",
+        &[&folder],
+        &out2,
+        &["--batch", "1"],
+    ));
+    let (shape, v2, files) = written(&out2);
+    assert_eq!(shape, [2, 16, 16, 128]);
     let worst = v
         .iter()
         .zip(&v2)
@@ -1137,8 +1141,6 @@ fn features_writes_a_layers_activations() {
     let top = v.iter().fold(0.0, |m: f32, x| m.max(x.abs()));
     // Batch 1 may run other GEMM tiles than batch 2: the sums differ by rounding only.
     assert!(worst <= 1e-5 * top, "{worst} of {top}");
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes2).unwrap();
-    let files = meta.metadata().as_ref().unwrap()["files"].clone();
     assert!(
         files.contains("a/cat.0.jpg") && files.contains("b/cat.0.jpg"),
         "{files}"
@@ -1147,20 +1149,7 @@ fn features_writes_a_layers_activations() {
     // written.
     std::fs::write(folder.join("b/cat.1.jpg"), b"").unwrap();
     let out3 = tmp.path().join("h.safetensors");
-    let run = cli()
-        .args([
-            "features",
-            "--layer",
-            "block2_pool",
-            "--image-size",
-            "64",
-            "--weights",
-        ])
-        .arg(&weights)
-        .arg("--images")
-        .arg(&folder)
-        .arg("--out")
-        .arg(&out3)
+    let run = features("block2_pool", &[&folder], &out3, &[])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&run.stderr);
@@ -1168,13 +1157,7 @@ fn features_writes_a_layers_activations() {
         !run.status.success() && err.contains("cat.1.jpg") && !out3.exists(),
         "{err}"
     );
-    let run = cli()
-        .args(["features", "--layer", "block9_pool", "--weights"])
-        .arg(&weights)
-        .arg("--images")
-        .arg(&img)
-        .arg("--out")
-        .arg(&out)
+    let run = features("block9_pool", &[&img], &out, &[])
         .output()
         .unwrap();
     assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("block9_pool"));

@@ -160,18 +160,7 @@ pub fn features(
         cnn_wgpu::data::LoaderConfig::evaluation(usize::try_from(batch)?, loaded.preprocessing);
     cfg.strict = true;
     let loader = cnn_wgpu::data::Loader::new(files.clone(), cfg)?;
-    let bar = if n > 1 {
-        indicatif::ProgressBar::new(n as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "features [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
-        )
-        .expect("progress template")
-        .progress_chars("=> "),
-    );
+    let bar = cnn_wgpu::train::images_bar("features", n);
     let mut data = Vec::new();
     for b in loader.epoch(0) {
         let b = b?;

@@ -369,18 +369,7 @@ pub fn predict(request: &AdapterRequest, a: PredictArgs) -> Result<(), Box<dyn s
         files.clone(),
         LoaderConfig::evaluation(usize::try_from(batch)?, pre),
     )?;
-    let bar = if n > 1 {
-        indicatif::ProgressBar::new(n as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "predict [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
-        )
-        .expect("progress template")
-        .progress_chars("=> "),
-    );
+    let bar = cnn_wgpu::train::images_bar("predict", n);
     let name = |k: usize| class_names.get(k).cloned().unwrap_or_else(|| k.to_string());
     let mut rows = Vec::with_capacity(n);
     for b in loader.epoch(0) {

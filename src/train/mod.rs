@@ -122,6 +122,25 @@ pub struct FitConfig {
     pub profile: bool,
 }
 
+/// A progress bar over `n` images, labelled `label`: hidden for a single image, and (as any
+/// indicatif bar) where stderr is not a terminal.
+pub fn images_bar(label: impl Into<String>, n: usize) -> indicatif::ProgressBar {
+    let bar = if n > 1 {
+        indicatif::ProgressBar::new(n as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .expect("progress template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(label.into());
+    bar
+}
+
 /// Steps of the first epoch the profiler times (the first builds pipelines, so it is skipped).
 pub(crate) const PROFILE_STEPS: std::ops::Range<usize> = 1..6;
 
