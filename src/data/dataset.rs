@@ -246,8 +246,8 @@ impl FileList {
     /// exist (or cannot be read), and a folder with no images in it or below it. Entries of a
     /// folder named like images that are not readable files (a dangling link) are left out
     /// with a warning, as [`DirectoryDataset::open`] does; links to folders are not followed,
-    /// so a link loop cannot make the walk endless.
-    /// Decoded as RGB at 150x150 until [`FileList::sized`] says otherwise.
+    /// so a link loop cannot make the walk endless. The images decode as RGB at 150x150
+    /// until [`FileList::sized`] says otherwise.
     pub fn open(inputs: &[PathBuf]) -> Result<Self, DataError> {
         let mut files = Vec::new();
         for input in inputs {
