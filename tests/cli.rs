@@ -1139,8 +1139,10 @@ fn features_writes_a_layers_activations() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f32::max);
     let top = v.iter().fold(0.0, |m: f32, x| m.max(x.abs()));
-    // Batch 1 may run other GEMM tiles than batch 2: the sums differ by rounding only.
-    assert!(worst <= 1e-5 * top, "{worst} of {top}");
+    // Batch 1 may run other GEMM tiles, or another convolution algorithm (the cost model
+    // weighs the batch), than batch 2: the sums differ by rounding only, a few 1e-6 of the
+    // largest value after four layers (BENCHMARKS.md, "Rounding"), far below another image's.
+    assert!(worst <= 1e-4 * top, "{worst} of {top}");
     assert!(
         files.contains("a/cat.0.jpg") && files.contains("b/cat.0.jpg"),
         "{files}"
