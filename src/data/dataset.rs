@@ -110,11 +110,9 @@ impl DirectoryDataset {
                 if !image_io::is_image_path(&p) {
                     continue;
                 }
-                // metadata follows links: a loop or a dangling link fails here.
-                match std::fs::metadata(&p) {
-                    Ok(m) if m.is_file() => files.push(p),
-                    Ok(_) => unreadable.push((p, "not a file".to_string())),
-                    Err(e) => unreadable.push((p, e.to_string())),
+                match unreadable_why(&p) {
+                    None => files.push(p),
+                    Some(why) => unreadable.push((p, why)),
                 }
             }
             if files.is_empty() {
@@ -178,6 +176,17 @@ impl DirectoryDataset {
             c[*l] += 1;
         }
         c
+    }
+}
+
+/// Why an entry named like an image is not a readable file (a folder, a dangling link, a link
+/// loop), or None where it is one. `metadata` follows links, so a loop or a dangling link
+/// fails here.
+fn unreadable_why(p: &Path) -> Option<String> {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => None,
+        Ok(_) => Some("not a file".to_string()),
+        Err(e) => Some(e.to_string()),
     }
 }
 
@@ -296,10 +305,9 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), DataError> {
         if kind.is_dir() {
             below.push(p);
         } else if image_io::is_image_path(&p) {
-            match std::fs::metadata(&p) {
-                Ok(m) if m.is_file() => here.push(p),
-                Ok(_) => tracing::warn!("left out {}: not a file", p.display()),
-                Err(e) => tracing::warn!("left out {}: {e}", p.display()),
+            match unreadable_why(&p) {
+                None => here.push(p),
+                Some(why) => tracing::warn!("left out {}: {why}", p.display()),
             }
         }
     }
