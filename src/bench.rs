@@ -1,4 +1,5 @@
-//! The shader-throughput bench suite: the workloads of `shared/bench/workloads.json`, timed as
+//! The shader-throughput bench suite: the reference workloads (built in, the shared folder's
+//! `bench/workloads.json`) or a file's, timed as
 //! the median wall time of whole submissions after warm-up, reported as JSON lines or a table.
 
 use std::path::{Path, PathBuf};
@@ -104,13 +105,32 @@ pub struct Workloads {
     pub network: Vec<serde_json::Value>,
 }
 
+/// The reference workloads, carried inside the binary so that `bench` runs from any folder.
+/// The file is the shared folder's `bench/workloads.json`, byte for byte; a test
+/// (`tests/anywhere.rs`) fails where the two drift apart.
+pub const REFERENCE_WORKLOADS: &str = include_str!("../benches/workloads.json");
+
+/// What `bench` says it reads when no `--workloads` file is given.
+pub const REFERENCE_WORKLOADS_NAME: &str = "<built-in reference workloads>";
+
 impl Workloads {
     pub fn load(path: &Path) -> Result<Self, BenchError> {
         let text = std::fs::read_to_string(path).map_err(|source| BenchError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let w: Self = serde_json::from_str(&text).map_err(|source| BenchError::Parse {
+        Self::parse(&text, path)
+    }
+
+    /// The reference workloads built into the binary ([`REFERENCE_WORKLOADS`]).
+    pub fn reference() -> Self {
+        Self::parse(REFERENCE_WORKLOADS, Path::new(REFERENCE_WORKLOADS_NAME))
+            .expect("the built-in workloads parse (tests/anywhere.rs checks them)")
+    }
+
+    /// Parses and checks a workloads file's `text`; errors name `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, BenchError> {
+        let w: Self = serde_json::from_str(text).map_err(|source| BenchError::Parse {
             path: path.to_path_buf(),
             source,
         })?;

@@ -78,21 +78,23 @@ impl TransferConfig {
         f
     }
 
-    /// Refuses a run folder that holds a run, unless resumed or overwritten on purpose
-    /// ([`train::check_run_folder`]); checked before a stage writes anything.
-    pub fn check_run_folder(&self) -> Result<(), TrainError> {
+    /// Takes the run folder for this process, refusing one another process writes or one that
+    /// holds a run, unless resumed or overwritten on purpose ([`train::check_run_folder`]);
+    /// checked before a stage writes anything. The lock is held while the result lives.
+    pub fn check_run_folder(&self) -> Result<train::RunLock, TrainError> {
         train::check_run_folder(&self.out, self.resume, self.overwrite)
     }
 
-    /// The checks a stage makes before any work: its run folder, and the same class folders
-    /// in train/, validation/ and test/.
-    pub fn check_before_start(&self) -> Result<(), TrainError> {
-        self.check_run_folder()?;
+    /// The checks a stage makes before any work: its run folder (whose lock it returns), and
+    /// the same class folders in train/, validation/ and test/.
+    pub fn check_before_start(&self) -> Result<train::RunLock, TrainError> {
+        let lock = self.check_run_folder()?;
         let splits = ["train", "validation", "test"]
             .into_iter()
             .map(|s| Ok((self.data.join(s), self.split(s)?.class_names().to_vec())))
             .collect::<Result<Vec<_>, TrainError>>()?;
-        Ok(crate::data::check_same_classes(&splits)?)
+        crate::data::check_same_classes(&splits)?;
+        Ok(lock)
     }
 
     fn split(&self, name: &str) -> Result<DirectoryDataset, TrainError> {
@@ -677,7 +679,7 @@ fn fit_on_features(
 /// Stage 1: block5_pool features of every split (cached under `out/features/`), then the dense
 /// head trained on them with RMSprop 2e-5, and evaluated on the test features.
 pub fn extract(gpu: &Gpu, cfg: &TransferConfig) -> Result<StageReport, TrainError> {
-    cfg.check_before_start()?;
+    let _lock = cfg.check_before_start()?;
     let (base, loaded, weights_sha256) = vgg16_base_with_weights(gpu, cfg)?;
     let pre = loaded.preprocessing;
     let sets = split_features(gpu, cfg, &base, "block5_pool", pre)?;
@@ -698,7 +700,7 @@ pub fn extract(gpu: &Gpu, cfg: &TransferConfig) -> Result<StageReport, TrainErro
 /// Stage 2: the VGG16 classifier end to end with the base frozen, augmented batches streamed
 /// from disk, RMSprop 2e-5.
 pub fn finetune_frozen(gpu: &Gpu, cfg: &TransferConfig) -> Result<StageReport, TrainError> {
-    cfg.check_before_start()?;
+    let _lock = cfg.check_before_start()?;
     let mut model = Model::new(gpu, zoo::vgg16_classifier(cfg.image_size), cfg.seed)?;
     let loaded = weights::load_vgg16(gpu, &mut model, &cfg.weights)?;
     model.freeze_through("block5_pool")?;
@@ -722,7 +724,7 @@ pub fn finetune_block5(
     cfg: &TransferConfig,
     from: &Path,
 ) -> Result<StageReport, TrainError> {
-    cfg.check_before_start()?;
+    let _lock = cfg.check_before_start()?;
     let ck = checkpoint::Checkpoint::read(from)?;
     let mut model = Model::new(gpu, ck.spec()?, cfg.seed)?;
     if model.spec.layer_index("block5_conv1").is_none() {

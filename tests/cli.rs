@@ -7,8 +7,12 @@ use std::process::Command;
 /// The tiny workloads file the bench tests run.
 const SMOKE_WORKLOADS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/smoke_workloads.json");
 
+/// The binary, run from a folder outside the repository (every path the tests give is
+/// absolute), as an installed binary is.
 fn cli() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cnn-wgpu"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cnn-wgpu"));
+    c.current_dir(std::env::temp_dir());
+    c
 }
 
 /// Runs `c`, failing the test with its stderr unless it succeeds.
@@ -996,9 +1000,9 @@ fn conv1d_net_learns_a_local_pattern_from_csv() {
             .wrapping_add(1442695040888963407);
         ((state >> 33) as f64 / (1u64 << 31) as f64) as f32
     };
-    let (len, rows) = (48, 480);
+    let (len, rows_n) = (48, 480);
     let mut text = String::new();
-    for r in 0..rows {
+    for r in 0..rows_n {
         let class = r % 2;
         let mut v: Vec<f32> = (0..len).map(|_| rnd() - 0.5).collect();
         let at = (rnd() * (len - 3) as f32) as usize;
@@ -1046,6 +1050,58 @@ fn conv1d_net_learns_a_local_pattern_from_csv() {
         .map(|r| r["val_accuracy"].as_f64().unwrap())
         .fold(0.0, f64::max);
     assert!(best >= 0.95, "best validation accuracy {best}: {history}");
+
+    // evaluate reads the CSV as train did: by default its last quarter, which gives what the
+    // loop measured at the last epoch with the same weights.
+    let ck = out.join("last.safetensors");
+    let said = run_ok(
+        cli()
+            .args(["evaluate", "--checkpoint"])
+            .arg(&ck)
+            .arg("--data")
+            .arg(&path),
+    );
+    let said = String::from_utf8_lossy(&said.stdout);
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("evaluation.json")).unwrap())
+            .unwrap();
+    let last = history.as_array().unwrap().last().unwrap();
+    let (loss, want) = (
+        e["loss"].as_f64().unwrap(),
+        last["val_loss"].as_f64().unwrap(),
+    );
+    assert!(
+        said.contains("(validation split)")
+            && e["samples"] == 120
+            && (loss - want).abs() <= 1e-5 * want.abs() + 1e-7
+            && (e["accuracy"].as_f64().unwrap() - last["val_accuracy"].as_f64().unwrap()).abs()
+                < 1e-6,
+        "{said}{e} against the last epoch {last}"
+    );
+    // predict names each row; its classes agree with the labels as often as evaluate says.
+    let p = run_ok(
+        cli()
+            .args(["predict", "--json", "--checkpoint"])
+            .arg(&ck)
+            .arg(&path),
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&p.stdout).unwrap();
+    assert_eq!(rows.len(), rows_n);
+    assert_eq!(
+        rows[7]["file"].as_str().unwrap(),
+        format!("{} row 8", path.display())
+    );
+    let right = rows
+        .iter()
+        .enumerate()
+        .skip(rows_n - 120)
+        .filter(|(r, row)| row["class"].as_str().unwrap() == (r % 2).to_string())
+        .count();
+    let acc = e["accuracy"].as_f64().unwrap();
+    assert!(
+        (right as f64 / 120.0 - acc).abs() < 1e-6,
+        "predict gets {right} of 120 right, evaluate says {acc}"
+    );
 
     std::fs::write(&path, "1,2,0\n1,oops,1\n").unwrap();
     let run = cli()

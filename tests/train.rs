@@ -543,7 +543,7 @@ fn checkpoint_with_a_wrong_dtype_is_rejected() {
 }
 
 /// A run folder where a file stands, or under a file, is refused by name before anything is
-/// written; a folder that does not exist yet, however deep, is fine.
+/// written; a folder that does not exist yet, however deep, is made and locked.
 #[test]
 fn a_file_in_place_of_the_run_folder_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
@@ -559,5 +559,7 @@ fn a_file_in_place_of_the_run_folder_is_refused() {
         );
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"kept");
-    train::check_run_folder(&tmp.path().join("new/deeper/run"), false, false).unwrap();
+    let deeper = tmp.path().join("new/deeper/run");
+    let _lock = train::check_run_folder(&deeper, false, false).unwrap();
+    assert!(deeper.join(train::LOCK_FILE).is_file());
 }

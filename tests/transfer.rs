@@ -15,8 +15,12 @@ use cnn_wgpu::train::checkpoint;
 use common::*;
 use rand::{Rng, SeedableRng};
 
+/// The binary, run from a folder outside the repository (every path the tests give is
+/// absolute), as an installed binary is.
 fn cli() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cnn-wgpu"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cnn-wgpu"));
+    c.current_dir(std::env::temp_dir());
+    c
 }
 
 fn copy_subset(shared: &Path, to: &Path, per_class: &[(&str, usize)]) {
@@ -64,52 +68,6 @@ fn synthetic_images(to: &Path, per_class: &[(&str, usize)]) {
             }
         }
     }
-}
-
-/// A VGG16 base with Keras names and shapes (f16, caffe preprocessing in the metadata), its
-/// kernels He-uniform scaled by 0.7 per layer so that activations shrink slowly instead of
-/// saturating the head: weights for the workflow's plumbing, not for recognising anything.
-fn synthetic_vgg16(path: &Path) {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(16);
-    let mut tensors = Vec::new();
-    let mut cin = 3;
-    for (b, (convs, cout)) in [(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)]
-        .into_iter()
-        .enumerate()
-    {
-        for i in 0..convs {
-            let name = format!("block{}_conv{}", b + 1, i + 1);
-            let limit = 0.7 * (6.0f32 / (9 * cin) as f32).sqrt();
-            let kernel: Vec<half::f16> = (0..9 * cin * cout)
-                .map(|_| half::f16::from_f32(rng.random_range(-limit..limit)))
-                .collect();
-            let bias = vec![half::f16::from_f32(0.01); cout];
-            tensors.push((format!("{name}.kernel"), vec![3, 3, cin, cout], kernel));
-            tensors.push((format!("{name}.bias"), vec![cout], bias));
-            cin = cout;
-        }
-    }
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(n, shape, data)| {
-            let view = safetensors::tensor::TensorView::new(
-                safetensors::Dtype::F16,
-                shape.clone(),
-                bytemuck::cast_slice(data),
-            )
-            .unwrap();
-            (n.clone(), view)
-        })
-        .collect();
-    let meta = [
-        ("format", "keras"),
-        ("layout", "HWIO"),
-        ("preprocessing", "caffe"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    safetensors::serialize_to_file(views, Some(meta), path).unwrap();
 }
 
 fn json(path: &Path) -> serde_json::Value {

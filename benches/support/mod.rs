@@ -16,21 +16,12 @@ pub fn gpu() -> Option<Gpu> {
     }
 }
 
-/// The reference workloads (shared/bench/workloads.json), or the tiny smoke set when the shared
-/// folder is not there.
+/// The reference workloads the binary carries (the shared folder's bench/workloads.json);
+/// `CNN_WGPU_BENCH_WORKLOADS=FILE` runs another file's, such as benches/smoke_workloads.json for a
+/// quick look.
 pub fn workloads() -> Workloads {
-    let shared = cnn_wgpu::bench::shared_dir().join("bench/workloads.json");
-    let path = if shared.exists() {
-        shared
-    } else {
-        eprintln!(
-            "{} not found; using benches/smoke_workloads.json",
-            shared.display()
-        );
-        std::path::PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/benches/smoke_workloads.json"
-        ))
-    };
-    Workloads::load(&path).expect("workloads file parses")
+    match std::env::var_os("CNN_WGPU_BENCH_WORKLOADS") {
+        Some(path) => Workloads::load(std::path::Path::new(&path)).expect("workloads file parses"),
+        None => Workloads::reference(),
+    }
 }

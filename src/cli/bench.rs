@@ -7,7 +7,8 @@ use cnn_wgpu::gpu::{select, AdapterRequest};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// The workloads file (default: $CNN_WGPU_SHARED/bench/workloads.json, else ../shared/bench/workloads.json).
+    /// A workloads file (default: the reference workloads built into the binary, the same as
+    /// the shared folder's bench/workloads.json).
     #[arg(long)]
     workloads: Option<PathBuf>,
     /// Only workloads whose "section/name" contains one of these.
@@ -60,8 +61,10 @@ pub fn bench(request: &AdapterRequest, a: BenchArgs) -> Result<(), Box<dyn std::
         pipeline_images,
         threads,
     } = a;
-    let path = workloads.unwrap_or_else(|| bench::shared_dir().join("bench/workloads.json"));
-    let w = Workloads::load(&path)?;
+    let w = match &workloads {
+        Some(path) => Workloads::load(path)?,
+        None => Workloads::reference(),
+    };
     let gpu = select::open(request)?;
     let mut opts = BenchOptions {
         only,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use cnn_wgpu::data::{Augment, Dataset, DirectoryDataset, Loader, LoaderConfig, Preprocessing};
+use cnn_wgpu::data::{Augment, Dataset, Loader, LoaderConfig, Preprocessing};
 use cnn_wgpu::gpu::{select, AdapterRequest};
 use cnn_wgpu::transfer::{image_model, ImageModel};
 
@@ -127,18 +127,7 @@ pub fn train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
         validation: val_ds,
         test: test_ds,
     } = splits;
-    let (h, w, c) = match *spec.input.as_slice() {
-        [h, w, c] => (h, w, c),
-        [l, c] => (1, l, c),
-        _ => {
-            return Err(format!(
-                "model {} has an input of rank {}",
-                a.model,
-                spec.input.len()
-            )
-            .into())
-        }
-    };
+    let (h, w, c) = data_shape(&spec)?;
     let (dh, dw, dc) = train_ds.sample_shape();
     if (dh, dw, dc) != (h, w, c) {
         return Err(format!(
@@ -153,8 +142,8 @@ pub fn train(request: &AdapterRequest, a: TrainArgs) -> Result<(), Box<dyn std::
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", a.model, a.seed)));
-    cnn_wgpu::train::check_run_folder(&out, a.resume, a.overwrite)?;
-    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    // Held to the end: config.json, the checkpoints and metrics.json have no other writer.
+    let _lock = cnn_wgpu::train::check_run_folder(&out, a.resume, a.overwrite)?;
     let gpu = select::open(request)?;
     let mut model = Model::new(&gpu, spec, a.seed)?;
     eprintln!(
@@ -255,13 +244,36 @@ pub struct EvaluateArgs {
     /// checkpoint says (it must be the same file: its sha256 is checked).
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// What `train --data` takes (a folder with train/ and validation/, and optionally test/,
+    /// class folders; a folder of MNIST IDX files; a .csv file), or one folder of class folders.
     #[arg(long)]
     data: PathBuf,
+    /// Which split, cut as `train` cuts it [default: test where the data has one (test/, MNIST's
+    /// t10k beside its train files), else validation; all for one folder of class folders].
+    #[arg(long, value_enum)]
+    split: Option<cnn_wgpu::data::Split>,
+    /// For a CSV file: the last fraction of rows that `train` validated on.
+    #[arg(long, default_value_t = 0.25, value_parser = super::validation_fraction)]
+    validation_split: f32,
     #[arg(long, default_value_t = 32)]
     batch: usize,
     /// Where the JSON goes (default: evaluation.json beside the checkpoint).
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+/// The (H, W, C) a model's input takes from a dataset: its image, or (1, L, C) for a sequence,
+/// as the loader lays a CSV row out.
+fn data_shape(spec: &cnn_wgpu::model::ModelSpec) -> Result<(usize, usize, usize), String> {
+    match *spec.input.as_slice() {
+        [h, w, c] => Ok((h, w, c)),
+        [l, c] => Ok((1, l, c)),
+        _ => Err(format!(
+            "model {} has an input of rank {}",
+            spec.name,
+            spec.input.len()
+        )),
+    }
 }
 
 pub fn evaluate(
@@ -272,38 +284,54 @@ pub fn evaluate(
         checkpoint,
         weights,
         data,
+        split,
+        validation_split,
         batch,
         out,
     } = a;
+    // The data first: a path that holds no source is refused before the model loads.
+    let source = cnn_wgpu::data::Source::detect(&data)?;
+    let split = split.unwrap_or_else(|| source.default_split());
     let gpu = select::open(request)?;
     let ImageModel {
         model,
         preprocessing: pre,
+        class_names,
         ..
     } = image_model(&gpu, &checkpoint, weights.as_deref())?;
-    let dir = if data.join("test").is_dir() {
-        data.join("test")
-    } else {
-        data
-    };
-    let (h, w, c) = match model.spec.input.as_slice() {
-        &[h, w, c] => (h, w, c),
-        _ => return Err("evaluate takes image models".into()),
-    };
-    let ds = DirectoryDataset::open(&dir, (h, w), 2)?;
-    let ds = if c == 1 { ds.grayscale() } else { ds };
+    let (h, w, c) = data_shape(&model.spec)?;
+    let image = (model.spec.input.len() == 3).then_some((h, w, c));
+    let ds = source.open_split(split, image, validation_split)?;
+    if ds.sample_shape() != (h, w, c) {
+        let (dh, dw, dc) = ds.sample_shape();
+        return Err(format!(
+            "{}: the data is {dh}x{dw}x{dc}, model {} takes {h}x{w}x{c}",
+            data.display(),
+            model.spec.name
+        )
+        .into());
+    }
+    // A checkpoint that names its classes must be evaluated on the same ones, in the same
+    // order, or its accuracy would be measured against swapped labels.
+    if !class_names.is_empty() && class_names != ds.class_names() {
+        return Err(format!(
+            "{}: the data's classes are [{}], checkpoint {} was trained on [{}]",
+            data.display(),
+            ds.class_names().join(", "),
+            checkpoint.display(),
+            class_names.join(", ")
+        )
+        .into());
+    }
     let n = ds.len();
-    let loader = Loader::new(
-        std::sync::Arc::new(ds),
-        LoaderConfig::evaluation(batch, pre),
-    )?;
+    let loader = Loader::new(ds, LoaderConfig::evaluation(batch, pre))?;
     let (loss, acc) = cnn_wgpu::train::evaluate(&gpu, &model, &loader)?;
     println!(
-        "{}: loss {loss:.4} accuracy {acc:.4} on {n} images",
-        dir.display()
+        "{} ({split} split): loss {loss:.4} accuracy {acc:.4} on {n} samples",
+        data.display()
     );
     let out = out.unwrap_or_else(|| checkpoint.with_file_name("evaluation.json"));
-    let json = serde_json::json!({"checkpoint": checkpoint, "data": dir, "images": n, "loss": loss, "accuracy": acc, "skipped_files": loader.skipped()});
+    let json = serde_json::json!({"checkpoint": checkpoint, "data": data, "split": split, "samples": n, "loss": loss, "accuracy": acc, "skipped_files": loader.skipped()});
     cnn_wgpu::atomic_file::write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     Ok(())
@@ -325,21 +353,24 @@ pub struct PredictArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
     batch: u64,
-    /// Image files, or folders whose images (sub-folders included) are all predicted.
+    /// Image files, or folders whose images (sub-folders included) are all predicted; MNIST
+    /// IDX images files (or a folder of them) and CSV files of sequences (a row of the model's
+    /// length, or that and a label), each sample named by its index.
     #[arg(required = true)]
     images: Vec<PathBuf>,
 }
 
-/// One image's verdict: the class and its probability, and every class's probability.
+/// One sample's verdict: the class and its probability, and every class's probability.
 #[derive(serde::Serialize)]
 struct Prediction {
-    file: PathBuf,
+    /// The image file, or the file and the sample's index in it.
+    file: String,
     class: String,
     probability: f32,
     probabilities: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Predicts every image `a` names, a batch at a time. An image that cannot be decoded is left
+/// Predicts every sample `a` names, a batch at a time. An image that cannot be decoded is left
 /// out with a warning and the rest are still predicted and printed; the command then fails,
 /// naming how many and the first, so that a script notices.
 pub fn predict(request: &AdapterRequest, a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -351,7 +382,7 @@ pub fn predict(request: &AdapterRequest, a: PredictArgs) -> Result<(), Box<dyn s
         images,
     } = a;
     // Paths first: a missing file or an empty folder is refused before the model loads.
-    let files = cnn_wgpu::data::FileList::open(&images)?;
+    let inputs = cnn_wgpu::data::PredictInput::classify(&images)?;
     let gpu = select::open(request)?;
     let ImageModel {
         model,
@@ -359,14 +390,18 @@ pub fn predict(request: &AdapterRequest, a: PredictArgs) -> Result<(), Box<dyn s
         class_names,
         ..
     } = image_model(&gpu, &checkpoint, weights.as_deref())?;
-    let (h, w, c) = match model.spec.input.as_slice() {
-        &[h, w, c] => (h, w, c),
-        _ => return Err("predict takes image models".into()),
+    let mut parts = inputs
+        .into_iter()
+        .map(|i| i.open(&model.spec.input))
+        .collect::<Result<Vec<_>, _>>()?;
+    let samples: std::sync::Arc<dyn Dataset> = if parts.len() == 1 {
+        parts.pop().expect("one part")
+    } else {
+        std::sync::Arc::new(cnn_wgpu::data::Concat::unlabelled(parts))
     };
-    let files = std::sync::Arc::new(files.sized((h, w), c)?);
-    let n = files.len();
+    let n = samples.len();
     let loader = Loader::new(
-        files.clone(),
+        samples.clone(),
         LoaderConfig::evaluation(usize::try_from(batch)?, pre),
     )?;
     let bar = cnn_wgpu::train::images_bar("predict", n);
@@ -375,7 +410,7 @@ pub fn predict(request: &AdapterRequest, a: PredictArgs) -> Result<(), Box<dyn s
     for b in loader.epoch(0) {
         let b = b?;
         let x = cnn_wgpu::Tensor::from_slice(&gpu, b.shape, &b.images)?;
-        let p = model.predict(&gpu, &x)?.to_vec(&gpu)?;
+        let p = model.predict(&gpu, &model.as_input(x))?.to_vec(&gpu)?;
         let per = p.len() / b.len().max(1);
         for (&i, p) in b.samples.iter().zip(p.chunks(per.max(1))) {
             // A single sigmoid unit is the probability of the second class.
@@ -389,7 +424,7 @@ pub fn predict(request: &AdapterRequest, a: PredictArgs) -> Result<(), Box<dyn s
                 .enumerate()
                 .fold(0, |b, (i, v)| if *v > per_class[b] { i } else { b });
             rows.push(Prediction {
-                file: files.path(i).to_path_buf(),
+                file: samples.describe(i),
                 class: name(k),
                 probability: per_class[k],
                 probabilities: per_class
@@ -421,20 +456,10 @@ fn print_predictions(rows: &[Prediction], json: bool) -> Result<(), Box<dyn std:
         println!("{}", serde_json::to_string_pretty(rows)?);
         return Ok(());
     }
-    let width = rows
-        .iter()
-        .map(|r| r.file.display().to_string().len())
-        .max()
-        .unwrap_or(0)
-        .max(4);
+    let width = rows.iter().map(|r| r.file.len()).max().unwrap_or(0).max(4);
     println!("{:<width$}  {:<12} probability", "file", "class");
     for r in rows {
-        println!(
-            "{:<width$}  {:<12} {:.4}",
-            r.file.display().to_string(),
-            r.class,
-            r.probability
-        );
+        println!("{:<width$}  {:<12} {:.4}", r.file, r.class, r.probability);
     }
     Ok(())
 }

@@ -81,12 +81,14 @@ pub fn main_job(
     let mut frozen = transfer_config(&args, "frozen")?;
     let mut block5 = frozen.clone();
     block5.out = runs.join("vgg16-block5");
-    // Both folders before stage 2 starts: stage 3 refusing its folder hours later would waste
-    // the whole of stage 2. A plan writes nothing, so it needs neither.
-    if !plan_only {
-        frozen.check_before_start()?;
-        block5.check_run_folder()?;
-    }
+    // Both folders before stage 2 starts, and locked for the whole job: stage 3 refusing its
+    // folder hours later would waste the whole of stage 2. A plan writes nothing, so it needs
+    // neither.
+    let _locks = if plan_only {
+        None
+    } else {
+        Some((frozen.check_before_start()?, block5.check_run_folder()?))
+    };
     let gpu = select::open(request)?;
     let software = gpu.info().device_type == wgpu::DeviceType::Cpu;
     let schedule = Schedule::choose(software, epochs.frozen, epochs.block5);

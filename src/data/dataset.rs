@@ -59,6 +59,90 @@ pub trait Dataset: Send + Sync {
     fn describe(&self, i: usize) -> String;
 }
 
+/// Datasets one after another, as one (`evaluate --split all`). Every part has the classes,
+/// labels and sample shape of the first; [`Concat::new`] refuses parts that differ.
+pub struct Concat {
+    parts: Vec<std::sync::Arc<dyn Dataset>>,
+    /// `starts[k]`: the index of part k's first sample.
+    starts: Vec<usize>,
+}
+
+impl Concat {
+    /// `parts` with their names (for the refusal), at least one.
+    pub fn new(parts: Vec<(String, std::sync::Arc<dyn Dataset>)>) -> Result<Self, DataError> {
+        let Some((first_name, first)) = parts.first() else {
+            return Err(DataError::Invalid("no datasets to put together".into()));
+        };
+        for (name, p) in &parts[1..] {
+            if p.class_names() != first.class_names()
+                || p.label_kind() != first.label_kind()
+                || p.sample_shape() != first.sample_shape()
+            {
+                return Err(DataError::Invalid(format!(
+                    "{name} (classes [{}], samples {:?}) does not match {first_name} (classes [{}], samples {:?}); they cannot be evaluated as one",
+                    p.class_names().join(", "),
+                    p.sample_shape(),
+                    first.class_names().join(", "),
+                    first.sample_shape()
+                )));
+            }
+        }
+        Ok(Self::unlabelled(
+            parts.into_iter().map(|(_, p)| p).collect(),
+        ))
+    }
+
+    /// `parts` of one sample shape whose labels do not matter (`predict`'s inputs), at least
+    /// one; the classes are the first part's.
+    pub fn unlabelled(parts: Vec<std::sync::Arc<dyn Dataset>>) -> Self {
+        assert!(!parts.is_empty(), "Concat of no datasets");
+        let mut starts = Vec::with_capacity(parts.len());
+        let mut n = 0;
+        for p in &parts {
+            starts.push(n);
+            n += p.len();
+        }
+        Self { parts, starts }
+    }
+
+    /// The part sample `i` is in, and its index there.
+    fn locate(&self, i: usize) -> (&dyn Dataset, usize) {
+        let k = self.starts.partition_point(|&s| s <= i) - 1;
+        (self.parts[k].as_ref(), i - self.starts[k])
+    }
+}
+
+impl Dataset for Concat {
+    fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.len()).sum()
+    }
+    fn sample_shape(&self) -> (usize, usize, usize) {
+        self.parts[0].sample_shape()
+    }
+    fn label_kind(&self) -> LabelKind {
+        self.parts[0].label_kind()
+    }
+    fn class_names(&self) -> &[String] {
+        self.parts[0].class_names()
+    }
+    fn class_of(&self, i: usize) -> usize {
+        let (p, j) = self.locate(i);
+        p.class_of(j)
+    }
+    fn load(&self, i: usize) -> Result<Image, DataError> {
+        let (p, j) = self.locate(i);
+        p.load(j)
+    }
+    fn values(&self, i: usize) -> Option<Vec<f32>> {
+        let (p, j) = self.locate(i);
+        p.values(j)
+    }
+    fn describe(&self, i: usize) -> String {
+        let (p, j) = self.locate(i);
+        p.describe(j)
+    }
+}
+
 /// A folder with one sub-folder of images per class. Class names are the sorted sub-folder
 /// names; files are taken in sorted order inside each class.
 pub struct DirectoryDataset {

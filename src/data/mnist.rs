@@ -86,14 +86,9 @@ pub fn load(dir: &Path, prefix: &str) -> Result<MemoryDataset, DataError> {
         path: dir.join(format!("{prefix}-labels-idx1-ubyte.gz")),
         reason: "not found (plain or .gz)".into(),
     })?;
-    let (idims, pixels) = parse_idx(&img_path, &read_maybe_gz(&img_path)?)?;
+    let mut ds = load_images(&img_path)?;
+    let n = ds.images.len();
     let (ldims, labels) = parse_idx(&lbl_path, &read_maybe_gz(&lbl_path)?)?;
-    let &[n, h, w] = idims.as_slice() else {
-        return Err(DataError::Idx {
-            path: img_path,
-            reason: format!("images must have 3 dimensions (count, rows, cols), found {idims:?}"),
-        });
-    };
     if ldims != [n] {
         return Err(DataError::Idx {
             path: lbl_path,
@@ -106,8 +101,22 @@ pub fn load(dir: &Path, prefix: &str) -> Result<MemoryDataset, DataError> {
             reason: format!("label {bad} is not a digit 0-9"),
         });
     }
+    ds.classes = labels.iter().map(|&l| l as usize).collect();
+    Ok(ds)
+}
+
+/// The images of one IDX images file (`*-images-idx3-ubyte[.gz]`) as (rows, cols, 1), without
+/// labels (every class 0): what `predict` reads.
+pub fn load_images(path: &Path) -> Result<MemoryDataset, DataError> {
+    let (idims, pixels) = parse_idx(path, &read_maybe_gz(path)?)?;
+    let &[n, h, w] = idims.as_slice() else {
+        return Err(DataError::Idx {
+            path: path.to_path_buf(),
+            reason: format!("images must have 3 dimensions (count, rows, cols), found {idims:?}"),
+        });
+    };
     let images = pixels
-        .chunks_exact(h * w)
+        .chunks_exact((h * w).max(1))
         .map(|p| Image {
             h,
             w,
@@ -117,18 +126,41 @@ pub fn load(dir: &Path, prefix: &str) -> Result<MemoryDataset, DataError> {
         .collect();
     Ok(MemoryDataset {
         images,
-        classes: labels.iter().map(|&l| l as usize).collect(),
+        classes: vec![0; n],
         class_names: (0..10).map(|d| d.to_string()).collect(),
         labels: LabelKind::Categorical(10),
-        name: img_path.display().to_string(),
+        name: path.display().to_string(),
     })
+}
+
+/// Whether `path` is named like an IDX file (`...-idx3-ubyte`, `...-idx1-ubyte`, maybe `.gz`):
+/// read as one, so that a labels file given in place of the images is refused as such.
+pub fn is_idx_file(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| {
+        let n = n.to_string_lossy();
+        n.contains("-idx") && n.contains("-ubyte")
+    })
+}
+
+/// The IDX images files of an MNIST folder, train before t10k.
+pub fn images_files(dir: &Path) -> Vec<PathBuf> {
+    ["train", "t10k"]
+        .into_iter()
+        .filter_map(|prefix| find(dir, prefix, "images-idx3-ubyte"))
+        .collect()
+}
+
+/// Whether `dir` holds MNIST's training images (`train-images-idx3-ubyte[.gz]`) beside the t10k
+/// ones.
+pub fn has_train_files(dir: &Path) -> bool {
+    find(dir, "train", "images-idx3-ubyte").is_some()
 }
 
 /// MNIST train / validation as the project uses it: the standard 60,000 / 10,000 split when the
 /// training files are in `dir`; otherwise the 10,000 test digits split into the first 8,000 for
 /// training and the last 2,000 for validation.
 pub fn train_validation(dir: &Path) -> Result<(MemoryDataset, MemoryDataset), DataError> {
-    if find(dir, "train", "images-idx3-ubyte").is_some() {
+    if has_train_files(dir) {
         return Ok((load(dir, "train")?, load(dir, "t10k")?));
     }
     let test = load(dir, "t10k")?;

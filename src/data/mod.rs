@@ -21,10 +21,10 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use augment::{Augment, FillMode};
-pub use dataset::{Dataset, DirectoryDataset, FileList, LabelKind};
+pub use dataset::{Concat, Dataset, DirectoryDataset, FileList, LabelKind};
 pub use image_io::{Image, Preprocessing};
 pub use loader::{Batch, Loader, LoaderConfig};
-pub use source::{Source, Splits};
+pub use source::{PredictInput, Source, Split, Splits};
 
 /// Errors of the data layer. Every variant names the file or folder it is about.
 #[derive(Debug, Error)]
@@ -75,6 +75,12 @@ pub enum DataError {
         split: PathBuf,
         found: String,
         difference: String,
+    },
+    #[error("{path} has no {split} split: {reason}")]
+    NoSplit {
+        path: PathBuf,
+        split: source::Split,
+        reason: String,
     },
     #[error("invalid data option: {0}")]
     Invalid(String),

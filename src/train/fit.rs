@@ -153,9 +153,12 @@ pub fn fit(
                 .min(loader.dataset().len().max(1)),
         )?;
     }
-    if let Some(dir) = &cfg.out {
-        run_folder::open(dir, cfg.resume, cfg.overwrite)?;
-    }
+    // Held until the run returns: no other process writes this run folder meanwhile.
+    let _lock = cfg
+        .out
+        .as_deref()
+        .map(|dir| run_folder::open(dir, cfg.resume, cfg.overwrite))
+        .transpose()?;
     let mut run = if cfg.resume {
         let resumed = resume(gpu, model, cfg)?;
         if resumed.p.finished {

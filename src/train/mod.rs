@@ -4,6 +4,7 @@
 pub mod callbacks;
 pub mod checkpoint;
 mod fit;
+mod lock;
 pub mod plot;
 mod run_folder;
 
@@ -16,6 +17,7 @@ use thiserror::Error;
 
 pub use callbacks::{EarlyStopping, Monitor, ReduceLrOnPlateau};
 pub use fit::fit;
+pub use lock::{RunLock, LOCK_FILE};
 pub(crate) use run_folder::write_atomic;
 pub use run_folder::{check_run_folder, write_or_check_config};
 
@@ -46,6 +48,8 @@ pub enum TrainError {
     },
     #[error("{} already holds a run ({found}); nothing was changed. Continue it with --resume, replace it with --overwrite, or choose another run folder (--out)", dir.display())]
     RunExists { dir: PathBuf, found: String },
+    #[error("run folder {} is being written by another run ({holder}); nothing was changed. Wait for that run to end (or stop it), or choose another run folder (--out)", dir.display())]
+    RunLocked { dir: PathBuf, holder: String },
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
     #[error("{path}: {source}")]

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::fit::Progress;
+use super::lock::RunLock;
 use super::{checkpoint, EpochRecord, FitConfig, TrainError};
 use crate::gpu::Gpu;
 use crate::model::Model;
@@ -18,10 +19,12 @@ const RUN_FILES: [&str; 4] = [
     "metrics.json",
 ];
 
-/// Refuses to start a new run in `dir` where one already is, unless it is resumed or
-/// overwritten on purpose: forgetting `--resume` after Ctrl-C must not throw the saved state
+/// Takes run folder `dir` for this process (creating it) and returns its lock, which the caller
+/// holds while the run may write there: a folder another process is writing is refused
+/// ([`RunLock`]). Refuses as well to start a new run where one already is, unless it is resumed
+/// or overwritten on purpose: forgetting `--resume` after Ctrl-C must not throw the saved state
 /// away. Call it before writing anything into `dir`.
-pub fn check_run_folder(dir: &Path, resume: bool, overwrite: bool) -> Result<(), TrainError> {
+pub fn check_run_folder(dir: &Path, resume: bool, overwrite: bool) -> Result<RunLock, TrainError> {
     check_can_be_folder(dir)?;
     if resume && overwrite {
         return Err(TrainError::Invalid(
@@ -29,21 +32,24 @@ pub fn check_run_folder(dir: &Path, resume: bool, overwrite: bool) -> Result<(),
                 .into(),
         ));
     }
-    if resume || overwrite {
-        return Ok(());
-    }
-    let found: Vec<&str> = RUN_FILES
-        .into_iter()
-        .filter(|f| dir.join(f).exists())
-        .collect();
-    if found.is_empty() {
-        Ok(())
-    } else {
-        Err(TrainError::RunExists {
-            dir: dir.to_path_buf(),
-            found: found.join(", "),
-        })
-    }
+    // Under the lock, so that no other run adds a run's files between the look and the start.
+    RunLock::acquire_if(dir, || {
+        if resume || overwrite {
+            return Ok(());
+        }
+        let found: Vec<&str> = RUN_FILES
+            .into_iter()
+            .filter(|f| dir.join(f).exists())
+            .collect();
+        if found.is_empty() {
+            Ok(())
+        } else {
+            Err(TrainError::RunExists {
+                dir: dir.to_path_buf(),
+                found: found.join(", "),
+            })
+        }
+    })
 }
 
 /// Refuses a run folder that cannot be made: a file where it, or a folder above it, would be
@@ -150,19 +156,17 @@ fn remove_earlier_run(dir: &Path) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// Readies `dir` for a run: refuses one that holds a run unless resumed or overwritten on purpose,
-/// creates it, removes the temporaries a kill left, and with `overwrite` the earlier run's files.
-pub(super) fn open(dir: &Path, resume: bool, overwrite: bool) -> Result<(), TrainError> {
-    check_run_folder(dir, resume, overwrite)?;
-    std::fs::create_dir_all(dir).map_err(|source| TrainError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+/// Readies `dir` for a run and returns its lock: refuses a folder another process writes, or one
+/// that holds a run unless resumed or overwritten on purpose; creates it, removes the
+/// temporaries a kill left (only the lock's holder may: they could be a live writer's), and with
+/// `overwrite` the earlier run's files.
+pub(super) fn open(dir: &Path, resume: bool, overwrite: bool) -> Result<RunLock, TrainError> {
+    let lock = check_run_folder(dir, resume, overwrite)?;
     remove_stale_temporaries(dir);
     if overwrite {
         remove_earlier_run(dir)?;
     }
-    Ok(())
+    Ok(lock)
 }
 
 /// [`crate::atomic_file::write_atomic`] with the error naming the file: checkpoints, feature

@@ -264,7 +264,10 @@ pub fn shared_required() -> bool {
 /// in it; otherwise None with a "skipped" line naming the missing ones, or, where
 /// CNN_WGPU_REQUIRE_SHARED is set, a failure naming them.
 pub fn shared(paths: &[&str]) -> Option<PathBuf> {
+    // Absolute, so that the command-line tests can run the binary from a folder outside the
+    // repository and still hand it shared paths.
     let dir = cnn_wgpu::bench::shared_dir();
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
     let missing: Vec<String> = paths
         .iter()
         .filter(|p| !dir.join(p).exists())
@@ -518,4 +521,81 @@ pub fn raw_safetensors(entries: &[RawEntry<'_>], data_len: usize) -> Vec<u8> {
     out.extend_from_slice(&json);
     out.resize(out.len() + data_len, 0);
     out
+}
+
+/// Writes `n` generated 28x28 digits as plain MNIST IDX files (`t10k-*`, so that `train`
+/// splits them 4/5 train, 1/5 validation) into `dir`: digit k is a bright 6x6 square at a
+/// place of its own on a noisy background, so that the classes are learnable. Returns the
+/// labels.
+pub fn write_digits(dir: &std::path::Path, n: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    std::fs::create_dir_all(dir).unwrap();
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n as u32, 28, 28] {
+        images.extend_from_slice(&d.to_be_bytes());
+    }
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend_from_slice(&(n as u32).to_be_bytes());
+    let mut classes = Vec::with_capacity(n);
+    for i in 0..n {
+        let k = (i % 10) as u8;
+        let (r0, c0) = (2 + (k as usize / 5) * 12, 2 + (k as usize % 5) * 5);
+        for r in 0..28 {
+            for c in 0..28 {
+                let inside = (r0..r0 + 6).contains(&r) && (c0..c0 + 4).contains(&c);
+                images.push(if inside { 255 } else { rng.random_range(0..40) });
+            }
+        }
+        labels.push(k);
+        classes.push(k);
+    }
+    std::fs::write(dir.join("t10k-images-idx3-ubyte"), images).unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), labels).unwrap();
+    classes
+}
+
+/// A VGG16 base with Keras names and shapes (f16, caffe preprocessing in the metadata), its
+/// kernels He-uniform scaled by 0.7 per layer so that activations shrink slowly instead of
+/// saturating the head: weights for the workflow's plumbing, not for recognising anything.
+pub fn synthetic_vgg16(path: &std::path::Path) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+    let mut tensors = Vec::new();
+    let mut cin = 3;
+    for (b, (convs, cout)) in [(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)]
+        .into_iter()
+        .enumerate()
+    {
+        for i in 0..convs {
+            let name = format!("block{}_conv{}", b + 1, i + 1);
+            let limit = 0.7 * (6.0f32 / (9 * cin) as f32).sqrt();
+            let kernel: Vec<half::f16> = (0..9 * cin * cout)
+                .map(|_| half::f16::from_f32(rng.random_range(-limit..limit)))
+                .collect();
+            let bias = vec![half::f16::from_f32(0.01); cout];
+            tensors.push((format!("{name}.kernel"), vec![3, 3, cin, cout], kernel));
+            tensors.push((format!("{name}.bias"), vec![cout], bias));
+            cin = cout;
+        }
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, shape, data)| {
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F16,
+                shape.clone(),
+                bytemuck::cast_slice(data),
+            )
+            .unwrap();
+            (n.clone(), view)
+        })
+        .collect();
+    let meta = [
+        ("format", "keras"),
+        ("layout", "HWIO"),
+        ("preprocessing", "caffe"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    safetensors::serialize_to_file(views, Some(meta), path).unwrap();
 }

@@ -1,7 +1,7 @@
 //! `cargo xtask gpu-report`: the GPU measurement in one go, for a machine with a GPU but no Rust
 //! toolchain and no network, that takes at most 64 MiB of files per run (x86-64 Linux). Builds a
-//! bundle (the stripped release binary, the Vulkan loader packages, the bench workloads, the
-//! commit, and `run.sh`), which on that machine prints `devices`, runs `selftest`, then
+//! bundle (the stripped release binary, which carries the bench workloads, the Vulkan loader
+//! packages, the commit, and `run.sh`), which on that machine prints `devices`, runs `selftest`, then
 //! `--tune bench --peak --json`, then the bench on every kernel family and tiled configuration,
 //! and writes what BENCHMARKS.md needs into one folder. `--summarize DIR` turns that folder
 //! into BENCHMARKS.md's table.
@@ -36,7 +36,7 @@ if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ] && [ -e "$nv" ] \
     export VK_DRIVER_FILES="$nv"
 fi
 bin="$here/cnn-wgpu"
-export CNN_WGPU_SHARED="$here/shared" CNN_WGPU_TUNE_CACHE="$report/tune-cache.json"
+export CNN_WGPU_TUNE_CACHE="$report/tune-cache.json"
 only=""
 [ -n "${BENCH_ONLY:-}" ] && only="--only $BENCH_ONLY"
 {
@@ -105,7 +105,7 @@ pub fn bundle(o: &Options) -> Result<PathBuf, String> {
         std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
-    std::fs::create_dir_all(dir.join("shared/bench")).map_err(|e| io(&dir, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
     let bin = dir.join("cnn-wgpu");
     std::fs::copy(&binary, &bin).map_err(|e| io(&bin, e))?;
     // Debug info is most of the release binary (it keeps backtraces here); the GPU machine
@@ -117,19 +117,6 @@ pub fn bundle(o: &Options) -> Result<PathBuf, String> {
             bin.display()
         ),
     }
-    let workloads = [
-        std::env::var_os("CNN_WGPU_SHARED")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root().join("../shared"))
-            .join("bench/workloads.json"),
-        root().join("benches/smoke_workloads.json"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
-    .ok_or("no bench workloads: neither $CNN_WGPU_SHARED/bench/workloads.json nor benches/smoke_workloads.json")?;
-    eprintln!("xtask: bench workloads from {}", workloads.display());
-    let to = dir.join("shared/bench/workloads.json");
-    std::fs::copy(&workloads, &to).map_err(|e| io(&to, e))?;
     std::fs::write(dir.join("COMMIT"), commit()).map_err(|e| io(&dir, e))?;
     let run = dir.join("run.sh");
     std::fs::write(&run, RUN_SH).map_err(|e| io(&run, e))?;
@@ -155,7 +142,7 @@ pub fn bundle(o: &Options) -> Result<PathBuf, String> {
 }
 
 /// The project's root (the shared folder is `../shared` from there), wherever xtask runs from.
-fn root() -> PathBuf {
+pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
@@ -360,26 +347,15 @@ mod tests {
             loader: false,
         })
         .unwrap();
-        for f in [
-            "cnn-wgpu",
-            "run.sh",
-            "COMMIT",
-            "shared/bench/workloads.json",
-        ] {
+        for f in ["cnn-wgpu", "run.sh", "COMMIT"] {
             assert!(dir.join(f).is_file(), "{f} in the bundle");
         }
         assert!(
             std::fs::metadata(dir.join("cnn-wgpu")).unwrap().len()
                 <= std::fs::metadata(&binary).unwrap().len()
         );
-        // One matmul workload of whichever file was bundled (the shared one, or the smoke
-        // workloads on a clone without the shared folder).
-        let bundled = std::fs::read_to_string(dir.join("shared/bench/workloads.json")).unwrap();
-        let only = if bundled.contains("\"dense_head\"") {
-            "dense_head"
-        } else {
-            "tiny_mm"
-        };
+        // One matmul workload of the reference set, which the binary carries.
+        let only = "dense_head";
         // Moved elsewhere, as it would be on the GPU machine.
         let moved = tmp.join("elsewhere");
         std::fs::rename(&dir, &moved).unwrap();
