@@ -92,20 +92,26 @@ var<private> gemm_product: u32;
 struct SgTile {
     m0: u32,     // first row of this subgroup's SG_ROWS
     n4: u32,     // this lane's first vec4 column
-    k_begin: u32,
-    k_end: u32,
     slice: u32,
 }
 
-// Which rows, columns and K range this subgroup and lane own; K is counted in `k_units` (steps
-// of 4 for gemm_sg, of 1 for gemm_sg_m).
-fn sg_tile(wg: vec3<u32>, groups: vec3<u32>, sg: u32, lane: u32, k_units: u32) -> SgTile {
+// The K range [x, y) of this workgroup's slice of the sum, counted in `k_units` (steps of 4 for
+// gemm_sg, of 1 for gemm_sg_m). Not a field of SgTile, and computed from the workgroup id
+// alone: the K loops hold the subgroupBroadcasts, which WGSL allows only in subgroup-uniform
+// control flow, and its uniformity analysis counts a struct built with the lane's id as
+// non-uniform in every field (Tint rejects the module; naga does not check).
+fn sg_k_range(wg: vec3<u32>, k_units: u32) -> vec2<u32> {
+    let slices = gemm_slices();
+    let per = (k_units + slices - 1u) / slices;
+    let begin = (wg.z % slices) * per;
+    return vec2<u32>(begin, min(k_units, begin + per));
+}
+
+// Which rows and columns this subgroup and lane own, and which slice of K.
+fn sg_tile(wg: vec3<u32>, groups: vec3<u32>, sg: u32, lane: u32) -> SgTile {
     let slices = gemm_slices();
     var t: SgTile;
     t.slice = wg.z % slices;
-    let per = (k_units + slices - 1u) / slices;
-    t.k_begin = t.slice * per;
-    t.k_end = min(k_units, t.k_begin + per);
     // z = (spill * products + product) * slices + slice: M tiles beyond 65535 spill into z
     // after the slices and products, as in gemm_core.
     let rest = wg.z / slices;
@@ -288,7 +294,8 @@ fn gemm_sg(
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let dims = gemm_dims();
-    let t = sg_tile(wg, groups, sg, lane, (dims.z + 3u) / 4u);
+    let t = sg_tile(wg, groups, sg, lane);
+    let ks = sg_k_range(wg, (dims.z + 3u) / 4u);
     // Lane l loads those of rows m0 + l, m0 + W + l, m0 + 2W + l, m0 + 3W + l that lie below
     // SG_ROWS (a test of override constants alone, such as SG_W < SG_ROWS, folds away when the
     // pipeline is built); their index maps are worked out once here rather than per K step.
@@ -306,7 +313,7 @@ fn gemm_sg(
     let r3 = a_row(min(t.m0 + i3, dims.x - 1u));
     var acc: array<vec4<f32>, 64>;
     var b: array<vec4<f32>, 8>;
-    for (var k4 = t.k_begin; k4 < t.k_end; k4++) {
+    for (var k4 = ks.x; k4 < ks.y; k4++) {
         let k = k4 * 4u;
         var a0 = vec4<f32>(0.0);
         var a1 = vec4<f32>(0.0);
@@ -343,13 +350,14 @@ fn gemm_sg_m(
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let dims = gemm_dims();
-    let t = sg_tile(wg, groups, sg, lane, dims.z);
+    let t = sg_tile(wg, groups, sg, lane);
+    let ks = sg_k_range(wg, dims.z);
     // Lane l loads rows m0 + 4l .. m0 + 4l + 3 (load_a4m zero-fills those past M): lanes 0-7
     // cover 32 rows at any width, and the broadcasts below read only them.
     let ma = t.m0 + 4u * lane;
     let ok = 4u * lane < SG_ROWS && ma < dims.x;
     var acc: array<vec4<f32>, 64>;
-    for (var k = t.k_begin; k < t.k_end; k++) {
+    for (var k = ks.x; k < ks.y; k++) {
         var a = vec4<f32>(0.0);
         if (ok) { a = load_a4m(ma, k); }
         let b0 = sg_load_b(k, t.n4, dims);

@@ -108,6 +108,9 @@ enum Command {
     CheckData(data::CheckDataArgs),
     /// Write a 3x3 grid of one training image augmented nine times (the book's figure).
     AugmentPreview(data::AugmentPreviewArgs),
+    /// Write every WGSL module exactly as the engine compiles it, for other compilers to check.
+    #[command(hide = true)]
+    Shaders(inspect::ShadersArgs),
 }
 
 fn main() -> ExitCode {
@@ -197,6 +200,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Some(Command::Summary(a)) => inspect::summary(a),
         Some(Command::CheckData(a)) => data::check_data(a),
         Some(Command::AugmentPreview(a)) => data::augment_preview(a),
+        Some(Command::Shaders(a)) => inspect::shaders(a),
         Some(Command::Bench(a)) => bench::bench(&request, a),
         Some(Command::Selftest(a)) => inspect::selftest(&request, a),
     }

@@ -61,3 +61,58 @@ fn every_file_in_shaders_belongs_to_a_module() {
         );
     }
 }
+
+/// `cnn-wgpu shaders --out DIR` (what the Tint check and anyone else reads) writes each module
+/// exactly as the engine compiles it; modules.json says which use subgroups (read here from
+/// the text: any subgroup built-in or function) and where each `shaders/` file starts, which
+/// is checked against the file on disk.
+#[test]
+fn the_modules_are_written_out_as_compiled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cnn-wgpu"))
+        .arg("shaders")
+        .arg("--out")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("modules.json")).unwrap())
+            .unwrap();
+    let modules = index["modules"].as_array().unwrap();
+    assert_eq!(modules.len(), ShaderId::ALL.len());
+    let shaders = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    for (id, m) in ShaderId::ALL.iter().zip(modules) {
+        let text = std::fs::read_to_string(tmp.path().join(m["file"].as_str().unwrap())).unwrap();
+        assert_eq!(text, id.source(), "{id:?}");
+        let subgroups = [
+            "subgroup_invocation_id",
+            "subgroup_id",
+            "subgroup_size",
+            "subgroupBroadcast",
+        ]
+        .iter()
+        .any(|w| text.contains(w));
+        assert_eq!(m["uses_subgroups"], subgroups, "{id:?}");
+        let lines: Vec<&str> = text.lines().collect();
+        for (file, first) in m["assembled_from"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(m["first_lines"].as_array().unwrap())
+        {
+            let on_disk = std::fs::read_to_string(shaders.join(file.as_str().unwrap())).unwrap();
+            let first = first.as_u64().unwrap() as usize;
+            let n = on_disk.lines().count();
+            assert_eq!(
+                lines[first - 1..first - 1 + n],
+                on_disk.lines().collect::<Vec<_>>()[..],
+                "{id:?}: {file} from line {first}"
+            );
+        }
+    }
+}

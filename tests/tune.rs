@@ -123,10 +123,22 @@ fn tuning_cache_measures_saves_reuses_and_survives_damage() {
     // Measure mode: the choice is timed, saved, and the result is still the definition's.
     gpu.set_tune_mode(TuneMode::Measure);
     assert_close("dw, measured", &dw_on(&gpu), &want, 1e-4, 1e-4);
+    // One kernel-gradient split; where the adapter runs the tiled kernels alone (no subgroup
+    // GEMM: lavapipe at 128 bits), the product's tiled configuration is measured too.
     let saved = read_cache(&path);
-    assert_eq!(saved.len(), 1, "{saved:?}");
-    let (key, &slices) = saved.iter().next().unwrap();
-    assert!(key.contains("conv2d kernel gradient"), "{key}");
+    let only_splits_and_tiles = |saved: &BTreeMap<String, u32>| {
+        let (splits, other): (Vec<_>, Vec<_>) = saved
+            .iter()
+            .partition(|(k, _)| k.contains("conv2d kernel gradient"));
+        assert_eq!(splits.len(), 1, "{saved:?}");
+        assert!(
+            other.iter().all(|(k, _)| k.contains("tiled configuration")),
+            "{saved:?}"
+        );
+        (splits[0].0.clone(), *splits[0].1)
+    };
+    let (key, slices) = only_splits_and_tiles(&saved);
+    let key = &key;
     assert!([1, 2].contains(&slices), "{key} = {slices}");
     // `devices` reports the file and what it holds.
     let mut request = cnn_wgpu::AdapterRequest::from_env().unwrap();
@@ -137,7 +149,7 @@ fn tuning_cache_measures_saves_reuses_and_survives_damage() {
         .find(|a| a.name == gpu.adapter_name())
         .expect("the open adapter is listed");
     assert_eq!(this.tune_cache.as_deref(), Some(path.to_str().unwrap()));
-    assert_eq!(this.tuned_choices, 1);
+    assert_eq!(this.tuned_choices, saved.len());
 
     // Another device reads the file. Profiled, a split shows as one more dispatch (the
     // reduction of the partial kernels): find the default's count with tuning off, then force
@@ -174,7 +186,7 @@ fn tuning_cache_measures_saves_reuses_and_survives_damage() {
     let third = fresh_gpu_tuned_at(&path).unwrap();
     third.set_tune_mode(TuneMode::Measure);
     assert_close("dw, damaged cache", &dw_on(&third), &want, 1e-4, 1e-4);
-    assert_eq!(read_cache(&path).len(), 1);
+    only_splits_and_tiles(&read_cache(&path));
 
     // Off: the file is not consulted, the defaults give the definition's dw too.
     assert_close("dw, tuning off", &dw_on(&off), &want, 1e-4, 1e-4);

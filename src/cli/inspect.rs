@@ -266,3 +266,69 @@ pub fn selftest(
     }
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct ShadersArgs {
+    /// The folder the modules go to (made where missing).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Writes each `ShaderId`'s module as the engine hands it to wgpu, one `<name>.wgsl` per module,
+/// and `modules.json`: per module its name, the `shaders/` files it is assembled from and
+/// whether it uses subgroups (where a WGSL compiler other than naga needs `enable subgroups;`).
+pub fn shaders(a: ShadersArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use cnn_wgpu::gpu::ShaderId;
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| format!("cannot create {}: {e}", a.out.display()))?;
+    let mut modules = Vec::new();
+    for id in ShaderId::ALL {
+        let path = a.out.join(format!("{}.wgsl", id.name()));
+        cnn_wgpu::atomic_file::write_atomic(&path, id.source().as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        modules.push(serde_json::json!({
+            "name": id.name(),
+            "file": path.file_name().map(|f| f.to_string_lossy().into_owned()),
+            "assembled_from": id.files(),
+            "first_lines": first_lines(id)?,
+            "uses_subgroups": id.uses_subgroups(),
+        }));
+    }
+    let index = a.out.join("modules.json");
+    cnn_wgpu::atomic_file::write_atomic(
+        &index,
+        serde_json::to_string_pretty(&serde_json::json!({ "modules": modules }))?.as_bytes(),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", index.display()))?;
+    println!(
+        "{} modules and modules.json in {}",
+        modules.len(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// The line of the module `id` on which each of its `shaders/` files starts (from 1), so that a
+/// compiler's message about the module can name the file and line that a person edits.
+fn first_lines(id: cnn_wgpu::gpu::ShaderId) -> Result<Vec<usize>, String> {
+    let source = id.source();
+    let shaders = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut from = 0;
+    let mut lines = Vec::new();
+    for file in id.files() {
+        // The files are compiled in; only their text is looked for, in the order assembled.
+        let text = cnn_wgpu::gpu::shader_file(file).ok_or_else(|| {
+            format!(
+                "{}: not a compiled-in shader file",
+                shaders.join(file).display()
+            )
+        })?;
+        let at = source[from..]
+            .find(text)
+            .map(|i| from + i)
+            .ok_or_else(|| format!("module {}: {file} is not in its source", id.name()))?;
+        lines.push(source[..at].matches('\n').count() + 1);
+        from = at + text.len();
+    }
+    Ok(lines)
+}

@@ -25,7 +25,7 @@ use thiserror::Error;
 
 pub use dispatch::{Arg, BufferRange};
 pub use options::{ConvAlgo, DeviceOptions, TiledConfig};
-pub use pipeline::{Access, BuiltPipeline, Kernel, ShaderId};
+pub use pipeline::{shader_file, Access, BuiltPipeline, Kernel, ShaderId};
 pub use pool::{PoolStats, PooledTexture};
 pub use profile::Profile;
 pub use select::{AdapterRequest, AdapterSummary, BackendChoice};

@@ -43,11 +43,70 @@ pub enum ShaderId {
     SubgroupProbe,
 }
 
-const GEMM_CORE: &str = include_str!("../../shaders/gemm_core.wgsl");
-const GEMM_SG: &str = include_str!("../../shaders/gemm_sg.wgsl");
-const GEMM_SG_B_BUFFER: &str = include_str!("../../shaders/gemm_sg_b_buffer.wgsl");
-const GEMM_SG_B_TEXTURE: &str = include_str!("../../shaders/gemm_sg_b_texture.wgsl");
-const GEMM_TILED: &str = include_str!("../../shaders/gemm_tiled.wgsl");
+/// Every file under `shaders/`, compiled in: the one table that the names in
+/// [`ShaderId::files`] resolve in (a name missing here fails every module that lists it, in
+/// `tests/shaders_validate.rs`).
+const SHADER_FILES: [(&str, &str); 21] = [
+    (
+        "activation.wgsl",
+        include_str!("../../shaders/activation.wgsl"),
+    ),
+    ("conv2d.wgsl", include_str!("../../shaders/conv2d.wgsl")),
+    (
+        "conv2d_params.wgsl",
+        include_str!("../../shaders/conv2d_params.wgsl"),
+    ),
+    (
+        "conv2d_sg.wgsl",
+        include_str!("../../shaders/conv2d_sg.wgsl"),
+    ),
+    ("dropout.wgsl", include_str!("../../shaders/dropout.wgsl")),
+    (
+        "gemm_core.wgsl",
+        include_str!("../../shaders/gemm_core.wgsl"),
+    ),
+    ("gemm_sg.wgsl", include_str!("../../shaders/gemm_sg.wgsl")),
+    (
+        "gemm_sg_b_buffer.wgsl",
+        include_str!("../../shaders/gemm_sg_b_buffer.wgsl"),
+    ),
+    (
+        "gemm_sg_b_texture.wgsl",
+        include_str!("../../shaders/gemm_sg_b_texture.wgsl"),
+    ),
+    (
+        "gemm_tiled.wgsl",
+        include_str!("../../shaders/gemm_tiled.wgsl"),
+    ),
+    ("loss.wgsl", include_str!("../../shaders/loss.wgsl")),
+    ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
+    (
+        "matmul_params.wgsl",
+        include_str!("../../shaders/matmul_params.wgsl"),
+    ),
+    (
+        "matmul_sg.wgsl",
+        include_str!("../../shaders/matmul_sg.wgsl"),
+    ),
+    ("optim.wgsl", include_str!("../../shaders/optim.wgsl")),
+    ("pack.wgsl", include_str!("../../shaders/pack.wgsl")),
+    ("peak.wgsl", include_str!("../../shaders/peak.wgsl")),
+    ("pool.wgsl", include_str!("../../shaders/pool.wgsl")),
+    ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
+    (
+        "subgroup_probe.wgsl",
+        include_str!("../../shaders/subgroup_probe.wgsl"),
+    ),
+    ("winograd.wgsl", include_str!("../../shaders/winograd.wgsl")),
+];
+
+/// The text of `shaders/<name>` as compiled in.
+pub fn shader_file(name: &str) -> Option<&'static str> {
+    SHADER_FILES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| *text)
+}
 
 impl ShaderId {
     pub const ALL: [ShaderId; 18] = [
@@ -125,55 +184,41 @@ impl ShaderId {
         }
     }
 
+    /// The module's name in files and messages: `conv2d_sg_texture` for `Conv2dSgTexture`.
+    pub fn name(self) -> String {
+        let mut out = String::new();
+        for (i, ch) in format!("{self:?}").chars().enumerate() {
+            if ch.is_ascii_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_lowercase());
+        }
+        out
+    }
+
+    /// Whether the module uses subgroup built-ins and functions: wgpu compiles it only where the
+    /// device has the SUBGROUP feature, and WGSL as the spec (and Tint) reads it needs
+    /// `enable subgroups;`, which naga refuses.
+    pub fn uses_subgroups(self) -> bool {
+        matches!(
+            self,
+            ShaderId::Conv2dSg
+                | ShaderId::Conv2dSgTexture
+                | ShaderId::MatmulSg
+                | ShaderId::MatmulSgTexture
+                | ShaderId::SubgroupProbe
+        )
+    }
+
     /// The full WGSL source. The GEMM-shaped ops share one tiled core (`gemm_core.wgsl`) that
     /// calls the op's own `load_a`/`load_b`/`store_c`; composing modules this way keeps shapes
     /// out of the source text (they arrive as uniforms and override constants).
     pub fn source(self) -> String {
-        let own = match self {
-            ShaderId::Conv2d => concat!(
-                include_str!("../../shaders/conv2d_params.wgsl"),
-                "\n",
-                include_str!("../../shaders/conv2d.wgsl")
-            ),
-            ShaderId::Conv2dSg | ShaderId::Conv2dSgTexture | ShaderId::Conv2dTiled => concat!(
-                include_str!("../../shaders/conv2d_params.wgsl"),
-                "\n",
-                include_str!("../../shaders/conv2d_sg.wgsl")
-            ),
-            ShaderId::Matmul => concat!(
-                include_str!("../../shaders/matmul_params.wgsl"),
-                "\n",
-                include_str!("../../shaders/matmul.wgsl")
-            ),
-            ShaderId::MatmulSg | ShaderId::MatmulSgTexture | ShaderId::MatmulTiled => concat!(
-                include_str!("../../shaders/matmul_params.wgsl"),
-                "\n",
-                include_str!("../../shaders/matmul_sg.wgsl")
-            ),
-            ShaderId::Pack => include_str!("../../shaders/pack.wgsl"),
-            ShaderId::Winograd => include_str!("../../shaders/winograd.wgsl"),
-            ShaderId::Pool => include_str!("../../shaders/pool.wgsl"),
-            ShaderId::Activation => include_str!("../../shaders/activation.wgsl"),
-            ShaderId::Dropout => include_str!("../../shaders/dropout.wgsl"),
-            ShaderId::Loss => include_str!("../../shaders/loss.wgsl"),
-            ShaderId::Reduce => include_str!("../../shaders/reduce.wgsl"),
-            ShaderId::Optim => include_str!("../../shaders/optim.wgsl"),
-            ShaderId::Peak => include_str!("../../shaders/peak.wgsl"),
-            ShaderId::SubgroupProbe => include_str!("../../shaders/subgroup_probe.wgsl"),
-        };
-        match self {
-            ShaderId::Conv2d | ShaderId::Matmul => format!("{own}\n{GEMM_CORE}"),
-            ShaderId::Conv2dSg | ShaderId::MatmulSg => {
-                format!("{own}\n{GEMM_SG}\n{GEMM_SG_B_BUFFER}")
-            }
-            ShaderId::Conv2dSgTexture | ShaderId::MatmulSgTexture => {
-                format!("{own}\n{GEMM_SG}\n{GEMM_SG_B_TEXTURE}")
-            }
-            ShaderId::Conv2dTiled | ShaderId::MatmulTiled => {
-                format!("{own}\n{GEMM_TILED}\n{GEMM_SG_B_BUFFER}")
-            }
-            _ => own.to_string(),
-        }
+        self.files()
+            .iter()
+            .map(|f| shader_file(f).unwrap_or_else(|| panic!("shaders/{f} is not compiled in")))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 

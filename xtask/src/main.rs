@@ -42,29 +42,87 @@ fn ci() -> Result<(), String> {
         "warnings",
     ])?;
     validate()?;
+    tint()?;
     cargo(&["test", "--workspace", "--release"])?;
-    lavapipe_512()
+    lavapipe_widths()
+}
+
+/// A second WGSL compiler: Tint (Chrome's, inside Dawn, from the npm package `webgpu` pinned in
+/// `xtask/tint/package-lock.json`) compiles every module exactly as the engine ships it
+/// (`cnn-wgpu shaders`), on Dawn's null backend, so no GPU is needed. naga accepts modules that
+/// the WGSL spec rejects (uniformity), and a browser or a GPU compiler reads the spec. Needs
+/// Node; skipped, saying so, where there is none, unless CI (or `CNN_WGPU_REQUIRE_TINT`) is set.
+fn tint() -> Result<(), String> {
+    let dir = gpu_report::root().join("xtask/tint");
+    let required = std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+        || std::env::var_os("CNN_WGPU_REQUIRE_TINT").is_some_and(|v| !v.is_empty() && v != "0");
+    let node_there = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !node_there {
+        if required {
+            return Err(
+                "the Tint check needs Node (node, npm): `apt-get install -y nodejs npm`".into(),
+            );
+        }
+        eprintln!("xtask: skipped the Tint check: no `node` on this machine (apt-get install -y nodejs npm)");
+        return Ok(());
+    }
+    let run = |program: &str, args: &[&str]| -> Result<(), String> {
+        eprintln!("xtask: {program} {}", args.join(" "));
+        let status = Command::new(program)
+            .args(args)
+            .current_dir(&dir)
+            .status()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("`{program} {}` failed ({status})", args.join(" ")))
+        }
+    };
+    if !dir.join("node_modules/webgpu").is_dir() {
+        run("npm", &["ci", "--no-audit", "--no-fund"])?;
+    }
+    let out = gpu_report::root().join("target/wgsl");
+    let out = out
+        .to_str()
+        .ok_or("the target folder's path is not UTF-8")?;
+    cargo(&["run", "--quiet", "--release", "--", "shaders", "--out", out])?;
+    run("node", &["check.mjs", out])
 }
 
 /// The kernel and model test binaries again on lavapipe built for 512-bit vectors, whose
-/// 16-lane subgroups stand for the real GPUs' 32 and 64: the kernel choices made for other
-/// subgroup widths are tested here. `CNN_WGPU_EXPECT_KERNELS_512` states the families that must
-/// run there (CI sets it). Skipped, saying so, where lavapipe is not installed, unless
-/// `CNN_WGPU_REQUIRE_GPU` is set.
-fn lavapipe_512() -> Result<(), String> {
-    let on_lavapipe_512 = |c: &mut Command| {
-        c.env("LP_NATIVE_VECTOR_WIDTH", "512")
+/// 16-lane subgroups stand for the real GPUs' 32 and 64 (the kernel choices made for other
+/// subgroup widths are tested there), and for 128-bit vectors, whose 4-lane subgroups are too
+/// narrow for the subgroup GEMM (8 to 64 lanes), so the tiled and workgroup-memory kernels run
+/// without it, as on an adapter without subgroups. `CNN_WGPU_EXPECT_KERNELS_512` and
+/// `CNN_WGPU_EXPECT_KERNELS_128` state the families that must run at each width (CI sets
+/// them). Skipped, saying so, where lavapipe is not installed, unless `CNN_WGPU_REQUIRE_GPU` is
+/// set.
+fn lavapipe_widths() -> Result<(), String> {
+    for bits in ["512", "128"] {
+        lavapipe_at(bits)?;
+    }
+    Ok(())
+}
+
+fn lavapipe_at(bits: &str) -> Result<(), String> {
+    let expect = format!("CNN_WGPU_EXPECT_KERNELS_{bits}");
+    let on_lavapipe = |c: &mut Command| {
+        c.env("LP_NATIVE_VECTOR_WIDTH", bits)
             .env("CNN_WGPU_ADAPTER", "llvmpipe");
-        match std::env::var("CNN_WGPU_EXPECT_KERNELS_512") {
+        match std::env::var(&expect) {
             Ok(families) => c.env("CNN_WGPU_EXPECT_KERNELS", families),
-            // What is expected at 256 bits says nothing of 512.
+            // What is expected at 256 bits says nothing of another width.
             Err(_) => c.env_remove("CNN_WGPU_EXPECT_KERNELS"),
         };
     };
     let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut probe = Command::new(&cargo_bin);
     probe.args(["run", "--quiet", "--release", "--", "devices"]);
-    on_lavapipe_512(&mut probe);
+    on_lavapipe(&mut probe);
     let found = probe
         .output()
         .map_err(|e| format!("cannot run {cargo_bin}: {e}"))?;
@@ -72,13 +130,13 @@ fn lavapipe_512() -> Result<(), String> {
         let why = String::from_utf8_lossy(&found.stderr).trim().to_string();
         if std::env::var_os("CNN_WGPU_REQUIRE_GPU").is_some() {
             return Err(format!(
-                "CNN_WGPU_REQUIRE_GPU is set but lavapipe at 512 bits did not open: {why}"
+                "CNN_WGPU_REQUIRE_GPU is set but lavapipe at {bits} bits did not open: {why}"
             ));
         }
-        eprintln!("xtask: skipped the 512-bit lavapipe pass: lavapipe did not open ({why})");
+        eprintln!("xtask: skipped the {bits}-bit lavapipe pass: lavapipe did not open ({why})");
         return Ok(());
     }
-    eprintln!("xtask: the kernel and model tests on lavapipe at 512 bits");
+    eprintln!("xtask: the kernel and model tests on lavapipe at {bits} bits");
     let mut args = vec!["test", "--release"];
     for t in [
         "activation",
@@ -98,7 +156,7 @@ fn lavapipe_512() -> Result<(), String> {
     ] {
         args.extend(["--test", t]);
     }
-    cargo_with(&args, on_lavapipe_512)
+    cargo_with(&args, on_lavapipe)
 }
 
 fn validate() -> Result<(), String> {
@@ -109,6 +167,8 @@ fn validate() -> Result<(), String> {
         "shaders_validate",
         "--test",
         "contract",
+        "--test",
+        "translate",
     ])
 }
 
@@ -133,11 +193,16 @@ const PINNED_OUT: &str = "weights/vgg16_tv_in1k.safetensors";
     about = "The project's chores, mirroring CI locally"
 )]
 enum Task {
-    /// fmt check, clippy -D warnings, naga validation and the host-shader contract, the whole
-    /// test suite, then the kernel and model tests on lavapipe at 512 bits.
+    /// fmt check, clippy -D warnings, naga validation and translation and the host-shader
+    /// contract, Tint's compile of every module, the whole test suite, then the kernel and
+    /// model tests on lavapipe at 512 and at 128 bits.
     Ci,
-    /// naga validation of every shader and the host-shader contract (no GPU).
+    /// naga validation of every shader, its translation to SPIR-V, GLSL, MSL and HLSL (with
+    /// spirv-val and glslangValidator where installed) and the host-shader contract (no GPU).
     Validate,
+    /// Tint (Chrome's WGSL compiler, from the npm package `webgpu`) compiles every module as
+    /// the engine ships it, on Dawn's null backend (no GPU; needs Node).
+    Tint,
     /// The bench suite on the shared workloads with the FMA peak; further arguments go to
     /// `cnn-wgpu bench`.
     Bench {
@@ -207,6 +272,7 @@ fn run(task: Task) -> Result<(), String> {
     match task {
         Task::Ci => ci(),
         Task::Validate => validate(),
+        Task::Tint => tint(),
         Task::Bench { args } => bench(&args),
         Task::FetchWeights { url, sha256, out } => {
             // The pinned file lands under its own name; any other keeps the main job's first
