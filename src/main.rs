@@ -202,6 +202,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Some(Command::AugmentPreview(a)) => data::augment_preview(a),
         Some(Command::Shaders(a)) => inspect::shaders(a),
         Some(Command::Bench(a)) => bench::bench(&request, a),
-        Some(Command::Selftest(a)) => inspect::selftest(&request, a),
+        Some(Command::Selftest(a)) => {
+            // A kernel that reads past a tensor's end must fail here on any adapter, not only
+            // on those that return a real value there (Metal, DX12).
+            let mut request = request;
+            request.options.nan_tail = true;
+            inspect::selftest(&request, a)
+        }
     }
 }

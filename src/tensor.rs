@@ -69,6 +69,9 @@ impl<const N: usize> From<[usize; N]> for Shape {
 pub struct Tensor {
     buf: Arc<PooledBuffer>,
     shape: Shape,
+    /// Bytes past the end that the tensor's bindings take in: the NaN tail of a device with
+    /// [`Gpu::nan_tail`] on, else 0.
+    tail: u64,
 }
 
 impl fmt::Debug for Tensor {
@@ -117,13 +120,32 @@ impl Tensor {
         Ok(t)
     }
 
-    /// A pooled buffer as it comes, for constructors that overwrite all of it at once.
+    /// A pooled buffer as it comes, for constructors that overwrite all of it at once; with
+    /// [`Gpu::nan_tail`] on, followed by NaN up to the buffer's end (within the binding limit),
+    /// which its bindings take in.
     fn alloc(gpu: &Gpu, shape: impl Into<Shape>) -> Result<Self, GpuError> {
         let shape = shape.into();
         let bytes = check_size(gpu, "alloc", &shape)?;
+        let want = gpu.nan_tail();
+        let buf = gpu.pool().alloc(bytes + want);
+        let mut tail = 0;
+        if want > 0 {
+            // A tensor past the binding limit is bound in windows, whose last one may still
+            // take the tail in; one within it keeps its whole binding within it.
+            let room = if bytes <= gpu.binding_limit() {
+                gpu.binding_limit() - bytes
+            } else {
+                u64::MAX
+            };
+            tail = (buf.buffer().size() - bytes).min(room) / 4 * 4;
+            if tail > 0 {
+                gpu.record_poison_at(buf.buffer(), bytes, tail);
+            }
+        }
         Ok(Self {
-            buf: Arc::new(gpu.pool().alloc(bytes)),
+            buf: Arc::new(buf),
             shape,
+            tail,
         })
     }
 
@@ -230,7 +252,11 @@ impl Tensor {
             "Tensor::from_shared: {shape} does not fit a {}-byte buffer",
             buf.buffer().size()
         );
-        Self { buf, shape }
+        Self {
+            buf,
+            shape,
+            tail: 0,
+        }
     }
 
     /// Copies the data back to the host (flushes pending work first).
@@ -261,6 +287,7 @@ impl Tensor {
         Self {
             buf: self.buf.clone(),
             shape,
+            tail: self.tail,
         }
     }
 
@@ -294,7 +321,12 @@ impl Tensor {
         let align = gpu.offset_alignment();
         let begin = start as u64 * 4;
         let aligned = begin / align * align;
-        let end = ((start + len) as u64 * 4).max(aligned + MIN_BINDING);
+        let mut end = ((start + len) as u64 * 4).max(aligned + MIN_BINDING);
+        if start + len == self.numel() && self.tail > 0 {
+            // The window that ends the tensor takes in its NaN tail, within the binding limit.
+            let limit = aligned + gpu.binding_limit().max(end - aligned);
+            end = (end + self.tail).min(limit).min(self.buffer().size());
+        }
         (
             BufferRange {
                 buffer: self.buffer(),
@@ -311,7 +343,7 @@ impl Tensor {
         BufferRange {
             buffer: self.buffer(),
             offset: 0,
-            size: self.byte_len().max(MIN_BINDING),
+            size: (self.byte_len() + self.tail).max(MIN_BINDING),
             writes: self.buf.writes(),
         }
     }

@@ -532,3 +532,44 @@ fn an_empty_batch_runs_every_op_to_empty_outputs_and_zero_gradients() {
     }
     gpu.sync().unwrap();
 }
+
+/// The test devices' NaN tail: a tensor's binding (whole, or the window that ends it) reaches
+/// past its last element into NaN, within the binding limit, whatever the pool's buffer held
+/// before; a window that ends earlier does not. (That a kernel reading past a tensor's end then
+/// fails is shown in README's portability section with a seeded defect.)
+#[test]
+fn tensors_carry_a_nan_tail_inside_their_bindings() {
+    for gpu in [gpu_or_skip!(), small_binding_gpu().unwrap()] {
+        assert!(
+            gpu.nan_tail() >= 16,
+            "the test devices have the NaN tail on"
+        );
+        // A recycled buffer that held numbers: its tail is NaN again once handed out.
+        drop(Tensor::from_slice(gpu, [300], &vec![1.0; 300]).unwrap());
+        let t = Tensor::from_slice(gpu, [5], &[2.0; 5]).unwrap();
+        let all = t.all();
+        assert!(
+            all.size > 20,
+            "the binding takes the tail in: {} bytes",
+            all.size
+        );
+        let bytes = gpu.read_bytes(t.buffer(), 0, all.size).unwrap();
+        let vals: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+        assert_eq!(&vals[..5], &[2.0; 5]);
+        assert!(vals[5..].iter().all(|v| v.is_nan()), "{:?}", &vals[5..12]);
+        let (end, _) = t.window(gpu, 3, 2);
+        assert!(end.offset + end.size > 20);
+        let (inner, _) = t.window(gpu, 0, 3);
+        assert_eq!(
+            (inner.offset, inner.size),
+            (0, 16),
+            "the least binding, no tail"
+        );
+        // Within the binding limit, even for a tensor that nearly fills it.
+        let near = (gpu.binding_limit() / 4 - 2) as usize;
+        if near <= 1 << 22 {
+            let big = Tensor::zeros(gpu, [near]).unwrap();
+            assert!(big.all().size <= gpu.binding_limit());
+        }
+    }
+}

@@ -33,6 +33,9 @@ pub struct DeviceOptions {
     pub binding_limit: Option<u64>,
     /// Fill every uninitialised tensor with NaN; see [`Gpu::set_poison_uninit`].
     pub poison_uninit: bool,
+    /// Give every tensor a NaN-filled tail inside its binding (`CNN_WGPU_NAN_TAIL=1`; `selftest`
+    /// always does); see [`Gpu::nan_tail`].
+    pub nan_tail: bool,
     /// Rows per subgroup every subgroup GEMM must use (8, 16, 24 or 32) instead of the default
     /// choice; see [`Gpu::force_subgroup_tile_rows`].
     pub subgroup_tile_rows: Option<u32>,
@@ -47,6 +50,10 @@ pub struct DeviceOptions {
     /// tiles; see [`Gpu::plans_as_gpu`].
     pub plan_as_gpu: bool,
 }
+
+/// The NaN tail's length (see [`Gpu::nan_tail`]): 1024 floats, past any vec4, row or tile a
+/// kernel could read beyond a tensor's end.
+const NAN_TAIL_BYTES: u64 = 4096;
 
 /// The algorithm of 3x3 stride-1 convolutions (forward and input gradient; other convolutions
 /// and every kernel gradient are always direct).
@@ -126,6 +133,7 @@ impl Default for DeviceOptions {
             tune_cache: None,
             binding_limit: None,
             poison_uninit: false,
+            nan_tail: false,
             subgroup_tile_rows: None,
             kernel_gradient_slices: None,
             conv_algo: ConvAlgo::Auto,
@@ -182,6 +190,7 @@ impl DeviceOptions {
             tiled_config,
             textures: !set("CNN_WGPU_NO_TEXTURES"),
             plan_as_gpu: set("CNN_WGPU_PLAN_AS_GPU"),
+            nan_tail: set("CNN_WGPU_NAN_TAIL"),
             tune: match std::env::var("CNN_WGPU_TUNE").as_deref() {
                 Ok("0") | Ok("off") => TuneMode::Off,
                 Ok("1") | Ok("measure") => TuneMode::Measure,
@@ -316,6 +325,8 @@ pub(crate) struct Switches {
     kgrad_slices: AtomicU32,
     /// Whether uninitialised tensors are filled with NaN.
     poison: AtomicBool,
+    /// Whether tensors get a NaN tail inside their bindings.
+    nan_tail: bool,
     /// [`ConvAlgo`] as its code.
     conv_algo: AtomicU32,
     /// Whether GEMMs are planned as on a GPU on any adapter.
@@ -340,6 +351,7 @@ impl Switches {
             texture_width: AtomicU32::new(default_texture_width(limits)),
             kgrad_slices: AtomicU32::new(0),
             poison: AtomicBool::new(options.poison_uninit),
+            nan_tail: options.nan_tail,
             conv_algo: AtomicU32::new(options.conv_algo.code()),
             plan_as_gpu: AtomicBool::new(options.plan_as_gpu),
             nan_source: std::sync::OnceLock::new(),
@@ -554,9 +566,28 @@ impl Gpu {
         self.switches.poison.load(Ordering::Relaxed)
     }
 
+    /// Bytes of NaN every tensor carries past its end, inside the range it is bound with (0:
+    /// off, the default). Vulkan with robust buffer access (lavapipe) returns 0 for a read past
+    /// a binding, while Metal and DX12 clamp the index and return a real value there, so a
+    /// kernel that reads past a tensor's logical end passes on lavapipe and fails on them. With
+    /// the tail such a read sees NaN, which shows in the result. The test suite opens every
+    /// device with it on.
+    pub fn nan_tail(&self) -> u64 {
+        if self.switches.nan_tail {
+            NAN_TAIL_BYTES
+        } else {
+            0
+        }
+    }
+
     /// Records copies of NaN bytes (0xFF: a quiet NaN in every f32) over `size` bytes of
     /// `buffer`, ordered with the other recorded work.
     pub(crate) fn record_poison(&self, buffer: &wgpu::Buffer, size: u64) {
+        self.record_poison_at(buffer, 0, size);
+    }
+
+    /// [`Self::record_poison`] over bytes `[offset, offset + size)` (multiples of 4).
+    pub(crate) fn record_poison_at(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) {
         const CHUNK: u64 = 1 << 20;
         let source = self.switches.nan_source.get_or_init(|| {
             let b = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -575,7 +606,7 @@ impl Gpu {
             let mut at = 0;
             while at < size {
                 let n = CHUNK.min(size - at);
-                enc.copy_buffer_to_buffer(source, 0, buffer, at, n);
+                enc.copy_buffer_to_buffer(source, 0, buffer, offset + at, n);
                 at += n;
             }
         });

@@ -24,7 +24,9 @@ pub const SMALL_BINDING: u64 = 64 * 1024;
 /// Opens a device on the adapter the environment names. Every test device fills the tensors it
 /// hands out uninitialised with NaN (`Gpu::set_poison_uninit`): the pool recycles buffers, so a
 /// kernel that leaves part of its output unwritten would otherwise pass a repeated call on the
-/// previous call's result.
+/// previous call's result. Every tensor also carries a NaN tail inside its bindings
+/// (`Gpu::nan_tail`): lavapipe returns 0 for a read past a binding, Metal and DX12 a real
+/// value, so a kernel that reads past a tensor's end must show it here, as a NaN.
 fn open(binding_limit: Option<u64>) -> Option<Gpu> {
     open_with(|o| o.binding_limit = binding_limit)
 }
@@ -34,6 +36,7 @@ pub fn open_with(change: impl FnOnce(&mut cnn_wgpu::gpu::DeviceOptions)) -> Opti
     let mut request =
         AdapterRequest::from_env().expect("CNN_WGPU_ADAPTER / CNN_WGPU_BACKEND are valid");
     request.options.poison_uninit = true;
+    request.options.nan_tail = true;
     change(&mut request.options);
     match select::open(&request) {
         Ok(g) => Some(g),
