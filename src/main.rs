@@ -36,6 +36,11 @@ struct Cli {
     /// CNN_WGPU_CONV_ALGO.
     #[arg(long, global = true, value_enum)]
     conv_algo: Option<ConvAlgo>,
+    /// Open the device with WebGPU's default limits instead of the adapter's (16 KiB workgroup
+    /// memory, 256 invocations, 128 MiB per storage binding, 8 storage buffers per stage), as a
+    /// browser gives a page; same as CNN_WGPU_WEBGPU_LIMITS=1.
+    #[arg(long, global = true)]
+    webgpu_limits: bool,
     /// Main job: the dataset (prepared split, or Kaggle's flat cat.N.jpg/dog.N.jpg folder)
     /// [default: data/cats_and_dogs_small, else the shared folder's copy].
     #[arg(long)]
@@ -161,6 +166,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(algo) = cli.conv_algo {
         options.conv_algo = algo;
+    }
+    if cli.webgpu_limits {
+        options.webgpu_limits = true;
     }
     let request = AdapterRequest {
         name: cli.adapter,

@@ -275,3 +275,64 @@ fn a_field_on_one_side_only_is_reported() {
         "{problems:?}"
     );
 }
+
+/// Every entry point binds no more storage buffers, and a fixed workgroup holds no more
+/// invocations, than WebGPU's default limits allow (8 per stage, 256), so that each pipeline can
+/// be created on any WebGPU device; where an adapter opens, the device opened with
+/// `webgpu_limits` reports those limits, and every entry point's count is within them. (wgpu
+/// reserves Metal's extra buffer slots itself and reports the reduced limit.)
+#[test]
+fn every_entry_point_fits_webgpu_default_limits() {
+    let defaults = wgpu::Limits::default();
+    let storage = |bindings: &[Access]| {
+        bindings
+            .iter()
+            .filter(|a| matches!(a, Access::Read | Access::Write))
+            .count() as u32
+    };
+    let mut over = Vec::new();
+    for e in ENTRY_POINTS {
+        for bindings in e.bindings {
+            if storage(bindings) > defaults.max_storage_buffers_per_shader_stage {
+                over.push(format!(
+                    "{:?}::{} binds {} storage buffers",
+                    e.shader,
+                    e.entry,
+                    storage(bindings)
+                ));
+            }
+        }
+        if let Workgroup::Fixed([x, y, z]) = e.workgroup {
+            if x * y * z > defaults.max_compute_invocations_per_workgroup {
+                over.push(format!(
+                    "{:?}::{} has {} invocations",
+                    e.shader,
+                    e.entry,
+                    x * y * z
+                ));
+            }
+        }
+    }
+    assert!(
+        over.is_empty(),
+        "past WebGPU's default limits:\n{}",
+        over.join("\n")
+    );
+    let mut request = cnn_wgpu::AdapterRequest::from_env().unwrap();
+    request.options.webgpu_limits = true;
+    let Ok(gpu) = cnn_wgpu::gpu::select::open(&request) else {
+        eprintln!("skipped the device's reported limit: no adapter");
+        return;
+    };
+    let reported = gpu.limits().max_storage_buffers_per_shader_stage;
+    assert!(reported <= 8, "{reported}");
+    let most = ENTRY_POINTS
+        .iter()
+        .flat_map(|e| e.bindings.iter().map(|b| storage(b)))
+        .max()
+        .unwrap();
+    assert!(
+        most <= reported,
+        "an entry point binds {most}, the device allows {reported}"
+    );
+}

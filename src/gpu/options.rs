@@ -33,6 +33,11 @@ pub struct DeviceOptions {
     pub binding_limit: Option<u64>,
     /// Fill every uninitialised tensor with NaN; see [`Gpu::set_poison_uninit`].
     pub poison_uninit: bool,
+    /// Request WebGPU's default limits instead of the adapter's (`--webgpu-limits`,
+    /// `CNN_WGPU_WEBGPU_LIMITS=1`): 16 KiB of workgroup memory, 256 invocations per workgroup,
+    /// 128 MiB per storage binding, 8 storage buffers per stage, 4 bind groups. What a browser
+    /// gives a page that asks for nothing more; the planner then picks only what fits.
+    pub webgpu_limits: bool,
     /// Give every tensor a NaN-filled tail inside its binding (`CNN_WGPU_NAN_TAIL=1`; `selftest`
     /// always does); see [`Gpu::nan_tail`].
     pub nan_tail: bool,
@@ -134,6 +139,7 @@ impl Default for DeviceOptions {
             binding_limit: None,
             poison_uninit: false,
             nan_tail: false,
+            webgpu_limits: false,
             subgroup_tile_rows: None,
             kernel_gradient_slices: None,
             conv_algo: ConvAlgo::Auto,
@@ -191,6 +197,7 @@ impl DeviceOptions {
             textures: !set("CNN_WGPU_NO_TEXTURES"),
             plan_as_gpu: set("CNN_WGPU_PLAN_AS_GPU"),
             nan_tail: set("CNN_WGPU_NAN_TAIL"),
+            webgpu_limits: set("CNN_WGPU_WEBGPU_LIMITS"),
             tune: match std::env::var("CNN_WGPU_TUNE").as_deref() {
                 Ok("0") | Ok("off") => TuneMode::Off,
                 Ok("1") | Ok("measure") => TuneMode::Measure,

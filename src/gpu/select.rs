@@ -113,7 +113,7 @@ pub struct AdapterSummary {
 impl AdapterSummary {
     fn of(adapter: &wgpu::Adapter, options: &DeviceOptions) -> Self {
         let info = adapter.get_info();
-        let limits = adapter.limits();
+        let limits = requested_limits(adapter, options);
         let features = adapter.features();
         let tune_cache = super::tune::cache_path(&info, options.tune_cache.as_deref());
         let subgroup_gemm_width = super::subgroup_gemm_width(&info, features);
@@ -229,7 +229,20 @@ pub fn choose(request: &AdapterRequest) -> Result<wgpu::Adapter, GpuError> {
     Ok(best)
 }
 
-/// Opens a device on `adapter` with its real limits and the optional features that help.
+/// The limits a device on `adapter` is opened with: the adapter's real ones, or with
+/// [`DeviceOptions::webgpu_limits`] WebGPU's defaults (`wgpu::Limits::default()`), each
+/// lowered to the adapter's where the adapter offers less.
+pub fn requested_limits(adapter: &wgpu::Adapter, options: &DeviceOptions) -> wgpu::Limits {
+    let real = adapter.limits();
+    if options.webgpu_limits {
+        wgpu::Limits::default().or_worse_values_from(&real)
+    } else {
+        real
+    }
+}
+
+/// Opens a device on `adapter` with its real limits (or WebGPU's defaults, as `options` says)
+/// and the optional features that help.
 pub fn open_adapter(adapter: &wgpu::Adapter, options: &DeviceOptions) -> Result<Gpu, GpuError> {
     let wanted = wgpu::Features::TIMESTAMP_QUERY
         | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
@@ -239,7 +252,7 @@ pub fn open_adapter(adapter: &wgpu::Adapter, options: &DeviceOptions) -> Result<
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("cnn-wgpu"),
         required_features: features,
-        required_limits: adapter.limits(),
+        required_limits: requested_limits(adapter, options),
         experimental_features: wgpu::ExperimentalFeatures::disabled(),
         memory_hints: wgpu::MemoryHints::Performance,
         trace: wgpu::Trace::Off,

@@ -44,6 +44,7 @@ fn ci() -> Result<(), String> {
     validate()?;
     tint()?;
     cargo(&["test", "--workspace", "--release"])?;
+    webgpu_limits()?;
     lavapipe_widths()
 }
 
@@ -137,26 +138,47 @@ fn lavapipe_at(bits: &str) -> Result<(), String> {
         return Ok(());
     }
     eprintln!("xtask: the kernel and model tests on lavapipe at {bits} bits");
+    kernel_tests(&on_lavapipe)
+}
+
+/// The kernel and model test binaries with the environment `env` sets.
+fn kernel_tests(env: &dyn Fn(&mut Command)) -> Result<(), String> {
     let mut args = vec!["test", "--release"];
-    for t in [
-        "activation",
-        "conv",
-        "dense",
-        "dropout",
-        "kept_kernels",
-        "loss",
-        "model",
-        "optim",
-        "pack",
-        "pool",
-        "runtime",
-        "tiled",
-        "tune",
-        "winograd",
-    ] {
+    for t in KERNEL_TESTS {
         args.extend(["--test", t]);
     }
-    cargo_with(&args, on_lavapipe)
+    cargo_with(&args, env)
+}
+
+/// The test binaries that check kernels and models on a device, run again at each width and
+/// under WebGPU's limits.
+const KERNEL_TESTS: [&str; 14] = [
+    "activation",
+    "conv",
+    "dense",
+    "dropout",
+    "kept_kernels",
+    "loss",
+    "model",
+    "optim",
+    "pack",
+    "pool",
+    "runtime",
+    "tiled",
+    "tune",
+    "winograd",
+];
+
+/// `selftest` and the kernel and model tests on a device opened with WebGPU's default limits
+/// (`CNN_WGPU_WEBGPU_LIMITS=1`: 16 KiB of workgroup memory, 256 invocations, 128 MiB per
+/// storage binding, 8 storage buffers per stage), as a browser would give.
+fn webgpu_limits() -> Result<(), String> {
+    let env = |c: &mut Command| {
+        c.env("CNN_WGPU_WEBGPU_LIMITS", "1");
+    };
+    eprintln!("xtask: selftest, the kernel and the model tests under WebGPU's default limits");
+    cargo_with(&["run", "--quiet", "--release", "--", "selftest"], env)?;
+    kernel_tests(&env)
 }
 
 fn validate() -> Result<(), String> {
@@ -194,8 +216,8 @@ const PINNED_OUT: &str = "weights/vgg16_tv_in1k.safetensors";
 )]
 enum Task {
     /// fmt check, clippy -D warnings, naga validation and translation and the host-shader
-    /// contract, Tint's compile of every module, the whole test suite, then the kernel and
-    /// model tests on lavapipe at 512 and at 128 bits.
+    /// contract, Tint's compile of every module, the whole test suite, selftest and the kernel
+    /// and model tests under WebGPU's default limits, then on lavapipe at 512 and 128 bits.
     Ci,
     /// naga validation of every shader, its translation to SPIR-V, GLSL, MSL and HLSL (with
     /// spirv-val and glslangValidator where installed) and the host-shader contract (no GPU).
