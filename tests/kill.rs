@@ -10,9 +10,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use cnn_wgpu::data::mnist;
 use cnn_wgpu::model::Model;
@@ -23,19 +22,12 @@ use common::*;
 /// validation, as `train` splits a folder holding only the t10k files.
 fn few_digits(shared: &Path, dir: &Path, n: usize) {
     let all = mnist::load(&shared.join("data/mnist"), "t10k").unwrap();
-    std::fs::create_dir_all(dir).unwrap();
-    let mut images = vec![0, 0, 8, 3];
-    for d in [n as u32, 28, 28] {
-        images.extend_from_slice(&d.to_be_bytes());
-    }
-    let mut labels = vec![0, 0, 8, 1];
-    labels.extend_from_slice(&(n as u32).to_be_bytes());
-    for (img, &class) in all.images.iter().zip(&all.classes).take(n) {
-        images.extend_from_slice(&img.data);
-        labels.push(class as u8);
-    }
-    std::fs::write(dir.join("t10k-images-idx3-ubyte"), images).unwrap();
-    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), labels).unwrap();
+    let labels: Vec<u8> = all.classes.iter().take(n).map(|&c| c as u8).collect();
+    write_idx(
+        dir,
+        all.images.iter().take(n).map(|i| i.data.as_slice()),
+        &labels,
+    );
 }
 
 fn train(data: &Path, out: &Path, resume: bool) -> Command {
@@ -62,29 +54,11 @@ fn train(data: &Path, out: &Path, resume: bool) -> Command {
 
 /// Runs `c` with the pause point `at` armed, waits until the process says it has paused there,
 /// kills it with SIGKILL and returns what it printed.
-fn kill_at(mut c: Command, at: &str) -> String {
-    let mut child = c
-        .env("CNN_WGPU_PAUSE_AT", at)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut seen = Vec::new();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        let paused = line.contains(&format!("paused at {at}"));
-        seen.push(line);
-        if paused {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            return seen.join("\n");
-        }
-    }
-    let status = child.wait().unwrap();
-    panic!(
-        "the run never reached {at} ({status}):\n{}",
-        seen.join("\n")
-    );
+fn kill_at(c: Command, at: &str) -> String {
+    let (mut child, seen) = paused_at(c, at);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    seen.join("\n")
 }
 
 /// Every `.safetensors` in `dir` reads, carries its model spec, and loads into that model.

@@ -6,9 +6,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 fn cli() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cnn-wgpu"));
@@ -27,30 +26,6 @@ fn train(data: &Path, out: &Path, extra: &[&str]) -> Command {
     c
 }
 
-/// Starts `c` paused at `at` and returns once it says so (its stderr read up to there).
-fn paused_at(mut c: Command, at: &str) -> Child {
-    let mut child = c
-        .env("CNN_WGPU_PAUSE_AT", at)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut seen = Vec::new();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if line.contains(&format!("paused at {at}")) {
-            return child;
-        }
-        seen.push(line);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!(
-        "the process ended before pausing at {at}:\n{}",
-        seen.join("\n")
-    );
-}
-
 #[test]
 fn a_run_folder_has_one_writer_and_a_killed_one_leaves_no_lock() {
     if common::gpu().is_none() {
@@ -61,7 +36,7 @@ fn a_run_folder_has_one_writer_and_a_killed_one_leaves_no_lock() {
     common::write_digits(&data, 40, 1);
     let out = tmp.path().join("run");
 
-    let mut first = paused_at(train(&data, &out, &[]), "step#2");
+    let (mut first, _) = common::paused_at(train(&data, &out, &[]), "step#2");
     let pid = first.id().to_string();
     let lock = std::fs::read_to_string(out.join(cnn_wgpu::train::LOCK_FILE)).unwrap();
     assert!(

@@ -526,35 +526,86 @@ pub fn raw_safetensors(entries: &[RawEntry<'_>], data_len: usize) -> Vec<u8> {
     out
 }
 
-/// Writes `n` generated 28x28 digits as plain MNIST IDX files (`t10k-*`, so that `train`
-/// splits them 4/5 train, 1/5 validation) into `dir`: digit k is a bright 6x6 square at a
-/// place of its own on a noisy background, so that the classes are learnable. Returns the
-/// labels.
+/// Writes 28x28 `images` and their `labels` as plain MNIST IDX files (`t10k-*`, so that
+/// `train` splits them 4/5 train, 1/5 validation) into `dir`.
+pub fn write_idx<'a>(
+    dir: &std::path::Path,
+    images: impl IntoIterator<Item = &'a [u8]>,
+    labels: &[u8],
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    let n = labels.len() as u32;
+    let mut idx = vec![0, 0, 8, 3];
+    for d in [n, 28, 28] {
+        idx.extend_from_slice(&d.to_be_bytes());
+    }
+    for img in images {
+        assert_eq!(img.len(), 28 * 28, "a 28x28 digit");
+        idx.extend_from_slice(img);
+    }
+    assert_eq!(
+        idx.len(),
+        16 + labels.len() * 28 * 28,
+        "one label per image"
+    );
+    let mut lbl = vec![0, 0, 8, 1];
+    lbl.extend_from_slice(&n.to_be_bytes());
+    lbl.extend_from_slice(labels);
+    std::fs::write(dir.join("t10k-images-idx3-ubyte"), idx).unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), lbl).unwrap();
+}
+
+/// Writes `n` generated digits with [`write_idx`]: digit k is a bright 6x4 block at a place of
+/// its own on a noisy background, so that the classes are learnable. Returns the labels.
 pub fn write_digits(dir: &std::path::Path, n: usize, seed: u64) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    std::fs::create_dir_all(dir).unwrap();
-    let mut images = vec![0, 0, 8, 3];
-    for d in [n as u32, 28, 28] {
-        images.extend_from_slice(&d.to_be_bytes());
-    }
-    let mut labels = vec![0, 0, 8, 1];
-    labels.extend_from_slice(&(n as u32).to_be_bytes());
-    let mut classes = Vec::with_capacity(n);
-    for i in 0..n {
-        let k = (i % 10) as u8;
-        let (r0, c0) = (2 + (k as usize / 5) * 12, 2 + (k as usize % 5) * 5);
-        for r in 0..28 {
-            for c in 0..28 {
-                let inside = (r0..r0 + 6).contains(&r) && (c0..c0 + 4).contains(&c);
-                images.push(if inside { 255 } else { rng.random_range(0..40) });
-            }
+    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    let images: Vec<Vec<u8>> = labels
+        .iter()
+        .map(|&k| {
+            let (r0, c0) = (2 + (k as usize / 5) * 12, 2 + (k as usize % 5) * 5);
+            (0..28 * 28)
+                .map(|p| {
+                    let (r, c) = (p / 28, p % 28);
+                    let inside = (r0..r0 + 6).contains(&r) && (c0..c0 + 4).contains(&c);
+                    if inside {
+                        255
+                    } else {
+                        rng.random_range(0..40)
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    write_idx(dir, images.iter().map(Vec::as_slice), &labels);
+    labels
+}
+
+/// Starts `c` with the pause point `at` armed (`CNN_WGPU_PAUSE_AT`, see `cnn_wgpu::fault`) and
+/// returns the process once it says it has paused there, with the stderr lines it printed up
+/// to then; it waits there until killed. Panics, with those lines, where it ends first.
+pub fn paused_at(mut c: std::process::Command, at: &str) -> (std::process::Child, Vec<String>) {
+    use std::io::BufRead;
+    let mut child = c
+        .env("CNN_WGPU_PAUSE_AT", at)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let paused = line.contains(&format!("paused at {at}"));
+        seen.push(line);
+        if paused {
+            return (child, seen);
         }
-        labels.push(k);
-        classes.push(k);
     }
-    std::fs::write(dir.join("t10k-images-idx3-ubyte"), images).unwrap();
-    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), labels).unwrap();
-    classes
+    let status = child.wait().unwrap();
+    panic!(
+        "the run never reached {at} ({status}):\n{}",
+        seen.join("\n")
+    );
 }
 
 /// A VGG16 base with Keras names and shapes (f16, caffe preprocessing in the metadata), its
