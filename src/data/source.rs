@@ -1,6 +1,6 @@
 //! What a `--data` path holds, answered once for every command: a CSV file of sequences, a
 //! folder of train/ and validation/ (and test/) class folders, a folder of MNIST IDX files, or
-//! one folder of class folders (a single split: what `evaluate` and `check-data` take).
+//! one folder of class folders (a single split, which `evaluate` takes whole).
 //! `train` opens the train and validation splits; `evaluate` one [`Split`], by name.
 
 use std::path::{Path, PathBuf};

@@ -45,6 +45,7 @@ fn ci() -> Result<(), String> {
     tint()?;
     cargo(&["test", "--workspace", "--release"])?;
     webgpu_limits()?;
+    gl_backend()?;
     lavapipe_widths()
 }
 
@@ -169,6 +170,41 @@ const KERNEL_TESTS: [&str; 14] = [
     "winograd",
 ];
 
+/// A second backend: `selftest` and the kernel and model tests on wgpu's GL backend (Mesa's
+/// llvmpipe through EGL: OpenGL 4.5, naga's GLSL, no subgroups, so the tiled and the
+/// workgroup-memory kernels), which reaches the shaders through another translator and another
+/// driver than Vulkan. `CNN_WGPU_EXPECT_KERNELS_GL` states its families (CI sets it). Skipped,
+/// saying so, where no GL adapter opens, unless `CNN_WGPU_REQUIRE_GPU` is set.
+fn gl_backend() -> Result<(), String> {
+    let on_gl = |c: &mut Command| {
+        c.env("CNN_WGPU_BACKEND", "gl");
+        match std::env::var("CNN_WGPU_EXPECT_KERNELS_GL") {
+            Ok(families) => c.env("CNN_WGPU_EXPECT_KERNELS", families),
+            Err(_) => c.env_remove("CNN_WGPU_EXPECT_KERNELS"),
+        };
+    };
+    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut probe = Command::new(&cargo_bin);
+    probe.args(["run", "--quiet", "--release", "--", "devices"]);
+    on_gl(&mut probe);
+    let found = probe
+        .output()
+        .map_err(|e| format!("cannot run {cargo_bin}: {e}"))?;
+    if !found.status.success() {
+        let why = String::from_utf8_lossy(&found.stderr).trim().to_string();
+        if std::env::var_os("CNN_WGPU_REQUIRE_GPU").is_some() {
+            return Err(format!(
+                "CNN_WGPU_REQUIRE_GPU is set but no GL adapter opened: {why}"
+            ));
+        }
+        eprintln!("xtask: skipped the GL backend pass: no GL adapter opened ({why})");
+        return Ok(());
+    }
+    eprintln!("xtask: selftest, the kernel and the model tests on wgpu's GL backend");
+    cargo_with(&["run", "--quiet", "--release", "--", "selftest"], on_gl)?;
+    kernel_tests(&on_gl)
+}
+
 /// `selftest` and the kernel and model tests on a device opened with WebGPU's default limits
 /// (`CNN_WGPU_WEBGPU_LIMITS=1`: 16 KiB of workgroup memory, 256 invocations, 128 MiB per
 /// storage binding, 8 storage buffers per stage), as a browser would give.
@@ -217,7 +253,8 @@ const PINNED_OUT: &str = "weights/vgg16_tv_in1k.safetensors";
 enum Task {
     /// fmt check, clippy -D warnings, naga validation and translation and the host-shader
     /// contract, Tint's compile of every module, the whole test suite, selftest and the kernel
-    /// and model tests under WebGPU's default limits, then on lavapipe at 512 and 128 bits.
+    /// and model tests under WebGPU's default limits, on the GL backend, then on lavapipe at
+    /// 512 and 128 bits.
     Ci,
     /// naga validation of every shader, its translation to SPIR-V, GLSL, MSL and HLSL (with
     /// spirv-val and glslangValidator where installed) and the host-shader contract (no GPU).
