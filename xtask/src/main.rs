@@ -115,31 +115,45 @@ fn lavapipe_at(bits: &str) -> Result<(), String> {
     let on_lavapipe = |c: &mut Command| {
         c.env("LP_NATIVE_VECTOR_WIDTH", bits)
             .env("CNN_WGPU_ADAPTER", "llvmpipe");
-        match std::env::var(&expect) {
-            Ok(families) => c.env("CNN_WGPU_EXPECT_KERNELS", families),
-            // What is expected at 256 bits says nothing of another width.
-            Err(_) => c.env_remove("CNN_WGPU_EXPECT_KERNELS"),
-        };
+        expect_families(c, &expect);
     };
-    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let mut probe = Command::new(&cargo_bin);
-    probe.args(["run", "--quiet", "--release", "--", "devices"]);
-    on_lavapipe(&mut probe);
-    let found = probe
-        .output()
-        .map_err(|e| format!("cannot run {cargo_bin}: {e}"))?;
-    if !found.status.success() {
-        let why = String::from_utf8_lossy(&found.stderr).trim().to_string();
-        if std::env::var_os("CNN_WGPU_REQUIRE_GPU").is_some() {
-            return Err(format!(
-                "CNN_WGPU_REQUIRE_GPU is set but lavapipe at {bits} bits did not open: {why}"
-            ));
-        }
-        eprintln!("xtask: skipped the {bits}-bit lavapipe pass: lavapipe did not open ({why})");
+    if !device_opens(&format!("lavapipe at {bits} bits"), &on_lavapipe)? {
         return Ok(());
     }
     eprintln!("xtask: the kernel and model tests on lavapipe at {bits} bits");
     kernel_tests(&on_lavapipe)
+}
+
+/// The families a pass expects (`CNN_WGPU_EXPECT_KERNELS` for the tests) from `var`, where CI
+/// sets it; what is expected of the default device says nothing of another width or backend.
+fn expect_families(c: &mut Command, var: &str) {
+    match std::env::var(var) {
+        Ok(families) => c.env("CNN_WGPU_EXPECT_KERNELS", families),
+        Err(_) => c.env_remove("CNN_WGPU_EXPECT_KERNELS"),
+    };
+}
+
+/// Whether `cnn-wgpu devices` opens an adapter in the environment `env` sets; where it does
+/// not, the pass on `what` is skipped, saying so, or fails where `CNN_WGPU_REQUIRE_GPU` is set.
+fn device_opens(what: &str, env: &dyn Fn(&mut Command)) -> Result<bool, String> {
+    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut probe = Command::new(&cargo_bin);
+    probe.args(["run", "--quiet", "--release", "--", "devices"]);
+    env(&mut probe);
+    let found = probe
+        .output()
+        .map_err(|e| format!("cannot run {cargo_bin}: {e}"))?;
+    if found.status.success() {
+        return Ok(true);
+    }
+    let why = String::from_utf8_lossy(&found.stderr).trim().to_string();
+    if std::env::var_os("CNN_WGPU_REQUIRE_GPU").is_some() {
+        return Err(format!(
+            "CNN_WGPU_REQUIRE_GPU is set but {what} did not open: {why}"
+        ));
+    }
+    eprintln!("xtask: skipped the pass on {what}: it did not open ({why})");
+    Ok(false)
 }
 
 /// The kernel and model test binaries with the environment `env` sets.
@@ -178,26 +192,9 @@ const KERNEL_TESTS: [&str; 14] = [
 fn gl_backend() -> Result<(), String> {
     let on_gl = |c: &mut Command| {
         c.env("CNN_WGPU_BACKEND", "gl");
-        match std::env::var("CNN_WGPU_EXPECT_KERNELS_GL") {
-            Ok(families) => c.env("CNN_WGPU_EXPECT_KERNELS", families),
-            Err(_) => c.env_remove("CNN_WGPU_EXPECT_KERNELS"),
-        };
+        expect_families(c, "CNN_WGPU_EXPECT_KERNELS_GL");
     };
-    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let mut probe = Command::new(&cargo_bin);
-    probe.args(["run", "--quiet", "--release", "--", "devices"]);
-    on_gl(&mut probe);
-    let found = probe
-        .output()
-        .map_err(|e| format!("cannot run {cargo_bin}: {e}"))?;
-    if !found.status.success() {
-        let why = String::from_utf8_lossy(&found.stderr).trim().to_string();
-        if std::env::var_os("CNN_WGPU_REQUIRE_GPU").is_some() {
-            return Err(format!(
-                "CNN_WGPU_REQUIRE_GPU is set but no GL adapter opened: {why}"
-            ));
-        }
-        eprintln!("xtask: skipped the GL backend pass: no GL adapter opened ({why})");
+    if !device_opens("wgpu's GL backend", &on_gl)? {
         return Ok(());
     }
     eprintln!("xtask: selftest, the kernel and the model tests on wgpu's GL backend");
