@@ -9,12 +9,14 @@
 //! - [`train`]: the training loop, callbacks and checkpoints.
 //! - [`transfer`]: the VGG16 transfer-learning workflow (the three stages).
 //! - [`bench`]: the shader-throughput bench suite.
+//! - [`manifest`]: every pipeline each adapter class would build, for other compilers to check.
 
 pub mod atomic_file;
 pub mod bench;
 pub mod data;
 pub mod fault;
 pub mod gpu;
+pub mod manifest;
 pub mod model;
 pub mod ops;
 pub mod reference;

@@ -113,7 +113,8 @@ enum Command {
     CheckData(data::CheckDataArgs),
     /// Write a 3x3 grid of one training image augmented nine times (the book's figure).
     AugmentPreview(data::AugmentPreviewArgs),
-    /// Write every WGSL module exactly as the engine compiles it, for other compilers to check.
+    /// Write every WGSL module exactly as the engine compiles it, and the manifest of every
+    /// pipeline each adapter class builds, for other compilers to check.
     #[command(hide = true)]
     Shaders(inspect::ShadersArgs),
 }
@@ -208,7 +209,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Some(Command::Summary(a)) => inspect::summary(a),
         Some(Command::CheckData(a)) => data::check_data(a),
         Some(Command::AugmentPreview(a)) => data::augment_preview(a),
-        Some(Command::Shaders(a)) => inspect::shaders(a),
+        Some(Command::Shaders(a)) => inspect::shaders(&request, a),
         Some(Command::Bench(a)) => bench::bench(&request, a),
         Some(Command::Selftest(a)) => {
             // A kernel that reads past a tensor's end must fail here on any adapter, not only

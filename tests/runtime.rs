@@ -573,3 +573,44 @@ fn tensors_carry_a_nan_tail_inside_their_bindings() {
         }
     }
 }
+
+#[test]
+fn a_kernel_gradient_never_splits_into_more_slices_than_one_binding_holds() {
+    // The slices' partial kernels are one tensor (slices, 7*7*8*8), bound whole: 6 slices
+    // (what one image's OH*OW = 1521 allows) need 75,264 bytes, over the 64 KiB binding. Found by the
+    // WebGPU class of the pipeline manifest, where block5's 32-slice candidate needed 302 MB
+    // over a 256 MiB buffer limit.
+    let Some(gpu) = small_binding_gpu() else {
+        return;
+    };
+    let (xs, ws) = ([2usize, 45, 45, 8], [7usize, 7, 8, 8]);
+    let spec = Conv2dSpec::new(1, Padding::Valid, false);
+    let x = rand_vec(xs.iter().product(), 61);
+    let w = rand_vec(ws.iter().product(), 62);
+    let ys = [2usize, 39, 39, 8];
+    let dy = rand_vec(ys.iter().product(), 63);
+    gpu.force_kernel_gradient_slices(Some(6));
+    let g = conv::conv2d_backward(
+        gpu,
+        &upload(gpu, &xs, &x),
+        &upload(gpu, &ws, &w),
+        &upload(gpu, &ys, &dy),
+        &spec,
+        false,
+    );
+    gpu.force_kernel_gradient_slices(None);
+    let g = g.unwrap();
+    // dw[i,j,c,k] = sum over n, oy, ox of x[n, oy+i, ox+j, c] * dy[n, oy, ox, k].
+    let (_, dw, db) = cnn_wgpu::reference::conv2d_backward_ref(
+        &to_f64(&x),
+        xs,
+        &to_f64(&w),
+        ws,
+        &to_f64(&dy),
+        (1, 1),
+        Padding::Valid,
+    );
+    let terms = (ys[0] * ys[1] * ys[2]) as f64;
+    assert_close("dw", &read(gpu, &g.dw), &dw, 1e-4, 1e-4 * terms.sqrt());
+    assert_close("db", &read(gpu, &g.db), &db, 1e-4, 1e-4 * terms.sqrt());
+}

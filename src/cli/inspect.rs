@@ -269,16 +269,41 @@ pub fn selftest(
 
 #[derive(clap::Args)]
 pub struct ShadersArgs {
-    /// The folder the modules go to (made where missing).
+    /// The folder the modules and the manifest go to (made where missing).
     #[arg(long)]
     out: PathBuf,
+    /// Plan only these adapter classes (comma-separated names) for manifest.json [default:
+    /// every class].
+    #[arg(long, value_delimiter = ',')]
+    classes: Vec<String>,
+    /// Write the modules only, no manifest (which needs an adapter to simulate the classes on).
+    #[arg(long)]
+    no_manifest: bool,
 }
 
 /// Writes each `ShaderId`'s module as the engine hands it to wgpu, one `<name>.wgsl` per module,
 /// and `modules.json`: per module its name, the `shaders/` files it is assembled from and
 /// whether it uses subgroups (where a WGSL compiler other than naga needs `enable subgroups;`).
-pub fn shaders(a: ShadersArgs) -> Result<(), Box<dyn std::error::Error>> {
-    use cnn_wgpu::gpu::ShaderId;
+/// Then, unless `--no-manifest`, `manifest.json`: every pipeline each adapter class builds
+/// (`cnn_wgpu::manifest`), the classes simulated one after another on the adapter `request` picks.
+pub fn shaders(request: &AdapterRequest, a: ShadersArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use cnn_wgpu::gpu::{AdapterClass, ShaderId};
+    let classes = if a.classes.is_empty() {
+        AdapterClass::ALL.to_vec()
+    } else {
+        a.classes
+            .iter()
+            .map(|name| {
+                AdapterClass::named(name.trim()).ok_or_else(|| {
+                    let names: Vec<&str> = AdapterClass::ALL.iter().map(|c| c.name).collect();
+                    format!(
+                        "--classes: no adapter class {name:?}; the classes are {}",
+                        names.join(", ")
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
     std::fs::create_dir_all(&a.out)
         .map_err(|e| format!("cannot create {}: {e}", a.out.display()))?;
     let mut modules = Vec::new();
@@ -304,6 +329,49 @@ pub fn shaders(a: ShadersArgs) -> Result<(), Box<dyn std::error::Error>> {
         "{} modules and modules.json in {}",
         modules.len(),
         a.out.display()
+    );
+    if a.no_manifest {
+        return Ok(());
+    }
+    let workloads = cnn_wgpu::manifest::workload_names().len();
+    let bar = indicatif::ProgressBar::new((classes.len() * workloads) as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .expect("progress template"),
+    );
+    let mut planned = Vec::new();
+    for class in classes {
+        let m = cnn_wgpu::manifest::plan_class(request, class, &mut |w| {
+            bar.set_message(format!("{}: {w}", class.name));
+            bar.inc(1);
+        })?;
+        let (families, tuned) = m.families();
+        bar.suspend(|| {
+            println!(
+                "{:<12} {:>4} pipelines; GEMM families: {}{}",
+                class.name,
+                m.pipelines.len(),
+                families.join(", "),
+                if tuned.is_empty() {
+                    String::new()
+                } else {
+                    format!("; --tune also tries {}", tuned.join(", "))
+                }
+            )
+        });
+        planned.push(m);
+    }
+    bar.finish_and_clear();
+    let path = a.out.join("manifest.json");
+    cnn_wgpu::atomic_file::write_atomic(
+        &path,
+        serde_json::to_string_pretty(&cnn_wgpu::manifest::to_json(&planned))?.as_bytes(),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!(
+        "manifest.json in {}: {} adapter classes, {} pipelines",
+        a.out.display(),
+        planned.len(),
+        planned.iter().map(|m| m.pipelines.len()).sum::<usize>()
     );
     Ok(())
 }

@@ -10,6 +10,7 @@
 
 pub mod contract;
 pub mod dispatch;
+pub mod manifest;
 pub mod options;
 pub mod pipeline;
 pub mod pool;
@@ -24,6 +25,7 @@ use std::sync::Mutex;
 use thiserror::Error;
 
 pub use dispatch::{Arg, BufferRange};
+pub use manifest::{AdapterClass, ClassLimits, RecordedPipeline, Uses};
 pub use options::{ConvAlgo, DeviceOptions, TiledConfig};
 pub use pipeline::{shader_file, Access, BuiltPipeline, Kernel, ShaderId};
 pub use pool::{PoolStats, PooledTexture};
@@ -89,6 +91,9 @@ pub struct Gpu {
     pipelines: pipeline::PipelineCache,
     pool: pool::BufferPool,
     pending: Mutex<Pending>,
+    /// Present on a device that simulates an adapter class: it records pipelines and runs
+    /// nothing ([`DeviceOptions::simulate`]).
+    recorder: Option<manifest::Recorder>,
 }
 
 /// The work recorded and not yet submitted.
@@ -136,15 +141,32 @@ impl Gpu {
         let binding_limit = options
             .binding_limit
             .map_or(adapter_limit, |b| b.min(adapter_limit));
-        let info = adapter.get_info();
+        let (info, features, options) = match options.simulate {
+            // A simulated class plans as that class would and runs nothing, so nothing it
+            // would fill (poison, NaN tails) or measure (the tuning cache) is touched.
+            Some(class) => (
+                class.info(&adapter.get_info()),
+                class.features(device.features()),
+                DeviceOptions {
+                    poison_uninit: false,
+                    nan_tail: false,
+                    tune: TuneMode::Off,
+                    tune_cache: None,
+                    ..options.clone()
+                },
+            ),
+            None => (adapter.get_info(), device.features(), options.clone()),
+        };
+        let options = &options;
         let gpu = Self {
             switches: options::Switches::new(
                 options,
-                subgroup_gemm_width(&info, device.features()),
+                subgroup_gemm_width(&info, features),
                 &limits,
             ),
             tuner: tune::Tuner::open(&info, options.tune, options.tune_cache.as_deref()),
-            features: device.features(),
+            recorder: options.simulate.map(|_| manifest::Recorder::default()),
+            features,
             pipelines: pipeline::PipelineCache::new(device.clone()),
             pool: pool::BufferPool::new(device.clone()),
             info,
@@ -154,7 +176,7 @@ impl Gpu {
             device,
             queue,
         };
-        if let Some(width) = gpu.subgroup_width() {
+        if let Some(width) = gpu.subgroup_width().filter(|_| !gpu.simulated()) {
             if let Err(why) = gpu.probe_subgroups(width) {
                 tracing::warn!(
                     adapter = gpu.adapter_name(),

@@ -54,6 +54,9 @@ pub struct DeviceOptions {
     /// tiled kernels first, the subgroup GEMM as `--tune`'s alternative, with a GPU's 8-row
     /// tiles; see [`Gpu::plans_as_gpu`].
     pub plan_as_gpu: bool,
+    /// Plan as an adapter of this class instead of the opened one, and run nothing: the
+    /// device records the pipelines it is asked for (`gpu::manifest`, `cnn-wgpu shaders`).
+    pub simulate: Option<super::AdapterClass>,
 }
 
 /// The NaN tail's length (see [`Gpu::nan_tail`]): 1024 floats, past any vec4, row or tile a
@@ -144,6 +147,7 @@ impl Default for DeviceOptions {
             kernel_gradient_slices: None,
             conv_algo: ConvAlgo::Auto,
             plan_as_gpu: false,
+            simulate: None,
         }
     }
 }

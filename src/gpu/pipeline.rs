@@ -223,7 +223,7 @@ impl ShaderId {
 }
 
 /// How a shader uses one binding; part of the pipeline layout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Access {
     Uniform,
     Read,

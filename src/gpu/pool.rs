@@ -63,6 +63,9 @@ pub(crate) struct BufferPool {
 #[derive(Default)]
 struct Derived(HashMap<u64, Vec<DerivedEntry>>);
 
+/// Every derivation's key, version and kept operand, by loan ([`BufferPool::snapshot_derivations`]).
+pub(crate) struct DerivationsSnapshot(HashMap<u64, Vec<(u64, u64, Option<Kept>)>>);
+
 /// A kept derivation: a packed texture, or a buffer for the kernels that read B from one.
 #[derive(Clone)]
 pub enum Kept {
@@ -261,6 +264,49 @@ impl BufferPool {
             .0
             .get(&buffer.loan)
             .is_some_and(|list| list.iter().any(|e| e.key == key && e.version == version))
+    }
+
+    /// What every derivation is known as now, to be put back with
+    /// [`BufferPool::restore_derivations`]: a simulated device tries `--tune` candidates
+    /// (`Gpu::tuned`), and the plan that runs after them must find what it would have found
+    /// had nothing been tried.
+    pub(crate) fn snapshot_derivations(&self) -> DerivationsSnapshot {
+        let derived = self.derived.lock().expect("derived lock");
+        DerivationsSnapshot(
+            derived
+                .0
+                .iter()
+                .map(|(loan, list)| {
+                    let entries = list
+                        .iter()
+                        .map(|e| (e.key, e.version, e.kept.clone()))
+                        .collect();
+                    (*loan, entries)
+                })
+                .collect(),
+        )
+    }
+
+    /// Puts the derivations back as [`BufferPool::snapshot_derivations`] found them; what was
+    /// kept since is dropped.
+    pub(crate) fn restore_derivations(&self, snapshot: DerivationsSnapshot) {
+        let restored = Derived(
+            snapshot
+                .0
+                .into_iter()
+                .map(|(loan, entries)| {
+                    let list = entries
+                        .into_iter()
+                        .map(|(key, version, kept)| DerivedEntry { key, version, kept })
+                        .collect();
+                    (loan, list)
+                })
+                .collect(),
+        );
+        let mut derived = self.derived.lock().expect("derived lock");
+        let stale = std::mem::replace(&mut *derived, restored);
+        drop(derived);
+        drop(stale);
     }
 
     /// Drops every operand kept for `buffer`'s loan. Each derivation is still known as

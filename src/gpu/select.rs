@@ -234,7 +234,9 @@ pub fn choose(request: &AdapterRequest) -> Result<wgpu::Adapter, GpuError> {
 /// lowered to the adapter's where the adapter offers less.
 pub fn requested_limits(adapter: &wgpu::Adapter, options: &DeviceOptions) -> wgpu::Limits {
     let real = adapter.limits();
-    if options.webgpu_limits {
+    if let Some(class) = options.simulate {
+        class.limits(&real)
+    } else if options.webgpu_limits {
         wgpu::Limits::default().or_worse_values_from(&real)
     } else {
         real

@@ -255,6 +255,34 @@ impl Gpu {
         release: Option<&dyn Fn()>,
         mut run: impl FnMut(u32) -> Result<(), E>,
     ) -> Result<u32, E> {
+        if self.simulated() {
+            // The default runs first, as the plan without `--tune` would (an op may keep what
+            // its first run derived, Winograd's transformed kernel, for the runs after). Then
+            // every candidate runs twice, as a measurement's first run (a kernel maybe seen
+            // for the first time) and its later ones (seen, its derivations kept or not) do.
+            // The derivations are put back as they were before, so that the caller's own run
+            // of the default finds what it would have found with nothing tried.
+            if measurable && candidates.len() > 1 {
+                let before = self.pool().snapshot_derivations();
+                let tried = (|| -> Result<(), E> {
+                    run(default)?;
+                    let _measuring = Measuring::start(&self.tuner.measuring);
+                    let _keeps = release.map(|_| Measuring::start(&self.tuner.keeping));
+                    let _trying = self.trying_candidates();
+                    for &c in candidates {
+                        let ran = run(c).and_then(|()| run(c));
+                        if let Some(release) = release {
+                            release();
+                        }
+                        ran?;
+                    }
+                    Ok(())
+                })();
+                self.pool().restore_derivations(before);
+                tried?;
+            }
+            return Ok(default);
+        }
         if let Some(v) = self.tuner.get(key).filter(|v| candidates.contains(v)) {
             return Ok(v);
         }

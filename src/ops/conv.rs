@@ -615,7 +615,10 @@ pub fn conv2d_backward(
         // (gpu::tune).
         let k = nb * g.oh * g.ow;
         let product = g.product(2, k);
-        let most = k.div_ceil(256).clamp(1, 64) as u32;
+        // The slices' partial kernels (slices, KH*KW*Cin*Cout) are one tensor, bound whole:
+        // no more slices than one binding holds (under WebGPU's 128 MiB, 14 of block5's).
+        let fit = (gpu.binding_limit() / (m * n * 4) as u64).max(1) as usize;
+        let most = k.div_ceil(256).clamp(1, 64).min(fit) as u32;
         let default_slices = |plan: &GemmPlan| {
             let tile = plan.tile();
             let tiles = m.div_ceil(tile.0) * n.div_ceil(tile.1);

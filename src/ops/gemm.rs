@@ -348,7 +348,11 @@ fn subgroup_family(gpu: &Gpu, product: &Product) -> Option<Family> {
     let b_dims = (product.batch * product.k, product.n);
     gpu.subgroup_width().filter(|_| product.vec4).map(|width| {
         let tiles = SgTiles::choose(gpu, width, product.m, product.n, product.a);
-        let pack = product.b_transposed || product.m > tiles.rows();
+        // Packing a row-major B only pays; it is skipped where the packed copy, its columns
+        // padded to whole tiles (a 64-channel output gradient doubles at 32 lanes), would pass
+        // one binding. A transposed B (a layer's kernel) is always packed.
+        let fits = super::pack::packed_bytes(b_dims, tiles.cols()) <= gpu.binding_limit();
+        let pack = product.b_transposed || (product.m > tiles.rows() && fits);
         Family::Subgroup(tiles, BSource::choose(gpu, pack, b_dims, tiles.cols()))
     })
 }

@@ -80,6 +80,13 @@ fn packed_vec4s(k: usize, n: usize, tile: usize) -> usize {
     n.div_ceil(tile) * k * tile / 4
 }
 
+/// Bytes of the buffer a B (K,N) packed into `tile`-column tiles is written to, at most: the
+/// packed tensor, and for a texture up to one more row of its widest texels. It is bound
+/// whole, so packing is only for a B where this fits one binding.
+pub(crate) fn packed_bytes((k, n): (usize, usize), tile: usize) -> u64 {
+    (packed_vec4s(k, n, tile) as u64 + 4096) * TEXEL_BYTES
+}
+
 /// The two B bindings of a GEMM dispatch, (storage buffer, texture): the packed operand where
 /// there is one, else `plain`; a texture binding only where B is in one (a module reading B
 /// from a buffer declares none), with `plain` bound, unread, as the storage buffer.

@@ -56,6 +56,13 @@ pub fn gpu() -> Option<&'static Gpu> {
     GPU.get_or_init(|| open(None)).as_ref()
 }
 
+/// The adapter request the test devices are opened with (the environment's), where an adapter
+/// opens; None, with a "skipped" line, as for [`gpu`].
+pub fn request() -> Option<AdapterRequest> {
+    gpu()?;
+    Some(AdapterRequest::from_env().expect("CNN_WGPU_ADAPTER / CNN_WGPU_BACKEND are valid"))
+}
+
 /// A second device whose binding limit is lowered to [`SMALL_BINDING`], so the split-by-batch
 /// paths run on small tensors on any adapter.
 pub fn small_binding_gpu() -> Option<&'static Gpu> {

@@ -167,13 +167,14 @@ fn kernel_tests(env: &dyn Fn(&mut Command)) -> Result<(), String> {
 
 /// The test binaries that check kernels and models on a device, run again at each width and
 /// under WebGPU's limits.
-const KERNEL_TESTS: [&str; 14] = [
+const KERNEL_TESTS: [&str; 15] = [
     "activation",
     "conv",
     "dense",
     "dropout",
     "kept_kernels",
     "loss",
+    "manifest",
     "model",
     "optim",
     "pack",
