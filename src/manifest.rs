@@ -12,9 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use thiserror::Error;
 
 use crate::bench::{self, BenchOptions, Workloads};
-use crate::gpu::{
-    self, AdapterClass, AdapterRequest, ClassLimits, Gpu, RecordedPipeline, ShaderId,
-};
+use crate::gpu::{self, AdapterClass, ClassLimits, DeviceOptions, Gpu, RecordedPipeline, ShaderId};
 use crate::model::{zoo, Model, Pass};
 use crate::ops::optim::Optimizer;
 use crate::Tensor;
@@ -123,19 +121,24 @@ impl ClassManifest {
     }
 }
 
-/// Plans every workload on a device simulating `class`, opened on the adapter `request` picks.
-/// `progress` hears each workload's name as it starts.
+/// Plans every workload on a device simulating `class`, opened on `adapter` with `options`
+/// (`select::choose` picks the adapter once for all the classes). `progress` hears each
+/// workload's name as it starts.
 pub fn plan_class(
-    request: &AdapterRequest,
+    adapter: &wgpu::Adapter,
+    options: &DeviceOptions,
     class: AdapterClass,
     progress: &mut dyn FnMut(&str),
 ) -> Result<ClassManifest, ManifestError> {
-    let mut request = request.clone();
-    request.options.simulate = Some(class);
-    let gpu = gpu::select::open(&request).map_err(|source| ManifestError::Gpu {
-        class: class.name,
-        source,
-    })?;
+    let options = DeviceOptions {
+        simulate: Some(class),
+        ..options.clone()
+    };
+    let gpu =
+        gpu::select::open_adapter(adapter, &options).map_err(|source| ManifestError::Gpu {
+            class: class.name,
+            source,
+        })?;
     for (name, work) in workloads() {
         progress(&name);
         let started = std::time::Instant::now();
@@ -174,15 +177,15 @@ pub fn plan_class(
         .collect::<Result<Vec<_>, ManifestError>>()?;
     Ok(ClassManifest {
         class,
-        simulated_on: request_adapter_name(&gpu),
+        simulated_on: format!(
+            "{} ({:?})",
+            adapter.get_info().name,
+            adapter.get_info().backend
+        ),
         limits: gpu.limits().clone(),
         parallelism: gpu.parallelism_hint(),
         pipelines,
     })
-}
-
-fn request_adapter_name(gpu: &Gpu) -> String {
-    format!("{} ({:?})", gpu.info().driver, gpu.info().backend)
 }
 
 /// The names of the workloads every class is planned for, in order.

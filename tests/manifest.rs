@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use cnn_wgpu::gpu::{AdapterClass, ClassLimits, ShaderId, TuneMode};
+use cnn_wgpu::gpu::{select, AdapterClass, ClassLimits, ShaderId, TuneMode};
 use cnn_wgpu::manifest::{self, ClassManifest};
 
 /// The class the test adapter itself belongs to: a CPU adapter (lavapipe, or llvmpipe's
@@ -55,8 +55,9 @@ fn a_simulated_class_plans_exactly_what_its_real_adapter_builds() {
         return;
     }
     let request = common::request().unwrap();
+    let adapter = select::choose(&request).unwrap();
     let class = own_class(probe, request.options.webgpu_limits);
-    let simulated = manifest::plan_class(&request, class, &mut |_| {}).unwrap();
+    let simulated = manifest::plan_class(&adapter, &request.options, class, &mut |_| {}).unwrap();
     for workload in [
         "mnist-convnet n20",
         "conv1d-net n1",
@@ -98,6 +99,7 @@ fn every_class_fits_its_limits_and_runs_only_the_families_it_has() {
     let Some(request) = common::request() else {
         return;
     };
+    let adapter = select::choose(&request).unwrap();
     if common::gpu().unwrap().info().backend == wgpu::Backend::Gl {
         // A class's plan depends on the adapter it is simulated on only through the limits;
         // the Vulkan passes check every class, and wgpu's GL backend creates each buffer
@@ -106,7 +108,7 @@ fn every_class_fits_its_limits_and_runs_only_the_families_it_has() {
         return;
     }
     for class in AdapterClass::ALL {
-        let m = manifest::plan_class(&request, class, &mut |_| {}).unwrap();
+        let m = manifest::plan_class(&adapter, &request.options, class, &mut |_| {}).unwrap();
         assert!(!m.pipelines.is_empty(), "{}: no pipelines", class.name);
         let limits = &m.limits;
         for p in &m.pipelines {

@@ -271,9 +271,10 @@ fn every_manifest_pipeline_translates_to_every_backend_and_validates() {
     let Some(request) = common::request() else {
         return;
     };
+    let adapter = cnn_wgpu::gpu::select::choose(&request).unwrap();
     let mut unique = std::collections::BTreeMap::new();
     for class in AdapterClass::ALL {
-        let m = manifest::plan_class(&request, class, &mut |_| {}).unwrap();
+        let m = manifest::plan_class(&adapter, &request.options, class, &mut |_| {}).unwrap();
         for p in m.pipelines {
             let r = p.recorded;
             unique.insert((r.shader, r.entry, r.constants.clone()), r);

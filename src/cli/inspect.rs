@@ -338,9 +338,10 @@ pub fn shaders(request: &AdapterRequest, a: ShadersArgs) -> Result<(), Box<dyn s
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .expect("progress template"),
     );
+    let adapter = select::choose(request)?;
     let mut planned = Vec::new();
     for class in classes {
-        let m = cnn_wgpu::manifest::plan_class(request, class, &mut |w| {
+        let m = cnn_wgpu::manifest::plan_class(&adapter, &request.options, class, &mut |w| {
             bar.set_message(format!("{}: {w}", class.name));
             bar.inc(1);
         })?;
