@@ -346,7 +346,7 @@ impl Modules {
 }
 
 /// A module parsed and validated by naga, as wgpu does before it compiles one.
-fn parse(id: ShaderId) -> Result<(naga::Module, naga::valid::ModuleInfo), ManifestError> {
+pub fn parse(id: ShaderId) -> Result<(naga::Module, naga::valid::ModuleInfo), ManifestError> {
     let source = id.source();
     let fail = |reason| ManifestError::Module {
         module: id.name(),

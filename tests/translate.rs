@@ -89,16 +89,7 @@ impl Validators {
 
 /// A module parsed and validated by naga, as wgpu does before it translates.
 fn parse(id: ShaderId) -> (naga::Module, naga::valid::ModuleInfo) {
-    let source = id.source();
-    let module = naga::front::wgsl::parse_str(&source)
-        .unwrap_or_else(|e| panic!("{}: {}", id.name(), e.emit_to_string(&source)));
-    let info = naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::all(),
-    )
-    .validate(&module)
-    .unwrap_or_else(|e| panic!("{}: {}", id.name(), e.emit_to_string(&source)));
-    (module, info)
+    manifest::parse(id).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Translates entry point `entry` of module `id` (parsed as `parsed`), specialised with
