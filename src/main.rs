@@ -52,12 +52,40 @@ struct Cli {
     weights: Option<PathBuf>,
     /// Main job: epochs of stage 2 (frozen base with augmentation) [default: the book's 30 on a
     /// GPU, 2 on a software adapter].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "book")]
     epochs: Option<usize>,
-    /// Main job: epochs of stage 3 (block5 fine-tuning) [default: the book's 100 on a GPU, 1 on
+    /// Main job: epochs of stage 3 (block5 fine-tuning) [default: the book's 100 on a GPU, 2 on
     /// a software adapter].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "book")]
     finetune_epochs: Option<usize>,
+    /// Main job: run stage 1 (the head on cached features) first and start stage 2's head from
+    /// its best [default: on a software adapter; on a GPU with --warm-start].
+    #[arg(long, conflicts_with = "book")]
+    warm_start: bool,
+    /// Main job: epochs of stage 1 where it runs (implies --warm-start) [default: 30].
+    #[arg(long, conflicts_with = "book")]
+    head_epochs: Option<usize>,
+    /// Main job: the book's schedule on any adapter: stage 2 for 30 epochs from a fresh head,
+    /// then stage 3 for 100, augmented batches streamed from disk (days on a software adapter).
+    #[arg(long)]
+    book: bool,
+    /// Main job: stream augmented batches through the frozen base in stages 2 and 3, instead of
+    /// running it once per augmented view and caching the views (the default after stage 1
+    /// when stages 2 and 3 run at most 8 epochs).
+    #[arg(long)]
+    stream: bool,
+    /// Main job: RMSprop's learning rate in stage 1 [default: 2e-5].
+    #[arg(long)]
+    head_lr: Option<f32>,
+    /// Main job: RMSprop's learning rate in stage 2 [default: 2e-5].
+    #[arg(long)]
+    frozen_lr: Option<f32>,
+    /// Main job: RMSprop's learning rate in stage 3 [default: 1e-5].
+    #[arg(long)]
+    finetune_lr: Option<f32>,
+    /// Main job: the seed of the heads' initialisation, the shuffles, dropout and augmentation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Main job: print the plan (stages, epochs, images, the time each stage should take here,
     /// measured on one batch) and stop.
     #[arg(long)]
@@ -178,25 +206,34 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     };
     match cli.command {
         None => {
-            eprintln!("cnn-wgpu {}: VGG16 transfer learning on cats vs dogs (stage 2: frozen base with augmentation, stage 3: block5 fine-tuning); `cnn-wgpu --help` lists the other commands", env!("CARGO_PKG_VERSION"));
+            eprintln!("cnn-wgpu {}: VGG16 transfer learning on cats vs dogs (stage 1: the head on cached features, stage 2: frozen base with augmentation, stage 3: block5 fine-tuning); `cnn-wgpu --help` lists the other commands", env!("CARGO_PKG_VERSION"));
             let args = transfer::TransferArgs {
                 data: cli.data,
                 weights: cli.weights,
                 epochs: 0,
                 batch: 20,
                 image_size: cli.image_size,
-                seed: 0,
+                seed: cli.seed,
                 out: Some(cli.runs.join("vgg16-frozen")),
                 workers: 0,
                 stop_after_steps: None,
                 resume: false,
                 overwrite: cli.overwrite,
             };
-            let schedule = transfer::Epochs {
-                frozen: cli.epochs,
-                block5: cli.finetune_epochs,
+            let want = cnn_wgpu::transfer::ScheduleRequest {
+                head_epochs: cli.head_epochs,
+                frozen_epochs: cli.epochs,
+                block5_epochs: cli.finetune_epochs,
+                warm_start: cli.warm_start,
+                book: cli.book,
+                stream: cli.stream,
             };
-            transfer::main_job(&request, args, schedule, &cli.runs, cli.plan)
+            let rates = transfer::Rates {
+                head: cli.head_lr,
+                frozen: cli.frozen_lr,
+                finetune: cli.finetune_lr,
+            };
+            transfer::main_job(&request, args, want, rates, &cli.runs, cli.plan)
         }
         Some(Command::Extract(args)) => transfer::extract(&request, args),
         Some(Command::Finetune(a)) => transfer::finetune(&request, a),

@@ -43,6 +43,8 @@ pub struct TransferConfig {
     pub resume: bool,
     /// Start afresh in `out` even where it holds a run.
     pub overwrite: bool,
+    /// RMSprop's learning rate (None: the stage's, [`STAGE_LR`]).
+    pub lr: Option<f32>,
     pub interrupt: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -62,6 +64,7 @@ impl TransferConfig {
             stop_after_steps: None,
             resume: false,
             overwrite: false,
+            lr: None,
             interrupt: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
@@ -106,43 +109,82 @@ impl TransferConfig {
     }
 }
 
-/// The main job's epochs per stage (stage 2: frozen base with augmentation, stage 3: block5
-/// fine-tuning).
+/// The main job's stages: stage 1 (the head on cached features, whose best head stage 2 then
+/// starts from) where `head_epochs` is Some, the epochs of stages 2 and 3, and whether they train
+/// on cached augmented views of the images or on augmented batches streamed from disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Schedule {
+    pub head_epochs: Option<usize>,
     pub frozen_epochs: usize,
     pub block5_epochs: usize,
+    /// Stages 2 and 3 on cached views ([`main_job_cached`]); else streamed.
+    pub cached: bool,
     pub kind: ScheduleKind,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScheduleKind {
-    /// The book's 30 + 100 epochs: the default on a GPU.
+    /// The book's 30 + 100 epochs, the head trained from scratch in stage 2: the default on a
+    /// GPU, and `--book` anywhere.
     Book,
-    /// The default on a software adapter, where the book's schedule takes days: 2 + 1 epochs,
-    /// which still streams augmented batches through the frozen base and fine-tunes block5 (about
-    /// 94-95% test accuracy, as BENCHMARKS.md's stage-by-stage runs show).
-    Short,
-    /// Epochs given on the command line.
+    /// The default on a software adapter: stage 1 to convergence, then stages 2 and 3 warm
+    /// started on cached views (BENCHMARKS.md, "The main job on lavapipe", says why).
+    Software,
+    /// Epochs or `--warm-start` given on the command line.
     Given,
+}
+
+/// What the command line asks of the schedule.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScheduleRequest {
+    pub head_epochs: Option<usize>,
+    pub frozen_epochs: Option<usize>,
+    pub block5_epochs: Option<usize>,
+    pub warm_start: bool,
+    pub book: bool,
+    pub stream: bool,
 }
 
 impl Schedule {
     pub const BOOK: (usize, usize) = (30, 100);
-    pub const SHORT: (usize, usize) = (2, 1);
+    /// Stage 1's epochs (the book's for feature extraction) where it runs.
+    pub const HEAD_EPOCHS: usize = 30;
+    /// Stages 2 and 3 on a software adapter.
+    pub const SOFTWARE: (usize, usize) = (2, 2);
+    /// The most views stages 2 and 3 cache (one per epoch); longer runs stream.
+    pub const MAX_VIEWS: usize = 8;
 
-    /// The schedule for an adapter: what the user gave, else the book's on a GPU and the short
-    /// one on a software adapter (for any stage not given).
-    pub fn choose(software: bool, frozen: Option<usize>, block5: Option<usize>) -> Self {
-        let (kind, (f, b)) = match (frozen, block5, software) {
-            (None, None, false) => (ScheduleKind::Book, Self::BOOK),
-            (None, None, true) => (ScheduleKind::Short, Self::SHORT),
-            (_, _, false) => (ScheduleKind::Given, Self::BOOK),
-            (_, _, true) => (ScheduleKind::Given, Self::SHORT),
+    /// The schedule for an adapter: the book's on a GPU and with `book`, the software one on a
+    /// software adapter, with what the user gave in place of the defaults. A stage-1 run
+    /// (`warm_start`, `head_epochs`, or the software default) warm starts stage 2; stages 2 and 3
+    /// then train on cached views unless `stream` or they run more than [`Self::MAX_VIEWS`]
+    /// epochs.
+    pub fn choose(software: bool, r: ScheduleRequest) -> Self {
+        let given = r.frozen_epochs.is_some()
+            || r.block5_epochs.is_some()
+            || r.head_epochs.is_some()
+            || r.warm_start
+            || r.stream;
+        let software_default = software && !r.book;
+        let (f, b) = if software_default {
+            Self::SOFTWARE
+        } else {
+            Self::BOOK
+        };
+        let warm = software_default || r.warm_start || r.head_epochs.is_some();
+        let head_epochs = warm.then(|| r.head_epochs.unwrap_or(Self::HEAD_EPOCHS));
+        let frozen_epochs = r.frozen_epochs.unwrap_or(f);
+        let block5_epochs = r.block5_epochs.unwrap_or(b);
+        let kind = match (given, r.book, software_default) {
+            (false, true, _) | (false, false, false) => ScheduleKind::Book,
+            (false, false, true) => ScheduleKind::Software,
+            (true, ..) => ScheduleKind::Given,
         };
         Self {
-            frozen_epochs: frozen.unwrap_or(f),
-            block5_epochs: block5.unwrap_or(b),
+            head_epochs,
+            frozen_epochs,
+            block5_epochs,
+            cached: warm && !r.stream && frozen_epochs.max(block5_epochs) <= Self::MAX_VIEWS,
             kind,
         }
     }
@@ -208,6 +250,116 @@ pub fn measure_speed(gpu: &Gpu, cfg: &TransferConfig) -> Result<Speed, TrainErro
         frozen_step,
         block5_step,
     })
+}
+
+/// Seconds per image of the cached schedule's kinds of work ([`main_job_cached`]), measured as
+/// [`measure_speed`] does.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct CachedSpeed {
+    /// Blocks 1-4 forward, to block4_pool (once per image and per view).
+    pub prefix: f64,
+    /// Block5 forward on cached block4_pool features.
+    pub block5_forward: f64,
+    /// A head training step on block5_pool features (stages 1 and 2).
+    pub head_step: f64,
+    /// The head's evaluation on block5_pool features.
+    pub head_eval: f64,
+    /// A block5 + head training step on block4_pool features (stage 3).
+    pub suffix_step: f64,
+    /// Block5 and the head's evaluation on block4_pool features.
+    pub suffix_eval: f64,
+}
+
+/// Times the cached schedule's work on the first `cfg.batch` training images (see
+/// [`CachedSpeed`]); like [`measure_speed`] it loads the weights first.
+pub fn measure_cached_speed(gpu: &Gpu, cfg: &TransferConfig) -> Result<CachedSpeed, TrainError> {
+    let (mut model, loaded, _) = frozen_classifier(gpu, cfg, None)?;
+    let train = Arc::new(cfg.split("train")?);
+    let loader = Loader::new(
+        train,
+        LoaderConfig::evaluation(cfg.batch, loaded.preprocessing),
+    )?;
+    let first = loader.epoch(0).next().ok_or_else(|| {
+        TrainError::Invalid(format!("{}: no training images", cfg.data.display()))
+    })??;
+    let n = first.len() as f64;
+    let (x, y) = first.upload(gpu)?;
+    // As in measure_speed: two untimed calls (pipelines, kept kernels), then the mean of two.
+    let time = |f: &mut dyn FnMut() -> Result<(), TrainError>| -> Result<f64, TrainError> {
+        for _ in 0..2 {
+            f()?;
+        }
+        let t = Instant::now();
+        for _ in 0..2 {
+            f()?;
+        }
+        Ok(t.elapsed().as_secs_f64() / (2.0 * n))
+    };
+    let still = Optimizer::sgd(0.0);
+    let prefix = time(&mut || {
+        model.features(gpu, &x, "block4_pool")?.to_vec(gpu)?;
+        Ok(())
+    })?;
+    let f4 = model.features(gpu, &x, "block4_pool")?;
+    let b5 = model.spec.require_layer("block5_conv1")?;
+    let block5 = model.suffix(b5)?;
+    let block5_forward = time(&mut || {
+        block5.features(gpu, &f4, "block5_pool")?.to_vec(gpu)?;
+        Ok(())
+    })?;
+    let f5 = block5.features(gpu, &f4, "block5_pool")?;
+    let mut head = model.suffix(model.spec.require_layer("flatten")?)?;
+    let head_step = time(&mut || {
+        head.train_step(gpu, &still, &f5, &y, 0)?.read_sums(gpu)?;
+        Ok(())
+    })?;
+    let head_eval = time(&mut || {
+        head.evaluate_batch(gpu, &f5, &y)?.read_sums(gpu)?;
+        Ok(())
+    })?;
+    model.trainable_from("block5_conv1")?;
+    let mut suffix = model.suffix(b5)?;
+    let suffix_step = time(&mut || {
+        suffix.train_step(gpu, &still, &f4, &y, 0)?.read_sums(gpu)?;
+        Ok(())
+    })?;
+    let suffix_eval = time(&mut || {
+        suffix.evaluate_batch(gpu, &f4, &y)?.read_sums(gpu)?;
+        Ok(())
+    })?;
+    Ok(CachedSpeed {
+        prefix,
+        block5_forward,
+        head_step,
+        head_eval,
+        suffix_step,
+        suffix_eval,
+    })
+}
+
+/// Expected seconds of each part of [`main_job_cached`]: the feature passes, then stages 1, 2
+/// and 3, for `views` views and the splits' sizes.
+pub fn cached_seconds(
+    speed: &CachedSpeed,
+    schedule: &Schedule,
+    (train, val, test): (usize, usize, usize),
+) -> [f64; 4] {
+    let views = schedule.frozen_epochs.max(schedule.block5_epochs).max(1);
+    let (train, val, test) = (train as f64, val as f64, test as f64);
+    let images = train + val + test + views as f64 * train;
+    let features = images * (speed.prefix + speed.block5_forward);
+    let head = |epochs: usize| {
+        epochs as f64 * (train * speed.head_step + val * speed.head_eval) + test * speed.head_eval
+    };
+    let block5 = schedule.block5_epochs as f64
+        * (train * speed.suffix_step + val * speed.suffix_eval)
+        + test * speed.suffix_eval;
+    [
+        features,
+        head(schedule.head_epochs.unwrap_or(0)),
+        head(schedule.frozen_epochs),
+        block5,
+    ]
 }
 
 /// Expected seconds of a stage: `epochs` of `train` images at `step` s each plus `val` images
@@ -506,76 +658,34 @@ pub struct FeatureRequest<'a> {
     /// The cache file.
     pub cache: &'a Path,
     pub batch: usize,
+    /// Features of augmented images: `(augmentation, seed, view)` makes every image as a
+    /// training loader with that augmentation and seed makes it in epoch `view` (0-based).
+    pub augment: Option<(Augment, u64, u64)>,
 }
 
-/// The `layer` features of every image of `ds` (dataset order), computed with `model` in
-/// batches, or read back from `cache` when its key matches. Every image must be readable.
-pub fn cached_features(
-    gpu: &Gpu,
-    model: &Model,
-    ds: DirectoryDataset,
-    req: &FeatureRequest<'_>,
-) -> Result<TensorDataset, TrainError> {
-    let FeatureRequest {
-        layer,
-        preprocessing: pre,
-        weights,
-        cache,
-        batch,
-    } = *req;
-    let size = ds.sample_shape().0;
-    let key = cache_key(&ds, weights, layer, size, pre)?;
-    let classes: Vec<usize> = (0..ds.len()).map(|i| ds.class_of(i)).collect();
-    let names = ds.class_names().to_vec();
-    let idx = model
-        .spec
-        .layer_index(layer)
-        .ok_or_else(|| TrainError::Invalid(format!("no layer {layer}")))?;
-    let shape = model.shapes()[idx].clone();
-    let sample = (shape[0], shape[1], shape[2]);
-    let per = sample.0 * sample.1 * sample.2;
-    if let Ok(ck) = checkpoint::Checkpoint::read(cache) {
-        if ck.meta.get("key") == Some(&key) {
-            if let Some((s, v)) = ck.tensors.get("features") {
-                if s.first() == Some(&classes.len()) && v.len() == classes.len() * per {
-                    tracing::info!(cache = %cache.display(), "reusing cached features");
-                    eprintln!("reusing {} features from {}", layer, cache.display());
-                    return Ok(TensorDataset {
-                        values: v.clone(),
-                        sample,
-                        classes,
-                        class_names: names,
-                        labels: LabelKind::Binary,
-                        name: cache.display().to_string(),
-                    });
-                }
-            }
-        }
+/// The values of a feature cache at `cache` when it holds `n` samples of `per` values under
+/// `key`; None when it is missing, stale or unreadable (then it is computed again).
+fn read_cache(cache: &Path, key: &str, n: usize, per: usize) -> Option<Vec<f32>> {
+    let ck = checkpoint::Checkpoint::read(cache).ok()?;
+    if ck.meta.get("key").map(String::as_str) != Some(key) {
+        return None;
     }
-    let root = ds.root().to_path_buf();
-    let n = ds.len();
-    let loader = Loader::new(Arc::new(ds), LoaderConfig::evaluation(batch, pre))?;
-    let bar = crate::train::images_bar(format!("features {}", root.display()), n);
-    let mut values = Vec::with_capacity(n * per);
-    for b in loader.epoch(0) {
-        let b = b?;
-        let (x, _) = b.upload(gpu)?;
-        values.extend(model.features(gpu, &x, layer)?.to_vec(gpu)?);
-        bar.inc(b.len() as u64);
-    }
-    bar.finish_and_clear();
-    if !loader.skipped().is_empty() {
-        return Err(TrainError::Invalid(format!(
-            "{} unreadable image(s) under {}; features must cover every image (first: {})",
-            loader.skipped().len(),
-            root.display(),
-            loader.skipped()[0]
-        )));
-    }
+    let (s, v) = ck.tensors.get("features")?;
+    (s.first() == Some(&n) && v.len() == n * per).then(|| v.clone())
+}
+
+/// Writes `values` ((N,H,W,C) features of `layer`) to `cache` under `key`, atomically.
+fn write_cache(
+    cache: &Path,
+    key: String,
+    layer: &str,
+    shape: [usize; 4],
+    values: &[f32],
+) -> Result<(), TrainError> {
     let view = safetensors::tensor::TensorView::new(
         safetensors::Dtype::F32,
-        vec![n, sample.0, sample.1, sample.2],
-        bytemuck::cast_slice(&values),
+        shape.to_vec(),
+        bytemuck::cast_slice(values),
     )
     .expect("f32 view");
     let meta = std::collections::HashMap::from([
@@ -590,14 +700,169 @@ pub fn cached_features(
             source,
         })?;
     }
-    crate::train::write_atomic(cache, &bytes)?;
-    Ok(TensorDataset {
+    crate::train::write_atomic(cache, &bytes)
+}
+
+/// A cached feature set: its samples and the key naming what they were computed from (a
+/// derived cache's key extends it).
+pub struct Features {
+    pub set: TensorDataset,
+    pub key: String,
+}
+
+/// The `layer` features of every image of `ds` (dataset order), computed with `model` in
+/// batches, or read back from `cache` when its key matches. Every image must be readable.
+pub fn cached_features(
+    gpu: &Gpu,
+    model: &Model,
+    ds: DirectoryDataset,
+    req: &FeatureRequest<'_>,
+) -> Result<Features, TrainError> {
+    let FeatureRequest {
+        layer,
+        preprocessing: pre,
+        weights,
+        cache,
+        batch,
+        augment,
+    } = *req;
+    let size = ds.sample_shape().0;
+    let mut key = cache_key(&ds, weights, layer, size, pre)?;
+    if let Some((aug, seed, view)) = augment {
+        key = hex(&Sha256::digest(
+            format!("{key}|{aug:?}|seed {seed}|view {view}").as_bytes(),
+        ));
+    }
+    let classes: Vec<usize> = (0..ds.len()).map(|i| ds.class_of(i)).collect();
+    let names = ds.class_names().to_vec();
+    let idx = model
+        .spec
+        .layer_index(layer)
+        .ok_or_else(|| TrainError::Invalid(format!("no layer {layer}")))?;
+    let shape = model.shapes()[idx].clone();
+    let sample = (shape[0], shape[1], shape[2]);
+    let per = sample.0 * sample.1 * sample.2;
+    let set = |values: Vec<f32>| TensorDataset {
         values,
         sample,
-        classes,
-        class_names: names,
+        classes: classes.clone(),
+        class_names: names.clone(),
         labels: LabelKind::Binary,
         name: cache.display().to_string(),
+    };
+    if let Some(values) = read_cache(cache, &key, classes.len(), per) {
+        tracing::info!(cache = %cache.display(), "reusing cached features");
+        eprintln!("reusing {} features from {}", layer, cache.display());
+        return Ok(Features {
+            set: set(values),
+            key,
+        });
+    }
+    let root = ds.root().to_path_buf();
+    let n = ds.len();
+    let mut lc = LoaderConfig::evaluation(batch, pre);
+    let mut label = format!("features {}", root.display());
+    let mut epoch = 0;
+    if let Some((aug, seed, view)) = augment {
+        lc.augment = Some(aug);
+        lc.seed = seed;
+        epoch = view;
+        label = format!("{label}, augmented view {}", view + 1);
+    }
+    let loader = Loader::new(Arc::new(ds), lc)?;
+    let bar = crate::train::images_bar(label, n);
+    let mut values = Vec::with_capacity(n * per);
+    for b in loader.epoch(epoch) {
+        let b = b?;
+        let (x, _) = b.upload(gpu)?;
+        values.extend(model.features(gpu, &x, layer)?.to_vec(gpu)?);
+        bar.inc(b.len() as u64);
+    }
+    bar.finish_and_clear();
+    if !loader.skipped().is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "{} unreadable image(s) under {}; features must cover every image (first: {})",
+            loader.skipped().len(),
+            root.display(),
+            loader.skipped()[0]
+        )));
+    }
+    write_cache(
+        cache,
+        key.clone(),
+        layer,
+        [n, sample.0, sample.1, sample.2],
+        &values,
+    )?;
+    Ok(Features {
+        set: set(values),
+        key,
+    })
+}
+
+/// `layer`'s output of `model` on every sample of `from` (features of an earlier layer),
+/// cached at `cache` under a key derived from `from`'s: the later layers of a frozen base run
+/// on cached features of its earlier ones.
+pub fn derived_features(
+    gpu: &Gpu,
+    model: &Model,
+    from: &Features,
+    layer: &str,
+    cache: &Path,
+    batch: usize,
+) -> Result<Features, TrainError> {
+    let key = hex(&Sha256::digest(
+        format!("{}|{}|{layer}", from.key, model.spec.name).as_bytes(),
+    ));
+    let idx = model
+        .spec
+        .layer_index(layer)
+        .ok_or_else(|| TrainError::Invalid(format!("no layer {layer}")))?;
+    let shape = model.shapes()[idx].clone();
+    let sample = (shape[0], shape[1], shape[2]);
+    let per = sample.0 * sample.1 * sample.2;
+    let n = from.set.len();
+    let set = |values: Vec<f32>| TensorDataset {
+        values,
+        sample,
+        classes: from.set.classes.clone(),
+        class_names: from.set.class_names.clone(),
+        labels: from.set.labels,
+        name: cache.display().to_string(),
+    };
+    if let Some(values) = read_cache(cache, &key, n, per) {
+        eprintln!("reusing {} features from {}", layer, cache.display());
+        return Ok(Features {
+            set: set(values),
+            key,
+        });
+    }
+    let mut values = Vec::with_capacity(n * per);
+    let per_in = from.set.sample.0 * from.set.sample.1 * from.set.sample.2;
+    let bar = crate::train::images_bar(format!("{layer} from {}", from.set.name), n);
+    for chunk in from.set.values.chunks(batch * per_in) {
+        let rows = chunk.len() / per_in;
+        let shape = [
+            rows,
+            from.set.sample.0,
+            from.set.sample.1,
+            from.set.sample.2,
+        ];
+        let x = crate::Tensor::from_slice(gpu, &shape[..], chunk)?;
+        values.extend(model.features(gpu, &x, layer)?.to_vec(gpu)?);
+        bar.inc(rows as u64);
+    }
+    bar.finish_and_clear();
+    write_cache(
+        cache,
+        key.clone(),
+        layer,
+        [n, sample.0, sample.1, sample.2],
+        &values,
+    )?;
+    Ok(Features {
+        set: set(values),
+        key,
     })
 }
 
@@ -628,7 +893,7 @@ fn split_features(
     model: &Model,
     layer: &str,
     pre: Preprocessing,
-) -> Result<[TensorDataset; 3], TrainError> {
+) -> Result<[Features; 3], TrainError> {
     let mut sets = Vec::new();
     for split in ["train", "validation", "test"] {
         let cache = cfg
@@ -641,6 +906,7 @@ fn split_features(
             weights: &cfg.weights,
             cache: &cache,
             batch: cfg.batch,
+            augment: None,
         };
         sets.push(cached_features(gpu, model, cfg.split(split)?, &req)?);
     }
@@ -656,22 +922,16 @@ fn fit_on_features(
     batch: usize,
     seed: u64,
     model: &mut Model,
-    [train_set, val, test]: [TensorDataset; 3],
+    [train_set, val, test]: [Arc<dyn Dataset>; 3],
     fit_cfg: &FitConfig,
 ) -> Result<(Vec<train::EpochRecord>, (f64, f64)), TrainError> {
     let train_loader = Loader::new(
-        Arc::new(train_set),
+        train_set,
         LoaderConfig::training(batch, seed, Preprocessing::None, None),
     )?;
-    let val_loader = Loader::new(
-        Arc::new(val),
-        LoaderConfig::evaluation(batch, Preprocessing::None),
-    )?;
+    let val_loader = Loader::new(val, LoaderConfig::evaluation(batch, Preprocessing::None))?;
     let history = train::fit(gpu, model, &train_loader, Some(&val_loader), fit_cfg)?;
-    let test_loader = Loader::new(
-        Arc::new(test),
-        LoaderConfig::evaluation(batch, Preprocessing::None),
-    )?;
+    let test_loader = Loader::new(test, LoaderConfig::evaluation(batch, Preprocessing::None))?;
     let result = train::evaluate(gpu, model, &test_loader)?;
     Ok((history, result))
 }
@@ -684,26 +944,120 @@ pub fn extract(gpu: &Gpu, cfg: &TransferConfig) -> Result<StageReport, TrainErro
     let pre = loaded.preprocessing;
     let sets = split_features(gpu, cfg, &base, "block5_pool", pre)?;
     drop(base);
+    train_head(gpu, cfg, sets.map(|f| f.set), pre, weights_sha256)
+}
+
+/// Stage 1's head (the book's, seeded by `cfg.seed`) trained on block5_pool features of the
+/// train, validation and test splits, into `cfg.out` as a checkpoint that records its base.
+fn train_head(
+    gpu: &Gpu,
+    cfg: &TransferConfig,
+    sets: [TensorDataset; 3],
+    pre: Preprocessing,
+    weights_sha256: String,
+) -> Result<StageReport, TrainError> {
     let (h, w, c) = sets[0].sample;
     let n_train = sets[0].len();
     let classes = sets[0].class_names.clone();
     let mut head = Model::new(gpu, feature_head(&[h, w, c]), cfg.seed)?;
-    let opt = Optimizer::rmsprop(2e-5);
+    let opt = Optimizer::rmsprop(cfg.lr.unwrap_or(STAGE_LR[0]));
     write_config(cfg, "1: feature extraction", &opt, pre)?;
     let mut m = meta(Preprocessing::None, &classes);
     m.extend(base_meta(cfg, "block5_pool", pre, weights_sha256)?);
     let fit_cfg = cfg.fit_config(opt, m);
+    let sets = sets.map(|s| Arc::new(s) as Arc<dyn Dataset>);
     let (history, result) = fit_on_features(gpu, cfg.batch, cfg.seed, &mut head, sets, &fit_cfg)?;
     report("1: feature extraction", &history, n_train, result, &cfg.out)
 }
 
-/// Stage 2: the VGG16 classifier end to end with the base frozen, augmented batches streamed
-/// from disk, RMSprop 2e-5.
-pub fn finetune_frozen(gpu: &Gpu, cfg: &TransferConfig) -> Result<StageReport, TrainError> {
-    let _lock = cfg.check_before_start()?;
+/// The stages' RMSprop learning rates, the book's: the head (stages 1 and 2) at 2e-5, block5's
+/// fine-tuning at 1e-5.
+pub const STAGE_LR: [f32; 3] = [2e-5, 2e-5, 1e-5];
+
+/// The names of the head's parameters (`flatten` to `dense_1`), the same in the feature head
+/// and the classifier.
+fn head_param_names(
+    feature_shape: &[usize],
+) -> Result<std::collections::HashSet<String>, TrainError> {
+    let spec = feature_head(feature_shape);
+    let mut names = std::collections::HashSet::new();
+    for i in 0..spec.layers.len() {
+        names.extend(spec.param_shapes(i)?.into_iter().map(|(n, _)| n));
+    }
+    Ok(names)
+}
+
+/// Puts stage 1's head from the checkpoint `stage1` on `model` (a VGG16 classifier with the
+/// weights whose sha256 is `weights_sha256`): the warm start of stage 2. Refuses a checkpoint
+/// that is not a stage-1 head, or one trained on other features (another weights file or
+/// image size), naming what differs.
+pub fn warm_start_head(
+    gpu: &Gpu,
+    model: &mut Model,
+    stage1: &Path,
+    weights_sha256: &str,
+    image_size: usize,
+) -> Result<(), TrainError> {
+    let ck = checkpoint::Checkpoint::read(stage1)?;
+    let bad = |reason: String| TrainError::Checkpoint {
+        path: stage1.to_path_buf(),
+        reason,
+    };
+    if ck.meta.get(BASE_LAYER).map(String::as_str) != Some("block5_pool") {
+        return Err(bad(
+            "not a stage-1 head on VGG16's block5_pool features (written by `extract` or the main job's stage 1)".into(),
+        ));
+    }
+    let size = ck.meta.get(BASE_IMAGE_SIZE).map(String::as_str);
+    if size != Some(image_size.to_string().as_str()) {
+        return Err(bad(format!(
+            "a head trained at image size {}, but this stage runs at {image_size}",
+            size.unwrap_or("(not recorded)")
+        )));
+    }
+    let sha = ck.meta.get(BASE_WEIGHTS_SHA256).map(String::as_str);
+    if sha != Some(weights_sha256) {
+        return Err(bad(format!(
+            "a head trained on the features of VGG16 weights with sha256 {}, but this stage's weights have sha256 {weights_sha256}; a head is only right on the features it was trained on",
+            sha.unwrap_or("(not recorded)")
+        )));
+    }
+    let flatten = model.spec.require_layer("flatten")?;
+    let names = head_param_names(&model.shapes()[flatten - 1])?;
+    ck.load_params_where(gpu, model, |n| names.contains(n))
+}
+
+/// The VGG16 classifier with `cfg.weights` loaded and its base frozen: stage 2's model, with
+/// stage 1's head from `warm` where given, else the head initialised from `cfg.seed`.
+pub fn frozen_classifier(
+    gpu: &Gpu,
+    cfg: &TransferConfig,
+    warm: Option<&Path>,
+) -> Result<(Model, LoadedWeights, String), TrainError> {
     let mut model = Model::new(gpu, zoo::vgg16_classifier(cfg.image_size), cfg.seed)?;
-    let loaded = weights::load_vgg16(gpu, &mut model, &cfg.weights)?;
+    let (bytes, sha) = read_weights(&cfg.weights)?;
+    let loaded = weights::load_vgg16_bytes(gpu, &mut model, &cfg.weights, &bytes)?;
+    drop(bytes);
+    if let Some(stage1) = warm {
+        warm_start_head(gpu, &mut model, stage1, &sha, cfg.image_size)?;
+        eprintln!(
+            "stage 2: the head starts from stage 1's {}",
+            stage1.display()
+        );
+    }
     model.freeze_through("block5_pool")?;
+    Ok((model, loaded, sha))
+}
+
+/// Stage 2: the VGG16 classifier end to end with the base frozen, augmented batches streamed
+/// from disk, RMSprop 2e-5; the head starts from the stage-1 checkpoint `warm` where given.
+pub fn finetune_frozen(
+    gpu: &Gpu,
+    cfg: &TransferConfig,
+    warm: Option<&Path>,
+) -> Result<StageReport, TrainError> {
+    let _lock = cfg.check_before_start()?;
+    let (model, loaded, _) = frozen_classifier(gpu, cfg, warm)?;
     eprintln!(
         "stage 2: base frozen, {} trainable weight tensors",
         model.trainable_weight_count()
@@ -713,7 +1067,7 @@ pub fn finetune_frozen(gpu: &Gpu, cfg: &TransferConfig) -> Result<StageReport, T
         cfg,
         model,
         loaded.preprocessing,
-        Optimizer::rmsprop(2e-5),
+        Optimizer::rmsprop(cfg.lr.unwrap_or(STAGE_LR[1])),
         "2: frozen base + augmentation",
     )
 }
@@ -752,9 +1106,52 @@ pub fn finetune_block5(
         cfg,
         model,
         pre,
-        Optimizer::rmsprop(1e-5),
+        Optimizer::rmsprop(cfg.lr.unwrap_or(STAGE_LR[2])),
         "3: block5 fine-tuning",
     )
+}
+
+/// Trains the layers of `model` from `first` on as a model of their own on cached features of
+/// layer `first - 1` (`sets`: train, validation, test), with its run in `cfg.out/<sub>`. The
+/// suffix shares the model's parameters, so `cfg.out` then gets the whole model's
+/// checkpoints (last, and best after the suffix's best weights are loaded back, which `model`
+/// then holds) and the suffix's history, and `predict` and `evaluate` take images. Returns
+/// the history and the test (loss, accuracy) of the last weights, as a streamed stage reports.
+#[allow(clippy::too_many_arguments)]
+fn train_suffix_cached(
+    gpu: &Gpu,
+    cfg: &TransferConfig,
+    model: &mut Model,
+    first: usize,
+    sets: [Arc<dyn Dataset>; 3],
+    opt: Optimizer,
+    pre: Preprocessing,
+    sub: &str,
+) -> Result<(Vec<train::EpochRecord>, (f64, f64)), TrainError> {
+    let classes = sets[0].class_names().to_vec();
+    let mut suffix = model.suffix(first)?;
+    let mut sub_cfg = cfg.clone();
+    sub_cfg.out = cfg.out.join(sub);
+    let fit_cfg = sub_cfg.fit_config(opt, meta(Preprocessing::None, &classes));
+    let (history, result) = fit_on_features(gpu, cfg.batch, cfg.seed, &mut suffix, sets, &fit_cfg)?;
+    let m = meta(pre, &classes);
+    let m: Vec<(&str, String)> = m.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    checkpoint::save(gpu, model, &cfg.out.join("last.safetensors"), &m)?;
+    checkpoint::load_params(gpu, &mut suffix, &sub_cfg.out.join("best.safetensors"))?;
+    checkpoint::save(gpu, model, &cfg.out.join("best.safetensors"), &m)?;
+    for f in ["history.json", "history.csv", "curves.png"] {
+        let (from, to) = (sub_cfg.out.join(f), cfg.out.join(f));
+        if f == "curves.png" && !from.is_file() {
+            // fit only warned that it could not draw the curves; that costs nothing here either.
+            continue;
+        }
+        let bytes = std::fs::read(&from).map_err(|source| TrainError::Io {
+            path: from.clone(),
+            source,
+        })?;
+        train::write_atomic(&to, &bytes)?;
+    }
+    Ok((history, result))
 }
 
 /// Stage 3 without augmentation: every epoch sees the same images, so the frozen blocks 1-4 are
@@ -765,20 +1162,18 @@ pub fn finetune_block5(
 fn block5_on_cached_prefix(
     gpu: &Gpu,
     cfg: &TransferConfig,
-    model: Model,
+    mut model: Model,
     pre: Preprocessing,
 ) -> Result<StageReport, TrainError> {
     let stage = "3: block5 fine-tuning (cached block4_pool)";
-    let opt = Optimizer::rmsprop(1e-5);
+    let opt = Optimizer::rmsprop(cfg.lr.unwrap_or(STAGE_LR[2]));
     write_config(cfg, stage, &opt, pre)?;
     let first = model
         .spec
         .layer_index("block5_conv1")
         .expect("checked by the caller");
     let prefix_layer = model.spec.layers[first - 1].name.clone();
-    let train_ds = cfg.split("train")?;
-    let classes = train_ds.class_names().to_vec();
-    let n_train = train_ds.len();
+    let n_train = cfg.split("train")?.len();
 
     // The cost of one ordinary step, to measure what the cache saves.
     let probe = Loader::new(
@@ -804,31 +1199,10 @@ fn block5_on_cached_prefix(
         }
         secs
     };
-    let sets = split_features(gpu, cfg, &model, &prefix_layer, pre)?;
-    let mut suffix = model.suffix(first)?;
-    let mut sub_cfg = cfg.clone();
-    sub_cfg.out = cfg.out.join("block5-cached");
-    let fit_cfg = sub_cfg.fit_config(opt, meta(Preprocessing::None, &classes));
-    let (history, result) = fit_on_features(gpu, cfg.batch, cfg.seed, &mut suffix, sets, &fit_cfg)?;
-    // The full model shares the suffix's parameters: write its checkpoints (last now; best after
-    // loading the suffix's best weights back) so `predict` and `evaluate` take images.
-    let m = meta(pre, &classes);
-    let m: Vec<(&str, String)> = m.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    checkpoint::save(gpu, &model, &cfg.out.join("last.safetensors"), &m)?;
-    checkpoint::load_params(gpu, &mut suffix, &sub_cfg.out.join("best.safetensors"))?;
-    checkpoint::save(gpu, &model, &cfg.out.join("best.safetensors"), &m)?;
-    for f in ["history.json", "history.csv", "curves.png"] {
-        let (from, to) = (sub_cfg.out.join(f), cfg.out.join(f));
-        if f == "curves.png" && !from.is_file() {
-            // fit only warned that it could not draw the curves; that costs nothing here either.
-            continue;
-        }
-        let bytes = std::fs::read(&from).map_err(|source| TrainError::Io {
-            path: from.clone(),
-            source,
-        })?;
-        train::write_atomic(&to, &bytes)?;
-    }
+    let sets = split_features(gpu, cfg, &model, &prefix_layer, pre)?
+        .map(|f| Arc::new(f.set) as Arc<dyn Dataset>);
+    let (history, result) =
+        train_suffix_cached(gpu, cfg, &mut model, first, sets, opt, pre, "block5-cached")?;
     let mut r = report(stage, &history, n_train, result, &cfg.out)?;
     let steps = n_train.div_ceil(cfg.batch) as f64;
     let cached_epoch = history.iter().map(|h| h.seconds).sum::<f64>() / history.len().max(1) as f64;
@@ -846,6 +1220,124 @@ fn block5_on_cached_prefix(
             .as_bytes(),
     )?;
     Ok(r)
+}
+
+/// The main job's three stages with the frozen blocks run once per image (`cnn-wgpu` on a
+/// software adapter):
+/// 1. blocks 1-4 once over every split, block4_pool cached in `extract.out/features/`; block5
+///    over those (cached too); the head trained on block5_pool features, as `extract` does.
+/// 2. `views` augmented versions of each training image through blocks 1-4 (view v is the
+///    image as the streaming loader augments it in epoch v), then block5; stage 2 trains the
+///    head on their block5_pool features, starting from stage 1's best head, epoch e on view
+///    e. Until the views run out that is streaming, with the frozen base run once per view.
+/// 3. block5 and the head fine-tuned on the views' block4_pool features, from stage 2's best.
+///
+/// Validation and test run on the cached features of the clean images, which is the whole
+/// model's evaluation, the frozen layers being what made them.
+pub fn main_job_cached(gpu: &Gpu, job: &MainJob) -> Result<Vec<StageReport>, TrainError> {
+    let MainJob {
+        extract: c1,
+        frozen: c2,
+        block5: c3,
+    } = job;
+    let views = c2.epochs.max(c3.epochs).max(1);
+    let (mut model, loaded, sha) = frozen_classifier(gpu, c1, None)?;
+    let pre = loaded.preprocessing;
+    let features = c1.out.join("features");
+    let clean4 = split_features(gpu, c1, &model, "block4_pool", pre)?;
+    let mut views4 = Vec::with_capacity(views);
+    for v in 0..views {
+        let cache = features.join(format!("train-block4_pool-view{v}.safetensors"));
+        let req = FeatureRequest {
+            layer: "block4_pool",
+            preprocessing: pre,
+            weights: &c1.weights,
+            cache: &cache,
+            batch: c1.batch,
+            augment: Some((Augment::book(), c2.seed, v as u64)),
+        };
+        views4.push(cached_features(gpu, &model, c1.split("train")?, &req)?);
+    }
+    let b5 = model.spec.require_layer("block5_conv1")?;
+    let block5 = model.suffix(b5)?;
+    let to5 = |f: &Features, name: &str| {
+        derived_features(
+            gpu,
+            &block5,
+            f,
+            "block5_pool",
+            &features.join(format!("{name}-block5_pool.safetensors")),
+            c1.batch,
+        )
+    };
+    let clean5 = [
+        to5(&clean4[0], "train")?,
+        to5(&clean4[1], "validation")?,
+        to5(&clean4[2], "test")?,
+    ];
+    let mut views5 = Vec::with_capacity(views);
+    for (v, f) in views4.iter().enumerate() {
+        views5.push(to5(f, &format!("train-view{v}"))?.set);
+    }
+    drop(block5);
+    let n_train = clean5[0].set.len();
+    let [train5, val5, test5] = clean5;
+
+    let r1 = train_head(
+        gpu,
+        c1,
+        [train5.set, val5.set.clone(), test5.set.clone()],
+        pre,
+        sha.clone(),
+    )?;
+
+    let stage = "2: frozen base + augmentation (cached views)";
+    let opt = Optimizer::rmsprop(c2.lr.unwrap_or(STAGE_LR[1]));
+    write_config(c2, stage, &opt, pre)?;
+    let stage1 = c1.out.join("best.safetensors");
+    warm_start_head(gpu, &mut model, &stage1, &sha, c1.image_size)?;
+    eprintln!(
+        "stage 2: the head starts from stage 1's {}",
+        stage1.display()
+    );
+    let flatten = model.spec.require_layer("flatten")?;
+    let sets: [Arc<dyn Dataset>; 3] = [
+        Arc::new(crate::data::Views::new(views5)?),
+        Arc::new(val5.set),
+        Arc::new(test5.set),
+    ];
+    let (history, result) =
+        train_suffix_cached(gpu, c2, &mut model, flatten, sets, opt, pre, "head-cached")?;
+    let r2 = report(stage, &history, n_train, result, &c2.out)?;
+
+    let stage = "3: block5 fine-tuning (cached views)";
+    let opt = Optimizer::rmsprop(c3.lr.unwrap_or(STAGE_LR[2]));
+    write_config(c3, stage, &opt, pre)?;
+    model.trainable_from("block5_conv1")?;
+    eprintln!(
+        "stage 3: block5 unfrozen, {} trainable weight tensors, from stage 2's best",
+        model.trainable_weight_count()
+    );
+    let [_, val4, test4] = clean4;
+    let sets: [Arc<dyn Dataset>; 3] = [
+        Arc::new(crate::data::Views::new(
+            views4.into_iter().map(|f| f.set).collect(),
+        )?),
+        Arc::new(val4.set),
+        Arc::new(test4.set),
+    ];
+    let (history, result) =
+        train_suffix_cached(gpu, c3, &mut model, b5, sets, opt, pre, "block5-cached")?;
+    let r3 = report(stage, &history, n_train, result, &c3.out)?;
+    Ok(vec![r1, r2, r3])
+}
+
+/// The main job's three stages' settings; each stage has its run folder.
+#[derive(Clone, Debug)]
+pub struct MainJob {
+    pub extract: TransferConfig,
+    pub frozen: TransferConfig,
+    pub block5: TransferConfig,
 }
 
 fn run_end_to_end(

@@ -278,57 +278,151 @@ fn main_job_plans(data: &Path, weights: &Path, tmp: &Path) {
     let out = plan(&[]);
     let lines: Vec<&str> = out.lines().collect();
     assert!(
-        lines[0].contains("the short schedule for a software adapter")
-            && lines[0].contains("cargo run --release -- --epochs 30 --finetune-epochs 100"),
+        lines[0].contains("the schedule for a software adapter")
+            && lines[0].contains("cargo run --release -- --book"),
         "{out}"
     );
+    let (f, b) = cnn_wgpu::transfer::Schedule::SOFTWARE;
+    let epochs = |e: usize| {
+        format!(
+            "{e:>3} epoch{} x 24 images (+12 validation), then 12 test",
+            if e == 1 { " " } else { "s" }
+        )
+    };
+    let rows = [
+        (
+            "frozen blocks once per image",
+            format!(
+                "48 images + {} augmented views of the 24 training images",
+                f.max(b)
+            ),
+        ),
+        ("stage 1, head on cached features", epochs(30)),
+        (
+            "stage 2, frozen base + augmentation",
+            format!("{}, cached views", epochs(f)),
+        ),
+        (
+            "stage 3, block5 fine-tuning",
+            format!("{}, cached views", epochs(b)),
+        ),
+    ];
+    for (line, (name, what)) in lines[1..].iter().zip(rows) {
+        assert!(
+            line.contains(name) && line.contains(&format!("{what}: about ")),
+            "{name}: {what} in {out}"
+        );
+    }
     assert!(
-        lines[1].contains("stage 2, frozen base + augmentation")
-            && lines[1].contains("2 epochs x 24 images (+12 validation), then 12 test: about "),
+        lines[5].contains("in all about") && lines[5].contains("through blocks 1-4"),
         "{out}"
     );
-    assert!(
-        lines[2].contains("stage 3, block5 fine-tuning")
-            && lines[2].contains("1 epoch  x 24 images (+12 validation), then 12 test: about "),
-        "{out}"
-    );
-    assert!(lines[3].contains("in all about"), "{out}");
     assert!(!runs.exists(), "a plan writes nothing");
 
-    let out = plan(&["--epochs", "5"]);
+    let out = plan(&["--epochs", "5", "--finetune-epochs", "2"]);
     assert!(
         out.contains("(the epochs given)")
-            && out.contains(" 5 epochs x 24")
-            && out.contains(" 1 epoch  x 24"),
+            && out.contains("  5 epochs x 24")
+            && out.contains("  2 epochs x 24")
+            && out.contains("5 augmented views"),
+        "{out}"
+    );
+    let out = plan(&["--book"]);
+    assert!(
+        out.contains("(the book's schedule)")
+            && !out.contains("stage 1")
+            && out.contains(" 30 epochs x 24")
+            && out.contains("100 epochs x 24")
+            && out.contains("per stage-2 step image"),
+        "{out}"
+    );
+    let out = plan(&["--stream", "--epochs", "1", "--finetune-epochs", "1"]);
+    assert!(
+        out.contains("stage 1, head on cached features")
+            && !out.contains("cached views")
+            && out.contains("  1 epoch  x 24"),
         "{out}"
     );
     assert!(!runs.exists(), "a plan writes nothing");
+    // Flags that contradict each other are refused before any work.
+    let run = cli()
+        .args(["--book", "--epochs", "3", "--plan"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && err.contains("--book") && err.contains("--epochs"),
+        "{err}"
+    );
 }
 
 #[test]
 fn the_schedule_follows_the_adapter_unless_epochs_are_given() {
-    use cnn_wgpu::transfer::{Schedule, ScheduleKind};
-    let s = Schedule::choose(false, None, None);
+    use cnn_wgpu::transfer::{Schedule, ScheduleKind, ScheduleRequest};
+    let pick = |software, r: ScheduleRequest| {
+        let s = Schedule::choose(software, r);
+        (
+            s.head_epochs,
+            s.frozen_epochs,
+            s.block5_epochs,
+            s.cached,
+            s.kind,
+        )
+    };
+    let none = ScheduleRequest::default();
     assert_eq!(
-        (s.frozen_epochs, s.block5_epochs, s.kind),
-        (30, 100, ScheduleKind::Book)
+        pick(false, none),
+        (None, 30, 100, false, ScheduleKind::Book)
     );
-    let s = Schedule::choose(true, None, None);
+    let (f, b) = Schedule::SOFTWARE;
     assert_eq!(
-        (s.frozen_epochs, s.block5_epochs, s.kind),
-        (2, 1, ScheduleKind::Short)
+        pick(true, none),
+        (Some(30), f, b, true, ScheduleKind::Software)
     );
+    // --book on a software adapter: the book's, streamed, no stage 1.
+    let book = ScheduleRequest { book: true, ..none };
+    assert_eq!(pick(true, book), (None, 30, 100, false, ScheduleKind::Book));
     // A stage given keeps the adapter's default for the other.
-    let s = Schedule::choose(true, None, Some(7));
+    let r = ScheduleRequest {
+        block5_epochs: Some(7),
+        ..none
+    };
+    assert_eq!(pick(true, r), (Some(30), f, 7, true, ScheduleKind::Given));
+    let r = ScheduleRequest {
+        frozen_epochs: Some(3),
+        ..none
+    };
+    assert_eq!(pick(false, r), (None, 3, 100, false, ScheduleKind::Given));
+    // --warm-start on a GPU: stage 1, then the book's epochs, streamed (100 views would not fit).
+    let r = ScheduleRequest {
+        warm_start: true,
+        ..none
+    };
     assert_eq!(
-        (s.frozen_epochs, s.block5_epochs, s.kind),
-        (2, 7, ScheduleKind::Given)
+        pick(false, r),
+        (Some(30), 30, 100, false, ScheduleKind::Given)
     );
-    let s = Schedule::choose(false, Some(3), None);
+    // Short enough to cache: cached views on any adapter, unless streaming is asked for.
+    let r = ScheduleRequest {
+        head_epochs: Some(10),
+        frozen_epochs: Some(2),
+        block5_epochs: Some(Schedule::MAX_VIEWS),
+        ..none
+    };
     assert_eq!(
-        (s.frozen_epochs, s.block5_epochs, s.kind),
-        (3, 100, ScheduleKind::Given)
+        pick(false, r),
+        (Some(10), 2, Schedule::MAX_VIEWS, true, ScheduleKind::Given)
     );
+    let r = ScheduleRequest { stream: true, ..r };
+    assert_eq!(
+        pick(false, r),
+        (Some(10), 2, Schedule::MAX_VIEWS, false, ScheduleKind::Given)
+    );
+    let r = ScheduleRequest {
+        block5_epochs: Some(Schedule::MAX_VIEWS + 1),
+        ..none
+    };
+    assert!(!Schedule::choose(true, r).cached);
 }
 
 /// A stage-1 head is only right on the features of the weights it was trained with: moved
@@ -691,6 +785,7 @@ fn three_stages_end_to_end_on_synthetic_images_and_weights() {
     synthetic_vgg16(&weights);
     three_stages(&data, &weights, tmp.path());
     main_job_plans(&data, &weights, tmp.path());
+    main_job_runs(&data, &weights, tmp.path());
 
     // A renamed class folder in one split would swap labels: every stage refuses it before
     // any work, naming the difference.
@@ -715,4 +810,301 @@ fn three_stages_end_to_end_on_synthetic_images_and_weights() {
         );
         assert!(!out.join("config.json").exists(), "{stage:?} wrote nothing");
     }
+}
+
+/// The main job on a software adapter, in full: stage 1, then stages 2 and 3 on cached views,
+/// each stage's checkpoint checked independently (stage 1's head on the CPU, the others by
+/// `evaluate` and `predict` on images); then again with the same seed into other folders, which
+/// must print the same report; then streamed with --warm-start.
+fn main_job_runs(data: &Path, weights: &Path, tmp: &Path) {
+    let job = |runs: &Path, extra: &[&str]| {
+        let run = cli()
+            .arg("--data")
+            .arg(data)
+            .arg("--weights")
+            .arg(weights)
+            .arg("--runs")
+            .arg(runs)
+            .args(["--image-size", "32", "--head-epochs", "3", "--seed", "4"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        (
+            String::from_utf8_lossy(&run.stdout).into_owned(),
+            String::from_utf8_lossy(&run.stderr).into_owned(),
+        )
+    };
+    let runs = tmp.join("main-job");
+    let (out, err) = job(&runs, &[]);
+    let report: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("VGG16 transfer learning"))
+        .collect();
+    assert_eq!(report.len(), 5, "a title, a header and three stages: {out}");
+    for (line, stage) in report[2..].iter().zip([
+        "1: feature extraction",
+        "2: frozen base + augmentation (cached views)",
+        "3: block5 fine-tuning (cached views)",
+    ]) {
+        assert!(
+            line.starts_with(stage) && line.contains('%'),
+            "{stage} in {out}"
+        );
+    }
+    assert!(
+        err.contains("stage 2: the head starts from stage 1's"),
+        "{err}"
+    );
+    for v in 0..2 {
+        assert!(runs
+            .join(format!(
+                "vgg16-extract/features/train-block4_pool-view{v}.safetensors"
+            ))
+            .is_file());
+    }
+    check_stage1_on_the_cpu(&runs.join("vgg16-extract"), data);
+    for stage in ["vgg16-frozen", "vgg16-block5"] {
+        let m = json(&runs.join(stage).join("metrics.json"));
+        assert_eq!(m["epochs"], 2, "{m}");
+        check_with_evaluate_and_predict(&runs.join(stage), data);
+    }
+    // Seeded: the same seed in fresh folders (the features computed again) prints the same.
+    job(&tmp.join("main-job-again"), &[]);
+    for stage in ["vgg16-extract", "vgg16-frozen", "vgg16-block5"] {
+        let (a, b) = (
+            json(&runs.join(stage).join("metrics.json")),
+            json(&tmp.join("main-job-again").join(stage).join("metrics.json")),
+        );
+        assert_eq!(
+            (&a["test_loss"], &a["test_accuracy"]),
+            (&b["test_loss"], &b["test_accuracy"]),
+            "{stage}: {a} against {b}"
+        );
+        let losses = |runs: &Path| -> Vec<serde_json::Value> {
+            let h = json(&runs.join(stage).join("history.json"));
+            h.as_array()
+                .unwrap()
+                .iter()
+                .map(|e| serde_json::json!([e["loss"], e["val_loss"], e["val_accuracy"]]))
+                .collect()
+        };
+        assert_eq!(
+            losses(&runs),
+            losses(&tmp.join("main-job-again")),
+            "{stage}"
+        );
+    }
+    // Streamed with --warm-start (a GPU's way): the same three stages, from the images.
+    let (out, err) = job(
+        &tmp.join("main-job-streamed"),
+        &["--stream", "--epochs", "1", "--finetune-epochs", "1"],
+    );
+    assert!(
+        err.contains("stage 2: the head starts from stage 1's"),
+        "{err}"
+    );
+    let report: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("VGG16 transfer learning"))
+        .collect();
+    assert!(
+        report.len() == 5
+            && report[2].starts_with("1: feature extraction")
+            && report[3].starts_with("2: frozen base + augmentation ")
+            && report[4].starts_with("3: block5 fine-tuning "),
+        "{out}"
+    );
+    check_with_evaluate_and_predict(&tmp.join("main-job-streamed/vgg16-block5"), data);
+}
+
+/// Stage 2's warm start (issue 35): before its first step the classifier's head is stage 1's
+/// best head bit for bit, and on the first training batch (dataset order, no augmentation, in
+/// inference mode) the whole classifier's loss on the images equals the stage-1 head's on the
+/// cached block5_pool features of the same images.
+#[test]
+fn the_warm_start_puts_stage_ones_head_on_the_base_bit_for_bit() {
+    use cnn_wgpu::data::{Loader, LoaderConfig};
+    use cnn_wgpu::transfer::{self, TransferConfig};
+    if !adapter_or_skip() {
+        return;
+    }
+    let Some(gpu) = common::gpu() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synthetic_images(&data, &[("train", 10), ("validation", 4), ("test", 4)]);
+    let weights = tmp.path().join("vgg16-synthetic.safetensors");
+    synthetic_vgg16(&weights);
+    let mut c1 = TransferConfig::new(&data, &weights, &tmp.path().join("extract"));
+    (c1.image_size, c1.batch, c1.epochs, c1.progress) = (32, 8, 3, false);
+    transfer::extract(gpu, &c1).unwrap();
+    let stage1 = c1.out.join("best.safetensors");
+
+    // Another seed, so that a head initialised from it differs from stage 1's.
+    let mut c2 = c1.clone();
+    c2.out = tmp.path().join("frozen");
+    c2.seed = 77;
+    let (warm, loaded, _) = transfer::frozen_classifier(gpu, &c2, Some(&stage1)).unwrap();
+    let (cold, _, _) = transfer::frozen_classifier(gpu, &c2, None).unwrap();
+    let bytes = std::fs::read(&stage1).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut compared = 0;
+    for ((name, t, trainable), (_, c, _)) in warm.params().into_iter().zip(cold.params()) {
+        let Ok(want) = st.tensor(&name) else {
+            assert!(
+                !trainable,
+                "{name}: only the base is frozen, and it is not in the head's checkpoint"
+            );
+            continue;
+        };
+        assert!(trainable, "{name}: the head trains in stage 2");
+        let want: Vec<f32> = bytemuck::pod_collect_to_vec(want.data());
+        let got = read(gpu, t);
+        assert!(
+            got.iter()
+                .map(|v| v.to_bits())
+                .eq(want.iter().map(|v| v.to_bits())),
+            "{name}: not stage 1's tensor bit for bit"
+        );
+        assert_ne!(
+            read(gpu, c),
+            want,
+            "{name}: the cold start's head is its own"
+        );
+        compared += 1;
+    }
+    assert_eq!(compared, 4, "the head's two kernels and two biases");
+
+    // The first batch of the training images, as stage 1 computed its features.
+    let train = DirectoryDataset::open(&data.join("train"), (32, 32), 2).unwrap();
+    let loader = Loader::new(
+        std::sync::Arc::new(train),
+        LoaderConfig::evaluation(8, loaded.preprocessing),
+    )
+    .unwrap();
+    let batch = loader.epoch(0).next().unwrap().unwrap();
+    let (x, y) = batch.upload(gpu).unwrap();
+    let (whole, _) = warm
+        .evaluate_batch(gpu, &x, &y)
+        .unwrap()
+        .read_sums(gpu)
+        .unwrap();
+
+    let ck = checkpoint::Checkpoint::read(&stage1).unwrap();
+    let mut head = cnn_wgpu::model::Model::new(gpu, ck.spec().unwrap(), 0).unwrap();
+    ck.load_params(gpu, &mut head).unwrap();
+    let fbytes = std::fs::read(c1.out.join("features/train-block5_pool.safetensors")).unwrap();
+    let fst = safetensors::SafeTensors::deserialize(&fbytes).unwrap();
+    let f = fst.tensor("features").unwrap();
+    let per: usize = f.shape()[1..].iter().product();
+    let rows: Vec<f32> = bytemuck::pod_collect_to_vec(&f.data()[..8 * per * 4]);
+    let mut shape = f.shape().to_vec();
+    shape[0] = 8;
+    let feats = upload(gpu, &shape, &rows);
+    let (alone, _) = head
+        .evaluate_batch(gpu, &feats, &y)
+        .unwrap()
+        .read_sums(gpu)
+        .unwrap();
+    // Same features, same head weights, the same dense kernels: the same sum of 8 losses.
+    assert!(
+        (whole - alone).abs() <= 1e-6 * alone.abs(),
+        "first batch: the warm-started classifier's loss {whole}, stage 1's head's {alone}"
+    );
+
+    // A head trained on other weights' features, or at another size, is refused.
+    let other = tmp.path().join("other.safetensors");
+    let mut changed = std::fs::read(&weights).unwrap();
+    // The last value's lowest mantissa bit (f16, little-endian): other weights, still finite.
+    let low = changed.len() - 2;
+    changed[low] ^= 1;
+    std::fs::write(&other, changed).unwrap();
+    let mut c3 = c2.clone();
+    c3.weights = other;
+    let err = transfer::frozen_classifier(gpu, &c3, Some(&stage1))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("sha256") && err.contains(&stage1.display().to_string()),
+        "{err}"
+    );
+    let mut c4 = c2.clone();
+    c4.image_size = 48;
+    let err = transfer::frozen_classifier(gpu, &c4, Some(&stage1))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("image size 32") && err.contains("48"), "{err}");
+}
+
+/// A cached augmented view holds exactly what the streaming loader feeds the frozen base in that
+/// epoch: view v of image i is the image as a training loader with the same seed augments it
+/// in epoch v, whatever the batch it lands in.
+#[test]
+fn a_cached_view_is_what_the_streaming_loader_makes_in_that_epoch() {
+    use cnn_wgpu::data::{Augment, Loader, LoaderConfig};
+    use cnn_wgpu::model::{weights as w, zoo, Model};
+    use cnn_wgpu::transfer::{cached_features, FeatureRequest};
+    if !adapter_or_skip() {
+        return;
+    }
+    let Some(gpu) = common::gpu() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synthetic_images(&data, &[("train", 9)]);
+    let weights = tmp.path().join("vgg16-synthetic.safetensors");
+    synthetic_vgg16(&weights);
+    let mut base = Model::new(gpu, zoo::vgg16_base(32), 0).unwrap();
+    let pre = w::load_vgg16(gpu, &mut base, &weights)
+        .unwrap()
+        .preprocessing;
+    let open = || DirectoryDataset::open(&data.join("train"), (32, 32), 2).unwrap();
+    let seed = 3;
+    let view = |v: u64| {
+        let cache = tmp.path().join(format!("view{v}.safetensors"));
+        let req = FeatureRequest {
+            layer: "block4_pool",
+            preprocessing: pre,
+            weights: &weights,
+            cache: &cache,
+            batch: 6,
+            augment: Some((Augment::book(), seed, v)),
+        };
+        cached_features(gpu, &base, open(), &req).unwrap().set
+    };
+    let (v0, v1) = (view(0), view(1));
+    let per = v1.sample.0 * v1.sample.1 * v1.sample.2;
+    assert_ne!(v0.values, v1.values, "each epoch augments anew");
+    // Epoch 1 streamed: shuffled, in batches of 4, each sample's features against view 1's row
+    // (batches of 4 and of 6 may run other convolution algorithms: equal up to rounding).
+    let loader = Loader::new(
+        std::sync::Arc::new(open()),
+        LoaderConfig::training(4, seed, pre, Some(Augment::book())),
+    )
+    .unwrap();
+    let mut seen = 0;
+    for b in loader.epoch(1) {
+        let b = b.unwrap();
+        let (x, _) = b.upload(gpu).unwrap();
+        let got = read(gpu, &base.features(gpu, &x, "block4_pool").unwrap());
+        for (k, &i) in b.samples.iter().enumerate() {
+            let want = to_f64(&v1.values[i * per..(i + 1) * per]);
+            assert_close(
+                &format!("image {i} of epoch 1"),
+                &got[k * per..(k + 1) * per],
+                &want,
+                1e-4,
+                1e-5,
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 18);
+    // Read back from its cache, the view is the same.
+    assert_eq!(view(1).values, v1.values);
 }

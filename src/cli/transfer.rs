@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use cnn_wgpu::data::prepare;
 use cnn_wgpu::gpu::{select, AdapterRequest};
-use cnn_wgpu::transfer::{self, Schedule, ScheduleKind, TransferConfig};
+use cnn_wgpu::transfer::{self, MainJob, Schedule, ScheduleKind, ScheduleRequest, TransferConfig};
 
 #[derive(clap::Args, Clone)]
 pub struct TransferArgs {
@@ -53,64 +53,116 @@ pub struct FinetuneArgs {
     args: TransferArgs,
     #[arg(long, value_enum)]
     stage: Stage,
-    /// Stage 3's starting checkpoint (default runs/vgg16-frozen/best.safetensors).
+    /// The starting checkpoint: for stage 3 a stage-2 one (default
+    /// runs/vgg16-frozen/best.safetensors); for stage 2 a stage-1 head (`extract`'s
+    /// best.safetensors), which warm starts the head [default: the head from --seed].
     #[arg(long)]
     from: Option<PathBuf>,
+    /// RMSprop's learning rate [default: the book's, 2e-5 for stage 2, 1e-5 for stage 3].
+    #[arg(long)]
+    lr: Option<f32>,
     /// Train without augmentation.
     #[arg(long)]
     no_augment: bool,
 }
 
-/// The main job's epochs as given on the command line (None: the adapter's default).
-pub struct Epochs {
-    pub frozen: Option<usize>,
-    pub block5: Option<usize>,
+/// The main job's learning rates as given on the command line (None: the stage's).
+#[derive(Clone, Copy, Default)]
+pub struct Rates {
+    pub head: Option<f32>,
+    pub frozen: Option<f32>,
+    pub finetune: Option<f32>,
 }
 
-/// The main job: the book's stages 2 and 3 on cats vs dogs, then a short report. `args` carries
-/// stage 2's settings (its epochs come from `epochs`); stage 3 runs into `runs`/vgg16-block5.
-/// It first prints its plan with the time each stage should take, measured on one batch, and
-/// with `plan_only` stops there.
+/// The main job: the book's stages on cats vs dogs, then a short report. `args` carries the
+/// settings the stages share; each stage runs into its folder under `runs` (vgg16-extract,
+/// vgg16-frozen, vgg16-block5). It first prints its plan with the time each stage should take,
+/// measured on one batch, and with `plan_only` stops there.
 pub fn main_job(
     request: &AdapterRequest,
     args: TransferArgs,
-    epochs: Epochs,
+    want: ScheduleRequest,
+    rates: Rates,
     runs: &Path,
     plan_only: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut frozen = transfer_config(&args, "frozen")?;
+    frozen.out = runs.join("vgg16-frozen");
+    frozen.lr = rates.frozen;
     let mut block5 = frozen.clone();
     block5.out = runs.join("vgg16-block5");
-    // Both folders before stage 2 starts, and locked for the whole job: stage 3 refusing its
-    // folder hours later would waste the whole of stage 2. A plan writes nothing, so it needs
-    // neither.
+    block5.lr = rates.finetune;
+    let mut extract = frozen.clone();
+    extract.out = runs.join("vgg16-extract");
+    extract.lr = rates.head;
+    let gpu = select::open(request)?;
+    let software = gpu.info().device_type == wgpu::DeviceType::Cpu;
+    let schedule = Schedule::choose(software, want);
+    extract.epochs = schedule.head_epochs.unwrap_or(0);
+    frozen.epochs = schedule.frozen_epochs;
+    block5.epochs = schedule.block5_epochs;
+    // Every folder before the first stage starts, and locked for the whole job: stage 3
+    // refusing its folder hours later would waste the stages before it. A plan writes nothing,
+    // so it needs none.
     let _locks = if plan_only {
         None
     } else {
-        Some((frozen.check_before_start()?, block5.check_run_folder()?))
+        let first = if schedule.head_epochs.is_some() {
+            &extract
+        } else {
+            &frozen
+        };
+        Some((
+            first.check_before_start()?,
+            frozen.check_run_folder()?,
+            block5.check_run_folder()?,
+        ))
     };
-    let gpu = select::open(request)?;
-    let software = gpu.info().device_type == wgpu::DeviceType::Cpu;
-    let schedule = Schedule::choose(software, epochs.frozen, epochs.block5);
-    frozen.epochs = schedule.frozen_epochs;
-    block5.epochs = schedule.block5_epochs;
     print_plan(&gpu, &frozen, schedule)?;
     if plan_only {
         return Ok(());
     }
-    let Some(r2) = super::unless_stopped(cnn_wgpu::transfer::finetune_frozen(&gpu, &frozen))?
-    else {
-        return Ok(());
+    let job = MainJob {
+        extract,
+        frozen,
+        block5,
     };
-    let Some(r3) = super::unless_stopped(cnn_wgpu::transfer::finetune_block5(
+    if schedule.cached {
+        let Some(reports) = super::unless_stopped(transfer::main_job_cached(&gpu, &job))? else {
+            return Ok(());
+        };
+        print_reports(&gpu, &reports);
+        return Ok(());
+    }
+    let mut reports = Vec::new();
+    let warm = if schedule.head_epochs.is_some() {
+        let Some(r1) = super::unless_stopped(transfer::extract(&gpu, &job.extract))? else {
+            return Ok(());
+        };
+        reports.push(r1);
+        Some(job.extract.out.join("best.safetensors"))
+    } else {
+        None
+    };
+    let Some(r2) = super::unless_stopped(transfer::finetune_frozen(
         &gpu,
-        &block5,
-        &frozen.out.join("best.safetensors"),
+        &job.frozen,
+        warm.as_deref(),
     ))?
     else {
         return Ok(());
     };
-    print_reports(&gpu, &[r2, r3]);
+    reports.push(r2);
+    let Some(r3) = super::unless_stopped(transfer::finetune_block5(
+        &gpu,
+        &job.block5,
+        &job.frozen.out.join("best.safetensors"),
+    ))?
+    else {
+        return Ok(());
+    };
+    reports.push(r3);
+    print_reports(&gpu, &reports);
     Ok(())
 }
 
@@ -127,47 +179,86 @@ fn print_plan(
         gpu.adapter_name(),
         cfg.batch
     );
-    let speed = transfer::measure_speed(gpu, cfg)?;
-    let stage2 = transfer::stage_seconds(&speed, speed.frozen_step, schedule.frozen_epochs, sizes);
-    let stage3 = transfer::stage_seconds(&speed, speed.block5_step, schedule.block5_epochs, sizes);
     let (book2, book3) = Schedule::BOOK;
-    let book = transfer::stage_seconds(&speed, speed.frozen_step, book2, sizes)
-        + transfer::stage_seconds(&speed, speed.block5_step, book3, sizes);
     let why = match schedule.kind {
         ScheduleKind::Book => "the book's schedule".to_string(),
         ScheduleKind::Given => "the epochs given".to_string(),
-        ScheduleKind::Short => format!(
-            "the short schedule for a software adapter; the book's {book2} + {book3} epochs would take about {} here: cargo run --release -- --epochs {book2} --finetune-epochs {book3}",
-            duration(book)
+        ScheduleKind::Software => format!(
+            "the schedule for a software adapter; the book's {book2} + {book3} epochs: cargo run --release -- --book"
         ),
     };
     let (train, val, test) = sizes;
+    let each = |epochs: usize| {
+        format!(
+            "{epochs:>3} epoch{} x {train} images (+{val} validation), then {test} test",
+            if epochs == 1 { " " } else { "s" }
+        )
+    };
+    let mut rows: Vec<(String, String, f64)> = Vec::new();
+    let measured = if schedule.cached {
+        let speed = transfer::measure_cached_speed(gpu, cfg)?;
+        let [features, s1, s2, s3] = transfer::cached_seconds(&speed, &schedule, sizes);
+        let views = schedule.frozen_epochs.max(schedule.block5_epochs).max(1);
+        rows.push((
+            "frozen blocks once per image".into(),
+            format!(
+                "{} images + {views} augmented view{} of the {train} training images",
+                train + val + test,
+                if views == 1 { "" } else { "s" }
+            ),
+            features,
+        ));
+        rows.push((
+            "stage 1, head on cached features".into(),
+            each(schedule.head_epochs.unwrap_or(0)),
+            s1,
+        ));
+        rows.push((
+            "stage 2, frozen base + augmentation".into(),
+            format!("{}, cached views", each(schedule.frozen_epochs)),
+            s2,
+        ));
+        rows.push((
+            "stage 3, block5 fine-tuning".into(),
+            format!("{}, cached views", each(schedule.block5_epochs)),
+            s3,
+        ));
+        format!(
+            "{:.3} s per image through blocks 1-4, {:.4} through block5, {:.4} per stage-3 step image",
+            speed.prefix, speed.block5_forward, speed.suffix_step
+        )
+    } else {
+        let speed = transfer::measure_speed(gpu, cfg)?;
+        if let Some(e) = schedule.head_epochs {
+            // Stage 1: one frozen forward per image of every split, then the head (whose steps
+            // on (4,4,512) features cost little beside it).
+            rows.push((
+                "stage 1, head on cached features".into(),
+                each(e),
+                (train + val + test) as f64 * speed.evaluate,
+            ));
+        }
+        rows.push((
+            "stage 2, frozen base + augmentation".into(),
+            each(schedule.frozen_epochs),
+            transfer::stage_seconds(&speed, speed.frozen_step, schedule.frozen_epochs, sizes),
+        ));
+        rows.push((
+            "stage 3, block5 fine-tuning".into(),
+            each(schedule.block5_epochs),
+            transfer::stage_seconds(&speed, speed.block5_step, schedule.block5_epochs, sizes),
+        ));
+        format!(
+            "{:.3} s per image evaluated, {:.3} per stage-2 step image, {:.3} per stage-3 step image",
+            speed.evaluate, speed.frozen_step, speed.block5_step
+        )
+    };
     println!("plan on {} ({why}):", gpu.adapter_name());
-    for (name, epochs, secs) in [
-        (
-            "stage 2, frozen base + augmentation",
-            schedule.frozen_epochs,
-            stage2,
-        ),
-        (
-            "stage 3, block5 fine-tuning",
-            schedule.block5_epochs,
-            stage3,
-        ),
-    ] {
-        println!(
-            "  {name:<36} {epochs:>3} epoch{} x {train} images (+{val} validation), then {test} test: about {}",
-            if epochs == 1 { " " } else { "s" },
-            duration(secs)
-        );
+    for (name, what, secs) in &rows {
+        println!("  {name:<36} {what}: about {}", duration(*secs));
     }
-    println!(
-        "  in all about {} (measured: {:.3} s per image evaluated, {:.3} per stage-2 step image, {:.3} per stage-3 step image)",
-        duration(stage2 + stage3),
-        speed.evaluate,
-        speed.frozen_step,
-        speed.block5_step
-    );
+    let total: f64 = rows.iter().map(|r| r.2).sum();
+    println!("  in all about {} (measured: {measured})", duration(total));
     Ok(())
 }
 
@@ -201,6 +292,7 @@ pub fn finetune(
         args,
         stage,
         from,
+        lr,
         no_augment,
     } = a;
     let name = match stage {
@@ -209,9 +301,10 @@ pub fn finetune(
     };
     let mut cfg = transfer_config(&args, name)?;
     cfg.augment = !no_augment;
+    cfg.lr = lr;
     let gpu = select::open(request)?;
     let r = match stage {
-        Stage::Frozen => cnn_wgpu::transfer::finetune_frozen(&gpu, &cfg),
+        Stage::Frozen => transfer::finetune_frozen(&gpu, &cfg, from.as_deref()),
         Stage::Block5 => {
             let from = from.unwrap_or_else(|| PathBuf::from("runs/vgg16-frozen/best.safetensors"));
             cnn_wgpu::transfer::finetune_block5(&gpu, &cfg, &from)
@@ -362,12 +455,12 @@ fn print_reports(gpu: &cnn_wgpu::Gpu, reports: &[cnn_wgpu::transfer::StageReport
         gpu.info().backend
     );
     println!(
-        "{:<32} {:>7} {:>10} {:>10} {:>9}  run folder",
+        "{:<46} {:>7} {:>10} {:>10} {:>9}  run folder",
         "stage", "epochs", "s/epoch", "images/s", "test acc"
     );
     for r in reports {
         println!(
-            "{:<32} {:>7} {:>10.1} {:>10.2} {:>8.2}%  {} (curves.png, best.safetensors, last.safetensors)",
+            "{:<46} {:>7} {:>10.1} {:>10.2} {:>8.2}%  {} (curves.png, best.safetensors, last.safetensors)",
             r.stage,
             r.epochs,
             r.seconds_per_epoch,

@@ -55,6 +55,11 @@ pub trait Dataset: Send + Sync {
     fn values(&self, _i: usize) -> Option<Vec<f32>> {
         None
     }
+    /// [`Self::values`] as epoch `epoch` (0-based) sees them: the same in every epoch, except
+    /// for [`Views`], which holds one precomputed version of each sample per epoch.
+    fn values_in_epoch(&self, i: usize, _epoch: u64) -> Option<Vec<f32>> {
+        self.values(i)
+    }
     /// A name for messages (the file path for image folders).
     fn describe(&self, i: usize) -> String;
 }
@@ -136,6 +141,10 @@ impl Dataset for Concat {
     fn values(&self, i: usize) -> Option<Vec<f32>> {
         let (p, j) = self.locate(i);
         p.values(j)
+    }
+    fn values_in_epoch(&self, i: usize, epoch: u64) -> Option<Vec<f32>> {
+        let (p, j) = self.locate(i);
+        p.values_in_epoch(j, epoch)
     }
     fn describe(&self, i: usize) -> String {
         let (p, j) = self.locate(i);
@@ -429,6 +438,7 @@ impl Dataset for FileList {
 }
 
 /// Real-valued samples in memory, (H,W,C) each: cached VGG16 features, for instance.
+#[derive(Clone)]
 pub struct TensorDataset {
     pub values: Vec<f32>,
     pub sample: (usize, usize, usize),
@@ -466,6 +476,81 @@ impl Dataset for TensorDataset {
     }
     fn describe(&self, i: usize) -> String {
         format!("{} sample {i}", self.name)
+    }
+}
+
+/// Views of the same samples, one per epoch: epoch e reads view `e % len` (0-based). Cached
+/// features of augmented images are views: view v holds each image as the loader's augmentation
+/// makes it in epoch v, so training on the views is training on augmented images streamed from
+/// disk for the first `len` epochs, without running the frozen layers again.
+pub struct Views {
+    views: Vec<TensorDataset>,
+}
+
+impl Views {
+    /// Refuses no views, and views that differ in length, sample shape, classes or labels.
+    pub fn new(views: Vec<TensorDataset>) -> Result<Self, DataError> {
+        let first = views
+            .first()
+            .ok_or_else(|| DataError::Invalid("no views".into()))?;
+        for v in &views[1..] {
+            if v.len() != first.len()
+                || v.sample != first.sample
+                || v.classes != first.classes
+                || v.class_names != first.class_names
+                || v.labels != first.labels
+            {
+                return Err(DataError::Invalid(format!(
+                    "view {} does not hold the samples of view {} ({} samples of {:?}, against {} of {:?}, or other labels)",
+                    v.name,
+                    first.name,
+                    v.len(),
+                    v.sample,
+                    first.len(),
+                    first.sample
+                )));
+            }
+        }
+        Ok(Self { views })
+    }
+
+    pub fn count(&self) -> usize {
+        self.views.len()
+    }
+
+    fn first(&self) -> &TensorDataset {
+        &self.views[0]
+    }
+}
+
+impl Dataset for Views {
+    fn len(&self) -> usize {
+        self.first().len()
+    }
+    fn sample_shape(&self) -> (usize, usize, usize) {
+        self.first().sample
+    }
+    fn label_kind(&self) -> LabelKind {
+        self.first().labels
+    }
+    fn class_names(&self) -> &[String] {
+        &self.first().class_names
+    }
+    fn class_of(&self, i: usize) -> usize {
+        self.first().classes[i]
+    }
+    fn load(&self, i: usize) -> Result<Image, DataError> {
+        self.first().load(i)
+    }
+    fn values(&self, i: usize) -> Option<Vec<f32>> {
+        self.first().values(i)
+    }
+    fn values_in_epoch(&self, i: usize, epoch: u64) -> Option<Vec<f32>> {
+        let k = (epoch % self.views.len() as u64) as usize;
+        self.views[k].values(i)
+    }
+    fn describe(&self, i: usize) -> String {
+        format!("{} ({} views)", self.first().describe(i), self.views.len())
     }
 }
 

@@ -260,7 +260,7 @@ impl Shared {
         let mut samples = Vec::with_capacity(idx.len());
         let mut scratch = vec![0.0f32; h * w * c];
         for &i in idx {
-            if let Some(values) = self.dataset.values(i) {
+            if let Some(values) = self.dataset.values_in_epoch(i, epoch) {
                 // Real-valued samples: no decoding, no augmentation, no pixel preprocessing.
                 if values.len() != h * w * c {
                     return Err(DataError::Invalid(format!(

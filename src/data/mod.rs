@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use augment::{Augment, FillMode};
-pub use dataset::{Concat, Dataset, DirectoryDataset, FileList, LabelKind};
+pub use dataset::{Concat, Dataset, DirectoryDataset, FileList, LabelKind, Views};
 pub use image_io::{Image, Preprocessing};
 pub use loader::{Batch, Loader, LoaderConfig};
 pub use source::{PredictInput, Source, Split, Splits};
