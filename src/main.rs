@@ -52,18 +52,18 @@ struct Cli {
     weights: Option<PathBuf>,
     /// Main job: epochs of stage 2 (frozen base with augmentation) [default: the book's 30 on a
     /// GPU, 2 on a software adapter].
-    #[arg(long, conflicts_with = "book")]
+    #[arg(long, conflicts_with = "book", value_parser = at_least_one())]
     epochs: Option<usize>,
     /// Main job: epochs of stage 3 (block5 fine-tuning) [default: the book's 100 on a GPU, 2 on
     /// a software adapter].
-    #[arg(long, conflicts_with = "book")]
+    #[arg(long, conflicts_with = "book", value_parser = at_least_one())]
     finetune_epochs: Option<usize>,
     /// Main job: run stage 1 (the head on cached features) first and start stage 2's head from
     /// its best [default: on a software adapter; on a GPU with --warm-start].
     #[arg(long, conflicts_with = "book")]
     warm_start: bool,
     /// Main job: epochs of stage 1 where it runs (implies --warm-start) [default: 30].
-    #[arg(long, conflicts_with = "book")]
+    #[arg(long, conflicts_with = "book", value_parser = at_least_one())]
     head_epochs: Option<usize>,
     /// Main job: the book's schedule on any adapter: stage 2 for 30 epochs from a fresh head,
     /// then stage 3 for 100, augmented batches streamed from disk (days on a software adapter).
@@ -80,7 +80,8 @@ struct Cli {
     /// Main job: RMSprop's learning rate in stage 2 [default: 2e-5].
     #[arg(long)]
     frozen_lr: Option<f32>,
-    /// Main job: RMSprop's learning rate in stage 3 [default: 1e-5].
+    /// Main job: RMSprop's learning rate in stage 3 [default: the book's 1e-5; the software
+    /// schedule's on a software adapter].
     #[arg(long)]
     finetune_lr: Option<f32>,
     /// Main job: the seed of the heads' initialisation, the shuffles, dropout and augmentation.
@@ -101,6 +102,12 @@ struct Cli {
     overwrite: bool,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// Epoch counts of the main job's stages: each stage that runs trains at least one epoch (the
+/// next stage starts from its best checkpoint).
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
 }
 
 fn parse_backend(s: &str) -> Result<BackendChoice, String> {

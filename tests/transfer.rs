@@ -297,14 +297,21 @@ fn main_job_plans(data: &Path, weights: &Path, tmp: &Path) {
                 f.max(b)
             ),
         ),
-        ("stage 1, head on cached features", epochs(30)),
+        (
+            "stage 1, head on cached features",
+            format!("{}, RMSprop 2e-5", epochs(30)),
+        ),
         (
             "stage 2, frozen base + augmentation",
-            format!("{}, cached views", epochs(f)),
+            format!("{}, cached views, RMSprop 2e-5", epochs(f)),
         ),
         (
             "stage 3, block5 fine-tuning",
-            format!("{}, cached views", epochs(b)),
+            format!(
+                "{}, cached views, RMSprop {:e}",
+                epochs(b),
+                cnn_wgpu::transfer::Schedule::SOFTWARE_BLOCK5_LR
+            ),
         ),
     ];
     for (line, (name, what)) in lines[1..].iter().zip(rows) {
@@ -354,6 +361,35 @@ fn main_job_plans(data: &Path, weights: &Path, tmp: &Path) {
         !run.status.success() && err.contains("--book") && err.contains("--epochs"),
         "{err}"
     );
+    // So are epochs a stage cannot run and learning rates that cannot train.
+    for (bad, says) in [
+        (&["--epochs", "0"][..], "0 is not in 1.."),
+        (
+            &["--finetune-lr=-1"][..],
+            "--finetune-lr -1: a learning rate must be",
+        ),
+        (
+            &["--head-lr", "NaN"][..],
+            "--head-lr NaN: a learning rate must be",
+        ),
+    ] {
+        let run = cli()
+            .arg("--data")
+            .arg(data)
+            .arg("--weights")
+            .arg(weights)
+            .arg("--runs")
+            .arg(&runs)
+            .args(bad)
+            .arg("--plan")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success() && err.contains(says) && !err.contains("measuring"),
+            "{bad:?}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -86,6 +86,17 @@ pub fn main_job(
     runs: &Path,
     plan_only: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    for (flag, lr) in [
+        ("--head-lr", rates.head),
+        ("--frozen-lr", rates.frozen),
+        ("--finetune-lr", rates.finetune),
+    ] {
+        if let Some(lr) = lr.filter(|lr| !lr.is_finite() || *lr < 0.0) {
+            return Err(
+                format!("{flag} {lr}: a learning rate must be a finite number >= 0").into(),
+            );
+        }
+    }
     let mut frozen = transfer_config(&args, "frozen")?;
     frozen.out = runs.join("vgg16-frozen");
     frozen.lr = rates.frozen;
@@ -99,6 +110,7 @@ pub fn main_job(
     let software = gpu.info().device_type == wgpu::DeviceType::Cpu;
     let schedule = Schedule::choose(software, want);
     extract.epochs = schedule.head_epochs.unwrap_or(0);
+    block5.lr = block5.lr.or(schedule.block5_lr);
     frozen.epochs = schedule.frozen_epochs;
     block5.epochs = schedule.block5_epochs;
     // Every folder before the first stage starts, and locked for the whole job: stage 3
@@ -118,7 +130,12 @@ pub fn main_job(
             block5.check_run_folder()?,
         ))
     };
-    print_plan(&gpu, &frozen, schedule)?;
+    print_plan(
+        &gpu,
+        &frozen,
+        schedule,
+        [&extract, &frozen, &block5].map(|c| c.lr),
+    )?;
     if plan_only {
         return Ok(());
     }
@@ -172,7 +189,14 @@ fn print_plan(
     gpu: &cnn_wgpu::Gpu,
     cfg: &TransferConfig,
     schedule: Schedule,
+    rates: [Option<f32>; 3],
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let lr = |stage: usize| {
+        format!(
+            "RMSprop {:e}",
+            rates[stage].unwrap_or(transfer::STAGE_LR[stage])
+        )
+    };
     let sizes = transfer::split_sizes(cfg)?;
     eprintln!(
         "measuring {} on one batch of {} images...",
@@ -210,17 +234,17 @@ fn print_plan(
         ));
         rows.push((
             "stage 1, head on cached features".into(),
-            each(schedule.head_epochs.unwrap_or(0)),
+            format!("{}, {}", each(schedule.head_epochs.unwrap_or(0)), lr(0)),
             s1,
         ));
         rows.push((
             "stage 2, frozen base + augmentation".into(),
-            format!("{}, cached views", each(schedule.frozen_epochs)),
+            format!("{}, cached views, {}", each(schedule.frozen_epochs), lr(1)),
             s2,
         ));
         rows.push((
             "stage 3, block5 fine-tuning".into(),
-            format!("{}, cached views", each(schedule.block5_epochs)),
+            format!("{}, cached views, {}", each(schedule.block5_epochs), lr(2)),
             s3,
         ));
         format!(
@@ -234,18 +258,18 @@ fn print_plan(
             // on (4,4,512) features cost little beside it).
             rows.push((
                 "stage 1, head on cached features".into(),
-                each(e),
+                format!("{}, {}", each(e), lr(0)),
                 (train + val + test) as f64 * speed.evaluate,
             ));
         }
         rows.push((
             "stage 2, frozen base + augmentation".into(),
-            each(schedule.frozen_epochs),
+            format!("{}, {}", each(schedule.frozen_epochs), lr(1)),
             transfer::stage_seconds(&speed, speed.frozen_step, schedule.frozen_epochs, sizes),
         ));
         rows.push((
             "stage 3, block5 fine-tuning".into(),
-            each(schedule.block5_epochs),
+            format!("{}, {}", each(schedule.block5_epochs), lr(2)),
             transfer::stage_seconds(&speed, speed.block5_step, schedule.block5_epochs, sizes),
         ));
         format!(
