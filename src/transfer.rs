@@ -229,22 +229,11 @@ pub fn measure_speed(gpu: &Gpu, cfg: &TransferConfig) -> Result<Speed, TrainErro
             model.evaluate_batch(gpu, x, y)?.read_sums(gpu)
         }
     };
-    // A frozen layer's kernel is seen by its first call at a shape, packed or transformed and
-    // kept by its second, and reused from its third, as an epoch's batches reuse it; the first
-    // call also builds the pipelines. So two untimed calls, then the mean of two. Timing the
-    // second (after a one-image batch, whose shape runs other algorithms) made evaluation
-    // look 1.6x slower than the stages ran it (BENCHMARKS.md, "The main job on lavapipe").
-    const UNTIMED: u32 = 2;
-    const TIMED: u32 = 2;
-    let time = |model: &mut Model, train: bool| -> Result<f64, TrainError> {
-        for _ in 0..UNTIMED {
+    let time = |model: &mut Model, train: bool| {
+        seconds_per_image(n, &mut || {
             run(model, &batch, train)?;
-        }
-        let t = Instant::now();
-        for _ in 0..TIMED {
-            run(model, &batch, train)?;
-        }
-        Ok(t.elapsed().as_secs_f64() / (f64::from(TIMED) * n as f64))
+            Ok(())
+        })
     };
     model.freeze_through("block5_pool")?;
     let evaluate = time(&mut model, false)?;
@@ -256,6 +245,28 @@ pub fn measure_speed(gpu: &Gpu, cfg: &TransferConfig) -> Result<Speed, TrainErro
         frozen_step,
         block5_step,
     })
+}
+
+/// Seconds per image of `step`, one call of which handles a batch of `n` images: two untimed
+/// calls, then the mean of two. A frozen layer's kernel is seen by its first call at a shape,
+/// packed or transformed and kept by its second, and reused from its third, as an epoch's
+/// batches reuse it; the first call also builds the pipelines. Timing the second (after a
+/// one-image batch, whose shape runs other algorithms) made evaluation look 1.6x slower than
+/// the stages ran it (BENCHMARKS.md, "The main job on lavapipe").
+fn seconds_per_image(
+    n: usize,
+    step: &mut dyn FnMut() -> Result<(), TrainError>,
+) -> Result<f64, TrainError> {
+    const UNTIMED: u32 = 2;
+    const TIMED: u32 = 2;
+    for _ in 0..UNTIMED {
+        step()?;
+    }
+    let t = Instant::now();
+    for _ in 0..TIMED {
+        step()?;
+    }
+    Ok(t.elapsed().as_secs_f64() / (f64::from(TIMED) * n as f64))
 }
 
 /// Seconds per image of the cached schedule's kinds of work ([`main_job_cached`]), measured as
@@ -289,19 +300,9 @@ pub fn measure_cached_speed(gpu: &Gpu, cfg: &TransferConfig) -> Result<CachedSpe
     let loader = Loader::new(train, lc)?;
     let no_images = || TrainError::Invalid(format!("{}: no training images", cfg.data.display()));
     let first = loader.epoch(0).next().ok_or_else(no_images)??;
-    let n = first.len() as f64;
+    let n = first.len();
     let (x, y) = first.upload(gpu)?;
-    // As in measure_speed: two untimed calls (pipelines, kept kernels), then the mean of two.
-    let time = |f: &mut dyn FnMut() -> Result<(), TrainError>| -> Result<f64, TrainError> {
-        for _ in 0..2 {
-            f()?;
-        }
-        let t = Instant::now();
-        for _ in 0..2 {
-            f()?;
-        }
-        Ok(t.elapsed().as_secs_f64() / (2.0 * n))
-    };
+    let time = |step: &mut dyn FnMut() -> Result<(), TrainError>| seconds_per_image(n, step);
     // RMSprop at rate 0: the stages' optimizer, whose update costs time too, changing nothing.
     let still = Optimizer::rmsprop(0.0);
     let mut epoch = 0;
@@ -620,10 +621,7 @@ pub fn image_model(
     let mut model = Model::new(gpu, composed, 0)?;
     weights::load_vgg16_bytes(gpu, &mut model, &weights, &bytes)?;
     drop(bytes);
-    let mut head = std::collections::HashSet::new();
-    for i in 0..spec.layers.len() {
-        head.extend(spec.param_shapes(i)?.into_iter().map(|(n, _)| n));
-    }
+    let head = param_names(&spec)?;
     ck.load_params_where(gpu, &mut model, |n| head.contains(n))?;
     Ok(ImageModel {
         model,
@@ -759,70 +757,88 @@ pub fn cached_features(
         ));
     }
     let classes: Vec<usize> = (0..ds.len()).map(|i| ds.class_of(i)).collect();
-    let names = ds.class_names().to_vec();
+    let class_names = ds.class_names().to_vec();
+    let sample = layer_sample(model, layer)?;
+    let values = cached_or_computed(cache, &key, layer, classes.len(), sample, || {
+        let root = ds.root().to_path_buf();
+        let n = ds.len();
+        let mut lc = LoaderConfig::evaluation(batch, pre);
+        let mut label = format!("features {}", root.display());
+        let mut epoch = 0;
+        if let Some((aug, seed, view)) = augment {
+            lc.augment = Some(aug);
+            lc.seed = seed;
+            epoch = view;
+            label = format!("{label}, augmented view {}", view + 1);
+        }
+        let loader = Loader::new(Arc::new(ds), lc)?;
+        let bar = crate::train::images_bar(label, n);
+        let mut values = Vec::with_capacity(n * sample.0 * sample.1 * sample.2);
+        for b in loader.epoch(epoch) {
+            let b = b?;
+            let (x, _) = b.upload(gpu)?;
+            values.extend(model.features(gpu, &x, layer)?.to_vec(gpu)?);
+            bar.inc(b.len() as u64);
+        }
+        bar.finish_and_clear();
+        if !loader.skipped().is_empty() {
+            return Err(TrainError::Invalid(format!(
+                "{} unreadable image(s) under {}; features must cover every image (first: {})",
+                loader.skipped().len(),
+                root.display(),
+                loader.skipped()[0]
+            )));
+        }
+        Ok(values)
+    })?;
+    Ok(Features {
+        set: TensorDataset {
+            values,
+            sample,
+            classes,
+            class_names,
+            labels: LabelKind::Binary,
+            name: cache.display().to_string(),
+        },
+        key,
+    })
+}
+
+/// A layer's (H,W,C) sample shape in `model`.
+fn layer_sample(model: &Model, layer: &str) -> Result<(usize, usize, usize), TrainError> {
     let idx = model
         .spec
         .layer_index(layer)
         .ok_or_else(|| TrainError::Invalid(format!("no layer {layer}")))?;
-    let shape = model.shapes()[idx].clone();
-    let sample = (shape[0], shape[1], shape[2]);
-    let per = sample.0 * sample.1 * sample.2;
-    let set = |values: Vec<f32>| TensorDataset {
-        values,
-        sample,
-        classes: classes.clone(),
-        class_names: names.clone(),
-        labels: LabelKind::Binary,
-        name: cache.display().to_string(),
-    };
-    if let Some(values) = read_cache(cache, &key, classes.len(), per) {
+    let s = &model.shapes()[idx];
+    Ok((s[0], s[1], s[2]))
+}
+
+/// The `n` samples of `layer`'s features (each `sample` in shape) that `cache` holds under
+/// `key`; where it is missing or stale, those `compute` makes, written there first. This is
+/// what every feature cache shares, wherever its inputs come from.
+fn cached_or_computed(
+    cache: &Path,
+    key: &str,
+    layer: &str,
+    n: usize,
+    sample: (usize, usize, usize),
+    compute: impl FnOnce() -> Result<Vec<f32>, TrainError>,
+) -> Result<Vec<f32>, TrainError> {
+    if let Some(values) = read_cache(cache, key, n, sample.0 * sample.1 * sample.2) {
         tracing::info!(cache = %cache.display(), "reusing cached features");
-        eprintln!("reusing {} features from {}", layer, cache.display());
-        return Ok(Features {
-            set: set(values),
-            key,
-        });
+        eprintln!("reusing {layer} features from {}", cache.display());
+        return Ok(values);
     }
-    let root = ds.root().to_path_buf();
-    let n = ds.len();
-    let mut lc = LoaderConfig::evaluation(batch, pre);
-    let mut label = format!("features {}", root.display());
-    let mut epoch = 0;
-    if let Some((aug, seed, view)) = augment {
-        lc.augment = Some(aug);
-        lc.seed = seed;
-        epoch = view;
-        label = format!("{label}, augmented view {}", view + 1);
-    }
-    let loader = Loader::new(Arc::new(ds), lc)?;
-    let bar = crate::train::images_bar(label, n);
-    let mut values = Vec::with_capacity(n * per);
-    for b in loader.epoch(epoch) {
-        let b = b?;
-        let (x, _) = b.upload(gpu)?;
-        values.extend(model.features(gpu, &x, layer)?.to_vec(gpu)?);
-        bar.inc(b.len() as u64);
-    }
-    bar.finish_and_clear();
-    if !loader.skipped().is_empty() {
-        return Err(TrainError::Invalid(format!(
-            "{} unreadable image(s) under {}; features must cover every image (first: {})",
-            loader.skipped().len(),
-            root.display(),
-            loader.skipped()[0]
-        )));
-    }
+    let values = compute()?;
     write_cache(
         cache,
-        key.clone(),
+        key.to_string(),
         layer,
         [n, sample.0, sample.1, sample.2],
         &values,
     )?;
-    Ok(Features {
-        set: set(values),
-        key,
-    })
+    Ok(values)
 }
 
 /// `layer`'s output of `model` on every sample of `from` (features of an earlier layer),
@@ -839,54 +855,30 @@ pub fn derived_features(
     let key = hex(&Sha256::digest(
         format!("{}|{}|{layer}", from.key, model.spec.name).as_bytes(),
     ));
-    let idx = model
-        .spec
-        .layer_index(layer)
-        .ok_or_else(|| TrainError::Invalid(format!("no layer {layer}")))?;
-    let shape = model.shapes()[idx].clone();
-    let sample = (shape[0], shape[1], shape[2]);
-    let per = sample.0 * sample.1 * sample.2;
+    let sample = layer_sample(model, layer)?;
     let n = from.set.len();
-    let set = |values: Vec<f32>| TensorDataset {
-        values,
-        sample,
-        classes: from.set.classes.clone(),
-        class_names: from.set.class_names.clone(),
-        labels: from.set.labels,
-        name: cache.display().to_string(),
-    };
-    if let Some(values) = read_cache(cache, &key, n, per) {
-        eprintln!("reusing {} features from {}", layer, cache.display());
-        return Ok(Features {
-            set: set(values),
-            key,
-        });
-    }
-    let mut values = Vec::with_capacity(n * per);
-    let per_in = from.set.sample.0 * from.set.sample.1 * from.set.sample.2;
-    let bar = crate::train::images_bar(format!("{layer} from {}", from.set.name), n);
-    for chunk in from.set.values.chunks(batch * per_in) {
-        let rows = chunk.len() / per_in;
-        let shape = [
-            rows,
-            from.set.sample.0,
-            from.set.sample.1,
-            from.set.sample.2,
-        ];
-        let x = crate::Tensor::from_slice(gpu, &shape[..], chunk)?;
-        values.extend(model.features(gpu, &x, layer)?.to_vec(gpu)?);
-        bar.inc(rows as u64);
-    }
-    bar.finish_and_clear();
-    write_cache(
-        cache,
-        key.clone(),
-        layer,
-        [n, sample.0, sample.1, sample.2],
-        &values,
-    )?;
+    let values = cached_or_computed(cache, &key, layer, n, sample, || {
+        let mut values = Vec::with_capacity(n * sample.0 * sample.1 * sample.2);
+        let (h, w, c) = from.set.sample;
+        let bar = crate::train::images_bar(format!("{layer} from {}", from.set.name), n);
+        for chunk in from.set.values.chunks(batch * h * w * c) {
+            let rows = chunk.len() / (h * w * c);
+            let x = crate::Tensor::from_slice(gpu, &[rows, h, w, c][..], chunk)?;
+            values.extend(model.features(gpu, &x, layer)?.to_vec(gpu)?);
+            bar.inc(rows as u64);
+        }
+        bar.finish_and_clear();
+        Ok(values)
+    })?;
     Ok(Features {
-        set: set(values),
+        set: TensorDataset {
+            values,
+            sample,
+            classes: from.set.classes.clone(),
+            class_names: from.set.class_names.clone(),
+            labels: from.set.labels,
+            name: cache.display().to_string(),
+        },
         key,
     })
 }
@@ -1004,7 +996,11 @@ pub const STAGE_LR: [f32; 3] = [2e-5, 2e-5, 1e-5];
 fn head_param_names(
     feature_shape: &[usize],
 ) -> Result<std::collections::HashSet<String>, TrainError> {
-    let spec = feature_head(feature_shape);
+    param_names(&feature_head(feature_shape))
+}
+
+/// The names of every parameter of `spec`'s layers.
+fn param_names(spec: &ModelSpec) -> Result<std::collections::HashSet<String>, TrainError> {
     let mut names = std::collections::HashSet::new();
     for i in 0..spec.layers.len() {
         names.extend(spec.param_shapes(i)?.into_iter().map(|(n, _)| n));

@@ -238,6 +238,18 @@ fn sequence_softmax() -> ModelSpec {
         .build()
 }
 
+/// Sigmoid and softmax on layers that are not the output, on a convolution (softmax over the
+/// channels) and on a dense layer: the executor once ran them as linear.
+fn hidden_sigmoid_softmax() -> ModelSpec {
+    Sequential::new("hidden-sigmoid-softmax", &[5, 6, 2])
+        .push(conv(4, 3, Padding::Same, Activation::Softmax))
+        .push(conv(3, 2, Padding::Valid, Activation::Sigmoid))
+        .push(LayerKind::Flatten)
+        .push(dense(5, Activation::Softmax))
+        .push(dense(1, Activation::Sigmoid))
+        .build()
+}
+
 /// Labels for `n` samples of a head with `classes` outputs: one-hot rows for a softmax head,
 /// alternating 0/1 for a sigmoid unit.
 fn labels(n: usize, classes: usize) -> Vec<f32> {
@@ -277,6 +289,7 @@ fn executor_gradients_match_finite_differences() {
             strided_softmax(),
             sequence_sigmoid(),
             sequence_softmax(),
+            hidden_sigmoid_softmax(),
         ]
         .into_iter()
         .enumerate()

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cnn_wgpu::data::{Dataset, DirectoryDataset};
@@ -769,6 +769,23 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A temporary folder holding `data/` (synthetic class folders, `per_split` images per class
+/// in each split) and synthetic VGG16 weights of the real shapes, with their paths.
+struct Synthetic {
+    tmp: tempfile::TempDir,
+    data: PathBuf,
+    weights: PathBuf,
+}
+
+fn synthetic(per_split: &[(&str, usize)]) -> Synthetic {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synthetic_images(&data, per_split);
+    let weights = tmp.path().join("vgg16-synthetic.safetensors");
+    synthetic_vgg16(&weights);
+    Synthetic { tmp, data, weights }
+}
+
 fn adapter_or_skip() -> bool {
     if cnn_wgpu::gpu::select::choose(&cnn_wgpu::AdapterRequest::default()).is_err() {
         assert!(
@@ -814,11 +831,8 @@ fn three_stages_end_to_end_on_synthetic_images_and_weights() {
     if !adapter_or_skip() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    synthetic_images(&data, &[("train", 12), ("validation", 6), ("test", 6)]);
-    let weights = tmp.path().join("vgg16-synthetic.safetensors");
-    synthetic_vgg16(&weights);
+    let Synthetic { tmp, data, weights } =
+        synthetic(&[("train", 12), ("validation", 6), ("test", 6)]);
     three_stages(&data, &weights, tmp.path());
     main_job_plans(&data, &weights, tmp.path());
     main_job_runs(&data, &weights, tmp.path());
@@ -971,11 +985,8 @@ fn the_warm_start_puts_stage_ones_head_on_the_base_bit_for_bit() {
         return;
     }
     let Some(gpu) = common::gpu() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    synthetic_images(&data, &[("train", 10), ("validation", 4), ("test", 4)]);
-    let weights = tmp.path().join("vgg16-synthetic.safetensors");
-    synthetic_vgg16(&weights);
+    let Synthetic { tmp, data, weights } =
+        synthetic(&[("train", 10), ("validation", 4), ("test", 4)]);
     let mut c1 = TransferConfig::new(&data, &weights, &tmp.path().join("extract"));
     (c1.image_size, c1.batch, c1.epochs, c1.progress) = (32, 8, 3, false);
     transfer::extract(gpu, &c1).unwrap();
@@ -1091,11 +1102,7 @@ fn a_cached_view_is_what_the_streaming_loader_makes_in_that_epoch() {
         return;
     }
     let Some(gpu) = common::gpu() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    synthetic_images(&data, &[("train", 9)]);
-    let weights = tmp.path().join("vgg16-synthetic.safetensors");
-    synthetic_vgg16(&weights);
+    let Synthetic { tmp, data, weights } = synthetic(&[("train", 9)]);
     let mut base = Model::new(gpu, zoo::vgg16_base(32), 0).unwrap();
     let pre = w::load_vgg16(gpu, &mut base, &weights)
         .unwrap()

@@ -445,6 +445,15 @@ impl Model {
                     _ => input.clone(),
                 },
             };
+            // ReLU runs fused in its layer's kernel; a sigmoid or softmax on a layer that is not
+            // the output runs here (the output layer's is left to the loss).
+            if fused {
+                cur = match layer.kind.activation() {
+                    Activation::Sigmoid => activation::sigmoid(gpu, &cur)?,
+                    Activation::Softmax => activation::softmax(gpu, &cur)?,
+                    Activation::Relu | Activation::Linear => cur,
+                };
+            }
             let keep = keep_from.is_some_and(|f| i >= f);
             saved.push(keep.then(|| Saved {
                 input,
@@ -514,8 +523,15 @@ impl Model {
             let need_dx = i > first;
             let kind = &self.spec.layers[i].kind;
             gpu.set_scope(&format!("{} (backward)", self.spec.layers[i].name));
-            if i != last && kind.activation() == Activation::Relu {
-                g = activation::relu_backward(gpu, &g, &s.output)?;
+            // Through the activation, from its output y: ReLU 1[y > 0], sigmoid y (1 - y),
+            // softmax y_j (delta_jk - y_k) over the last axis.
+            if i != last {
+                g = match kind.activation() {
+                    Activation::Relu => activation::relu_backward(gpu, &g, &s.output)?,
+                    Activation::Sigmoid => activation::sigmoid_backward(gpu, &g, &s.output)?,
+                    Activation::Softmax => activation::softmax_backward(gpu, &g, &s.output)?,
+                    Activation::Linear => g,
+                };
             }
             let p = &self.params[i];
             g = match kind {

@@ -390,8 +390,8 @@ pub type Values = HashMap<String, Vec<f64>>;
 
 /// The model's logits from the definitions, in f64: each layer as the CPU references here
 /// compute it, dropout as the given per-layer masks (0 or 1/(1-rate); a layer without a mask
-/// is the identity, as at inference), and the output layer's activation left to the loss, as
-/// the executor does. `params` maps `{layer}.kernel` / `{layer}.bias` to their values.
+/// is the identity, as at inference), every other layer's activation applied (a sigmoid or
+/// softmax too, not only ReLU), and the output layer's left to the loss, as the executor does. `params` maps `{layer}.kernel` / `{layer}.bias` to their values.
 pub fn cpu_logits(
     spec: &ModelSpec,
     params: &Values,
@@ -488,6 +488,21 @@ pub fn cpu_logits(
                 None => (cur, shape),
             },
         };
+        if i != last {
+            match layer.kind.activation() {
+                Activation::Sigmoid => cur.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
+                Activation::Softmax => {
+                    for row in cur.chunks_mut(*shape.last().unwrap()) {
+                        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        row.iter_mut().for_each(|v| *v = (*v - m).exp());
+                        let sum: f64 = row.iter().sum();
+                        row.iter_mut().for_each(|v| *v /= sum);
+                    }
+                }
+                // ReLU is in the layer's reference above.
+                Activation::Relu | Activation::Linear => {}
+            }
+        }
     }
     cur
 }
